@@ -1,0 +1,90 @@
+/* Configuration: the INI file (or the zero-config command line) read into typed fields.
+ *
+ * Every field starts UNSET; tt_conf_finish() fills in the defaults in one place and validates
+ * the whole. Errors name file, line and key ("tether.ini:12: idle_timeout: not a duration"). The
+ * result is immutable once workers start; workers only read it. */
+#ifndef TT_CONFIG_CONFIG_H
+#define TT_CONFIG_CONFIG_H
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "event/sock.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TT_UNSET -1
+
+/* idle_timeout = auto: learn the upstream's idle timeout and stay under it. */
+#define TT_IDLE_AUTO -2
+
+typedef struct {
+    char *name;
+    int line; /* line of the section header, for errors about missing keys */
+
+    char *url;
+    char *host; /* from url */
+    int port;   /* from url */
+    tt_addr_t listen;
+    int has_listen;
+    char **hosts;
+    size_t nhosts;
+    int preserve_host;
+
+    int64_t max_connections;
+    int64_t max_idle;
+    int64_t min_idle;
+    int64_t max_queue;
+    int64_t max_requests; /* 0: unlimited */
+    int64_t retry_buffer; /* bytes of request body kept for a safe retry */
+    int64_t idle_timeout; /* ms, or TT_IDLE_AUTO */
+    int64_t connect_timeout;
+    int64_t response_timeout;
+    int64_t queue_timeout;
+    int64_t max_lifetime;  /* 0: unlimited */
+    int64_t tcp_keepalive; /* 0: off */
+    int64_t lease_warn;
+    int64_t lease_timeout; /* 0: off */
+} tt_upstream_conf_t;
+
+typedef struct {
+    char *path; /* "command line" for the zero-config form */
+    int64_t workers; /* 0: auto */
+    tt_addr_t proxy_listen;
+    int has_proxy_listen;
+    tt_addr_t admin;
+    int has_admin;
+    int64_t admin_allow_remote;
+    int64_t log_level;
+    int64_t max_head_size;
+    int64_t client_header_timeout;
+    int64_t client_idle_timeout;
+    int64_t drain_timeout;
+
+    tt_upstream_conf_t *upstreams;
+    size_t nupstreams;
+} tt_conf_t;
+
+/* Error text of a failed load, "FILE:LINE: KEY: reason". */
+typedef struct {
+    char msg[512];
+} tt_conf_error_t;
+
+/* Reads and validates path into a new configuration. Returns NULL and fills err on failure. */
+tt_conf_t *tt_conf_load(const char *path, tt_conf_error_t *err);
+
+/* Builds the zero-config form: one upstream "default" at url, reached on listen. */
+tt_conf_t *tt_conf_from_args(const char *listen, const char *url, const char *workers,
+                             const char *log_level, tt_conf_error_t *err);
+
+void tt_conf_free(tt_conf_t *conf);
+
+/* Writes the effective configuration (defaults filled in) as INI text to a newly allocated
+ * string the caller frees. */
+char *tt_conf_dump(const tt_conf_t *conf);
+
+/* Parsers shared with the command line and tests. Return 0 on success, -1 if malformed. */
+int tt_parse_duration_ms(const char *s, int64_t *out);
+int tt_parse_size(const char *s, int64_t *out);
+
+#endif

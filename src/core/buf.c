@@ -1,0 +1,125 @@
+#include "core/buf.h"
+
+#include "core/invariant.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free)
+{
+    bp->free = NULL;
+    bp->nfree = 0;
+    bp->max_free = max_free;
+}
+
+static void buf_free(tt_buf_t *b)
+{
+    free(b->data);
+    free(b);
+}
+
+void tt_bufpool_destroy(tt_bufpool_t *bp)
+{
+    while (bp->free != NULL) {
+        tt_buf_t *b = bp->free;
+        bp->free = b->next_free;
+        buf_free(b);
+    }
+    bp->nfree = 0;
+}
+
+tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp)
+{
+    tt_buf_t *b = bp->free;
+    if (b != NULL) {
+        bp->free = b->next_free;
+        bp->nfree--;
+    } else {
+        b = tt_malloc(sizeof(*b));
+        b->data = tt_malloc(TT_BUF_SIZE);
+        b->cap = TT_BUF_SIZE;
+    }
+    b->rpos = b->wpos = 0;
+    b->next_free = NULL;
+    return b;
+}
+
+void tt_buf_release(tt_bufpool_t *bp, tt_buf_t *b)
+{
+    if (b == NULL)
+        return;
+    if (b->cap != TT_BUF_SIZE || bp->nfree >= bp->max_free) {
+        buf_free(b);
+        return;
+    }
+    b->next_free = bp->free;
+    bp->free = b;
+    bp->nfree++;
+}
+
+void tt_buf_compact(tt_buf_t *b)
+{
+    if (b->rpos == 0)
+        return;
+    size_t len = tt_buf_len(b);
+    memmove(b->data, b->data + b->rpos, len);
+    b->rpos = 0;
+    b->wpos = len;
+}
+
+int tt_buf_reserve(tt_buf_t *b, size_t n, size_t limit)
+{
+    if (tt_buf_room(b) >= n)
+        return 0;
+    tt_buf_compact(b);
+    if (tt_buf_room(b) >= n)
+        return 0;
+    size_t need = b->wpos + n;
+    if (need > limit)
+        return -1;
+    size_t cap = b->cap;
+    while (cap < need)
+        cap *= 2;
+    if (cap > limit)
+        cap = limit;
+    b->data = tt_realloc(b->data, cap);
+    b->cap = cap;
+    return 0;
+}
+
+void tt_buf_append(tt_buf_t *b, const void *p, size_t n)
+{
+    tt_buf_reserve(b, n, SIZE_MAX);
+    memcpy(b->data + b->wpos, p, n);
+    b->wpos += n;
+}
+
+void tt_buf_appendf(tt_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    TT_BUG_ON(n < 0);
+    tt_buf_reserve(b, (size_t)n + 1, SIZE_MAX);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->wpos, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->wpos += (size_t)n;
+}
+
+ssize_t tt_buf_read_fd(tt_buf_t *b, int fd)
+{
+    if (tt_buf_room(b) == 0)
+        tt_buf_compact(b);
+    ssize_t n;
+    do {
+        n = read(fd, b->data + b->wpos, tt_buf_room(b));
+    } while (n < 0 && errno == EINTR);
+    if (n > 0)
+        b->wpos += (size_t)n;
+    return n;
+}

@@ -1,0 +1,45 @@
+/* Socket helpers: address parsing and formatting, non-blocking listeners and connects, and the
+ * socket options tether sets on upstream connections. */
+#ifndef TT_EVENT_SOCK_H
+#define TT_EVENT_SOCK_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+typedef struct {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} tt_addr_t;
+
+#define TT_ADDR_STRLEN 64
+
+/* Parses a numeric "IPv4:port" or "[IPv6]:port". Returns 0, or -1 if malformed. */
+int tt_addr_parse(const char *s, tt_addr_t *out);
+/* Resolves host (name or numeric) and port with getaddrinfo; fills up to max addresses.
+ * Returns the number found, or -1 with a reason in *err (a static string). Blocking. */
+int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const char **err);
+/* Formats "1.2.3.4:80" or "[::1]:80" into buf (TT_ADDR_STRLEN bytes). */
+const char *tt_addr_format(const tt_addr_t *a, char *buf);
+int tt_addr_is_loopback(const tt_addr_t *a);
+
+/* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, so each worker binds its
+ * own. Returns the fd, or -1 with errno set. */
+int tt_sock_listen(const tt_addr_t *a, int backlog);
+/* Starts a non-blocking connect. Returns the fd (connected or in progress), or -1 with errno. */
+int tt_sock_connect(const tt_addr_t *a);
+/* Returns 0 if a non-blocking connect completed, else the pending socket error. */
+int tt_sock_connect_result(int fd);
+
+typedef struct {
+    int keepalive_idle_s;  /* 0: TCP keep-alive probes off */
+    int keepalive_intvl_s; /* 0: derived from idle */
+    int keepalive_count;   /* 0: derived */
+    int user_timeout_ms;   /* 0: kernel default */
+} tt_sockopts_t;
+
+/* Sets TCP_NODELAY and the given keep-alive and user-timeout options; failures are ignored
+ * because every option only tunes an already working socket. */
+void tt_sock_tune(int fd, const tt_sockopts_t *o);
+
+#endif

@@ -1,0 +1,302 @@
+#include "http/message.h"
+
+#include "core/invariant.h"
+#include "core/list.h"
+
+#include <ctype.h>
+#include <string.h>
+
+void tt_http_headpool_init(tt_http_headpool_t *hp, size_t max_free)
+{
+    hp->free = NULL;
+    hp->nfree = 0;
+    hp->max_free = max_free;
+}
+
+void tt_http_headpool_destroy(tt_http_headpool_t *hp)
+{
+    while (hp->free != NULL) {
+        tt_http_head_t *h = hp->free;
+        hp->free = h->next_free;
+        free(h);
+    }
+    hp->nfree = 0;
+}
+
+tt_http_head_t *tt_http_head_acquire(tt_http_headpool_t *hp)
+{
+    tt_http_head_t *h = hp->free;
+    if (h != NULL) {
+        hp->free = h->next_free;
+        hp->nfree--;
+        return h;
+    }
+    return tt_malloc(sizeof(*h));
+}
+
+void tt_http_head_release(tt_http_headpool_t *hp, tt_http_head_t *h)
+{
+    if (h == NULL)
+        return;
+    if (hp->nfree >= hp->max_free) {
+        free(h);
+        return;
+    }
+    h->next_free = hp->free;
+    hp->free = h;
+    hp->nfree++;
+}
+
+static tt_http_reader_t *reader_of(llhttp_t *p)
+{
+    return tt_container_of(p, tt_http_reader_t, _parser);
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    tt_http_reader_t *r = reader_of(p);
+    r->_head_done = r->_message_done = 0;
+    return 0;
+}
+
+static uint32_t offset_of(tt_http_reader_t *r, const char *at)
+{
+    return (uint32_t)(at - r->_base);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    if (r->_head->target_len == 0)
+        r->_head->target = offset_of(r, at);
+    r->_head->target_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    if (r->_head->reason_len == 0)
+        r->_head->reason = offset_of(r, at);
+    r->_head->reason_len += (uint32_t)len;
+    return 0;
+}
+
+/* llhttp may report a name or value in pieces when it arrives across reads; the buffer is
+ * contiguous, so pieces only extend the current span. */
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    tt_http_head_t *h = r->_head;
+    if (h->nheaders == 0 || r->_last_was_value) {
+        if (h->nheaders == TT_HTTP_MAX_HEADERS) {
+            r->_too_many = 1;
+            return HPE_USER;
+        }
+        tt_http_header_t *hdr = &h->headers[h->nheaders++];
+        hdr->name = offset_of(r, at);
+        hdr->name_len = 0;
+        hdr->value = 0;
+        hdr->value_len = 0;
+        r->_last_was_value = 0;
+    }
+    h->headers[h->nheaders - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    tt_http_header_t *hdr = &r->_head->headers[r->_head->nheaders - 1];
+    if (!r->_last_was_value) {
+        hdr->value = offset_of(r, at);
+        r->_last_was_value = 1;
+    }
+    hdr->value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    tt_http_reader_t *r = reader_of(p);
+    tt_http_head_t *h = r->_head;
+    h->method = (uint8_t)p->method;
+    h->status = (uint16_t)p->status_code;
+    h->major = p->http_major;
+    h->minor = p->http_minor;
+    h->keep_alive = (uint8_t)llhttp_should_keep_alive(p);
+    h->upgrade = p->upgrade;
+    h->chunked = (p->flags & F_CHUNKED) != 0;
+    h->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    h->content_length = h->has_length ? p->content_length : 0;
+    r->_head_done = 1;
+    /* A response to HEAD has no body whatever its headers say; llhttp then completes the
+     * message at once and pauses there, which also marks the end of the head. */
+    return r->_skip_body ? 1 : HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    if (r->_decoded != NULL)
+        tt_buf_append(r->_decoded, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    reader_of(p)->_message_done = 1;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void tt_http_reader_init(tt_http_reader_t *r, llhttp_type_t kind)
+{
+    memset(r, 0, sizeof(*r));
+    llhttp_init(&r->_parser, kind, &settings);
+}
+
+void tt_http_reader_begin_head(tt_http_reader_t *r, tt_http_head_t *h, int skip_body)
+{
+    memset(h, 0, offsetof(tt_http_head_t, headers));
+    r->_head = h;
+    r->_in_head = 1;
+    r->_head_done = 0;
+    r->_message_done = 0;
+    r->_skip_body = (uint8_t)skip_body;
+    r->_last_was_value = 0;
+    r->_too_many = 0;
+    r->_decoded = NULL;
+}
+
+/* Runs llhttp over [p, p+n) and reports how much it took before pausing. */
+static llhttp_errno_t execute(tt_http_reader_t *r, const char *p, size_t n, size_t *consumed)
+{
+    llhttp_errno_t rc = llhttp_execute(&r->_parser, p, n);
+    if (rc == HPE_PAUSED) {
+        *consumed = (size_t)(llhttp_get_error_pos(&r->_parser) - p);
+        llhttp_resume(&r->_parser);
+        return HPE_OK;
+    }
+    if (rc == HPE_PAUSED_UPGRADE) {
+        *consumed = (size_t)(llhttp_get_error_pos(&r->_parser) - p);
+        llhttp_resume_after_upgrade(&r->_parser);
+        return HPE_OK;
+    }
+    *consumed = n;
+    return rc;
+}
+
+tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, size_t *parsed,
+                                     size_t max_head)
+{
+    TT_ASSERT(r->_in_head && buf->rpos == 0);
+    r->_base = buf->data;
+    size_t avail = buf->wpos - *parsed, consumed;
+    if (avail > max_head - TT_MIN(*parsed, max_head))
+        avail = max_head - TT_MIN(*parsed, max_head);
+    llhttp_errno_t rc = execute(r, buf->data + *parsed, avail, &consumed);
+    *parsed += consumed;
+    if (rc != HPE_OK)
+        return r->_too_many ? TT_HTTP_HEAD_TOO_LARGE : TT_HTTP_ERROR;
+    if (!r->_head_done)
+        return *parsed >= max_head ? TT_HTTP_HEAD_TOO_LARGE : TT_HTTP_AGAIN;
+    r->_in_head = 0;
+    r->_head->head_len = (uint32_t)*parsed;
+    if (!r->_message_done && !r->_skip_body) {
+        /* Body-less messages complete without consuming input; learn that now. */
+        size_t none;
+        if (execute(r, buf->data + *parsed, 0, &none) != HPE_OK)
+            return TT_HTTP_ERROR;
+    }
+    return TT_HTTP_HEAD_DONE;
+}
+
+tt_http_status_t tt_http_reader_body(tt_http_reader_t *r, const char *p, size_t n,
+                                     size_t *consumed)
+{
+    if (r->_message_done) {
+        *consumed = 0;
+        return TT_HTTP_MESSAGE_DONE;
+    }
+    if (execute(r, p, n, consumed) != HPE_OK)
+        return TT_HTTP_ERROR;
+    return r->_message_done ? TT_HTTP_MESSAGE_DONE : TT_HTTP_AGAIN;
+}
+
+tt_http_status_t tt_http_reader_eof(tt_http_reader_t *r)
+{
+    if (r->_message_done)
+        return TT_HTTP_MESSAGE_DONE;
+    llhttp_errno_t rc = llhttp_finish(&r->_parser);
+    if ((rc == HPE_OK || rc == HPE_PAUSED) && r->_message_done)
+        return TT_HTTP_MESSAGE_DONE;
+    return TT_HTTP_ERROR;
+}
+
+void tt_http_reader_decode_into(tt_http_reader_t *r, tt_buf_t *out)
+{
+    r->_decoded = out;
+}
+
+int tt_http_reader_message_done(const tt_http_reader_t *r)
+{
+    return r->_message_done;
+}
+
+int tt_http_reader_decoding(const tt_http_reader_t *r)
+{
+    return r->_decoded != NULL;
+}
+
+int tt_http_reader_needs_eof(const tt_http_reader_t *r)
+{
+    return llhttp_message_needs_eof(&r->_parser);
+}
+
+const char *tt_http_reader_error(const tt_http_reader_t *r)
+{
+    if (r->_too_many)
+        return "too many header fields";
+    const char *reason = llhttp_get_error_reason(&r->_parser);
+    return reason != NULL ? reason : llhttp_errno_name(llhttp_get_errno(&r->_parser));
+}
+
+const tt_http_header_t *tt_http_head_find(const tt_http_head_t *h, const char *base,
+                                          const char *name)
+{
+    size_t len = strlen(name);
+    for (uint32_t i = 0; i < h->nheaders; i++)
+        if (tt_http_header_is(base, &h->headers[i], name, len))
+            return &h->headers[i];
+    return NULL;
+}
+
+int tt_http_value_has_token(const char *value, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    const char *p = value, *end = value + len;
+    while (p < end) {
+        while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
+            p++;
+        const char *start = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *stop = p;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
+            stop--;
+        if ((size_t)(stop - start) == tlen && strncasecmp(start, token, tlen) == 0)
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,197 @@
+#include "http/rewrite.h"
+
+#include "core/invariant.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct {
+    const char *name;
+    size_t len;
+} name_t;
+
+#define NAME(s) {s, sizeof(s) - 1}
+
+static const name_t hop_by_hop[] = {
+    NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
+    NAME("te"),         NAME("trailer"),    NAME("upgrade"),
+};
+
+static int named_in_connection(const tt_http_head_t *h, const char *base,
+                               const tt_http_header_t *hdr)
+{
+    char name[128];
+    if (hdr->name_len >= sizeof(name))
+        return 0;
+    memcpy(name, base + hdr->name, hdr->name_len);
+    name[hdr->name_len] = '\0';
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        const tt_http_header_t *c = &h->headers[i];
+        if (tt_http_header_is(base, c, "connection", 10) &&
+            tt_http_value_has_token(base + c->value, c->value_len, name))
+            return 1;
+    }
+    return 0;
+}
+
+/* keep_upgrade: a tunnel keeps Upgrade (and tether writes its own Connection: upgrade). */
+static int is_hop_by_hop(const tt_http_head_t *h, const char *base, const tt_http_header_t *hdr,
+                         int keep_upgrade)
+{
+    for (size_t i = 0; i < TT_ARRAY_SIZE(hop_by_hop); i++) {
+        if (tt_http_header_is(base, hdr, hop_by_hop[i].name, hop_by_hop[i].len))
+            return !(keep_upgrade && i == 5);
+    }
+    return named_in_connection(h, base, hdr);
+}
+
+static void append_header(tt_buf_t *out, const char *base, const tt_http_header_t *hdr)
+{
+    tt_buf_reserve(out, hdr->name_len + hdr->value_len + 4, SIZE_MAX);
+    char *w = tt_buf_wptr(out);
+    memcpy(w, base + hdr->name, hdr->name_len);
+    w += hdr->name_len;
+    *w++ = ':';
+    *w++ = ' ';
+    memcpy(w, base + hdr->value, hdr->value_len);
+    w += hdr->value_len;
+    *w++ = '\r';
+    *w++ = '\n';
+    out->wpos += hdr->name_len + hdr->value_len + 4;
+}
+
+void tt_http_write_request_head(tt_buf_t *out, const tt_http_head_t *h, const char *base,
+                                const tt_http_request_out_t *o)
+{
+    const char *method = llhttp_method_name((llhttp_method_t)h->method);
+    tt_buf_appendf(out, "%s %.*s HTTP/1.1\r\n", method, (int)o->target.len, o->target.str);
+    if (o->host.len > 0)
+        tt_buf_appendf(out, "Host: %.*s\r\n", (int)o->host.len, o->host.str);
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        const tt_http_header_t *hdr = &h->headers[i];
+        if (o->host.len > 0 && tt_http_header_is(base, hdr, "host", 4))
+            continue;
+        if (is_hop_by_hop(h, base, hdr, o->tunnel))
+            continue;
+        append_header(out, base, hdr);
+    }
+    if (o->tunnel)
+        tt_buf_append(out, "Connection: upgrade\r\n", 21);
+    tt_buf_append(out, "\r\n", 2);
+}
+
+void tt_http_write_response_head(tt_buf_t *out, const tt_http_head_t *h, const char *base,
+                                 const tt_http_response_out_t *o)
+{
+    if (h->reason_len > 0)
+        tt_buf_appendf(out, "HTTP/1.1 %u %.*s\r\n", h->status, (int)h->reason_len,
+                       base + h->reason);
+    else
+        tt_buf_appendf(out, "HTTP/1.1 %u %s\r\n", h->status, tt_http_reason(h->status));
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        const tt_http_header_t *hdr = &h->headers[i];
+        if (is_hop_by_hop(h, base, hdr, o->tunnel))
+            continue;
+        if (o->dechunk && tt_http_header_is(base, hdr, "transfer-encoding", 17))
+            continue;
+        append_header(out, base, hdr);
+    }
+    if (o->tunnel)
+        tt_buf_append(out, "Connection: upgrade\r\n", 21);
+    else if (o->close)
+        tt_buf_append(out, "Connection: close\r\n", 19);
+    else if (o->keep_alive_10)
+        tt_buf_append(out, "Connection: keep-alive\r\n", 24);
+    tt_buf_append(out, "\r\n", 2);
+}
+
+const char *tt_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, ...)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body), "tether: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(body + n, sizeof(body) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = TT_MIN((size_t)n + (size_t)(m < 0 ? 0 : m), sizeof(body) - 2);
+    body[len++] = '\n';
+    tt_buf_appendf(out,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Length: %zu\r\n%s\r\n",
+                   status, tt_http_reason(status), len, close ? "Connection: close\r\n" : "");
+    tt_buf_append(out, body, len);
+}
+
+int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *path)
+{
+    if (target.len < 7 || strncasecmp(target.str, "http://", 7) != 0)
+        return -1;
+    const char *p = target.str + 7, *end = target.str + target.len, *a = p;
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    if (p == a)
+        return -1;
+    authority->str = a;
+    authority->len = (size_t)(p - a);
+    const char *at = memchr(a, '@', authority->len);
+    if (at != NULL) { /* userinfo is never forwarded as part of the host */
+        authority->len -= (size_t)(at + 1 - a);
+        authority->str = at + 1;
+    }
+    if (p == end) {
+        path->str = "/";
+        path->len = 1;
+    } else {
+        path->str = p;
+        path->len = (size_t)(end - p);
+    }
+    return 0;
+}
+
+int tt_http_keepalive_timeout(const char *value, size_t len)
+{
+    const char *p = value, *end = value + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
+            p++;
+        if ((size_t)(end - p) > 8 && strncasecmp(p, "timeout=", 8) == 0) {
+            p += 8;
+            int v = 0, digits = 0;
+            while (p < end && *p >= '0' && *p <= '9' && v < 1000000) {
+                v = v * 10 + (*p++ - '0');
+                digits++;
+            }
+            return digits > 0 ? v : -1;
+        }
+        while (p < end && *p != ',')
+            p++;
+    }
+    return -1;
+}

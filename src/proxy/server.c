@@ -1,0 +1,107 @@
+#include "proxy/server.h"
+
+#include "core/invariant.h"
+#include "core/log.h"
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static size_t cpus_available(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+    return 1;
+}
+
+static void log_ready(const tt_conf_t *conf, size_t nworkers)
+{
+    char a[TT_ADDR_STRLEN];
+    if (conf->has_proxy_listen)
+        tt_info("forward proxy (HTTP_PROXY) on %s", tt_addr_format(&conf->proxy_listen, a));
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        const tt_upstream_conf_t *u = &conf->upstreams[i];
+        if (u->has_listen)
+            tt_info("upstream %s: %s on %s", u->name, u->url, tt_addr_format(&u->listen, a));
+        else
+            tt_info("upstream %s: %s via the forward proxy", u->name, u->url);
+    }
+    tt_info("tetherd ready: %zu worker%s", nworkers, nworkers == 1 ? "" : "s");
+}
+
+int tt_server_run(const tt_conf_t *conf)
+{
+    char err[256];
+    tt_log_set_level((tt_log_level_t)conf->log_level);
+    size_t nworkers = conf->workers > 0 ? (size_t)conf->workers : cpus_available();
+    size_t nup = conf->nupstreams;
+    tt_upstream_t *ups = tt_calloc(nup, sizeof(*ups));
+    tt_worker_t *workers = tt_calloc(nworkers, sizeof(*workers));
+    int status = 1;
+    size_t inited_up = 0, inited_w = 0, started = 0;
+
+    for (; inited_up < nup; inited_up++) {
+        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers,
+                             err, sizeof(err)) < 0) {
+            tt_error("%s", err);
+            goto out;
+        }
+    }
+    /* Workers inherit this mask: signals are taken by the main thread alone, with sigwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    for (; inited_w < nworkers; inited_w++) {
+        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, err, sizeof(err)) < 0) {
+            tt_error("%s", err);
+            inited_w++; /* partly initialised: joined below without a thread */
+            goto out;
+        }
+    }
+    for (; started < nworkers; started++) {
+        if (tt_worker_start(&workers[started]) != 0) {
+            tt_error("cannot start worker thread: %s", strerror(errno));
+            goto out;
+        }
+    }
+    log_ready(conf, nworkers);
+    for (;;) {
+        int sig;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            tt_warn("SIGHUP: configuration reload is not supported yet; restart tetherd to apply "
+                    "changes");
+            continue;
+        }
+        tt_info("%s: draining (up to %lldms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                (long long)conf->drain_timeout);
+        break;
+    }
+    status = 0;
+out:
+    for (size_t i = 0; i < started; i++)
+        tt_worker_request_drain(&workers[i]);
+    for (size_t i = 0; i < inited_w; i++) {
+        if (i < started)
+            tt_worker_join(&workers[i]);
+        else
+            tt_worker_abandon(&workers[i]);
+    }
+    for (size_t i = 0; i < inited_up; i++)
+        tt_upstream_destroy(&ups[i]);
+    free(workers);
+    free(ups);
+    if (status == 0)
+        tt_info("tetherd stopped");
+    return status;
+}

@@ -1,0 +1,204 @@
+#include "proxy/worker.h"
+
+#include "core/invariant.h"
+#include "core/log.h"
+#include "proxy/session.h"
+
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define LISTEN_BACKLOG 4096
+#define MAX_FREE_BUFS  256
+#define MAX_FREE_HEADS 64
+
+static void accept_cb(tt_io_t *io, uint32_t events)
+{
+    tt_listener_t *l = tt_container_of(io, tt_listener_t, io);
+    tt_worker_t *w = l->worker;
+    /* Bounded per wakeup so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 64; i++) {
+        tt_addr_t peer;
+        peer.len = sizeof(peer.ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            unsigned suppressed;
+            if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
+                tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(errno),
+                        suppressed);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        tt_session_start(w, fd, &peer, l->upstream);
+    }
+}
+
+static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, char *err,
+                        size_t errlen)
+{
+    char a[TT_ADDR_STRLEN];
+    int fd = tt_sock_listen(addr, LISTEN_BACKLOG);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
+        return -1;
+    }
+    tt_listener_t *l = &w->listeners[w->nlisteners++];
+    l->worker = w;
+    l->upstream = up;
+    if (tt_io_start(w->loop, &l->io, fd, EPOLLIN, accept_cb) < 0) {
+        snprintf(err, errlen, "epoll: %s", strerror(errno));
+        close(fd);
+        w->nlisteners--;
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_listeners(tt_worker_t *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        int fd = w->listeners[i].io.fd;
+        tt_io_stop(w->loop, &w->listeners[i].io);
+        if (fd >= 0)
+            close(fd);
+    }
+}
+
+static void drain_timer_cb(tt_timer_t *t)
+{
+    tt_worker_t *w = tt_container_of(t, tt_worker_t, drain_timer);
+    if (w->nsessions > 0)
+        tt_info("worker %zu: drain timeout: closing %zu connections still busy", w->id,
+                w->nsessions);
+    tt_session_close_all(w);
+    tt_loop_stop(w->loop);
+}
+
+static void begin_drain(tt_worker_t *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    stop_listeners(w);
+    tt_loop_timer_after(w->loop, &w->drain_timer, (tt_msec_t)w->conf->drain_timeout);
+    tt_session_drain(w);
+}
+
+static void wakeup_cb(tt_loop_t *loop, void *data)
+{
+    tt_worker_t *w = data;
+    if (atomic_exchange_explicit(&w->drain_requested, 0, memory_order_acq_rel))
+        begin_drain(w);
+    for (size_t i = 0; i < w->nupstreams; i++)
+        tt_pool_on_wakeup(&w->pools[i]);
+}
+
+int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
+                   size_t nupstreams, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->conf = conf;
+    w->upstreams = upstreams;
+    w->nupstreams = nupstreams;
+    tt_list_init(&w->sessions);
+    tt_timer_init(&w->drain_timer, drain_timer_cb);
+    tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
+    tt_http_headpool_init(&w->heads, MAX_FREE_HEADS);
+    w->loop = tt_loop_create();
+    if (w->loop == NULL) {
+        snprintf(err, errlen, "cannot create event loop: %s", strerror(errno));
+        return -1;
+    }
+    tt_loop_on_wakeup(w->loop, wakeup_cb, w);
+    w->pools = tt_calloc(nupstreams, sizeof(*w->pools));
+    for (size_t i = 0; i < nupstreams; i++) {
+        tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
+        upstreams[i].pools[id] = &w->pools[i];
+    }
+    w->listeners = tt_calloc(nupstreams + 1, sizeof(*w->listeners));
+    if (conf->has_proxy_listen && add_listener(w, &conf->proxy_listen, NULL, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < nupstreams; i++) {
+        const tt_upstream_conf_t *u = &conf->upstreams[i];
+        if (u->has_listen && add_listener(w, &u->listen, &upstreams[i], err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    tt_worker_t *w = arg;
+    for (size_t i = 0; i < w->nupstreams; i++)
+        tt_pool_start(&w->pools[i]);
+    if (tt_loop_run(w->loop) < 0)
+        tt_error("worker %zu: event loop failed", w->id);
+    /* Sessions are gone: close what the pools still hold. */
+    tt_loop_timer_stop(w->loop, &w->drain_timer);
+    for (size_t i = 0; i < w->nupstreams; i++)
+        tt_pool_shutdown(&w->pools[i]);
+    tt_loop_run_deferred(w->loop);
+    return NULL;
+}
+
+int tt_worker_start(tt_worker_t *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void tt_worker_request_drain(tt_worker_t *w)
+{
+    atomic_store_explicit(&w->drain_requested, 1, memory_order_release);
+    tt_loop_wakeup(w->loop);
+}
+
+void tt_worker_join(tt_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+    free(w->listeners);
+    free(w->pools);
+    tt_loop_destroy(w->loop);
+    tt_http_headpool_destroy(&w->heads);
+    tt_bufpool_destroy(&w->bufs);
+}
+
+void tt_worker_abandon(tt_worker_t *w)
+{
+    if (w->loop != NULL) {
+        stop_listeners(w);
+        tt_loop_destroy(w->loop);
+    }
+    free(w->listeners);
+    free(w->pools);
+    tt_http_headpool_destroy(&w->heads);
+    tt_bufpool_destroy(&w->bufs);
+}
+
+static int host_matches(const char *pattern, const char *host, size_t len)
+{
+    return strlen(pattern) == len && strncasecmp(pattern, host, len) == 0;
+}
+
+tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len)
+{
+    /* "name:80" and "name" are the same origin for plain HTTP. */
+    size_t bare = len;
+    if (len > 3 && strncmp(host + len - 3, ":80", 3) == 0)
+        bare = len - 3;
+    for (size_t i = 0; i < w->nupstreams; i++) {
+        const tt_upstream_conf_t *u = w->upstreams[i].conf;
+        for (size_t h = 0; h < u->nhosts; h++)
+            if (host_matches(u->hosts[h], host, len) || host_matches(u->hosts[h], host, bare))
+                return &w->upstreams[i];
+    }
+    return NULL;
+}

@@ -1,0 +1,74 @@
+/* A worker thread: one event loop, its own SO_REUSEPORT listeners, its own pools (one per
+ * upstream) and the client sessions it accepted. The request path never leaves the worker and
+ * takes no lock; other threads reach a worker only through its loop's wakeup. */
+#ifndef TT_PROXY_WORKER_H
+#define TT_PROXY_WORKER_H
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/list.h"
+#include "event/loop.h"
+#include "http/message.h"
+#include "upstream/pool.h"
+#include "upstream/upstream.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct tt_worker tt_worker_t;
+
+typedef struct {
+    tt_io_t io;
+    tt_worker_t *worker;
+    tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
+} tt_listener_t;
+
+struct tt_worker {
+    size_t id;
+    pthread_t thread;
+    tt_loop_t *loop;
+    const tt_conf_t *conf;
+    tt_upstream_t *upstreams;
+    size_t nupstreams;
+    tt_pool_t *pools; /* [nupstreams] */
+    tt_listener_t *listeners;
+    size_t nlisteners;
+    tt_bufpool_t bufs;
+    tt_http_headpool_t heads;
+    tt_list_t sessions;
+    size_t nsessions;
+    int draining;
+    tt_timer_t drain_timer;
+    _Atomic int drain_requested;
+    tt_ratelimit_t accept_warn;
+};
+
+/* Prepares worker id: creates its loop and pools and binds its listeners. Returns 0, or -1 with a
+ * reason in err. Runs on the main thread before any worker starts. */
+int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
+                   size_t nupstreams, char *err, size_t errlen);
+
+/* Starts the worker's thread. */
+int tt_worker_start(tt_worker_t *w);
+
+/* Asks the worker to drain: stop accepting, finish requests in flight within drain_timeout, then
+ * return from its thread. Thread-safe. */
+void tt_worker_request_drain(tt_worker_t *w);
+
+/* Joins the thread and frees everything the worker owns. */
+void tt_worker_join(tt_worker_t *w);
+
+/* Frees a worker whose thread never started (startup failed), including a partly initialised
+ * one. */
+void tt_worker_abandon(tt_worker_t *w);
+
+/* The pool of upstream up in this worker. */
+static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)
+{
+    return &w->pools[up->index];
+}
+
+/* Finds the upstream serving host (Host header or absolute-URI authority), or NULL. */
+tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len);
+
+#endif

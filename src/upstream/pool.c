@@ -1,0 +1,576 @@
+#include "upstream/pool.h"
+
+#include "core/invariant.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define TRIM_INTERVAL_MS 5000
+
+static void conn_connect_cb(tt_io_t *io, uint32_t events);
+static void conn_idle_cb(tt_io_t *io, uint32_t events);
+static void conn_timer_cb(tt_timer_t *t);
+static void conn_io_cb(tt_io_t *io, uint32_t events);
+static void service_waiters(tt_pool_t *pool);
+static void replenish(tt_pool_t *pool);
+
+static tt_upconn_t *conn_of_io(tt_io_t *io)
+{
+    return tt_container_of(io, tt_upconn_t, io);
+}
+
+static uint64_t pool_random(tt_pool_t *pool)
+{
+    /* xorshift64*, seeded per pool: only spreads deadlines, never security-relevant. */
+    static _Thread_local uint64_t state;
+    if (state == 0)
+        state = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)(uintptr_t)pool << 7) ^ tt_loop_now(pool->loop);
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 0x2545F4914F6CDD1DULL;
+}
+
+void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
+                  size_t worker)
+{
+    memset(pool, 0, sizeof(*pool));
+    pool->up = up;
+    pool->loop = loop;
+    pool->bufs = bufs;
+    pool->worker = worker;
+    tt_list_init(&pool->idle);
+    tt_list_init(&pool->busy);
+    tt_list_init(&pool->waiters);
+    /* Spread min_idle over workers, the remainder to the first ones. */
+    size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
+    pool->min_idle = total / n + (worker < total % n ? 1 : 0);
+    tt_timer_init(&pool->trim_timer, NULL);
+}
+
+/* ---- connection lifecycle ---------------------------------------------------------------- */
+
+static void conn_free_cb(tt_deferred_t *d)
+{
+    free(tt_container_of(d, tt_upconn_t, _free));
+}
+
+static int reserve_capacity(tt_upstream_t *up)
+{
+    int64_t n = atomic_fetch_add_explicit(&up->nconns, 1, memory_order_acq_rel);
+    if (n < up->conf->max_connections)
+        return 0;
+    atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+    return -1;
+}
+
+/* Tells other workers with queued requests that a connection slot is free. */
+static void announce_capacity(tt_pool_t *self)
+{
+    tt_upstream_t *up = self->up;
+    if (atomic_load_explicit(&up->nwaiting, memory_order_acquire) <= (int64_t)self->nwaiters)
+        return;
+    for (size_t i = 0; i < up->nworkers; i++) {
+        tt_pool_t *p = up->pools[i];
+        if (p == NULL || p == self)
+            continue;
+        atomic_store_explicit(&p->capacity_freed, 1, memory_order_release);
+        tt_loop_wakeup(p->loop);
+    }
+}
+
+void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
+{
+    TT_ASSERT(c->state != TT_CONN_CLOSED);
+    tt_pool_t *pool = c->pool;
+    tt_upstream_t *up = pool->up;
+    if (c->state == TT_CONN_IDLE) {
+        pool->nidle--;
+        atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
+    } else {
+        pool->nbusy--;
+    }
+    tt_list_remove(&c->link);
+    c->state = TT_CONN_CLOSED;
+    int fd = c->io.fd;
+    tt_io_stop(pool->loop, &c->io);
+    if (fd >= 0)
+        close(fd);
+    tt_loop_timer_stop(pool->loop, &c->timer);
+    tt_buf_release(pool->bufs, c->in);
+    c->in = NULL;
+    pool->counters.closed[reason]++;
+    atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+    tt_debug("upstream %s: connection %llu to %s closed: %s (age %llums, %llu requests)",
+             up->conf->name, (unsigned long long)c->id, up->addr_str, tt_close_reason_name(reason),
+             (unsigned long long)(tt_loop_now(pool->loop) - c->created_at),
+             (unsigned long long)c->requests);
+    tt_loop_defer(pool->loop, &c->_free, conn_free_cb);
+    if (!pool->shutting_down) {
+        service_waiters(pool);
+        announce_capacity(pool);
+        replenish(pool);
+    }
+}
+
+/* Opens a connection under capacity already reserved by the caller. */
+static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
+{
+    tt_upstream_t *up = pool->up;
+    int fd = tt_sock_connect(&up->addr);
+    if (fd < 0) {
+        *err = errno;
+        atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+        pool->counters.closed[TT_CLOSE_CONNECT_FAILED]++;
+        return NULL;
+    }
+    tt_upconn_t *c = tt_calloc(1, sizeof(*c));
+    c->pool = pool;
+    c->id = atomic_fetch_add_explicit(&up->next_conn_id, 1, memory_order_relaxed) + 1;
+    c->state = TT_CONN_CONNECTING;
+    c->created_at = tt_loop_now(pool->loop);
+    c->retire_at = TT_TIME_NEVER;
+    if (up->conf->max_lifetime > 0) {
+        /* +-10% jitter so a fleet of connections does not reconnect at once. */
+        tt_msec_t life = (tt_msec_t)up->conf->max_lifetime;
+        tt_msec_t spread = life / 5;
+        c->retire_at = c->created_at + life - life / 10 + (spread ? pool_random(pool) % spread : 0);
+    }
+    c->waiter = w;
+    if (w != NULL)
+        w->_conn = c;
+    tt_list_init(&c->link);
+    tt_list_push_back(&pool->busy, &c->link);
+    pool->nbusy++;
+    pool->counters.opened++;
+    if (pool->nbusy > pool->peak_busy)
+        pool->peak_busy = pool->nbusy;
+    tt_timer_init(&c->timer, conn_timer_cb);
+    tt_loop_timer_after(pool->loop, &c->timer, (tt_msec_t)up->conf->connect_timeout);
+    if (tt_io_start(pool->loop, &c->io, fd, EPOLLOUT, conn_connect_cb) < 0) {
+        *err = errno;
+        c->io.fd = -1;
+        close(fd);
+        if (w != NULL)
+            w->_conn = NULL;
+        c->waiter = NULL;
+        tt_conn_close(c, TT_CLOSE_CONNECT_FAILED);
+        return NULL;
+    }
+    tt_sock_tune(fd, &up->sockopts);
+    return c;
+}
+
+static void lease(tt_pool_t *pool, tt_upconn_t *c)
+{
+    tt_msec_t now = tt_loop_now(pool->loop);
+    if (c->state == TT_CONN_IDLE) {
+        tt_list_remove(&c->link);
+        pool->nidle--;
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        tt_list_push_back(&pool->busy, &c->link);
+        pool->nbusy++;
+        pool->counters.reused++;
+    }
+    if (pool->nbusy > pool->peak_busy)
+        pool->peak_busy = pool->nbusy;
+    c->state = TT_CONN_ACTIVE;
+    c->leased_at = now;
+    c->requests++;
+    c->waiter = NULL;
+    c->lease_warned = 0;
+    if (c->in == NULL)
+        c->in = tt_buf_acquire(pool->bufs);
+    tt_loop_timer_stop(pool->loop, &c->timer);
+    if (pool->up->conf->lease_warn > 0)
+        tt_loop_timer_after(pool->loop, &c->timer, (tt_msec_t)pool->up->conf->lease_warn);
+    else if (pool->up->conf->lease_timeout > 0)
+        tt_loop_timer_after(pool->loop, &c->timer, (tt_msec_t)pool->up->conf->lease_timeout);
+}
+
+/* Cheap liveness check at checkout: a closed or chattering idle socket is readable. */
+static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
+{
+    tt_msec_t now = tt_loop_now(pool->loop);
+    if (now >= c->retire_at)
+        return TT_CLOSE_LIFETIME;
+    if (now - c->idle_since >= tt_upstream_idle_timeout(pool->up))
+        return TT_CLOSE_IDLE_EXPIRED;
+    char byte;
+    ssize_t n = recv(c->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return TT_REUSE_OK;
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+        tt_upstream_learn_idle_close(pool->up, now - c->idle_since);
+    return TT_CLOSE_CHECKOUT_FAILED;
+}
+
+static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
+{
+    tt_upstream_t *up = pool->up;
+    tt_msec_t now = tt_loop_now(pool->loop);
+    tt_list_remove(&c->link);
+    pool->nbusy--;
+    tt_list_push_front(&pool->idle, &c->link);
+    pool->nidle++;
+    c->state = TT_CONN_IDLE;
+    c->idle_since = now;
+    c->handler = NULL;
+    c->owner = NULL;
+    tt_buf_release(pool->bufs, c->in);
+    c->in = NULL;
+    tt_msec_t expire = now + tt_upstream_idle_timeout(up);
+    tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
+    c->io.cb = conn_idle_cb;
+    tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+}
+
+/* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
+static void check_in(tt_pool_t *pool, tt_upconn_t *c)
+{
+    if (!tt_list_empty(&pool->waiters)) {
+        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_list_remove(&w->_link);
+        pool->nwaiters--;
+        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+        tt_loop_timer_stop(pool->loop, &w->_timer);
+        lease(pool, c); /* stays on the busy list; lease() counts the new request */
+        w->cb(w, c, TT_POOL_OK, 0);
+        return;
+    }
+    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+    if (idle >= pool->up->conf->max_idle) {
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        tt_conn_close(c, TT_CLOSE_POOL_FULL);
+        return;
+    }
+    make_idle(pool, c);
+}
+
+static void conn_connect_cb(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *c = conn_of_io(io);
+    tt_pool_t *pool = c->pool;
+    tt_pool_waiter_t *w = c->waiter;
+    int err = tt_sock_connect_result(io->fd);
+    if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
+        if (err == 0)
+            err = ECONNREFUSED;
+        c->connect_error = err;
+        c->waiter = NULL;
+        if (w != NULL)
+            w->_conn = NULL;
+        tt_conn_close(c, TT_CLOSE_CONNECT_FAILED);
+        if (w != NULL)
+            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, err);
+        return;
+    }
+    tt_loop_timer_stop(pool->loop, &c->timer);
+    if (w != NULL) {
+        w->_conn = NULL;
+        lease(pool, c);
+        w->cb(w, c, TT_POOL_OK, 0);
+        return;
+    }
+    /* Pre-warmed, or its request went away: offer it to the queue or keep it idle. */
+    c->state = TT_CONN_ACTIVE;
+    if (pool->shutting_down) {
+        tt_conn_close(c, TT_CLOSE_SHUTDOWN);
+        return;
+    }
+    check_in(pool, c);
+}
+
+static void conn_idle_cb(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *c = conn_of_io(io);
+    tt_pool_t *pool = c->pool;
+    char byte;
+    ssize_t n = recv(io->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(events & (EPOLLERR | EPOLLHUP)))
+        return;
+    if (n > 0) {
+        tt_conn_close(c, TT_CLOSE_STRAY_DATA);
+        return;
+    }
+    tt_upstream_learn_idle_close(pool->up, tt_loop_now(pool->loop) - c->idle_since);
+    tt_conn_close(c, TT_CLOSE_PEER_CLOSED);
+}
+
+static void conn_timer_cb(tt_timer_t *t)
+{
+    tt_upconn_t *c = tt_container_of(t, tt_upconn_t, timer);
+    tt_pool_t *pool = c->pool;
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    switch (c->state) {
+    case TT_CONN_CONNECTING: {
+        tt_pool_waiter_t *w = c->waiter;
+        c->waiter = NULL;
+        if (w != NULL)
+            w->_conn = NULL;
+        tt_conn_close(c, TT_CLOSE_CONNECT_FAILED);
+        if (w != NULL)
+            w->cb(w, NULL, TT_POOL_CONNECT_TIMEOUT, ETIMEDOUT);
+        return;
+    }
+    case TT_CONN_IDLE:
+        tt_conn_close(c, tt_loop_now(pool->loop) >= c->retire_at ? TT_CLOSE_LIFETIME
+                                                                  : TT_CLOSE_IDLE_EXPIRED);
+        return;
+    case TT_CONN_ACTIVE: {
+        if (c->handler == NULL)
+            return;
+        if (conf->lease_warn > 0 && !c->lease_warned) {
+            c->lease_warned = 1;
+            c->handler(c, TT_CONN_EV_LEASE_WARN);
+            if (c->state == TT_CONN_ACTIVE && conf->lease_timeout > conf->lease_warn)
+                tt_loop_timer_after(pool->loop, &c->timer,
+                                    (tt_msec_t)(conf->lease_timeout - conf->lease_warn));
+            return;
+        }
+        if (conf->lease_timeout > 0)
+            c->handler(c, TT_CONN_EV_LEASE_TIMEOUT);
+        return;
+    }
+    case TT_CONN_CLOSED:
+        break;
+    }
+}
+
+void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events)
+{
+    c->handler = handler;
+    c->owner = owner;
+    c->io.cb = conn_io_cb;
+    tt_io_set_events(c->pool->loop, &c->io, events);
+}
+
+void tt_conn_set_events(tt_upconn_t *c, uint32_t events)
+{
+    tt_io_set_events(c->pool->loop, &c->io, events);
+}
+
+static void conn_io_cb(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *c = conn_of_io(io);
+    c->handler(c, events);
+}
+
+/* ---- acquire and release --------------------------------------------------------------------- */
+
+static void queue_timer_cb(tt_timer_t *t)
+{
+    tt_pool_waiter_t *w = tt_container_of(t, tt_pool_waiter_t, _timer);
+    tt_pool_t *pool = w->_pool;
+    tt_list_remove(&w->_link);
+    pool->nwaiters--;
+    atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+    pool->counters.queue_timeout++;
+    w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
+}
+
+/* Asks workers holding idle connections to close one, so this worker can connect. */
+static void request_release(tt_pool_t *self)
+{
+    tt_upstream_t *up = self->up;
+    for (size_t i = 0; i < up->nworkers; i++) {
+        tt_pool_t *p = up->pools[i];
+        if (p == NULL || p == self)
+            continue;
+        atomic_store_explicit(&p->release_requested, 1, memory_order_release);
+        tt_loop_wakeup(p->loop);
+    }
+}
+
+static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
+{
+    tt_upstream_t *up = pool->up;
+    int64_t n = atomic_fetch_add_explicit(&up->nwaiting, 1, memory_order_relaxed);
+    if (n >= up->conf->max_queue) {
+        atomic_fetch_sub_explicit(&up->nwaiting, 1, memory_order_relaxed);
+        pool->counters.queue_full++;
+        return TT_POOL_QUEUE_FULL;
+    }
+    tt_list_push_back(&pool->waiters, &w->_link);
+    pool->nwaiters++;
+    pool->counters.queued++;
+    tt_timer_init(&w->_timer, queue_timer_cb);
+    tt_loop_timer_after(pool->loop, &w->_timer, (tt_msec_t)up->conf->queue_timeout);
+    if (atomic_load_explicit(&up->nidle, memory_order_relaxed) > (int64_t)pool->nidle)
+        request_release(pool);
+    return TT_POOL_WAIT;
+}
+
+tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
+                                 tt_upconn_t **conn)
+{
+    w->_pool = pool;
+    w->_conn = NULL;
+    tt_list_init(&w->_link);
+    if (pool->shutting_down)
+        return TT_POOL_SHUTDOWN;
+    if (!(flags & TT_ACQUIRE_FRESH)) {
+        while (!tt_list_empty(&pool->idle)) {
+            tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
+            tt_close_reason_t why = checkout_check(pool, c);
+            if (why != TT_REUSE_OK) {
+                tt_conn_close(c, why);
+                continue;
+            }
+            lease(pool, c);
+            *conn = c;
+            return TT_POOL_OK;
+        }
+    }
+    if (!tt_list_empty(&pool->waiters) || reserve_capacity(pool->up) < 0)
+        return enqueue(pool, w);
+    int err;
+    if (conn_open(pool, w, &err) == NULL) {
+        errno = err;
+        return TT_POOL_CONNECT_FAILED;
+    }
+    return TT_POOL_WAIT;
+}
+
+void tt_pool_cancel(tt_pool_waiter_t *w)
+{
+    tt_pool_t *pool = w->_pool;
+    if (pool == NULL)
+        return;
+    if (tt_list_linked(&w->_link)) {
+        tt_list_remove(&w->_link);
+        pool->nwaiters--;
+        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+        tt_loop_timer_stop(pool->loop, &w->_timer);
+    }
+    if (w->_conn != NULL) { /* it will join the pool when it connects */
+        w->_conn->waiter = NULL;
+        w->_conn = NULL;
+    }
+}
+
+void tt_pool_release(tt_upconn_t *c, tt_close_reason_t verdict)
+{
+    tt_pool_t *pool = c->pool;
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    TT_ASSERT(c->state == TT_CONN_ACTIVE);
+    if (verdict == TT_REUSE_OK && c->in != NULL && tt_buf_len(c->in) > 0)
+        verdict = TT_CLOSE_STRAY_DATA;
+    if (verdict == TT_REUSE_OK && pool->shutting_down)
+        verdict = TT_CLOSE_SHUTDOWN;
+    if (verdict == TT_REUSE_OK && (c->retired || tt_loop_now(pool->loop) >= c->retire_at))
+        verdict = TT_CLOSE_LIFETIME;
+    if (verdict == TT_REUSE_OK && conf->max_requests > 0 &&
+        c->requests >= (uint64_t)conf->max_requests)
+        verdict = TT_CLOSE_MAX_REQUESTS;
+    c->handler = NULL;
+    c->owner = NULL;
+    if (verdict != TT_REUSE_OK) {
+        tt_conn_close(c, verdict);
+        return;
+    }
+    check_in(pool, c);
+}
+
+/* Opens connections for queued requests while capacity allows. */
+static void service_waiters(tt_pool_t *pool)
+{
+    while (!tt_list_empty(&pool->waiters) && reserve_capacity(pool->up) == 0) {
+        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_list_remove(&w->_link);
+        pool->nwaiters--;
+        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+        tt_loop_timer_stop(pool->loop, &w->_timer);
+        int err;
+        if (conn_open(pool, w, &err) == NULL)
+            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, err);
+    }
+}
+
+static size_t warming(const tt_pool_t *pool)
+{
+    size_t n = 0;
+    const tt_list_t *l;
+    for (l = pool->busy.next; l != &pool->busy; l = l->next) {
+        const tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
+        if (c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+            n++;
+    }
+    return n;
+}
+
+/* Keeps this worker's share of min_idle open, so the first requests never pay a handshake. */
+static void replenish(tt_pool_t *pool)
+{
+    if (pool->shutting_down || pool->min_idle == 0)
+        return;
+    size_t have = pool->nidle + warming(pool);
+    while (have < pool->min_idle && reserve_capacity(pool->up) == 0) {
+        int err;
+        if (conn_open(pool, NULL, &err) == NULL)
+            break;
+        have++;
+    }
+}
+
+/* Closes idle connections beyond what recent demand needs, coldest first. */
+static void trim_cb(tt_timer_t *t)
+{
+    tt_pool_t *pool = tt_container_of(t, tt_pool_t, trim_timer);
+    size_t estimate = TT_MAX(pool->peak_busy, pool->prev_peak);
+    size_t keep = estimate > pool->nbusy ? estimate - pool->nbusy : 0;
+    keep = TT_MAX(keep, pool->min_idle);
+    while (pool->nidle > keep) {
+        tt_upconn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link);
+        tt_conn_close(c, TT_CLOSE_TRIMMED);
+    }
+    pool->prev_peak = pool->peak_busy;
+    pool->peak_busy = pool->nbusy;
+    tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
+}
+
+void tt_pool_start(tt_pool_t *pool)
+{
+    tt_timer_init(&pool->trim_timer, trim_cb);
+    tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
+    replenish(pool);
+}
+
+void tt_pool_shutdown(tt_pool_t *pool)
+{
+    pool->shutting_down = 1;
+    tt_loop_timer_stop(pool->loop, &pool->trim_timer);
+    while (!tt_list_empty(&pool->waiters)) {
+        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_list_remove(&w->_link);
+        pool->nwaiters--;
+        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+        tt_loop_timer_stop(pool->loop, &w->_timer);
+        w->cb(w, NULL, TT_POOL_SHUTDOWN, 0);
+    }
+    while (!tt_list_empty(&pool->idle))
+        tt_conn_close(tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link),
+                      TT_CLOSE_SHUTDOWN);
+    /* Connections still connecting for no request are not needed any more. */
+    tt_list_t *l, *tmp;
+    tt_list_foreach_safe(l, tmp, &pool->busy)
+    {
+        tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
+        if (c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+            tt_conn_close(c, TT_CLOSE_SHUTDOWN);
+    }
+}
+
+void tt_pool_on_wakeup(tt_pool_t *pool)
+{
+    if (atomic_exchange_explicit(&pool->release_requested, 0, memory_order_acq_rel) &&
+        pool->nidle > 0 && !pool->shutting_down)
+        tt_conn_close(tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link),
+                      TT_CLOSE_REBALANCED);
+    if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&
+        !pool->shutting_down)
+        service_waiters(pool);
+}

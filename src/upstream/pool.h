@@ -1,0 +1,103 @@
+/* The per-worker pool of upstream connections for one upstream.
+ *
+ * Idle connections form an LRU list: checkout and check-in at the warm end, expiry and trimming
+ * at the cold end, so after a burst the surplus ages out. max_connections and max_idle hold across
+ * workers through the upstream's atomic counts; a request that finds the upstream at its cap waits
+ * in this worker's FIFO queue (bounded by max_queue and queue_timeout), and other workers holding
+ * idle connections are asked to give one up so no worker starves. A connection returns to the pool
+ * only when the reuse checklist (tt_pool_release) passes. See docs/internals/pool.md. */
+#ifndef TT_UPSTREAM_POOL_H
+#define TT_UPSTREAM_POOL_H
+
+#include "core/buf.h"
+#include "event/loop.h"
+#include "upstream/conn.h"
+#include "upstream/upstream.h"
+
+#include <stdatomic.h>
+
+typedef enum {
+    TT_POOL_OK,
+    TT_POOL_WAIT,            /* the waiter's callback will deliver the outcome */
+    TT_POOL_QUEUE_FULL,      /* max_queue requests already waiting */
+    TT_POOL_QUEUE_TIMEOUT,   /* waited queue_timeout */
+    TT_POOL_CONNECT_FAILED,  /* new connection refused or unreachable */
+    TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
+    TT_POOL_SHUTDOWN,
+} tt_pool_result_t;
+
+struct tt_pool_waiter {
+    tt_list_t _link;
+    tt_timer_t _timer;
+    tt_pool_t *_pool;
+    tt_upconn_t *_conn; /* the new connection being opened for this waiter */
+    /* Delivers a leased connection (result OK) or a failure (conn NULL). errno_value is set for
+     * CONNECT_FAILED. Called from the event loop; the waiter is no longer linked anywhere. */
+    void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int errno_value);
+};
+
+/* Stats of one pool, read by the metrics code through tt_pool_stats(). */
+typedef struct {
+    uint64_t opened, reused, closed[TT_CLOSE__COUNT];
+    uint64_t queued, queue_full, queue_timeout;
+    uint64_t retries, lease_warnings;
+} tt_pool_counters_t;
+
+struct tt_pool {
+    tt_upstream_t *up;
+    tt_loop_t *loop;
+    tt_bufpool_t *bufs;
+    size_t worker;
+    tt_list_t idle; /* LRU: head is warmest */
+    tt_list_t busy; /* connecting and leased */
+    size_t nidle, nbusy;
+    tt_list_t waiters; /* FIFO */
+    size_t nwaiters;
+    size_t min_idle;   /* this worker's share of min_idle */
+    size_t peak_busy;  /* most connections leased at once this trim window */
+    size_t prev_peak;  /* of the window before */
+    tt_timer_t trim_timer;
+    int shutting_down;
+    tt_pool_counters_t counters;
+    _Atomic int release_requested; /* another worker at the cap wants an idle connection closed */
+    _Atomic int capacity_freed;    /* a connection closed somewhere: retry queued requests */
+};
+
+void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
+                  size_t worker);
+
+/* Opens connections up to this worker's share of min_idle and starts the trim timer. */
+void tt_pool_start(tt_pool_t *pool);
+
+enum { TT_ACQUIRE_FRESH = 1 /* never reuse an idle connection (a retry) */ };
+
+/* Gets a connection for one request. OK: *conn is a leased connection (an idle one that passed
+ * its checkout check). WAIT: a new connection is being opened or the request is queued; w->cb
+ * delivers the outcome later. QUEUE_FULL: answer 503 now. The caller owns a leased connection
+ * until tt_pool_release(). */
+tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
+                                 tt_upconn_t **conn);
+
+/* Withdraws a waiting request (the client went away). Harmless if not waiting. */
+void tt_pool_cancel(tt_pool_waiter_t *w);
+
+/* Ends a lease. verdict is TT_REUSE_OK when the session's part of the checklist passed (response
+ * complete and keep-alive, request fully sent, no error); the pool adds its own items (lifetime,
+ * max_requests, max_idle, shutdown) and then hands the connection to a queued request, keeps it
+ * idle, or closes it with the first failing reason. */
+void tt_pool_release(tt_upconn_t *conn, tt_close_reason_t verdict);
+
+/* Closes idle connections and fails queued requests; later releases close. Used when draining. */
+void tt_pool_shutdown(tt_pool_t *pool);
+
+/* Handles requests from other workers (release an idle connection, capacity freed). Called on
+ * the pool's loop after a wakeup. */
+void tt_pool_on_wakeup(tt_pool_t *pool);
+
+/* Number of connections this pool owns (idle + connecting + leased). */
+static inline size_t tt_pool_size(const tt_pool_t *pool)
+{
+    return pool->nidle + pool->nbusy;
+}
+
+#endif
