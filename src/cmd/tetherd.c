@@ -12,44 +12,65 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tetherd -c FILE            run with a configuration file\n"
-            "       tetherd --check -c FILE    validate the configuration and exit\n"
-            "       tetherd --listen ADDR:PORT --upstream http://HOST:PORT [--workers N]\n"
-            "                                  zero-config: one upstream on one local port\n"
-            "options:\n"
-            "  -c, --config FILE   configuration file (INI; see docs/configuration.md)\n"
-            "  --check             validate and exit (status 0 if valid, 2 if not)\n"
-            "  --listen ADDR:PORT  local address for the zero-config form\n"
-            "  --upstream URL      upstream for the zero-config form\n"
-            "  --workers N|auto    worker threads (zero-config form)\n"
-            "  --log-level LEVEL   error, warn, info or debug (zero-config form)\n"
-            "  -h, --help          this help\n"
-            "  -V, --version       print the version\n");
+    fprintf(out, "usage: tetherd -c FILE            run with a configuration file\n"
+                 "       tetherd --check -c FILE    validate the configuration and exit\n"
+                 "       tetherd --listen ADDR:PORT --upstream http://HOST:PORT [--workers N]\n"
+                 "                                  zero-config: one upstream on one local port\n"
+                 "options:\n"
+                 "  -c, --config FILE   configuration file (INI; see docs/configuration.md)\n"
+                 "  --check             validate and exit (status 0 if valid, 2 if not)\n"
+                 "  --listen ADDR:PORT  local address for the zero-config form\n"
+                 "  --upstream URL      upstream for the zero-config form\n"
+                 "  --workers N|auto    worker threads (zero-config form)\n"
+                 "  --log-level LEVEL   error, warn, info or debug (zero-config form)\n"
+                 "  -h, --help          this help\n"
+                 "  -V, --version       print the version\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},   {"check", no_argument, NULL, 'k'},
-        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
-        {"workers", required_argument, NULL, 'w'},  {"log-level", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"listen", required_argument, NULL, 'l'},
+        {"upstream", required_argument, NULL, 'u'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *listen = NULL, *upstream = NULL, *workers = NULL, *level = NULL;
     int check = 0, c;
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'k': check = 1; break;
-        case 'l': listen = optarg; break;
-        case 'u': upstream = optarg; break;
-        case 'w': workers = optarg; break;
-        case 'L': level = optarg; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("tetherd %s\n", TETHER_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            config = optarg;
+            break;
+        case 'k':
+            check = 1;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 'u':
+            upstream = optarg;
+            break;
+        case 'w':
+            workers = optarg;
+            break;
+        case 'L':
+            level = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("tetherd %s\n", TETHER_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc || (config == NULL) == (listen == NULL && upstream == NULL) ||

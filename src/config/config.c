@@ -34,9 +34,15 @@ typedef struct {
     int64_t min, max;
 } field_t;
 
-#define G(k, t, f, d, lo, hi) {k, t, offsetof(tt_conf_t, f), 0, d, lo, hi}
-#define U(k, t, f, d, lo, hi) {k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi}
-#define DAY                   (24LL * 3600 * 1000)
+#define G(k, t, f, d, lo, hi)                                                                      \
+    {                                                                                              \
+        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi                                                 \
+    }
+#define U(k, t, f, d, lo, hi)                                                                      \
+    {                                                                                              \
+        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi                                        \
+    }
+#define DAY (24LL * 3600 * 1000)
 
 /* Every key, its type and its default: the one place defaults live (docs/configuration.md). */
 static const field_t global_fields[] = {
@@ -135,7 +141,7 @@ static int parse_int(const char *s, int64_t *out)
 static int parse_bool(const char *s, int64_t *out)
 {
     static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
-                                                                              "off", "0"};
+                                                                                "off", "0"};
     for (size_t i = 0; i < 4; i++) {
         if (strcasecmp(s, yes[i]) == 0) {
             *out = 1;
@@ -523,8 +529,9 @@ static int conf_finish(parser_t *p)
             for (size_t a = 0; a < u->nhosts; a++)
                 for (size_t b = 0; b < o->nhosts; b++)
                     if (strcmp(u->hosts[a], o->hosts[b]) == 0) {
-                        fail(p, u->line, "hosts", "%s is claimed by [upstream %s] and [upstream %s]",
-                             u->hosts[a], o->name, u->name);
+                        fail(p, u->line, "hosts",
+                             "%s is claimed by [upstream %s] and [upstream %s]", u->hosts[a],
+                             o->name, u->name);
                         return -1;
                     }
         }
@@ -607,9 +614,8 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
     for (size_t i = 0; i < n; i++) {
         const field_t *f = &fields[i];
         const char *p = (const char *)base + f->offset;
-        int64_t v = f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS
-                        ? 0
-                        : *(const int64_t *)p;
+        int64_t v =
+            f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS ? 0 : *(const int64_t *)p;
         switch (f->type) {
         case F_ADDR:
             if (*(const int *)((const char *)base + f->has_offset))

@@ -48,7 +48,7 @@ typedef struct {
 } tt_upstream_conf_t;
 
 typedef struct {
-    char *path; /* "command line" for the zero-config form */
+    char *path;      /* "command line" for the zero-config form */
     int64_t workers; /* 0: auto */
     tt_addr_t proxy_listen;
     int has_proxy_listen;

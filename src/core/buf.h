@@ -31,7 +31,8 @@ void tt_bufpool_destroy(tt_bufpool_t *bp);
 
 /* Lends an empty buffer of TT_BUF_SIZE. The caller returns it with tt_buf_release(). */
 tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp);
-/* Returns a buffer (or NULL, ignored) to the pool, or frees it when oversized or the pool is full. */
+/* Returns a buffer (or NULL, ignored) to the pool, or frees it when oversized or the pool is full.
+ */
 void tt_buf_release(tt_bufpool_t *bp, tt_buf_t *b);
 
 static inline size_t tt_buf_len(const tt_buf_t *b)

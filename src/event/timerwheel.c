@@ -46,7 +46,8 @@ static void place(tt_timerwheel_t *w, tt_timer_t *t)
     if (e - c >= WHEEL_RANGE)
         e = c + WHEEL_RANGE - 1;
     tt_msec_t delta = e - c;
-    unsigned level = delta < TT_WHEEL_SLOTS ? 0 : (unsigned)(63 - __builtin_clzll(delta)) / TT_WHEEL_BITS;
+    unsigned level =
+        delta < TT_WHEEL_SLOTS ? 0 : (unsigned)(63 - __builtin_clzll(delta)) / TT_WHEEL_BITS;
     unsigned slot = digit(e, level);
     tt_list_push_back(&w->_slots[level][slot], &t->_link);
     w->_occupied[level] |= (uint64_t)1 << slot;
@@ -189,8 +190,8 @@ int tt_timerwheel_validate(const tt_timerwheel_t *w)
                     fprintf(stderr,
                             "timerwheel: timer expiring %llu misplaced at level %u slot %u "
                             "(cursor %llu, reach %llu)\n",
-                            (unsigned long long)t->expire_at, l, s,
-                            (unsigned long long)w->_cursor, (unsigned long long)reach);
+                            (unsigned long long)t->expire_at, l, s, (unsigned long long)w->_cursor,
+                            (unsigned long long)reach);
                     return -1;
                 }
                 count++;

@@ -222,8 +222,7 @@ tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, s
     return TT_HTTP_HEAD_DONE;
 }
 
-tt_http_status_t tt_http_reader_body(tt_http_reader_t *r, const char *p, size_t n,
-                                     size_t *consumed)
+tt_http_status_t tt_http_reader_body(tt_http_reader_t *r, const char *p, size_t n, size_t *consumed)
 {
     if (r->_message_done) {
         *consumed = 0;

@@ -45,8 +45,8 @@ int tt_server_run(const tt_conf_t *conf)
     size_t inited_up = 0, inited_w = 0, started = 0;
 
     for (; inited_up < nup; inited_up++) {
-        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers,
-                             err, sizeof(err)) < 0) {
+        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers, err,
+                             sizeof(err)) < 0) {
             tt_error("%s", err);
             goto out;
         }

@@ -374,8 +374,8 @@ static void start_request(tt_session_t *s)
         return;
     s->upgrade = h->upgrade;
     int has_body = h->chunked || (h->has_length && h->content_length > 0);
-    int idempotent = method_is_idempotent(h->method) ||
-                     tt_http_head_find(h, base, "idempotency-key") != NULL;
+    int idempotent =
+        method_is_idempotent(h->method) || tt_http_head_find(h, base, "idempotency-key") != NULL;
     int64_t limit = s->up->conf->retry_buffer;
     s->retryable = idempotent && !s->upgrade &&
                    (!has_body || h->chunked || (int64_t)h->content_length <= limit);
@@ -449,7 +449,8 @@ static int step_head(tt_session_t *s)
     }
 }
 
-/* ---- relaying ---------------------------------------------------------------------------------- */
+/* ---- relaying ----------------------------------------------------------------------------------
+ */
 
 /* Handles a failed upstream connection before or while the request is sent. A request that met a
  * stale reused connection before any response byte is sent again once on a fresh connection when
@@ -485,8 +486,8 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
                     s->retaining ? "is not idempotent"
                                  : "is not idempotent or its body exceeds retry_buffer");
     else
-        reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name,
-                    s->up->addr_str, why);
+        reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name, s->up->addr_str,
+                    why);
 }
 
 static const char *errno_why(int err)
@@ -560,7 +561,8 @@ static int step_request(tt_session_t *s)
         size_t avail = tt_buf_len(s->cin);
         if (avail > 0) {
             size_t consumed;
-            tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
+            tt_http_status_t st =
+                tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
             if (st == TT_HTTP_ERROR) {
                 reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL, "malformed request body: %s",
                             tt_http_reader_error(&s->req));
@@ -599,8 +601,8 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
     int needs_eof = tt_http_reader_needs_eof(&s->resp);
     int dechunk = s->http10 && h->chunked;
     s->resp_keepalive = h->keep_alive && !needs_eof;
-    s->close_after = !s->client_keepalive || needs_eof || dechunk || w->draining ||
-                     !s->req_read_done;
+    s->close_after =
+        !s->client_keepalive || needs_eof || dechunk || w->draining || !s->req_read_done;
     tt_http_response_out_t out = {
         .close = s->close_after,
         .keep_alive_10 = s->http10 && !s->close_after,
@@ -734,9 +736,11 @@ static int step_response(tt_session_t *s)
         if (tt_buf_room(c->in) == 0) {
             if (s->resp_head_done || s->resp_pending > 0)
                 tt_buf_compact(c->in);
-            else if (tt_buf_reserve(c->in, TT_BUF_SIZE, (size_t)s->worker->conf->max_head_size) < 0) {
-                reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s sent a response head over %lld bytes",
-                            s->up->conf->name, (long long)s->worker->conf->max_head_size);
+            else if (tt_buf_reserve(c->in, TT_BUF_SIZE, (size_t)s->worker->conf->max_head_size) <
+                     0) {
+                reply_error(s, 502, TT_CLOSE_ERROR,
+                            "upstream %s sent a response head over %lld bytes", s->up->conf->name,
+                            (long long)s->worker->conf->max_head_size);
                 return -1;
             }
             if (tt_buf_room(c->in) == 0)
@@ -797,7 +801,8 @@ static void step_exchange(tt_session_t *s)
     }
 }
 
-/* ---- tunnel ------------------------------------------------------------------------------------ */
+/* ---- tunnel ------------------------------------------------------------------------------------
+ */
 
 /* Moves bytes from src (already holding data) to fd. Returns 1 if src drained, 0 if fd is full,
  * -1 on error. */
@@ -981,8 +986,7 @@ static void session_timer_cb(tt_timer_t *t)
         return;
     case S_EXCHANGE:
         if (!s->req_sent) {
-            reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL,
-                        "request body stalled for %lldms",
+            reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL, "request body stalled for %lldms",
                         (long long)s->worker->conf->client_idle_timeout);
         } else {
             reply_error(s, 504, TT_CLOSE_RESPONSE_TIMEOUT,

@@ -4,8 +4,8 @@
 #include "core/log.h"
 #include "proxy/session.h"
 
-#include <netinet/tcp.h>
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -23,11 +23,10 @@ static void accept_cb(tt_io_t *io, uint32_t events)
     for (int i = 0; i < 64; i++) {
         tt_addr_t peer;
         peer.len = sizeof(peer.ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                errno == ECONNABORTED)
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return;
             unsigned suppressed;
             if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))

@@ -33,12 +33,12 @@ struct tt_upconn {
     tt_conn_state_t state;
     uint64_t id;
     tt_msec_t created_at;
-    tt_msec_t retire_at;   /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
-    tt_msec_t idle_since;  /* when it last became idle */
+    tt_msec_t retire_at;  /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
+    tt_msec_t idle_since; /* when it last became idle */
     tt_msec_t leased_at;
-    uint64_t requests;     /* requests started on it */
-    tt_timer_t timer;      /* connect timeout, or idle expiry */
-    tt_buf_t *in;          /* bytes from the upstream; only while leased */
+    uint64_t requests;        /* requests started on it */
+    tt_timer_t timer;         /* connect timeout, or idle expiry */
+    tt_buf_t *in;             /* bytes from the upstream; only while leased */
     tt_pool_waiter_t *waiter; /* the request this new connection was opened for */
     tt_conn_handler_t handler;
     void *owner;

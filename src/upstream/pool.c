@@ -232,7 +232,8 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
 static void check_in(tt_pool_t *pool, tt_upconn_t *c)
 {
     if (!tt_list_empty(&pool->waiters)) {
-        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_pool_waiter_t *w =
+            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
         tt_list_remove(&w->_link);
         pool->nwaiters--;
         atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
@@ -318,7 +319,7 @@ static void conn_timer_cb(tt_timer_t *t)
     }
     case TT_CONN_IDLE:
         tt_conn_close(c, tt_loop_now(pool->loop) >= c->retire_at ? TT_CLOSE_LIFETIME
-                                                                  : TT_CLOSE_IDLE_EXPIRED);
+                                                                 : TT_CLOSE_IDLE_EXPIRED);
         return;
     case TT_CONN_ACTIVE: {
         if (c->handler == NULL)
@@ -479,7 +480,8 @@ void tt_pool_release(tt_upconn_t *c, tt_close_reason_t verdict)
 static void service_waiters(tt_pool_t *pool)
 {
     while (!tt_list_empty(&pool->waiters) && reserve_capacity(pool->up) == 0) {
-        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_pool_waiter_t *w =
+            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
         tt_list_remove(&w->_link);
         pool->nwaiters--;
         atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
@@ -544,7 +546,8 @@ void tt_pool_shutdown(tt_pool_t *pool)
     pool->shutting_down = 1;
     tt_loop_timer_stop(pool->loop, &pool->trim_timer);
     while (!tt_list_empty(&pool->waiters)) {
-        tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+        tt_pool_waiter_t *w =
+            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
         tt_list_remove(&w->_link);
         pool->nwaiters--;
         atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);

@@ -53,9 +53,9 @@ struct tt_pool {
     size_t nidle, nbusy;
     tt_list_t waiters; /* FIFO */
     size_t nwaiters;
-    size_t min_idle;   /* this worker's share of min_idle */
-    size_t peak_busy;  /* most connections leased at once this trim window */
-    size_t prev_peak;  /* of the window before */
+    size_t min_idle;  /* this worker's share of min_idle */
+    size_t peak_busy; /* most connections leased at once this trim window */
+    size_t prev_peak; /* of the window before */
     tt_timer_t trim_timer;
     int shutting_down;
     tt_pool_counters_t counters;

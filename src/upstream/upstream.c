@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define AUTO_DEFAULT_MS   60000
-#define AUTO_MIN_EXPIRY   100
-#define OBSERVE_FLOOR_MS  500 /* quicker closes are decisions, not idle timeouts */
+#define AUTO_DEFAULT_MS  60000
+#define AUTO_MIN_EXPIRY  100
+#define OBSERVE_FLOOR_MS 500 /* quicker closes are decisions, not idle timeouts */
 
 int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, size_t index,
                      size_t nworkers, char *err, size_t errlen)

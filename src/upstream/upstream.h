@@ -22,9 +22,9 @@ typedef struct tt_upstream {
     char host_header[300]; /* Host sent on dedicated ports: "host" or "host:port" */
     tt_sockopts_t sockopts;
 
-    _Atomic int64_t nconns;   /* connecting + active + idle, all workers */
-    _Atomic int64_t nidle;    /* idle, all workers */
-    _Atomic int64_t nwaiting; /* requests queued, all workers */
+    _Atomic int64_t nconns;      /* connecting + active + idle, all workers */
+    _Atomic int64_t nidle;       /* idle, all workers */
+    _Atomic int64_t nwaiting;    /* requests queued, all workers */
     _Atomic int64_t hint_ms;     /* from Keep-Alive: timeout=N; 0 = none seen */
     _Atomic int64_t observed_ms; /* shortest idle time after which the upstream closed; 0 = none */
     _Atomic uint64_t next_conn_id;
