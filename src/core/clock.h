@@ -13,6 +13,9 @@ typedef uint64_t tt_msec_t;
 /* Reads CLOCK_MONOTONIC in milliseconds. */
 tt_msec_t tt_clock_monotonic_ms(void);
 
+/* Reads CLOCK_MONOTONIC in microseconds, for request timing finer than the loop's cached ms. */
+uint64_t tt_clock_monotonic_us(void);
+
 /* Wall-clock time in milliseconds since the epoch, for logs and metrics only. */
 uint64_t tt_clock_wall_ms(void);
 

@@ -60,6 +60,10 @@ typedef struct tt_session {
     uint8_t close_after;
     uint8_t client_eof;
     uint8_t client_gone; /* reset or hung up: nothing more can be written */
+    uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
+    uint8_t generated;   /* the response is tether's own */
+    uint16_t status;     /* status sent to the client; 0 before a response head */
+    uint64_t started_us;
 
     /* Interest wanted after this round of progress. */
     uint8_t want_client_in, want_client_out, want_up_in, want_up_out;
@@ -106,10 +110,29 @@ static void drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void maybe_finish_drain(tt_worker_t *w);
 
+/* Counts the outcome of the current request, once. */
+static void end_request(tt_session_t *s)
+{
+    if (!s->in_request)
+        return;
+    s->in_request = 0;
+    unsigned cls = s->status >= 100 && s->status < 600 ? s->status / 100 : 0;
+    if (s->up == NULL) {
+        s->worker->unrouted[cls]++;
+        return;
+    }
+    tt_upstream_stats_t *st = &tt_worker_pool(s->worker, s->up)->stats;
+    st->responses[cls]++;
+    if (s->generated)
+        st->generated[cls]++;
+    tt_hist_record(&st->request_duration_us, tt_clock_monotonic_us() - s->started_us);
+}
+
 static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
 {
     if (s->state == S_CLOSED)
         return;
+    end_request(s);
     drop_conn(s, conn_verdict);
     s->state = S_CLOSED;
     int fd = s->io.fd;
@@ -200,6 +223,13 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
     int keep = s->req_read_done && s->client_keepalive && !s->worker->draining && status != 400 &&
                status != 405 && status != 408 && status != 431;
     s->close_after = !keep;
+    s->status = (uint16_t)status;
+    s->generated = 1;
+    if (!s->in_request) { /* refused while its head was read */
+        s->in_request = 1;
+        s->started_us = tt_clock_monotonic_us();
+    }
+    end_request(s);
     tt_http_write_error(cout_of(s), status, s->close_after, "%s", msg);
     tt_debug("client %s: %d %s", s->peer, status, msg);
     tt_loop_timer_stop(loop_of(s), &s->timer);
@@ -359,6 +389,10 @@ static void start_request(tt_session_t *s)
     tt_http_head_t *h = s->head;
     const char *base = s->cin->data;
     tt_loop_timer_stop(loop_of(s), &s->timer);
+    s->in_request = 1;
+    s->started_us = tt_clock_monotonic_us();
+    s->status = 0;
+    s->generated = 0;
     s->method = h->method;
     s->http10 = h->major == 0 || (h->major == 1 && h->minor == 0);
     s->client_keepalive = h->keep_alive;
@@ -466,7 +500,7 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
                      "connection",
                      conf->name, (unsigned long long)c->id, why);
             drop_conn(s, reason);
-            tt_worker_pool(s->worker, s->up)->counters.retries++;
+            tt_worker_pool(s->worker, s->up)->stats.retries++;
             s->retried = 1;
             s->uout_sent = 0;
             acquire_conn(s, TT_ACQUIRE_FRESH);
@@ -608,6 +642,7 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
         .keep_alive_10 = s->http10 && !s->close_after,
         .dechunk = dechunk,
     };
+    s->status = h->status;
     tt_http_write_response_head(cout_of(s), h, base, &out);
     if (dechunk)
         tt_http_reader_decode_into(&s->resp, s->cout);
@@ -650,6 +685,7 @@ static int parse_response_head(tt_session_t *s)
     }
     if (h->status == 101) {
         tt_http_response_out_t out = {.tunnel = 1};
+        s->status = 101;
         tt_http_write_response_head(cout_of(s), h, base, &out);
         s->state = S_TUNNEL;
     } else {
@@ -670,6 +706,7 @@ static void finish_exchange(tt_session_t *s)
     tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
                                 : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
                                                      : TT_REUSE_OK;
+    end_request(s);
     drop_conn(s, verdict);
     if (s->close_after || s->client_gone) {
         session_close(s, TT_CLOSE_ERROR);
@@ -954,7 +991,7 @@ static void upstream_handler(tt_upconn_t *conn, uint32_t events)
                 "(a client not reading its response?)",
                 conf->name, (unsigned long long)conn->id, s->up->addr_str,
                 (long long)conf->lease_warn, s->peer);
-        tt_worker_pool(s->worker, s->up)->counters.lease_warnings++;
+        tt_worker_pool(s->worker, s->up)->stats.lease_warnings++;
         return;
     }
     if (events & TT_CONN_EV_LEASE_TIMEOUT) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LISTEN_BACKLOG 4096
@@ -36,6 +37,7 @@ static void accept_cb(tt_io_t *io, uint32_t events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        w->accepted++;
         tt_session_start(w, fd, &peer, l->upstream);
     }
 }
@@ -91,9 +93,64 @@ static void begin_drain(tt_worker_t *w)
     tt_session_drain(w);
 }
 
+static void run_posted_call(tt_worker_t *w)
+{
+    pthread_mutex_lock(&w->call_lock);
+    if (w->call_state != 1) {
+        pthread_mutex_unlock(&w->call_lock);
+        return;
+    }
+    w->call_state = 2;
+    pthread_mutex_unlock(&w->call_lock);
+    w->call_fn(w, w->call_arg);
+    pthread_mutex_lock(&w->call_lock);
+    w->call_state = 3;
+    pthread_cond_broadcast(&w->call_done);
+    pthread_mutex_unlock(&w->call_lock);
+}
+
+int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *arg, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&w->call_lock);
+    while (w->call_state != 0) /* one caller at a time */
+        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0)
+            break;
+    if (w->call_state != 0) {
+        pthread_mutex_unlock(&w->call_lock);
+        return -1;
+    }
+    w->call_fn = fn;
+    w->call_arg = arg;
+    w->call_state = 1;
+    tt_loop_wakeup(w->loop);
+    int rc = 0;
+    while (w->call_state != 3) {
+        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0 &&
+            w->call_state == 1) {
+            w->call_state = 0; /* withdrawn before it started */
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0)
+        w->call_state = 0;
+    pthread_cond_broadcast(&w->call_done);
+    pthread_mutex_unlock(&w->call_lock);
+    return rc;
+}
+
 static void wakeup_cb(tt_loop_t *loop, void *data)
 {
     tt_worker_t *w = data;
+    run_posted_call(w);
     if (atomic_exchange_explicit(&w->drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
@@ -110,6 +167,8 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
     w->nupstreams = nupstreams;
     tt_list_init(&w->sessions);
     tt_timer_init(&w->drain_timer, drain_timer_cb);
+    pthread_mutex_init(&w->call_lock, NULL);
+    pthread_cond_init(&w->call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
     tt_http_headpool_init(&w->heads, MAX_FREE_HEADS);
     w->loop = tt_loop_create();
@@ -168,6 +227,8 @@ void tt_worker_join(tt_worker_t *w)
     tt_loop_destroy(w->loop);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
+    pthread_mutex_destroy(&w->call_lock);
+    pthread_cond_destroy(&w->call_done);
 }
 
 void tt_worker_abandon(tt_worker_t *w)
@@ -180,6 +241,8 @@ void tt_worker_abandon(tt_worker_t *w)
     free(w->pools);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
+    pthread_mutex_destroy(&w->call_lock);
+    pthread_cond_destroy(&w->call_done);
 }
 
 static int host_matches(const char *pattern, const char *host, size_t len)

@@ -41,6 +41,14 @@ struct tt_worker {
     tt_timer_t drain_timer;
     _Atomic int drain_requested;
     tt_ratelimit_t accept_warn;
+    uint64_t accepted;    /* client connections accepted */
+    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    /* A function another thread asked this worker to run (tt_worker_call). */
+    pthread_mutex_t call_lock;
+    pthread_cond_t call_done;
+    void (*call_fn)(tt_worker_t *w, void *arg);
+    void *call_arg;
+    int call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
 /* Prepares worker id: creates its loop and pools and binds its listeners. Returns 0, or -1 with a
@@ -61,6 +69,12 @@ void tt_worker_join(tt_worker_t *w);
 /* Frees a worker whose thread never started (startup failed), including a partly initialised
  * one. */
 void tt_worker_abandon(tt_worker_t *w);
+
+/* Runs fn(w, arg) on the worker's thread and waits for it to return; for the admin endpoint,
+ * which reads worker-owned state (stats, connection lists) only this way. Returns 0, or -1 if the
+ * worker did not start it within timeout_ms (it then never runs). Never call from a worker. */
+int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *arg,
+                   int timeout_ms);
 
 /* The pool of upstream up in this worker. */
 static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)

@@ -4,6 +4,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <linux/sock_diag.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -102,12 +103,14 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     tt_loop_timer_stop(pool->loop, &c->timer);
     tt_buf_release(pool->bufs, c->in);
     c->in = NULL;
-    pool->counters.closed[reason]++;
+    tt_msec_t age = tt_loop_now(pool->loop) - c->created_at;
+    pool->stats.conns_closed[reason]++;
+    tt_hist_record(&pool->stats.conn_age_ms, age);
+    tt_hist_record(&pool->stats.conn_requests, c->requests);
     atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
     tt_debug("upstream %s: connection %llu to %s closed: %s (age %llums, %llu requests)",
              up->conf->name, (unsigned long long)c->id, up->addr_str, tt_close_reason_name(reason),
-             (unsigned long long)(tt_loop_now(pool->loop) - c->created_at),
-             (unsigned long long)c->requests);
+             (unsigned long long)age, (unsigned long long)c->requests);
     tt_loop_defer(pool->loop, &c->_free, conn_free_cb);
     if (!pool->shutting_down) {
         service_waiters(pool);
@@ -124,7 +127,7 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     if (fd < 0) {
         *err = errno;
         atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
-        pool->counters.closed[TT_CLOSE_CONNECT_FAILED]++;
+        pool->stats.conns_closed[TT_CLOSE_CONNECT_FAILED]++;
         return NULL;
     }
     tt_upconn_t *c = tt_calloc(1, sizeof(*c));
@@ -145,7 +148,7 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     tt_list_init(&c->link);
     tt_list_push_back(&pool->busy, &c->link);
     pool->nbusy++;
-    pool->counters.opened++;
+    pool->stats.conns_opened++;
     if (pool->nbusy > pool->peak_busy)
         pool->peak_busy = pool->nbusy;
     tt_timer_init(&c->timer, conn_timer_cb);
@@ -173,13 +176,14 @@ static void lease(tt_pool_t *pool, tt_upconn_t *c)
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
         tt_list_push_back(&pool->busy, &c->link);
         pool->nbusy++;
-        pool->counters.reused++;
     }
     if (pool->nbusy > pool->peak_busy)
         pool->peak_busy = pool->nbusy;
     c->state = TT_CONN_ACTIVE;
     c->leased_at = now;
     c->requests++;
+    if (c->requests > 1)
+        pool->stats.requests_on_reused++;
     c->waiter = NULL;
     c->lease_warned = 0;
     if (c->in == NULL)
@@ -228,16 +232,23 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
 }
 
+/* Takes the first queued request off the queue, recording how long it waited. */
+static tt_pool_waiter_t *dequeue(tt_pool_t *pool)
+{
+    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+    tt_list_remove(&w->_link);
+    pool->nwaiters--;
+    atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+    tt_loop_timer_stop(pool->loop, &w->_timer);
+    tt_hist_record(&pool->stats.queue_wait_us, (tt_loop_now(pool->loop) - w->_queued_at) * 1000);
+    return w;
+}
+
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 static void check_in(tt_pool_t *pool, tt_upconn_t *c)
 {
     if (!tt_list_empty(&pool->waiters)) {
-        tt_pool_waiter_t *w =
-            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
-        tt_list_remove(&w->_link);
-        pool->nwaiters--;
-        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-        tt_loop_timer_stop(pool->loop, &w->_timer);
+        tt_pool_waiter_t *w = dequeue(pool);
         lease(pool, c); /* stays on the busy list; lease() counts the new request */
         w->cb(w, c, TT_POOL_OK, 0);
         return;
@@ -369,7 +380,7 @@ static void queue_timer_cb(tt_timer_t *t)
     tt_list_remove(&w->_link);
     pool->nwaiters--;
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-    pool->counters.queue_timeout++;
+    pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
 }
 
@@ -392,12 +403,13 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     int64_t n = atomic_fetch_add_explicit(&up->nwaiting, 1, memory_order_relaxed);
     if (n >= up->conf->max_queue) {
         atomic_fetch_sub_explicit(&up->nwaiting, 1, memory_order_relaxed);
-        pool->counters.queue_full++;
+        pool->stats.rejected[TT_REJECT_QUEUE_FULL]++;
         return TT_POOL_QUEUE_FULL;
     }
     tt_list_push_back(&pool->waiters, &w->_link);
     pool->nwaiters++;
-    pool->counters.queued++;
+    pool->stats.queued++;
+    w->_queued_at = tt_loop_now(pool->loop);
     tt_timer_init(&w->_timer, queue_timer_cb);
     tt_loop_timer_after(pool->loop, &w->_timer, (tt_msec_t)up->conf->queue_timeout);
     if (atomic_load_explicit(&up->nidle, memory_order_relaxed) > (int64_t)pool->nidle)
@@ -480,12 +492,7 @@ void tt_pool_release(tt_upconn_t *c, tt_close_reason_t verdict)
 static void service_waiters(tt_pool_t *pool)
 {
     while (!tt_list_empty(&pool->waiters) && reserve_capacity(pool->up) == 0) {
-        tt_pool_waiter_t *w =
-            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
-        tt_list_remove(&w->_link);
-        pool->nwaiters--;
-        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-        tt_loop_timer_stop(pool->loop, &w->_timer);
+        tt_pool_waiter_t *w = dequeue(pool);
         int err;
         if (conn_open(pool, w, &err) == NULL)
             w->cb(w, NULL, TT_POOL_CONNECT_FAILED, err);
@@ -546,12 +553,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
     pool->shutting_down = 1;
     tt_loop_timer_stop(pool->loop, &pool->trim_timer);
     while (!tt_list_empty(&pool->waiters)) {
-        tt_pool_waiter_t *w =
-            tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
-        tt_list_remove(&w->_link);
-        pool->nwaiters--;
-        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-        tt_loop_timer_stop(pool->loop, &w->_timer);
+        tt_pool_waiter_t *w = dequeue(pool);
         w->cb(w, NULL, TT_POOL_SHUTDOWN, 0);
     }
     while (!tt_list_empty(&pool->idle))
@@ -576,4 +578,50 @@ void tt_pool_on_wakeup(tt_pool_t *pool)
     if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&
         !pool->shutting_down)
         service_waiters(pool);
+}
+
+void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_upconn_t *c, void *arg), void *arg)
+{
+    const tt_list_t *l;
+    for (l = pool->idle.next; l != &pool->idle; l = l->next)
+        fn(tt_container_of(l, tt_upconn_t, link), arg);
+    for (l = pool->busy.next; l != &pool->busy; l = l->next)
+        fn(tt_container_of(l, tt_upconn_t, link), arg);
+}
+
+uint64_t tt_conn_socket_memory(const tt_upconn_t *c)
+{
+    uint32_t mem[SK_MEMINFO_VARS] = {0};
+    socklen_t len = sizeof(mem);
+    if (c->io.fd < 0 || getsockopt(c->io.fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0)
+        return 0;
+    return (uint64_t)mem[SK_MEMINFO_RMEM_ALLOC] + mem[SK_MEMINFO_WMEM_QUEUED] +
+           mem[SK_MEMINFO_FWD_ALLOC] + mem[SK_MEMINFO_OPTMEM] + mem[SK_MEMINFO_BACKLOG];
+}
+
+typedef struct {
+    tt_pool_gauges_t *g;
+    tt_msec_t now;
+} gauge_walk_t;
+
+static void add_gauges(const tt_upconn_t *c, void *arg)
+{
+    gauge_walk_t *walk = arg;
+    tt_pool_gauges_t *g = walk->g;
+    if (c->state == TT_CONN_IDLE)
+        g->idle++;
+    else if (c->state == TT_CONN_CONNECTING)
+        g->connecting++;
+    else
+        g->active++;
+    g->age_sum_ms += walk->now - c->created_at;
+    g->socket_mem_bytes += tt_conn_socket_memory(c);
+}
+
+void tt_pool_gauges(tt_pool_t *pool, tt_pool_gauges_t *g)
+{
+    memset(g, 0, sizeof(*g));
+    gauge_walk_t walk = {g, tt_loop_now(pool->loop)};
+    tt_pool_foreach_conn(pool, add_gauges, &walk);
+    g->queued = pool->nwaiters;
 }

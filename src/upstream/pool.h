@@ -11,6 +11,7 @@
 
 #include "core/buf.h"
 #include "event/loop.h"
+#include "metrics/stats.h"
 #include "upstream/conn.h"
 #include "upstream/upstream.h"
 
@@ -31,17 +32,11 @@ struct tt_pool_waiter {
     tt_timer_t _timer;
     tt_pool_t *_pool;
     tt_upconn_t *_conn; /* the new connection being opened for this waiter */
+    tt_msec_t _queued_at;
     /* Delivers a leased connection (result OK) or a failure (conn NULL). errno_value is set for
      * CONNECT_FAILED. Called from the event loop; the waiter is no longer linked anywhere. */
     void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int errno_value);
 };
-
-/* Stats of one pool, read by the metrics code through tt_pool_stats(). */
-typedef struct {
-    uint64_t opened, reused, closed[TT_CLOSE__COUNT];
-    uint64_t queued, queue_full, queue_timeout;
-    uint64_t retries, lease_warnings;
-} tt_pool_counters_t;
 
 struct tt_pool {
     tt_upstream_t *up;
@@ -58,7 +53,7 @@ struct tt_pool {
     size_t prev_peak; /* of the window before */
     tt_timer_t trim_timer;
     int shutting_down;
-    tt_pool_counters_t counters;
+    tt_upstream_stats_t stats;
     _Atomic int release_requested; /* another worker at the cap wants an idle connection closed */
     _Atomic int capacity_freed;    /* a connection closed somewhere: retry queued requests */
 };
@@ -93,6 +88,22 @@ void tt_pool_shutdown(tt_pool_t *pool);
 /* Handles requests from other workers (release an idle connection, capacity freed). Called on
  * the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
+
+/* Live figures of one pool, for the admin endpoint. Worker thread only. */
+typedef struct {
+    size_t idle, active, connecting, queued;
+    uint64_t age_sum_ms;       /* over all live connections */
+    uint64_t socket_mem_bytes; /* kernel memory of the pooled sockets (SO_MEMINFO) */
+} tt_pool_gauges_t;
+
+void tt_pool_gauges(tt_pool_t *pool, tt_pool_gauges_t *g);
+
+/* Calls fn for every connection of the pool (idle, then connecting and leased). Worker thread
+ * only; fn must not close connections. */
+void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_upconn_t *c, void *arg), void *arg);
+
+/* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
+uint64_t tt_conn_socket_memory(const tt_upconn_t *c);
 
 /* Number of connections this pool owns (idle + connecting + leased). */
 static inline size_t tt_pool_size(const tt_pool_t *pool)

@@ -1,0 +1,13 @@
+#include "metrics/stats.h"
+
+const char *tt_reject_reason_name(tt_reject_reason_t r)
+{
+    switch (r) {
+    case TT_REJECT_QUEUE_FULL:
+        return "queue_full";
+    case TT_REJECT_QUEUE_TIMEOUT:
+        return "queue_timeout";
+    default:
+        return "unknown";
+    }
+}
