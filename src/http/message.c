@@ -176,6 +176,7 @@ void tt_http_reader_begin_head(tt_http_reader_t *r, tt_http_head_t *h, int skip_
     r->_skip_body = (uint8_t)skip_body;
     r->_last_was_value = 0;
     r->_too_many = 0;
+    r->_error = NULL;
     r->_decoded = NULL;
 }
 
@@ -197,6 +198,23 @@ static llhttp_errno_t execute(tt_http_reader_t *r, const char *p, size_t n, size
     return rc;
 }
 
+/* What llhttp lets through but a proxy must refuse (RFC 9112): HTTP/0.9 and HTTP/2+ request
+ * lines, and whitespace between a field name and its colon (a request smuggling vector). */
+static const char *check_head(const tt_http_head_t *h, const char *base)
+{
+    if (h->major != 1)
+        return "unsupported HTTP version";
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        const tt_http_header_t *hdr = &h->headers[i];
+        if (hdr->name_len == 0)
+            return "empty header name";
+        char last = base[hdr->name + hdr->name_len - 1];
+        if (last == ' ' || last == '\t')
+            return "whitespace between header name and colon";
+    }
+    return NULL;
+}
+
 tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, size_t *parsed,
                                      size_t max_head)
 {
@@ -213,6 +231,8 @@ tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, s
         return *parsed >= max_head ? TT_HTTP_HEAD_TOO_LARGE : TT_HTTP_AGAIN;
     r->_in_head = 0;
     r->_head->head_len = (uint32_t)*parsed;
+    if ((r->_error = check_head(r->_head, buf->data)) != NULL)
+        return TT_HTTP_ERROR;
     if (!r->_message_done && !r->_skip_body) {
         /* Body-less messages complete without consuming input; learn that now. */
         size_t none;
@@ -265,6 +285,8 @@ int tt_http_reader_needs_eof(const tt_http_reader_t *r)
 
 const char *tt_http_reader_error(const tt_http_reader_t *r)
 {
+    if (r->_error != NULL)
+        return r->_error;
     if (r->_too_many)
         return "too many header fields";
     const char *reason = llhttp_get_error_reason(&r->_parser);

@@ -63,6 +63,7 @@ typedef struct {
     tt_http_head_t *_head; /* while reading a head */
     const char *_base;     /* buffer start, while reading a head */
     tt_buf_t *_decoded;    /* when set, body bytes without chunk framing are appended here */
+    const char *_error;    /* a head llhttp accepted but tether refuses */
     uint8_t _in_head;
     uint8_t _head_done;
     uint8_t _message_done;

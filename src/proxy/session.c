@@ -253,6 +253,8 @@ static void begin_request(tt_session_t *s)
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
     s->resp_keepalive = s->close_after = s->upgrade = 0;
     s->head_parsed = 0;
+    tt_http_head_release(&s->worker->heads, s->head);
+    s->head = NULL;
     tt_buf_release(&s->worker->bufs, s->uout);
     s->uout = NULL;
     /* An idle keep-alive client holds no buffer. */
@@ -384,6 +386,8 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
     return 0;
 }
 
+/* Acts on a complete request head: refuses it, or routes it and asks the pool for a connection.
+ * Either way the head's bytes leave cin and the head returns to the worker. */
 static void start_request(tt_session_t *s)
 {
     tt_http_head_t *h = s->head;
@@ -394,32 +398,34 @@ static void start_request(tt_session_t *s)
     s->status = 0;
     s->generated = 0;
     s->method = h->method;
-    s->http10 = h->major == 0 || (h->major == 1 && h->minor == 0);
+    s->http10 = h->minor == 0;
     s->client_keepalive = h->keep_alive;
     s->req_read_done = (uint8_t)tt_http_reader_message_done(&s->req);
-    if (h->method == HTTP_CONNECT) {
+    tt_http_request_out_t out = {.tunnel = h->upgrade};
+    int routed = 0;
+    if (h->method == HTTP_CONNECT)
         reply_error(s, 405, TT_CLOSE_ERROR,
                     "CONNECT is not supported: tether pools plain HTTP connections and originates "
                     "TLS to the upstream itself; send plain http:// requests");
-        return;
+    else
+        routed = route_request(s, h, base, &out) == 0;
+    if (routed) {
+        s->upgrade = h->upgrade;
+        int has_body = h->chunked || (h->has_length && h->content_length > 0);
+        int idempotent = method_is_idempotent(h->method) ||
+                         tt_http_head_find(h, base, "idempotency-key") != NULL;
+        int64_t limit = s->up->conf->retry_buffer;
+        s->retryable = idempotent && !s->upgrade &&
+                       (!has_body || h->chunked || (int64_t)h->content_length <= limit);
+        s->retaining = s->retryable && has_body;
+        s->uout = tt_buf_acquire(&s->worker->bufs);
+        tt_http_write_request_head(s->uout, h, base, &out);
     }
-    tt_http_request_out_t out = {.tunnel = h->upgrade};
-    if (route_request(s, h, base, &out) < 0)
-        return;
-    s->upgrade = h->upgrade;
-    int has_body = h->chunked || (h->has_length && h->content_length > 0);
-    int idempotent =
-        method_is_idempotent(h->method) || tt_http_head_find(h, base, "idempotency-key") != NULL;
-    int64_t limit = s->up->conf->retry_buffer;
-    s->retryable = idempotent && !s->upgrade &&
-                   (!has_body || h->chunked || (int64_t)h->content_length <= limit);
-    s->retaining = s->retryable && has_body;
-    s->uout = tt_buf_acquire(&s->worker->bufs);
-    tt_http_write_request_head(s->uout, h, base, &out);
     tt_buf_consume(s->cin, h->head_len);
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
-    acquire_conn(s, 0);
+    if (routed)
+        acquire_conn(s, 0);
 }
 
 /* Reads and parses a request head. Returns 1 if the state moved on. */
@@ -1055,6 +1061,8 @@ void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream
     tt_list_push_back(&w->sessions, &s->link);
     w->nsessions++;
     begin_request(s);
+    /* The first request must start within the header timeout; later ones within the idle one. */
+    arm_timer(s, w->conf->client_header_timeout);
     session_run(s);
 }
 
