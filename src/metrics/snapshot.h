@@ -37,11 +37,11 @@ typedef struct {
 
 /* The process, from /proc/self (tt_process_read). */
 typedef struct {
-    int ok;                 /* 0 if /proc could not be read: the figures below are 0 */
-    double start_time_s;    /* since the epoch */
-    double cpu_seconds;     /* user + system */
-    uint64_t open_fds;      /* entries of /proc/self/fd */
-    uint64_t max_fds;       /* RLIMIT_NOFILE soft limit */
+    int ok;              /* 0 if /proc could not be read: the figures below are 0 */
+    double start_time_s; /* since the epoch */
+    double cpu_seconds;  /* user + system */
+    uint64_t open_fds;   /* entries of /proc/self/fd */
+    uint64_t max_fds;    /* RLIMIT_NOFILE soft limit */
     uint64_t resident_bytes;
     uint64_t virtual_bytes;
 } tt_process_info_t;

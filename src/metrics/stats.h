@@ -27,6 +27,7 @@ typedef struct {
     uint64_t rejected[TT_REJECT__COUNT];
     uint64_t queued;
     uint64_t lease_warnings;
+    uint64_t handed_over;          /* idle connections taken over from another worker */
     tt_hist_t request_duration_us; /* head received -> response complete */
     tt_hist_t queue_wait_us;       /* for requests that waited in the queue */
     tt_hist_t conn_age_ms;         /* connection age at close */

@@ -2,6 +2,8 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
+#include "metrics/admin.h"
+#include "proxy/introspect.h"
 #include "proxy/worker.h"
 
 #include <errno.h>
@@ -43,6 +45,9 @@ int tt_server_run(const tt_conf_t *conf)
     tt_worker_t *workers = tt_calloc(nworkers, sizeof(*workers));
     int status = 1;
     size_t inited_up = 0, inited_w = 0, started = 0;
+    tt_introspect_t introspect;
+    tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
+    tt_admin_t *admin = NULL;
 
     for (; inited_up < nup; inited_up++) {
         if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers, err,
@@ -67,11 +72,31 @@ int tt_server_run(const tt_conf_t *conf)
             goto out;
         }
     }
+    if (conf->has_admin) {
+        /* Bound before workers start, so a taken port stops startup before any traffic. */
+        tt_admin_ops_t ops = tt_introspect_admin_ops(&introspect);
+        admin = tt_admin_open(&conf->admin, &ops, err, sizeof(err));
+        if (admin == NULL) {
+            tt_error("%s", err);
+            goto out;
+        }
+    }
     for (; started < nworkers; started++) {
         if (tt_worker_start(&workers[started]) != 0) {
             tt_error("cannot start worker thread: %s", strerror(errno));
             goto out;
         }
+    }
+    tt_introspect_set_running(&introspect);
+    if (admin != NULL) {
+        int rc = tt_admin_start(admin);
+        if (rc != 0) {
+            tt_error("cannot start admin thread: %s", strerror(rc));
+            goto out;
+        }
+        char a[TT_ADDR_STRLEN];
+        tt_info("admin endpoint on http://%s (/metrics /stats /healthz /ready /pools /config)",
+                tt_addr_format(&conf->admin, a));
     }
     log_ready(conf, nworkers);
     for (;;) {
@@ -89,6 +114,8 @@ int tt_server_run(const tt_conf_t *conf)
     }
     status = 0;
 out:
+    /* The admin thread reads workers through tt_worker_call: stop it before they drain. */
+    tt_admin_close(admin);
     for (size_t i = 0; i < started; i++)
         tt_worker_request_drain(&workers[i]);
     for (size_t i = 0; i < inited_w; i++) {

@@ -222,6 +222,8 @@ void tt_worker_request_drain(tt_worker_t *w)
 void tt_worker_join(tt_worker_t *w)
 {
     pthread_join(w->thread, NULL);
+    for (size_t i = 0; i < w->nupstreams; i++)
+        tt_pool_destroy(&w->pools[i]);
     free(w->listeners);
     free(w->pools);
     tt_loop_destroy(w->loop);
@@ -233,6 +235,8 @@ void tt_worker_join(tt_worker_t *w)
 
 void tt_worker_abandon(tt_worker_t *w)
 {
+    for (size_t i = 0; w->pools != NULL && i < w->nupstreams; i++)
+        tt_pool_destroy(&w->pools[i]);
     if (w->loop != NULL) {
         stop_listeners(w);
         tt_loop_destroy(w->loop);

@@ -18,7 +18,6 @@ static const char *const names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_LEASE_TIMEOUT] = "lease_timeout",
     [TT_CLOSE_POOL_FULL] = "pool_full",
     [TT_CLOSE_TRIMMED] = "trimmed",
-    [TT_CLOSE_REBALANCED] = "rebalanced",
     [TT_CLOSE_SHUTDOWN] = "shutdown",
 };
 

@@ -21,7 +21,6 @@ typedef enum {
     TT_CLOSE_LEASE_TIMEOUT,    /* leased longer than lease_timeout */
     TT_CLOSE_POOL_FULL,        /* max_idle reached */
     TT_CLOSE_TRIMMED,          /* surplus idle connection after a burst */
-    TT_CLOSE_REBALANCED,       /* closed so another worker could connect under max_connections */
     TT_CLOSE_SHUTDOWN,         /* tetherd is stopping */
     TT_CLOSE__COUNT
 } tt_close_reason_t;

@@ -17,6 +17,7 @@ static void conn_timer_cb(tt_timer_t *t);
 static void conn_io_cb(tt_io_t *io, uint32_t events);
 static void service_waiters(tt_pool_t *pool);
 static void replenish(tt_pool_t *pool);
+static void adopt_handoffs(tt_pool_t *pool);
 
 static tt_upconn_t *conn_of_io(tt_io_t *io)
 {
@@ -50,6 +51,23 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
     pool->min_idle = total / n + (worker < total % n ? 1 : 0);
     tt_timer_init(&pool->trim_timer, NULL);
+    pthread_mutex_init(&pool->handoff_lock, NULL);
+    tt_list_init(&pool->handoff);
+}
+
+void tt_pool_destroy(tt_pool_t *pool)
+{
+    TT_ASSERT(tt_list_empty(&pool->idle) && tt_list_empty(&pool->busy));
+    /* A handover that arrived after this worker's loop stopped: nobody will adopt it. */
+    while (!tt_list_empty(&pool->handoff)) {
+        tt_upconn_t *c = tt_container_of(tt_list_first(&pool->handoff), tt_upconn_t, link);
+        tt_list_remove(&c->link);
+        close(c->io.fd);
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&pool->up->nconns, 1, memory_order_acq_rel);
+        free(c);
+    }
+    pthread_mutex_destroy(&pool->handoff_lock);
 }
 
 /* ---- connection lifecycle ---------------------------------------------------------------- */
@@ -384,15 +402,22 @@ static void queue_timer_cb(tt_timer_t *t)
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
 }
 
-/* Asks workers holding idle connections to close one, so this worker can connect. */
-static void request_release(tt_pool_t *self)
+/* This worker's part of max_connections when every worker needs connections. */
+static size_t fair_share(const tt_upstream_t *up)
+{
+    size_t max = (size_t)up->conf->max_connections;
+    return (max + up->nworkers - 1) / up->nworkers;
+}
+
+/* Asks workers holding idle connections to hand one over, so this worker need not wait. */
+static void request_takeover(tt_pool_t *self)
 {
     tt_upstream_t *up = self->up;
     for (size_t i = 0; i < up->nworkers; i++) {
         tt_pool_t *p = up->pools[i];
         if (p == NULL || p == self)
             continue;
-        atomic_store_explicit(&p->release_requested, 1, memory_order_release);
+        atomic_store_explicit(&p->takeover_requested, (int)self->worker + 1, memory_order_release);
         tt_loop_wakeup(p->loop);
     }
 }
@@ -412,8 +437,11 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     w->_queued_at = tt_loop_now(pool->loop);
     tt_timer_init(&w->_timer, queue_timer_cb);
     tt_loop_timer_after(pool->loop, &w->_timer, (tt_msec_t)up->conf->queue_timeout);
-    if (atomic_load_explicit(&up->nidle, memory_order_relaxed) > (int64_t)pool->nidle)
-        request_release(pool);
+    /* A worker below its share of the cap while others hold idle connections would starve:
+     * ask them to give one up. At or above its share it is served by its own releases. */
+    if (tt_pool_size(pool) < fair_share(up) &&
+        atomic_load_explicit(&up->nidle, memory_order_relaxed) > (int64_t)pool->nidle)
+        request_takeover(pool);
     return TT_POOL_WAIT;
 }
 
@@ -551,6 +579,7 @@ void tt_pool_start(tt_pool_t *pool)
 void tt_pool_shutdown(tt_pool_t *pool)
 {
     pool->shutting_down = 1;
+    adopt_handoffs(pool);
     tt_loop_timer_stop(pool->loop, &pool->trim_timer);
     while (!tt_list_empty(&pool->waiters)) {
         tt_pool_waiter_t *w = dequeue(pool);
@@ -569,12 +598,84 @@ void tt_pool_shutdown(tt_pool_t *pool)
     }
 }
 
+/* Runs after the batch that decided the handover, so no event of that batch can reach the
+ * connection once the other worker owns it. */
+static void deliver_handoff_cb(tt_deferred_t *d)
+{
+    tt_upconn_t *c = tt_container_of(d, tt_upconn_t, _free);
+    tt_pool_t *to = c->pool;
+    pthread_mutex_lock(&to->handoff_lock);
+    tt_list_push_back(&to->handoff, &c->link);
+    pthread_mutex_unlock(&to->handoff_lock);
+    tt_loop_wakeup(to->loop);
+}
+
+/* Gives our coldest idle connection to the worker that asked, if we hold more than our share. */
+static void hand_over(tt_pool_t *pool, int requester)
+{
+    tt_upstream_t *up = pool->up;
+    if (pool->nidle == 0 || tt_pool_size(pool) <= fair_share(up) || pool->shutting_down ||
+        requester < 1 || (size_t)requester > up->nworkers)
+        return;
+    tt_pool_t *to = up->pools[requester - 1];
+    tt_upconn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link);
+    tt_list_remove(&c->link);
+    pool->nidle--;
+    int fd = c->io.fd;
+    tt_io_stop(pool->loop, &c->io);
+    c->io.fd = fd; /* still open: it changes hands, not state (it stays counted as idle) */
+    tt_loop_timer_stop(pool->loop, &c->timer);
+    c->pool = to;
+    tt_loop_defer(pool->loop, &c->_free, deliver_handoff_cb);
+}
+
+/* Takes in connections handed over by other workers and serves queued requests with them. */
+static void adopt_handoffs(tt_pool_t *pool)
+{
+    tt_list_t incoming;
+    tt_list_init(&incoming);
+    pthread_mutex_lock(&pool->handoff_lock);
+    tt_list_splice_back(&incoming, &pool->handoff);
+    pthread_mutex_unlock(&pool->handoff_lock);
+    while (!tt_list_empty(&incoming)) {
+        tt_upconn_t *c = tt_container_of(tt_list_first(&incoming), tt_upconn_t, link);
+        tt_list_remove(&c->link);
+        int fd = c->io.fd;
+        c->io.fd = -1;
+        tt_list_push_front(&pool->idle, &c->link);
+        pool->nidle++;
+        if (tt_io_start(pool->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, conn_idle_cb) < 0) {
+            close(fd);
+            tt_conn_close(c, TT_CLOSE_ERROR);
+            continue;
+        }
+        pool->stats.handed_over++;
+        if (pool->shutting_down) {
+            tt_conn_close(c, TT_CLOSE_SHUTDOWN);
+            continue;
+        }
+        tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
+        tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
+    }
+    while (!tt_list_empty(&pool->waiters) && !tt_list_empty(&pool->idle)) {
+        tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
+        tt_close_reason_t why = checkout_check(pool, c);
+        if (why != TT_REUSE_OK) {
+            tt_conn_close(c, why);
+            continue;
+        }
+        tt_pool_waiter_t *w = dequeue(pool);
+        lease(pool, c);
+        w->cb(w, c, TT_POOL_OK, 0);
+    }
+}
+
 void tt_pool_on_wakeup(tt_pool_t *pool)
 {
-    if (atomic_exchange_explicit(&pool->release_requested, 0, memory_order_acq_rel) &&
-        pool->nidle > 0 && !pool->shutting_down)
-        tt_conn_close(tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link),
-                      TT_CLOSE_REBALANCED);
+    int requester = atomic_exchange_explicit(&pool->takeover_requested, 0, memory_order_acq_rel);
+    if (requester != 0)
+        hand_over(pool, requester);
+    adopt_handoffs(pool);
     if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&
         !pool->shutting_down)
         service_waiters(pool);

@@ -15,6 +15,7 @@
 #include "upstream/conn.h"
 #include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 typedef enum {
@@ -54,12 +55,18 @@ struct tt_pool {
     tt_timer_t trim_timer;
     int shutting_down;
     tt_upstream_stats_t stats;
-    _Atomic int release_requested; /* another worker at the cap wants an idle connection closed */
-    _Atomic int capacity_freed;    /* a connection closed somewhere: retry queued requests */
+    /* 1 + index of a worker below its share of the cap that wants one of our idle connections
+     * (0: none). The connection is handed over, socket and all: no close, no new handshake. */
+    _Atomic int takeover_requested;
+    _Atomic int capacity_freed;   /* a connection closed somewhere: retry queued requests */
+    pthread_mutex_t handoff_lock; /* guards handoff only; never taken on the request path */
+    tt_list_t handoff;            /* connections other workers handed to this pool */
 };
 
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
                   size_t worker);
+/* Frees what tt_pool_init set up; every connection must be closed. */
+void tt_pool_destroy(tt_pool_t *pool);
 
 /* Opens connections up to this worker's share of min_idle and starts the trim timer. */
 void tt_pool_start(tt_pool_t *pool);
@@ -85,8 +92,8 @@ void tt_pool_release(tt_upconn_t *conn, tt_close_reason_t verdict);
 /* Closes idle connections and fails queued requests; later releases close. Used when draining. */
 void tt_pool_shutdown(tt_pool_t *pool);
 
-/* Handles requests from other workers (release an idle connection, capacity freed). Called on
- * the pool's loop after a wakeup. */
+/* Handles requests from other workers (hand over an idle connection, adopt one handed over,
+ * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */

@@ -1,0 +1,465 @@
+#include "metrics/admin.h"
+
+#include "core/clock.h"
+#include "core/invariant.h"
+#include "core/log.h"
+#include "metrics/prometheus.h"
+#include "metrics/stats_json.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define HEAD_LIMIT      8192
+#define URL_LIMIT       2048
+#define READ_TIMEOUT_MS 5000
+#define SEND_TIMEOUT_MS 10000
+#define LINGER_MS       200
+
+#define JSON_TYPE "application/json"
+#define TEXT_TYPE "text/plain; charset=utf-8"
+
+struct tt_admin {
+    int fd;
+    int stop_fd; /* eventfd: readable once tt_admin_close asks the thread to stop */
+    int port;
+    int started;
+    pthread_t thread;
+    tt_admin_ops_t ops;
+    llhttp_settings_t settings;
+};
+
+/* One request being read. */
+typedef struct {
+    llhttp_t parser;
+    char url[URL_LIMIT];
+    size_t url_len;
+    int url_too_long;
+    int head_done;
+} request_t;
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    request_t *r = p->data;
+    if (r->url_len + len >= sizeof(r->url)) {
+        r->url_too_long = 1;
+        return 0;
+    }
+    memcpy(r->url + r->url_len, at, len);
+    r->url_len += len;
+    r->url[r->url_len] = '\0';
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    request_t *r = p->data;
+    r->head_done = 1;
+    return HPE_PAUSED; /* the head is all we need; a body, if any, is never read */
+}
+
+static int64_t remaining(uint64_t deadline_ms)
+{
+    uint64_t now = tt_clock_monotonic_ms();
+    return now >= deadline_ms ? 0 : (int64_t)(deadline_ms - now);
+}
+
+/* Waits until fd is ready for events or the deadline passes; 0 when ready, -1 on timeout, error
+ * or a stop request. */
+static int wait_fd(tt_admin_t *a, int fd, short events, uint64_t deadline_ms)
+{
+    for (;;) {
+        int64_t left = remaining(deadline_ms);
+        if (left == 0)
+            return -1;
+        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = a->stop_fd, .events = POLLIN}};
+        int n = poll(pfd, 2, (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || pfd[1].revents != 0)
+            return -1;
+        if (pfd[0].revents != 0)
+            return 0;
+    }
+}
+
+static int send_all(tt_admin_t *a, int fd, const char *p, size_t len)
+{
+    uint64_t deadline = tt_clock_monotonic_ms() + SEND_TIMEOUT_MS;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+            wait_fd(a, fd, POLLOUT, deadline) == 0)
+            continue;
+        return -1;
+    }
+    return 0;
+}
+
+static void respond(tt_admin_t *a, int fd, int head_only, int status, const char *reason,
+                    const char *type, const char *extra, const char *body, size_t len)
+{
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                     status, reason, type, len, extra != NULL ? extra : "");
+    TT_BUG_ON(n < 0 || (size_t)n >= sizeof(head));
+    if (send_all(a, fd, head, (size_t)n) == 0 && !head_only && len > 0)
+        send_all(a, fd, body, len);
+}
+
+static void respond_text(tt_admin_t *a, int fd, int head_only, int status, const char *reason,
+                         const char *text)
+{
+    respond(a, fd, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
+}
+
+static void buf_init(tt_buf_t *b, size_t cap)
+{
+    memset(b, 0, sizeof(*b));
+    b->data = tt_malloc(cap);
+    b->cap = cap;
+}
+
+static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
+{
+    char err[256] = "";
+    tt_snapshot_t *s = a->ops.snapshot(a->ops.ctx, err, sizeof(err));
+    if (s == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "tether: statistics unavailable: %s\n", err);
+        respond_text(a, fd, head_only, 503, "Service Unavailable", msg);
+        return;
+    }
+    tt_buf_t b;
+    buf_init(&b, 65536);
+    if (json)
+        tt_stats_json_render(s, &b);
+    else
+        tt_prom_render(s, &b);
+    respond(a, fd, head_only, 200, "OK", json ? JSON_TYPE : TT_PROM_CONTENT_TYPE, NULL, b.data,
+            tt_buf_len(&b));
+    free(b.data);
+    tt_snapshot_free(s);
+}
+
+static void serve_pools(tt_admin_t *a, int fd, int head_only)
+{
+    char err[256] = "";
+    tt_conn_list_t l = {0};
+    if (a->ops.pools(a->ops.ctx, &l, err, sizeof(err)) < 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "tether: connection list unavailable: %s\n", err);
+        respond_text(a, fd, head_only, 503, "Service Unavailable", msg);
+        tt_conn_list_free(&l);
+        return;
+    }
+    tt_buf_t b;
+    buf_init(&b, 4096 + l.n * 200);
+    tt_pools_json_render(&l, &b);
+    respond(a, fd, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
+    free(b.data);
+    tt_conn_list_free(&l);
+}
+
+static void serve_config(tt_admin_t *a, int fd, int head_only)
+{
+    char *text = a->ops.config != NULL ? a->ops.config(a->ops.ctx) : NULL;
+    if (text == NULL) {
+        respond_text(a, fd, head_only, 503, "Service Unavailable",
+                     "tether: configuration unavailable\n");
+        return;
+    }
+    char *safe = tt_admin_redact_config(text);
+    free(text);
+    respond_text(a, fd, head_only, 200, "OK", safe);
+    free(safe);
+}
+
+static void dispatch(tt_admin_t *a, int fd, const request_t *r)
+{
+    int method = llhttp_get_method((llhttp_t *)&r->parser);
+    int head_only = method == HTTP_HEAD;
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
+                "tether: only GET and HEAD\n", 26);
+        return;
+    }
+    /* Origin-form only; the query string is ignored. */
+    size_t plen = strcspn(r->url, "?#");
+    char path[URL_LIMIT];
+    memcpy(path, r->url, plen);
+    path[plen] = '\0';
+    if (strcmp(path, "/metrics") == 0) {
+        serve_snapshot(a, fd, head_only, 0);
+    } else if (strcmp(path, "/stats") == 0) {
+        serve_snapshot(a, fd, head_only, 1);
+    } else if (strcmp(path, "/healthz") == 0) {
+        respond_text(a, fd, head_only, 200, "OK", "ok\n");
+    } else if (strcmp(path, "/ready") == 0) {
+        char why[256] = "", msg[300];
+        int ready = a->ops.ready(a->ops.ctx, why, sizeof(why));
+        snprintf(msg, sizeof(msg), "%s%s%s\n", ready ? "ready" : "not ready", why[0] ? ": " : "",
+                 why);
+        respond_text(a, fd, head_only, ready ? 200 : 503, ready ? "OK" : "Service Unavailable",
+                     msg);
+    } else if (strcmp(path, "/pools") == 0) {
+        serve_pools(a, fd, head_only);
+    } else if (strcmp(path, "/config") == 0) {
+        serve_config(a, fd, head_only);
+    } else if (strcmp(path, "/") == 0) {
+        respond_text(a, fd, head_only, 200, "OK",
+                     "tetherd admin: /metrics /stats /healthz /ready /pools /config\n");
+    } else {
+        respond_text(a, fd, head_only, 404, "Not Found", "tether: no such admin path\n");
+    }
+}
+
+/* Reads one request head (bounded in size and time) and answers it. */
+static void serve(tt_admin_t *a, int fd)
+{
+    request_t *r = tt_calloc(1, sizeof(*r));
+    char *buf = tt_malloc(HEAD_LIMIT);
+    size_t len = 0;
+    llhttp_init(&r->parser, HTTP_REQUEST, &a->settings);
+    r->parser.data = r;
+    uint64_t deadline = tt_clock_monotonic_ms() + READ_TIMEOUT_MS;
+    for (;;) {
+        if (len == HEAD_LIMIT) {
+            respond_text(a, fd, 0, 431, "Request Header Fields Too Large",
+                         "tether: request head too large\n");
+            goto out;
+        }
+        ssize_t n = recv(fd, buf + len, HEAD_LIMIT - len, 0);
+        if (n == 0)
+            goto out;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(a, fd, POLLIN, deadline) == 0)
+                continue;
+            goto out; /* reset, timeout or stopping: nothing worth answering */
+        }
+        llhttp_errno_t e = llhttp_execute(&r->parser, buf + len, (size_t)n);
+        len += (size_t)n;
+        if (r->head_done)
+            break;
+        if (e != HPE_OK) {
+            respond_text(a, fd, 0, 400, "Bad Request", "tether: malformed request\n");
+            goto out;
+        }
+    }
+    if (r->url_too_long)
+        respond_text(a, fd, 0, 414, "URI Too Long", "tether: request target too long\n");
+    else
+        dispatch(a, fd, r);
+out:
+    /* Half-close, then read briefly what the client still sends, so an unread request body does
+     * not turn the close into a reset that destroys the response in flight. */
+    shutdown(fd, SHUT_WR);
+    uint64_t linger = tt_clock_monotonic_ms() + LINGER_MS;
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(fd, buf, HEAD_LIMIT, 0);
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+            wait_fd(a, fd, POLLIN, linger) == 0)
+            continue;
+        break; /* EOF, error, or the linger time is up */
+    }
+    free(buf);
+    free(r);
+}
+
+static void *admin_main(void *arg)
+{
+    tt_admin_t *a = arg;
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = a->fd, .events = POLLIN},
+                                {.fd = a->stop_fd, .events = POLLIN}};
+        int n = poll(pfd, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            tt_error("admin: poll: %s", strerror(errno));
+            break;
+        }
+        if (pfd[1].revents != 0)
+            break;
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                usleep(100000); /* out of descriptors: back off rather than spin */
+            continue;
+        }
+        serve(a, fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char *err,
+                          size_t errlen)
+{
+    char text[TT_ADDR_STRLEN];
+    tt_addr_format(addr, text);
+    /* Not tt_sock_listen: no SO_REUSEPORT, so a second tetherd on the same admin port fails to
+     * start instead of silently sharing (and splitting) the scrapes. */
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "admin %s: socket: %s", text, strerror(errno));
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 64) < 0) {
+        snprintf(err, errlen, "admin: cannot listen on %s: %s", text, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    tt_addr_t bound;
+    bound.len = sizeof(bound.ss);
+    getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len);
+    tt_admin_t *a = tt_calloc(1, sizeof(*a));
+    a->fd = fd;
+    a->ops = *ops;
+    llhttp_settings_init(&a->settings);
+    a->settings.on_url = on_url;
+    a->settings.on_headers_complete = on_headers_complete;
+    a->port = ntohs(bound.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound.ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&bound.ss)->sin_port);
+    a->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (a->stop_fd < 0) {
+        snprintf(err, errlen, "admin: eventfd: %s", strerror(errno));
+        close(fd);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int tt_admin_start(tt_admin_t *a)
+{
+    int rc = pthread_create(&a->thread, NULL, admin_main, a);
+    if (rc == 0)
+        a->started = 1;
+    return rc;
+}
+
+void tt_admin_close(tt_admin_t *a)
+{
+    if (a == NULL)
+        return;
+    if (a->started) {
+        uint64_t one = 1;
+        ssize_t n = write(a->stop_fd, &one, sizeof(one));
+        (void)n; /* an eventfd write of 1 cannot fail short of overflow */
+        pthread_join(a->thread, NULL);
+    }
+    close(a->fd);
+    close(a->stop_fd);
+    free(a);
+}
+
+int tt_admin_port(const tt_admin_t *a)
+{
+    return a->port;
+}
+
+/* Whether a configuration key names something secret. */
+static int secret_key(const char *k, size_t n)
+{
+    static const char *const words[] = {"key", "password", "passwd", "secret", "token",
+                                        "credential"};
+    char lower[128];
+    if (n >= sizeof(lower))
+        n = sizeof(lower) - 1;
+    for (size_t i = 0; i < n; i++)
+        lower[i] = (char)tolower((unsigned char)k[i]);
+    lower[n] = '\0';
+    for (size_t i = 0; i < TT_ARRAY_SIZE(words); i++)
+        if (strstr(lower, words[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* Appends a value, with the password of any "scheme://user:password@" replaced. */
+static void put_value(tt_buf_t *b, const char *v, size_t n)
+{
+    const char *end = v + n;
+    while (v < end) {
+        const char *scheme = NULL;
+        for (const char *p = v; p + 3 <= end; p++)
+            if (memcmp(p, "://", 3) == 0) {
+                scheme = p + 3;
+                break;
+            }
+        if (scheme == NULL)
+            break;
+        const char *auth_end = scheme;
+        while (auth_end < end && *auth_end != '/' && *auth_end != '@' && *auth_end != ' ' &&
+               *auth_end != ',')
+            auth_end++;
+        const char *colon = memchr(scheme, ':', (size_t)(auth_end - scheme));
+        if (auth_end < end && *auth_end == '@' && colon != NULL) {
+            tt_buf_append(b, v, (size_t)(colon + 1 - v));
+            tt_buf_append(b, "<redacted>", 10);
+            v = auth_end;
+        } else {
+            tt_buf_append(b, v, (size_t)(auth_end - v));
+            v = auth_end;
+        }
+    }
+    tt_buf_append(b, v, (size_t)(end - v));
+}
+
+char *tt_admin_redact_config(const char *text)
+{
+    tt_buf_t b;
+    buf_init(&b, strlen(text) + 64);
+    const char *line = text;
+    while (*line != '\0') {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol != NULL ? (size_t)(eol - line) : strlen(line);
+        const char *eq = memchr(line, '=', len);
+        const char *k = line;
+        while (k < line + len && isspace((unsigned char)*k))
+            k++;
+        if (eq != NULL && *k != ';' && *k != '#' && *k != '[') {
+            const char *kend = eq;
+            while (kend > k && isspace((unsigned char)kend[-1]))
+                kend--;
+            const char *v = eq + 1;
+            while (v < line + len && isspace((unsigned char)*v))
+                v++;
+            tt_buf_append(&b, line, (size_t)(v - line));
+            if (secret_key(k, (size_t)(kend - k)) && v < line + len)
+                tt_buf_append(&b, "<redacted>", 10);
+            else
+                put_value(&b, v, (size_t)(line + len - v));
+        } else {
+            tt_buf_append(&b, line, len);
+        }
+        if (eol == NULL)
+            break;
+        tt_buf_append(&b, "\n", 1);
+        line = eol + 1;
+    }
+    tt_buf_append(&b, "", 1);
+    return b.data;
+}

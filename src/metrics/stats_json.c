@@ -1,0 +1,200 @@
+#include "metrics/stats_json.h"
+
+#include "core/invariant.h"
+#include "core/json.h"
+
+#include <inttypes.h>
+
+static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+static void key(tt_buf_t *b, const char *k)
+{
+    tt_json_put_str(b, k);
+    tt_buf_append(b, ":", 1);
+}
+
+static void kv_u(tt_buf_t *b, const char *k, uint64_t v, int comma)
+{
+    key(b, k);
+    tt_buf_appendf(b, "%" PRIu64 "%s", v, comma ? "," : "");
+}
+
+static void kv_num(tt_buf_t *b, const char *k, double v, int comma)
+{
+    key(b, k);
+    tt_json_put_num(b, v, 15);
+    if (comma)
+        tt_buf_append(b, ",", 1);
+}
+
+static void classes(tt_buf_t *b, const char *k, const uint64_t v[6], int comma)
+{
+    key(b, k);
+    tt_buf_append(b, "{", 1);
+    for (int c = 0; c < 6; c++)
+        kv_u(b, class_names[c], v[c], c < 5);
+    tt_buf_append(b, "},", comma ? 2 : 1);
+}
+
+static void histogram(tt_buf_t *b, const char *k, const tt_hist_t *h)
+{
+    key(b, k);
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "count", h->count, 1);
+    kv_u(b, "sum", h->sum, 1);
+    kv_u(b, "max", h->max, 1);
+    kv_u(b, "p50", tt_hist_quantile(h, 0.50), 1);
+    kv_u(b, "p90", tt_hist_quantile(h, 0.90), 1);
+    kv_u(b, "p99", tt_hist_quantile(h, 0.99), 1);
+    kv_u(b, "p999", tt_hist_quantile(h, 0.999), 1);
+    /* [highest value of the fine bucket, count] for every non-empty bucket. */
+    key(b, "buckets");
+    tt_buf_append(b, "[", 1);
+    int first = 1;
+    for (unsigned i = 0; i < TT_HIST_BUCKETS; i++) {
+        if (h->buckets[i] == 0)
+            continue;
+        uint64_t low, high;
+        tt_hist_bucket_range(i, &low, &high);
+        tt_buf_appendf(b, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", high, h->buckets[i]);
+        first = 0;
+    }
+    tt_buf_append(b, "]}", 2);
+}
+
+static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
+{
+    const tt_upstream_stats_t *st = &u->stats;
+    tt_buf_append(b, "{", 1);
+    key(b, "name");
+    tt_json_put_str(b, u->name);
+    tt_buf_append(b, ",", 1);
+    key(b, "endpoint");
+    tt_json_put_str(b, u->endpoint);
+    tt_buf_append(b, ",", 1);
+    kv_u(b, "requests_total", tt_snapshot_requests(u), 1);
+    classes(b, "responses", st->responses, 1);
+    classes(b, "generated", st->generated, 1);
+    kv_u(b, "requests_sent_total", tt_snapshot_sent(u), 1);
+    kv_u(b, "requests_reused_total", st->requests_on_reused, 1);
+    key(b, "retries");
+    tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 "},", st->retries);
+
+    key(b, "connections");
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "opened_total", st->conns_opened, 1);
+    key(b, "closed");
+    tt_buf_append(b, "{", 1);
+    for (int r = 1; r < TT_CLOSE__COUNT; r++)
+        kv_u(b, tt_close_reason_name((tt_close_reason_t)r), st->conns_closed[r],
+             r < TT_CLOSE__COUNT - 1);
+    tt_buf_append(b, "},", 2);
+    uint64_t live = u->live.idle + u->live.active + u->live.connecting;
+    kv_u(b, "idle", u->live.idle, 1);
+    kv_u(b, "active", u->live.active, 1);
+    kv_u(b, "connecting", u->live.connecting, 1);
+    kv_u(b, "mean_age_ms", live > 0 ? u->live.age_sum_ms / live : 0, 1);
+    kv_u(b, "socket_memory_bytes", u->live.socket_mem_bytes, 1);
+    kv_u(b, "max", (uint64_t)u->max_connections, 1);
+    kv_u(b, "max_idle", (uint64_t)u->max_idle, 1);
+    kv_u(b, "min_idle", (uint64_t)u->min_idle, 0);
+    tt_buf_append(b, "},", 2);
+    key(b, "handshakes");
+    tt_buf_appendf(b, "{\"tcp\":%" PRIu64 "},", st->conns_opened);
+
+    key(b, "queue");
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "length", u->live.queued, 1);
+    kv_u(b, "queued_total", st->queued, 1);
+    key(b, "rejected");
+    tt_buf_append(b, "{", 1);
+    for (int r = 0; r < TT_REJECT__COUNT; r++)
+        kv_u(b, tt_reject_reason_name((tt_reject_reason_t)r), st->rejected[r],
+             r < TT_REJECT__COUNT - 1);
+    tt_buf_append(b, "}},", 3);
+
+    kv_u(b, "lease_warnings_total", st->lease_warnings, 1);
+    key(b, "idle_timeout");
+    tt_buf_appendf(b, "{\"mode\":\"%s\",", u->idle_timeout_auto ? "auto" : "fixed");
+    kv_u(b, "in_force_ms", u->idle_timeout_ms, 1);
+    kv_u(b, "learned_ms", u->learned_idle_timeout_ms, 0);
+    tt_buf_append(b, "},", 2);
+
+    histogram(b, "request_duration_us", &st->request_duration_us);
+    tt_buf_append(b, ",", 1);
+    histogram(b, "queue_wait_us", &st->queue_wait_us);
+    tt_buf_append(b, ",", 1);
+    histogram(b, "connection_age_ms", &st->conn_age_ms);
+    tt_buf_append(b, ",", 1);
+    histogram(b, "requests_per_connection", &st->conn_requests);
+    tt_buf_append(b, "}", 1);
+}
+
+void tt_stats_json_render(const tt_snapshot_t *s, tt_buf_t *b)
+{
+    tt_buf_append(b, "{", 1);
+    key(b, "version");
+    tt_json_put_str(b, s->version != NULL ? s->version : "unknown");
+    tt_buf_append(b, ",", 1);
+    kv_num(b, "time", s->time_s, 1);
+    kv_num(b, "uptime_seconds", s->uptime_s, 1);
+    key(b, "ready");
+    tt_buf_appendf(b, "%s,", s->ready ? "true" : "false");
+    kv_u(b, "workers", s->nworkers, 1);
+
+    key(b, "process");
+    tt_buf_append(b, "{", 1);
+    kv_num(b, "start_time_seconds", s->process.start_time_s, 1);
+    kv_num(b, "cpu_seconds", s->process.cpu_seconds, 1);
+    kv_u(b, "open_fds", s->process.open_fds, 1);
+    kv_u(b, "max_fds", s->process.max_fds, 1);
+    kv_u(b, "resident_memory_bytes", s->process.resident_bytes, 1);
+    kv_u(b, "virtual_memory_bytes", s->process.virtual_bytes, 0);
+    tt_buf_append(b, "},", 2);
+
+    key(b, "downstream");
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "connections_accepted_total", s->accepted, 1);
+    kv_u(b, "connections_active", s->active, 1);
+    classes(b, "unrouted_responses", s->unrouted, 0);
+    tt_buf_append(b, "},", 2);
+
+    key(b, "upstreams");
+    tt_buf_append(b, "[", 1);
+    for (size_t i = 0; i < s->nupstreams; i++) {
+        if (i > 0)
+            tt_buf_append(b, ",", 1);
+        upstream(b, &s->ups[i]);
+    }
+    tt_buf_append(b, "]}\n", 3);
+}
+
+void tt_pools_json_render(const tt_conn_list_t *l, tt_buf_t *b)
+{
+    tt_buf_append(b, "{\"connections\":[", 16);
+    for (size_t i = 0; i < l->n; i++) {
+        const tt_conn_row_t *r = &l->rows[i];
+        tt_buf_append(b, i > 0 ? ",\n{" : "\n{", i > 0 ? 3 : 2);
+        key(b, "upstream");
+        tt_json_put_str(b, r->upstream);
+        tt_buf_append(b, ",", 1);
+        key(b, "endpoint");
+        tt_json_put_str(b, r->endpoint);
+        tt_buf_append(b, ",", 1);
+        kv_u(b, "worker", r->worker, 1);
+        kv_u(b, "id", r->id, 1);
+        key(b, "state");
+        tt_json_put_str(b, tt_conn_row_state_name(r->state));
+        tt_buf_append(b, ",", 1);
+        kv_u(b, "age_ms", r->age_ms, 1);
+        key(b, "idle_ms");
+        if (r->idle_ms < 0)
+            tt_buf_append(b, "null,", 5);
+        else
+            tt_buf_appendf(b, "%" PRId64 ",", r->idle_ms);
+        kv_u(b, "requests", r->requests, 1);
+        kv_u(b, "socket_memory_bytes", r->socket_mem_bytes, 0);
+        tt_buf_append(b, "}", 1);
+    }
+    tt_buf_append(b, "\n]}\n", 4);
+}

@@ -1,0 +1,214 @@
+#include "proxy/introspect.h"
+
+#include "core/clock.h"
+#include "core/invariant.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef TETHER_VERSION
+#define TETHER_VERSION "0.1.0"
+#endif
+
+void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups,
+                        size_t nups, tt_worker_t *workers, size_t nworkers)
+{
+    memset(in, 0, sizeof(*in));
+    in->conf = conf;
+    in->ups = ups;
+    in->nups = nups;
+    in->workers = workers;
+    in->nworkers = nworkers;
+    in->started_us = tt_clock_monotonic_us();
+    atomic_init(&in->running, 0);
+}
+
+void tt_introspect_set_running(tt_introspect_t *in)
+{
+    int64_t longest = 0;
+    for (size_t i = 0; i < in->nups; i++)
+        longest = TT_MAX(longest, in->ups[i].conf->connect_timeout);
+    in->warm_deadline_ms = tt_clock_monotonic_ms() + (tt_msec_t)longest + 1000;
+    atomic_store_explicit(&in->running, 1, memory_order_release);
+}
+
+/* ---- snapshot: runs on each worker's thread ----------------------------------------------- */
+
+static void add_live_requests(const tt_upconn_t *c, void *arg)
+{
+    uint64_t *n = arg;
+    *n += c->requests;
+}
+
+static void collect_cb(tt_worker_t *w, void *arg)
+{
+    tt_snapshot_t *s = arg;
+    s->accepted += w->accepted;
+    s->active += w->nsessions;
+    for (size_t c = 0; c < TT_ARRAY_SIZE(s->unrouted); c++)
+        s->unrouted[c] += w->unrouted[c];
+    for (size_t i = 0; i < w->nupstreams; i++) {
+        tt_pool_t *pool = &w->pools[i];
+        tt_upstream_snapshot_t *u = &s->ups[i];
+        tt_stats_merge(&u->stats, &pool->stats);
+        tt_pool_gauges_t g;
+        tt_pool_gauges(pool, &g);
+        u->live.idle += g.idle;
+        u->live.active += g.active;
+        u->live.connecting += g.connecting;
+        u->live.queued += g.queued;
+        u->live.age_sum_ms += g.age_sum_ms;
+        u->live.socket_mem_bytes += g.socket_mem_bytes;
+        tt_pool_foreach_conn(pool, add_live_requests, &u->live.live_requests);
+    }
+}
+
+tt_snapshot_t *tt_introspect_snapshot(tt_introspect_t *in, char *err, size_t errlen)
+{
+    tt_snapshot_t *s = tt_snapshot_new(in->nups);
+    s->version = TETHER_VERSION;
+    s->time_s = (double)tt_clock_wall_ms() / 1000.0;
+    s->uptime_s = (double)(tt_clock_monotonic_us() - in->started_us) / 1e6;
+    s->nworkers = in->nworkers;
+    for (size_t i = 0; i < in->nups; i++) {
+        const tt_upstream_t *up = &in->ups[i];
+        tt_upstream_snapshot_t *u = &s->ups[i];
+        u->name = up->conf->name;
+        snprintf(u->endpoint, sizeof(u->endpoint), "%s", up->addr_str);
+        u->idle_timeout_ms = tt_upstream_idle_timeout(up);
+        u->learned_idle_timeout_ms = tt_upstream_learned_ms(up);
+        u->idle_timeout_auto = up->conf->idle_timeout == TT_IDLE_AUTO;
+        u->max_connections = up->conf->max_connections;
+        u->max_idle = up->conf->max_idle;
+        u->min_idle = up->conf->min_idle;
+    }
+    for (size_t i = 0; i < in->nworkers; i++) {
+        if (tt_worker_call(&in->workers[i], collect_cb, s, TT_INTROSPECT_CALL_TIMEOUT_MS) < 0) {
+            snprintf(err, errlen, "worker %zu did not answer within %dms", i,
+                     TT_INTROSPECT_CALL_TIMEOUT_MS);
+            tt_snapshot_free(s);
+            return NULL;
+        }
+    }
+    char why[8];
+    s->ready = tt_introspect_ready(in, why, sizeof(why));
+    tt_process_read(&s->process);
+    return s;
+}
+
+/* ---- connection list: runs on each worker's thread ---------------------------------------- */
+
+typedef struct {
+    tt_conn_list_t *out;
+    const tt_upstream_t *up;
+    size_t worker;
+    tt_msec_t now;
+} pools_walk_t;
+
+static void add_row(const tt_upconn_t *c, void *arg)
+{
+    pools_walk_t *pw = arg;
+    tt_conn_row_t *r = tt_conn_list_push(pw->out);
+    r->upstream = pw->up->conf->name;
+    r->endpoint = pw->up->addr_str;
+    r->worker = (uint32_t)pw->worker;
+    r->id = c->id;
+    r->state = c->state == TT_CONN_IDLE         ? TT_ROW_IDLE
+               : c->state == TT_CONN_CONNECTING ? TT_ROW_CONNECTING
+                                                : TT_ROW_ACTIVE;
+    r->age_ms = pw->now - c->created_at;
+    r->idle_ms = c->state == TT_CONN_IDLE ? (int64_t)(pw->now - c->idle_since) : -1;
+    r->requests = c->requests;
+    r->socket_mem_bytes = tt_conn_socket_memory(c);
+}
+
+static void pools_cb(tt_worker_t *w, void *arg)
+{
+    pools_walk_t pw = {.out = arg, .worker = w->id, .now = tt_loop_now(w->loop)};
+    for (size_t i = 0; i < w->nupstreams; i++) {
+        pw.up = &w->upstreams[i];
+        tt_pool_foreach_conn(&w->pools[i], add_row, &pw);
+    }
+}
+
+int tt_introspect_pools(tt_introspect_t *in, tt_conn_list_t *out, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < in->nworkers; i++) {
+        if (tt_worker_call(&in->workers[i], pools_cb, out, TT_INTROSPECT_CALL_TIMEOUT_MS) < 0) {
+            snprintf(err, errlen, "worker %zu did not answer within %dms", i,
+                     TT_INTROSPECT_CALL_TIMEOUT_MS);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- readiness ------------------------------------------------------------------------------ */
+
+int tt_introspect_ready(tt_introspect_t *in, char *why, size_t whylen)
+{
+    if (!atomic_load_explicit(&in->running, memory_order_acquire)) {
+        snprintf(why, whylen, "starting");
+        return 0;
+    }
+    if (in->warmed) {
+        snprintf(why, whylen, "listening, %zu workers", in->nworkers);
+        return 1;
+    }
+    /* The shared idle counts are atomics: no worker call needed. */
+    for (size_t i = 0; i < in->nups; i++) {
+        const tt_upstream_t *up = &in->ups[i];
+        int64_t want = up->conf->min_idle;
+        int64_t have = atomic_load_explicit(&up->nidle, memory_order_relaxed);
+        if (have >= want)
+            continue;
+        if (tt_clock_monotonic_ms() < in->warm_deadline_ms) {
+            snprintf(why, whylen, "pre-warming upstream %s (%lld of %lld idle connections)",
+                     up->conf->name, (long long)have, (long long)want);
+            return 0;
+        }
+        /* Deadline passed: ready, and say why the pool is cold. Not latched, so the message
+         * stays accurate until it warms. */
+        snprintf(why, whylen, "listening; upstream %s not pre-warmed (%lld of %lld idle)",
+                 up->conf->name, (long long)have, (long long)want);
+        return 1;
+    }
+    in->warmed = 1;
+    snprintf(why, whylen, "listening, %zu workers", in->nworkers);
+    return 1;
+}
+
+/* ---- admin operations ----------------------------------------------------------------------- */
+
+static tt_snapshot_t *op_snapshot(void *ctx, char *err, size_t errlen)
+{
+    return tt_introspect_snapshot(ctx, err, errlen);
+}
+
+static int op_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
+{
+    return tt_introspect_pools(ctx, out, err, errlen);
+}
+
+static int op_ready(void *ctx, char *why, size_t whylen)
+{
+    return tt_introspect_ready(ctx, why, whylen);
+}
+
+static char *op_config(void *ctx)
+{
+    tt_introspect_t *in = ctx;
+    return tt_conf_dump(in->conf);
+}
+
+tt_admin_ops_t tt_introspect_admin_ops(tt_introspect_t *in)
+{
+    tt_admin_ops_t ops = {
+        .ctx = in,
+        .snapshot = op_snapshot,
+        .pools = op_pools,
+        .ready = op_ready,
+        .config = op_config,
+    };
+    return ops;
+}
