@@ -23,6 +23,7 @@ typedef enum {
     F_ADDR,
     F_URL,
     F_HOSTS,
+    F_PATH, /* a file name */
 } field_type_t;
 
 typedef struct {
@@ -56,6 +57,7 @@ static const field_t global_fields[] = {
     G("client_header_timeout", F_DURATION, client_header_timeout, 10000, 1, DAY),
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
+    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
 };
 
 static const field_t upstream_fields[] = {
@@ -84,10 +86,12 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
 int tt_parse_duration_ms(const char *s, int64_t *out)
 {
+    /* Plain decimal only: strtod would also take hex ("0x10") and exponents ("1e3"). */
+    size_t digits = strspn(s, "0123456789.");
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno != 0 || v < 0 || !isdigit((unsigned char)s[0]))
+    if (digits == 0 || end != s + digits || errno != 0 || v < 0 || !isdigit((unsigned char)s[0]))
         return -1;
     double scale;
     if (*end == '\0' || strcmp(end, "s") == 0)
@@ -245,6 +249,7 @@ typedef struct {
     tt_upstream_conf_t *current; /* NULL in [tether] */
     int in_global;
     uint64_t seen; /* bit per field of the current section, to refuse duplicates */
+    int admin_line;
 } parser_t;
 
 static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
@@ -277,7 +282,7 @@ static void init_global(tt_conf_t *c)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
         const field_t *f = &global_fields[i];
-        if (f->type != F_ADDR)
+        if (f->type != F_ADDR && f->type != F_PATH)
             *(int64_t *)((char *)c + f->offset) = TT_UNSET;
     }
 }
@@ -332,18 +337,28 @@ static char *read_line(char *str, int num, void *stream)
     size_t len = strlen(str);
     if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp))
         fail(p, p->line, NULL, "line longer than %d characters", num - 2);
+    if (p->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0) /* UTF-8 byte order mark */
+        memmove(str, str + 3, len - 2);
     const char *s = str;
     while (isspace((unsigned char)*s))
         s++;
+    /* Syntax errors are reported here, as the line is read, so the first error in the file is
+     * the one reported (inih would only say so after reading on). */
     if (*s == '[') {
         const char *close = strchr(s, ']');
-        if (close != NULL) {
-            char name[128];
-            size_t n = TT_MIN((size_t)(close - s - 1), sizeof(name) - 1);
-            memcpy(name, s + 1, n);
-            name[n] = '\0';
-            begin_section(p, name);
+        if (close == NULL) {
+            fail(p, p->line, NULL, "syntax error: section header without ']'");
+            return str;
         }
+        char name[128];
+        size_t n = TT_MIN((size_t)(close - s - 1), sizeof(name) - 1);
+        memcpy(name, s + 1, n);
+        name[n] = '\0';
+        begin_section(p, name);
+    } else if (*s != '\0' && *s != ';' && *s != '#' && strpbrk(s, "=:") == NULL) {
+        fail(p, p->line, NULL, "syntax error: expected [section], key = value, or a comment");
+    } else if (*s != '\0' && *s != ';' && *s != '#' && s != str) {
+        fail(p, p->line, NULL, "syntax error: indented line (values cannot span lines)");
     }
     return str;
 }
@@ -412,6 +427,9 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
         tt_upstream_conf_t *u = base;
         return parse_hosts(value, &u->hosts, &u->nhosts);
     }
+    case F_PATH:
+        *(char **)slot = tt_strdup(value);
+        return NULL;
     }
     (void)p;
     if (v < f->min || v > f->max)
@@ -449,6 +467,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
             return 0;
         }
         p->seen |= (uint64_t)1 << i;
+        if (p->in_global && fields[i].type == F_ADDR && strcmp(name, "admin") == 0)
+            p->admin_line = p->line;
         if (*value == '\0') {
             fail(p, p->line, name, "empty value");
             return 0;
@@ -472,7 +492,7 @@ static void apply_defaults(const field_t *fields, size_t n, void *base)
 {
     for (size_t i = 0; i < n; i++) {
         const field_t *f = &fields[i];
-        if (f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS)
+        if (f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS || f->type == F_PATH)
             continue;
         int64_t *slot = (int64_t *)((char *)base + f->offset);
         if (*slot == TT_UNSET)
@@ -508,8 +528,14 @@ static int conf_finish(parser_t *p)
             return -1;
         }
         if (u->hosts == NULL) {
-            char hp[300];
-            snprintf(hp, sizeof(hp), "%s, %s:%d", u->host, u->host, u->port);
+            /* The authority clients use for this upstream: "host:port", and the bare host too
+             * when the port is HTTP's default. IPv6 literals are bracketed as in a Host header. */
+            char host[280], hp[600];
+            snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]" : "%s", u->host);
+            if (u->port == 80)
+                snprintf(hp, sizeof(hp), "%s, %s:80", host, host);
+            else
+                snprintf(hp, sizeof(hp), "%s:%d", host, u->port);
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
         if (u->max_idle > u->max_connections)
@@ -541,7 +567,8 @@ static int conf_finish(parser_t *p)
         }
     }
     if (c->has_admin && !c->admin_allow_remote && !tt_addr_is_loopback(&c->admin)) {
-        fail(p, p->line, "admin", "not a loopback address (set admin_allow_remote = yes to allow)");
+        fail(p, p->admin_line, "admin",
+             "not a loopback address (set admin_allow_remote = yes to allow)");
         return -1;
     }
     return 0;
@@ -604,6 +631,7 @@ void tt_conf_free(tt_conf_t *conf)
         free_hosts(u->hosts, u->nhosts);
     }
     free(conf->upstreams);
+    free(conf->access_log);
     free(conf->path);
     free(conf);
 }
@@ -614,9 +642,14 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
     for (size_t i = 0; i < n; i++) {
         const field_t *f = &fields[i];
         const char *p = (const char *)base + f->offset;
-        int64_t v =
-            f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS ? 0 : *(const int64_t *)p;
+        int scalar =
+            f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS && f->type != F_PATH;
+        int64_t v = scalar ? *(const int64_t *)p : 0;
         switch (f->type) {
+        case F_PATH:
+            if (*(char *const *)p != NULL)
+                tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
+            break;
         case F_ADDR:
             if (*(const int *)((const char *)base + f->has_offset))
                 tt_buf_appendf(b, "%s = %s\n", f->key, tt_addr_format((const tt_addr_t *)p, addr));

@@ -77,12 +77,13 @@ int tt_buf_reserve(tt_buf_t *b, size_t n, size_t limit)
     tt_buf_compact(b);
     if (tt_buf_room(b) >= n)
         return 0;
-    size_t need = b->wpos + n;
-    if (need > limit)
+    if (n > limit || b->wpos > limit - n)
         return -1;
-    size_t cap = b->cap;
+    size_t need = b->wpos + n;
+    /* Doubling keeps appends amortized O(1); a zeroed buffer (cap 0) starts small. */
+    size_t cap = b->cap < 256 ? 256 : b->cap;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (cap > limit)
         cap = limit;
     b->data = tt_realloc(b->data, cap);

@@ -88,6 +88,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     tt_http_reader_t *r = reader_of(p);
     tt_http_head_t *h = r->_head;
+    if (!r->_in_head) /* a chunked body's trailer fields: relayed as body bytes, not parsed */
+        return 0;
     if (h->nheaders == 0 || r->_last_was_value) {
         if (h->nheaders == TT_HTTP_MAX_HEADERS) {
             r->_too_many = 1;
@@ -107,10 +109,17 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     tt_http_reader_t *r = reader_of(p);
+    if (!r->_in_head)
+        return 0;
     tt_http_header_t *hdr = &r->_head->headers[r->_head->nheaders - 1];
     if (!r->_last_was_value) {
         hdr->value = offset_of(r, at);
         r->_last_was_value = 1;
+    } else if (at != r->_base + hdr->value + hdr->value_len) {
+        /* Pieces of one value are contiguous unless the value was folded over lines
+         * (obs-fold), which RFC 9112 lets a proxy refuse: it hides header boundaries. */
+        r->_error = "obsolete line folding in a header value";
+        return HPE_USER;
     }
     hdr->value_len += (uint32_t)len;
     return 0;
@@ -130,9 +139,12 @@ static int on_headers_complete(llhttp_t *p)
     h->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
     h->content_length = h->has_length ? p->content_length : 0;
     r->_head_done = 1;
-    /* A response to HEAD has no body whatever its headers say; llhttp then completes the
-     * message at once and pauses there, which also marks the end of the head. */
-    return r->_skip_body ? 1 : HPE_PAUSED;
+    /* A response to HEAD, an interim response, 204 and 304 have no body whatever their headers
+     * say (RFC 9112 6.3). llhttp then completes the message at once and pauses there, which
+     * also marks the end of the head. 101 stays on the upgrade path. */
+    int bodiless = p->type == HTTP_RESPONSE &&
+                   ((h->status < 200 && h->status != 101) || h->status == 204 || h->status == 304);
+    return r->_skip_body || bodiless ? 1 : HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)

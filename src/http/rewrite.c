@@ -70,7 +70,9 @@ void tt_http_write_request_head(tt_buf_t *out, const tt_http_head_t *h, const ch
                                 const tt_http_request_out_t *o)
 {
     const char *method = llhttp_method_name((llhttp_method_t)h->method);
-    tt_buf_appendf(out, "%s %.*s HTTP/1.1\r\n", method, (int)o->target.len, o->target.str);
+    /* "http://host?q" has an empty path: origin form needs the "/" (RFC 9112 3.2.1). */
+    const char *slash = o->target.len > 0 && o->target.str[0] == '?' ? "/" : "";
+    tt_buf_appendf(out, "%s %s%.*s HTTP/1.1\r\n", method, slash, (int)o->target.len, o->target.str);
     if (o->host.len > 0)
         tt_buf_appendf(out, "Host: %.*s\r\n", (int)o->host.len, o->host.str);
     for (uint32_t i = 0; i < h->nheaders; i++) {
@@ -185,6 +187,8 @@ int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *pa
     if (at != NULL) { /* userinfo is never forwarded as part of the host */
         authority->len -= (size_t)(at + 1 - a);
         authority->str = at + 1;
+        if (authority->len == 0)
+            return -1;
     }
     if (p == end) {
         path->str = "/";

@@ -13,7 +13,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -384,8 +383,8 @@ int tt_admin_port(const tt_admin_t *a)
 /* Whether a configuration key names something secret. */
 static int secret_key(const char *k, size_t n)
 {
-    static const char *const words[] = {"key", "password", "passwd", "secret", "token",
-                                        "credential"};
+    static const char *const words[] = {"key",    "password", "passwd",
+                                        "secret", "token",    "credential"};
     char lower[128];
     if (n >= sizeof(lower))
         n = sizeof(lower) - 1;

@@ -14,26 +14,24 @@ typedef struct {
 
 /* Request durations and queue waits, recorded in microseconds: 100 us to 30 s. */
 static const bound_t duration_bounds[] = {
-    {"0.0001", 100},     {"0.00025", 250},     {"0.0005", 500},     {"0.001", 1000},
-    {"0.0025", 2500},    {"0.005", 5000},      {"0.01", 10000},     {"0.025", 25000},
-    {"0.05", 50000},     {"0.1", 100000},      {"0.25", 250000},    {"0.5", 500000},
-    {"1", 1000000},      {"2.5", 2500000},     {"5", 5000000},      {"10", 10000000},
-    {"30", 30000000},
+    {"0.0001", 100},  {"0.00025", 250}, {"0.0005", 500},  {"0.001", 1000},  {"0.0025", 2500},
+    {"0.005", 5000},  {"0.01", 10000},  {"0.025", 25000}, {"0.05", 50000},  {"0.1", 100000},
+    {"0.25", 250000}, {"0.5", 500000},  {"1", 1000000},   {"2.5", 2500000}, {"5", 5000000},
+    {"10", 10000000}, {"30", 30000000},
 };
 
 /* Connection age at close, recorded in milliseconds: the article's "under a second" is the
  * interesting edge, an hour the far end (max_lifetime defaults to 10 minutes). */
 static const bound_t age_bounds[] = {
-    {"0.01", 10},    {"0.1", 100},    {"0.5", 500},     {"1", 1000},      {"5", 5000},
-    {"10", 10000},   {"30", 30000},   {"60", 60000},    {"120", 120000},  {"300", 300000},
+    {"0.01", 10},    {"0.1", 100},      {"0.5", 500},      {"1", 1000},     {"5", 5000},
+    {"10", 10000},   {"30", 30000},     {"60", 60000},     {"120", 120000}, {"300", 300000},
     {"600", 600000}, {"1800", 1800000}, {"3600", 3600000},
 };
 
 /* Requests served per connection: 1 is pure churn. */
 static const bound_t requests_bounds[] = {
-    {"1", 1},     {"2", 2},     {"5", 5},       {"10", 10},       {"20", 20},     {"50", 50},
-    {"100", 100}, {"200", 200}, {"500", 500},   {"1000", 1000},   {"10000", 10000},
-    {"100000", 100000},
+    {"1", 1},     {"2", 2},     {"5", 5},     {"10", 10},     {"20", 20},       {"50", 50},
+    {"100", 100}, {"200", 200}, {"500", 500}, {"1000", 1000}, {"10000", 10000}, {"100000", 100000},
 };
 
 static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -81,8 +79,7 @@ static void put_scaled(tt_buf_t *b, uint64_t v, int digits)
         tt_buf_appendf(b, "%" PRIu64 ".%0*" PRIu64, v / div, digits, v % div);
 }
 
-static void sample_scaled(tt_buf_t *b, const char *name, const char *labels, uint64_t v,
-                          int digits)
+static void sample_scaled(tt_buf_t *b, const char *name, const char *labels, uint64_t v, int digits)
 {
     tt_buf_appendf(b, "%s{%s} ", name, labels);
     put_scaled(b, v, digits);
@@ -212,8 +209,7 @@ static void emit_abandoned(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
 static void emit_generated(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     for (int c = 1; c <= 5; c++)
-        tt_buf_appendf(b,
-                       "tether_upstream_generated_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
+        tt_buf_appendf(b, "tether_upstream_generated_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
                        l->up.data, class_names[c], u->stats.generated[c]);
 }
 
@@ -246,17 +242,22 @@ static void emit_opened(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labe
 
 static void emit_handshakes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    tt_buf_appendf(b, "tether_upstream_handshakes_total{%s,kind=\"tcp\"} %" PRIu64 "\n",
-                   l->ep.data, u->stats.conns_opened);
+    tt_buf_appendf(b, "tether_upstream_handshakes_total{%s,kind=\"tcp\"} %" PRIu64 "\n", l->ep.data,
+                   u->stats.conns_opened);
+}
+
+static void emit_handed_over(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    sample_u(b, "tether_upstream_connections_handed_over_total", l->ep.data, u->stats.handed_over);
 }
 
 static void emit_closed(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     /* Every reason, zeros included, so rate() works from the first close of a new kind. */
     for (int r = 1; r < TT_CLOSE__COUNT; r++)
-        tt_buf_appendf(b, "tether_upstream_connections_closed_total{%s,reason=\"%s\"} %" PRIu64 "\n",
-                       l->ep.data, tt_close_reason_name((tt_close_reason_t)r),
-                       u->stats.conns_closed[r]);
+        tt_buf_appendf(
+            b, "tether_upstream_connections_closed_total{%s,reason=\"%s\"} %" PRIu64 "\n",
+            l->ep.data, tt_close_reason_name((tt_close_reason_t)r), u->stats.conns_closed[r]);
 }
 
 static void emit_states(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
@@ -368,6 +369,9 @@ static const struct {
      emit_handshakes},
     {"tether_upstream_connections_closed_total", "counter",
      "Upstream connections closed, by the pool's reason.", emit_closed},
+    {"tether_upstream_connections_handed_over_total", "counter",
+     "Idle connections one worker took over from another (no close, no new handshake).",
+     emit_handed_over},
     {"tether_upstream_connections", "gauge", "Upstream connections now, by state.", emit_states},
     {"tether_upstream_connection_age_seconds", "histogram",
      "Age of upstream connections when they closed.", emit_age},
@@ -404,8 +408,7 @@ void tt_prom_render(const tt_snapshot_t *s, tt_buf_t *b)
     for (size_t i = 0; i < s->nupstreams; i++)
         labels_init(&l[i], &s->ups[i]);
     for (size_t f = 0; f < TT_ARRAY_SIZE(upstream_families); f++) {
-        family(b, upstream_families[f].name, upstream_families[f].type,
-               upstream_families[f].help);
+        family(b, upstream_families[f].name, upstream_families[f].type, upstream_families[f].help);
         each(b, s, l, upstream_families[f].fn);
     }
     for (size_t i = 0; i < s->nupstreams; i++)

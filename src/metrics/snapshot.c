@@ -39,6 +39,7 @@ void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
         dst->rejected[i] += src->rejected[i];
     dst->queued += src->queued;
     dst->lease_warnings += src->lease_warnings;
+    dst->handed_over += src->handed_over;
     tt_hist_merge(&dst->request_duration_us, &src->request_duration_us);
     tt_hist_merge(&dst->queue_wait_us, &src->queue_wait_us);
     tt_hist_merge(&dst->conn_age_ms, &src->conn_age_ms);

@@ -83,6 +83,7 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     key(b, "connections");
     tt_buf_append(b, "{", 1);
     kv_u(b, "opened_total", st->conns_opened, 1);
+    kv_u(b, "handed_over_total", st->handed_over, 1);
     key(b, "closed");
     tt_buf_append(b, "{", 1);
     for (int r = 1; r < TT_CLOSE__COUNT; r++)

@@ -38,12 +38,12 @@ typedef struct {
 
 /* Parses a /stats document into s (which the caller frees with tt_top_sample_free). Returns 0,
  * or -1 with a reason in err. */
-int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *err,
-                        size_t errlen);
+int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *err, size_t errlen);
 void tt_top_sample_free(tt_top_sample_t *s);
 
 /* One row of the view. Rates are per second over the interval between two samples; -1 marks a
- * figure the interval cannot give (no requests: no reuse % or percentile). */
+ * figure that does not exist (no requests in the interval: no reuse % or percentile; no live
+ * connection: no mean age). */
 typedef struct {
     const char *name, *endpoint;
     double req_s, conn_s, err_s;
@@ -58,18 +58,17 @@ typedef struct {
 double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_top_row_t *rows);
 
 /* Appends the table (header and one line per upstream) to out. */
-void tt_top_render_table(const char *admin, const tt_top_sample_t *prev,
-                         const tt_top_sample_t *cur, tt_buf_t *out);
+void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
+                         tt_buf_t *out);
 
 /* Appends the same as one JSON object. */
-void tt_top_render_json(const char *admin, const tt_top_sample_t *prev,
-                        const tt_top_sample_t *cur, tt_buf_t *out);
+void tt_top_render_json(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
+                        tt_buf_t *out);
 
 /* GETs path from the admin endpoint at addr (Connection: close, bounded time and size) and
  * appends the body of a 200 response to body. Returns 0, or -1 with a message for a human in err
  * (connection refused: "is tetherd running with admin = ...?"). */
-int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *err,
-                 size_t errlen);
+int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *err, size_t errlen);
 
 typedef struct {
     const char *admin; /* "ADDR:PORT" as given */

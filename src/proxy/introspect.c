@@ -10,8 +10,8 @@
 #define TETHER_VERSION "0.1.0"
 #endif
 
-void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups,
-                        size_t nups, tt_worker_t *workers, size_t nworkers)
+void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
+                        tt_worker_t *workers, size_t nworkers)
 {
     memset(in, 0, sizeof(*in));
     in->conf = conf;

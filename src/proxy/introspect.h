@@ -37,8 +37,8 @@ typedef struct {
 } tt_introspect_t;
 
 /* Prepares in for the given server state; not yet running. */
-void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups,
-                        size_t nups, tt_worker_t *workers, size_t nworkers);
+void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
+                        tt_worker_t *workers, size_t nworkers);
 
 /* Records that every worker has started (listeners were bound before): /ready may now say ready
  * once pre-warming is done. Pre-warming counts as done when every upstream holds min_idle idle

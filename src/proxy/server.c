@@ -2,6 +2,7 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
+#include "metrics/accesslog.h"
 #include "metrics/admin.h"
 #include "proxy/introspect.h"
 #include "proxy/worker.h"
@@ -11,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static size_t cpus_available(void)
 {
@@ -49,6 +51,11 @@ int tt_server_run(const tt_conf_t *conf)
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
 
+    int access_log_fd = -1;
+    if (conf->access_log != NULL && (access_log_fd = tt_accesslog_open(conf->access_log)) < 0) {
+        tt_error("access_log: cannot open %s: %s", conf->access_log, strerror(errno));
+        goto out;
+    }
     for (; inited_up < nup; inited_up++) {
         if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers, err,
                              sizeof(err)) < 0) {
@@ -66,7 +73,8 @@ int tt_server_run(const tt_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     for (; inited_w < nworkers; inited_w++) {
-        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, err, sizeof(err)) < 0) {
+        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, err,
+                           sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
@@ -128,6 +136,8 @@ out:
         tt_upstream_destroy(&ups[i]);
     free(workers);
     free(ups);
+    if (access_log_fd >= 0)
+        close(access_log_fd);
     if (status == 0)
         tt_info("tetherd stopped");
     return status;

@@ -63,11 +63,18 @@ typedef struct tt_session {
     uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
     uint8_t generated;   /* the response is tether's own */
     uint16_t status;     /* status sent to the client; 0 before a response head */
+    uint8_t reused;      /* the exchange ran on a connection that served a request before */
+    uint8_t path_len;
     uint64_t started_us;
+    uint64_t bytes_out; /* response bytes written to the client for this request */
+    char path[200];     /* request target, for the access log */
 
     /* Interest wanted after this round of progress. */
     uint8_t want_client_in, want_client_out, want_up_in, want_up_out;
 } tt_session_t;
+
+/* s->method of a request refused before its head was understood. */
+#define METHOD_UNKNOWN 0xff
 
 static void session_run(tt_session_t *s);
 static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int err);
@@ -110,6 +117,28 @@ static void drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void maybe_finish_drain(tt_worker_t *w);
 
+static void log_access(tt_session_t *s, uint64_t duration_us)
+{
+    tt_accesslog_t *al = &s->worker->access_log;
+    if (!tt_accesslog_enabled(al))
+        return;
+    tt_access_entry_t e = {
+        .client = s->peer,
+        .upstream = s->up != NULL ? s->up->conf->name : NULL,
+        .endpoint = s->up != NULL ? s->up->addr_str : NULL,
+        .method =
+            s->method == METHOD_UNKNOWN ? "-" : llhttp_method_name((llhttp_method_t)s->method),
+        .path = s->path,
+        .path_len = s->path_len,
+        .status = s->status,
+        .bytes = s->bytes_out,
+        .duration_us = duration_us,
+        .reused = s->reused,
+        .retried = s->retried,
+    };
+    tt_accesslog_write(al, &e);
+}
+
 /* Counts the outcome of the current request, once. */
 static void end_request(tt_session_t *s)
 {
@@ -119,13 +148,16 @@ static void end_request(tt_session_t *s)
     unsigned cls = s->status >= 100 && s->status < 600 ? s->status / 100 : 0;
     if (s->up == NULL) {
         s->worker->unrouted[cls]++;
+        log_access(s, tt_clock_monotonic_us() - s->started_us);
         return;
     }
     tt_upstream_stats_t *st = &tt_worker_pool(s->worker, s->up)->stats;
     st->responses[cls]++;
     if (s->generated)
         st->generated[cls]++;
-    tt_hist_record(&st->request_duration_us, tt_clock_monotonic_us() - s->started_us);
+    uint64_t duration = tt_clock_monotonic_us() - s->started_us;
+    tt_hist_record(&st->request_duration_us, duration);
+    log_access(s, duration);
 }
 
 static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
@@ -182,6 +214,7 @@ static int flush_client(tt_session_t *s)
             return -1;
         }
         size_t done = (size_t)w;
+        s->bytes_out += done;
         size_t from_head = TT_MIN(done, head);
         if (from_head > 0)
             tt_buf_consume(s->cout, from_head);
@@ -228,6 +261,9 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
     if (!s->in_request) { /* refused while its head was read */
         s->in_request = 1;
         s->started_us = tt_clock_monotonic_us();
+        s->bytes_out = 0;
+        s->path_len = 0;
+        s->method = METHOD_UNKNOWN;
     }
     end_request(s);
     tt_http_write_error(cout_of(s), status, s->close_after, "%s", msg);
@@ -272,6 +308,7 @@ static void begin_request(tt_session_t *s)
 static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
 {
     s->conn = conn;
+    s->reused = tt_conn_reused(conn);
     s->uout_sent = 0;
     s->resp_pending = 0;
     s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -397,6 +434,10 @@ static void start_request(tt_session_t *s)
     s->started_us = tt_clock_monotonic_us();
     s->status = 0;
     s->generated = 0;
+    s->bytes_out = 0;
+    s->reused = 0;
+    s->path_len = (uint8_t)TT_MIN(h->target_len, sizeof(s->path));
+    memcpy(s->path, base + h->target, s->path_len);
     s->method = h->method;
     s->http10 = h->minor == 0;
     s->client_keepalive = h->keep_alive;

@@ -158,7 +158,7 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 }
 
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, char *err, size_t errlen)
+                   size_t nupstreams, int access_log_fd, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -177,6 +177,7 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
         return -1;
     }
     tt_loop_on_wakeup(w->loop, wakeup_cb, w);
+    tt_accesslog_init(&w->access_log, access_log_fd, w->loop);
     w->pools = tt_calloc(nupstreams, sizeof(*w->pools));
     for (size_t i = 0; i < nupstreams; i++) {
         tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
@@ -205,6 +206,7 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_shutdown(&w->pools[i]);
     tt_loop_run_deferred(w->loop);
+    tt_accesslog_flush(&w->access_log);
     return NULL;
 }
 
@@ -226,6 +228,7 @@ void tt_worker_join(tt_worker_t *w)
         tt_pool_destroy(&w->pools[i]);
     free(w->listeners);
     free(w->pools);
+    tt_accesslog_destroy(&w->access_log);
     tt_loop_destroy(w->loop);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
@@ -239,6 +242,7 @@ void tt_worker_abandon(tt_worker_t *w)
         tt_pool_destroy(&w->pools[i]);
     if (w->loop != NULL) {
         stop_listeners(w);
+        tt_accesslog_destroy(&w->access_log);
         tt_loop_destroy(w->loop);
     }
     free(w->listeners);

@@ -9,6 +9,7 @@
 #include "core/list.h"
 #include "event/loop.h"
 #include "http/message.h"
+#include "metrics/accesslog.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -41,6 +42,7 @@ struct tt_worker {
     tt_timer_t drain_timer;
     _Atomic int drain_requested;
     tt_ratelimit_t accept_warn;
+    tt_accesslog_t access_log;
     uint64_t accepted;    /* client connections accepted */
     uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
     /* A function another thread asked this worker to run (tt_worker_call). */
@@ -51,10 +53,11 @@ struct tt_worker {
     int call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners. Returns 0, or -1 with a
- * reason in err. Runs on the main thread before any worker starts. */
+/* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
+ * shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs on the main thread
+ * before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, char *err, size_t errlen);
+                   size_t nupstreams, int access_log_fd, char *err, size_t errlen);
 
 /* Starts the worker's thread. */
 int tt_worker_start(tt_worker_t *w);

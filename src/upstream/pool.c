@@ -145,6 +145,7 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     if (fd < 0) {
         *err = errno;
         atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+        pool->stats.conns_opened++; /* an attempt, so opened == closed + live holds */
         pool->stats.conns_closed[TT_CLOSE_CONNECT_FAILED]++;
         return NULL;
     }

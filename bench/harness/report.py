@@ -1,0 +1,112 @@
+"""Benchmark output: the markdown table, the raw JSON and the gnuplot chart."""
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+from .runner import RunResult
+
+GNUPLOT = "/usr/bin/gnuplot"
+
+_COLUMNS = ("contender", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "upstream conns",
+            "conns/req", "proxy CPU s/100k", "upstream CPU s/100k", "proxy RSS MiB")
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _row(result: RunResult) -> list[str]:
+    if result.failure:
+        reason = result.failure.splitlines()[0].replace("|", "\\|")
+        return [result.contender, result.scenario, f"failed: {reason}"] + [""] * (len(_COLUMNS) - 3)
+    rss_mib = None if result.proxy_rss_bytes is None else result.proxy_rss_bytes / 2**20
+    return [
+        result.contender, result.scenario,
+        _number(result.requests_per_s, 0),
+        _number(result.latency_ms["p50"], 3),
+        _number(result.latency_ms["p99"], 3),
+        f"{result.error_count:,}",
+        f"{result.upstream_accepts:,}",
+        _number(result.upstream_accepts_per_request, 4),
+        _number(result.proxy_cpu_s_per_100k, 2),
+        _number(result.upstream_cpu_s_per_100k, 2),
+        _number(rss_mib, 1),
+    ]
+
+
+def markdown_table(results: list[RunResult]) -> str:
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_row(result)) + " |" for result in results]
+    return "\n".join(lines)
+
+
+def markdown_report(title: str, header_lines: list[str], results: list[RunResult],
+                    footer_lines: list[str]) -> str:
+    parts = [f"# {title}", "", *header_lines, "", markdown_table(results), ""]
+    if footer_lines:
+        parts += [*footer_lines, ""]
+    return "\n".join(parts)
+
+
+def write_json(path: Path, context: dict, results: list[RunResult]) -> None:
+    document = {**context, "results": [asdict(result) for result in results]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _chart_data(results: list[RunResult], contenders: list[str], scenarios: list[str]) -> str:
+    """One row per contender: req/s per scenario, then p99 ms per scenario; "?" if missing."""
+    by_key = {(r.contender, r.scenario): r for r in results if not r.failure}
+    rows = ["# contender " + " ".join(f"rps_{s}" for s in scenarios) + " "
+            + " ".join(f"p99_{s}" for s in scenarios)]
+    for contender in contenders:
+        found = [by_key.get((contender, scenario)) for scenario in scenarios]
+        rps = [f"{r.requests_per_s:.1f}" if r else "?" for r in found]
+        p99 = [f"{r.latency_ms['p99']:.3f}" if r else "?" for r in found]
+        rows.append(" ".join([contender, *rps, *p99]))
+    return "\n".join(rows) + "\n"
+
+
+def _panel(title: str, first_column: int, scenarios: list[str]) -> str:
+    plots = [f"'chart.dat' using {first_column}:xtic(1) title '{scenarios[0]}'"]
+    plots += [f"'' using {first_column + i} title '{s}'" for i, s in enumerate(scenarios[1:], 1)]
+    return f"set title '{title}'\nplot " + ", ".join(plots) + "\n"
+
+
+def write_chart(directory: Path, title: str, results: list[RunResult]) -> Path | None:
+    """Draws chart.png (req/s and p99 by contender and scenario); None if nothing to draw."""
+    contenders = list(dict.fromkeys(r.contender for r in results if not r.failure))
+    scenarios = list(dict.fromkeys(r.scenario for r in results if not r.failure))
+    if not contenders:
+        return None
+    (directory / "chart.dat").write_text(_chart_data(results, contenders, scenarios))
+    script = f"""set terminal pngcairo size 1400,550 font ",10"
+set output 'chart.png'
+set datafile missing '?'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set grid ytics
+set xrange [-0.5:{len(contenders) - 0.5}]
+set yrange [0:*]
+set key top right
+set multiplot layout 1,2 title '{title}'
+{_panel('requests per second (higher is better)', 2, scenarios)}
+{_panel('p99 latency, ms (lower is better)', 2 + len(scenarios), scenarios)}
+unset multiplot
+"""
+    (directory / "chart.gp").write_text(script)
+    subprocess.run([GNUPLOT, "chart.gp"], cwd=directory, check=True, timeout=30,
+                   capture_output=True)
+    return directory / "chart.png"
+
+
+def publish_latest(run_dir: Path, latest: Path, names: tuple[str, ...]) -> None:
+    """Replaces `latest` with copies of the named files of this run."""
+    shutil.rmtree(latest, ignore_errors=True)
+    latest.mkdir(parents=True)
+    for name in names:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, latest / name)

@@ -1,0 +1,217 @@
+#!/usr/bin/python3
+"""tether benchmark: tetherd against direct access, haproxy, nginx and h2o, under wrk.
+
+Every contender pools keep-alive connections to the same upstream nginx and gets the same number
+of workers. Each (contender, scenario) run starts a fresh proxy. Results go to
+bench/results/<timestamp>/ (table.md, results.json, chart.png) and bench/results/latest/.
+Run through `make bench` (BENCH_ARGS='--quick' for a run under two minutes); see bench/README.md.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from harness import procfs, report
+from harness.contenders import Contender, contenders
+from harness.memprobe import MemoryProbe, probe_memory
+from harness.procs import HarnessError, Services, exit_on_sigterm, raise_fd_limit
+from harness.runner import SCENARIOS, LoadSettings, RunResult, Scenario, run_one
+from harness.upstream import RESPONSE_SIZE, Upstream, start_upstream
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+TETHERD_CANDIDATES = (REPO / "build-release" / "tetherd", REPO / "build" / "tetherd")
+FULL_DURATION_S = 10.0
+QUICK_DURATION_S = 3.0
+FD_LIMIT = 65536  # the memory probe holds 10,000 upstream connections
+PUBLISHED_FILES = ("table.md", "results.json", "chart.png")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _positive(cast):
+    def parse(text: str):
+        value = cast(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tetherd", help="tetherd to measure (default: build-release/tetherd, "
+                                          "else build/tetherd)")
+    parser.add_argument("--duration", type=_positive(float),
+                        help=f"seconds per run (default {FULL_DURATION_S:g}, "
+                             f"{QUICK_DURATION_S:g} with --quick)")
+    parser.add_argument("--connections", type=_positive(int), default=64, help="wrk connections")
+    parser.add_argument("--threads", type=_positive(int), default=1, help="wrk threads")
+    parser.add_argument("--workers", type=_positive(int), default=1,
+                        help="worker threads/processes of every proxy")
+    parser.add_argument("--contenders", type=_names, help="comma-separated subset of: "
+                        + ", ".join(c.name for c in contenders("tetherd")))
+    parser.add_argument("--scenarios", type=_names, help="comma-separated subset of: "
+                        + ", ".join(s.name for s in SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="short runs: the whole run in under "
+                                                             "two minutes")
+    parser.add_argument("--memory-probe", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure tether's memory per idle upstream connection")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = QUICK_DURATION_S if args.quick else FULL_DURATION_S
+    if args.threads > args.connections:
+        parser.error("--threads must not exceed --connections")
+    return args
+
+
+def find_tetherd(requested: str | None) -> str:
+    if requested:
+        return requested
+    existing = [path for path in TETHERD_CANDIDATES if path.exists()]
+    return str(existing[0] if existing else TETHERD_CANDIDATES[0])
+
+
+def select(available: list, wanted: list[str] | None, kind: str) -> list:
+    if wanted is None:
+        return list(available)
+    by_name = {item.name: item for item in available}
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise HarnessError(f"unknown {kind}: {', '.join(unknown)} (known: {', '.join(by_name)})")
+    return [by_name[name] for name in wanted]
+
+
+def cpu_layout(nproc: int) -> tuple[str | None, str | None]:
+    """(load CPUs, proxy CPUs): wrk and the upstream on CPU 0, the proxy on the rest."""
+    if nproc < 2:
+        return None, None
+    return "0", ("1" if nproc == 2 else f"1-{nproc - 1}")
+
+
+def header_lines(machine: dict, settings: LoadSettings, tetherd: str) -> list[str]:
+    if settings.load_cpus:
+        pinning = (f"wrk and the upstream pinned to CPU {settings.load_cpus}, the proxy to CPU "
+                   f"{settings.proxy_cpus} (taskset)")
+    else:
+        pinning = "no CPU pinning (one CPU)"
+    return [
+        f"Machine: {machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}; "
+        f"{pinning}.",
+        f"Load: wrk, {settings.threads} thread(s), {settings.connections} connections, "
+        f"{settings.duration_s:g} s per run; every proxy has {settings.workers} worker(s) and "
+        f"starts fresh (empty pool) for each run.",
+        f"Upstream: nginx, 1 worker, {RESPONSE_SIZE}-byte 200 response. tetherd: `{tetherd}`.",
+    ]
+
+
+def progress(index: int, total: int, result: RunResult) -> None:
+    label = f"[{index}/{total}] {result.contender} / {result.scenario}:"
+    if result.failure:
+        print(f"{label} FAILED: {result.failure}", flush=True)
+        return
+    print(f"{label} {result.requests_per_s:,.0f} req/s, p99 {result.latency_ms['p99']:.3f} ms, "
+          f"{result.error_count} errors, {result.upstream_accepts:,} upstream connections",
+          flush=True)
+
+
+def run_all(runnable: list[Contender], scenarios: list[Scenario], services: Services,
+            upstream: Upstream, workdir: Path, settings: LoadSettings) -> list[RunResult]:
+    pairs = [(scenario, contender) for scenario in scenarios for contender in runnable]
+    results = []
+    for index, (scenario, contender) in enumerate(pairs, 1):
+        result = run_one(contender, scenario, services, upstream, workdir, settings)
+        progress(index, len(pairs), result)
+        results.append(result)
+    return results
+
+
+def run_memory_probe(tether: Contender | None, services: Services, upstream: Upstream,
+                     workdir: Path, settings: LoadSettings) -> MemoryProbe:
+    if tether is None:
+        return MemoryProbe("skipped", "tether not selected or tetherd not found")
+    print("memory probe: warming idle upstream connections in tetherd", flush=True)
+    probe = probe_memory(tether.binary, services, upstream, workdir, settings.workers,
+                         settings.proxy_cpus)
+    print(probe.summary(), flush=True)
+    return probe
+
+
+def json_context(stamp: str, machine: dict, settings: LoadSettings, tetherd: str,
+                 skipped: list[str], probe: MemoryProbe | None) -> dict:
+    probe_json = None
+    if probe:
+        probe_json = asdict(probe) | {"bytes_per_connection": probe.bytes_per_connection}
+    return {"timestamp": stamp, "machine": machine, "settings": asdict(settings),
+            "tetherd": tetherd, "skipped": skipped, "memory_probe": probe_json}
+
+
+def save(run_dir: Path, title: str, context: dict, results: list[RunResult],
+         table: str) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "table.md").write_text(table)
+    report.write_json(run_dir / "results.json", context, results)
+    report.write_chart(run_dir, title, results)
+    report.publish_latest(run_dir, RESULTS / "latest", PUBLISHED_FILES)
+
+
+def measure(runnable: list[Contender], scenarios: list[Scenario], settings: LoadSettings,
+            with_memory_probe: bool) -> tuple[list[RunResult], MemoryProbe | None]:
+    """Runs every (scenario, contender) pair, then the memory probe; stops all it started."""
+    raise_fd_limit(FD_LIMIT)
+    probe = None
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as scratch, \
+            Services(Path(scratch)) as services:
+        workdir = Path(scratch)
+        print("starting the upstream nginx", flush=True)
+        upstream = start_upstream(services, workdir, settings.load_cpus)
+        results = run_all(runnable, scenarios, services, upstream, workdir, settings)
+        if with_memory_probe:
+            tether = next((c for c in runnable if c.name == "tether"), None)
+            probe = run_memory_probe(tether, services, upstream, workdir, settings)
+    return results, probe
+
+
+def main(argv: list[str]) -> int:
+    exit_on_sigterm()
+    args = parse_args(argv)
+    tetherd = find_tetherd(args.tetherd)
+    chosen = select(contenders(tetherd), args.contenders, "contenders")
+    scenarios = select(list(SCENARIOS), args.scenarios, "scenarios")
+    runnable = [c for c in chosen if c.available()]
+    skipped = [f"Skipped: {c.name} (`{c.binary}` not found)." for c in chosen if c not in runnable]
+    for note in skipped:
+        print(note, flush=True)
+    machine = procfs.machine()
+    settings = LoadSettings(args.duration, args.connections, args.threads, args.workers,
+                            *cpu_layout(machine["nproc"]))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    results, probe = measure(runnable, scenarios, settings, args.memory_probe)
+
+    title = f"tether benchmark {stamp}"
+    footer = skipped + ([probe.summary()] if probe else [])
+    table = report.markdown_report(title, header_lines(machine, settings, tetherd), results,
+                                   footer)
+    run_dir = RESULTS / stamp
+    save(run_dir, title, json_context(stamp, machine, settings, tetherd, skipped, probe),
+         results, table)
+    print("\n" + table)
+    print(f"saved to {run_dir.relative_to(REPO)}/ and bench/results/latest/")
+    probe_failed = probe is not None and probe.outcome == "failed"
+    return 1 if probe_failed or any(r.failure for r in results) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except HarnessError as err:
+        sys.exit(f"bench: {err}")
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted; all processes stopped")

@@ -1,0 +1,276 @@
+"""Raw HTTP/1.1 client and small utilities for tether's integration tests.
+
+The client frames messages itself so that tests see exactly what tetherd sent: status line,
+headers in order and with duplicates, interim 1xx responses, chunked framing, and whether the
+connection was closed. Every socket operation has a timeout, so a tetherd bug fails a test
+instead of hanging it.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+IO_TIMEOUT = 10.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_handed_out_ports = set()
+
+
+def tetherd_binary():
+    """The binary under test: $TETHERD, or build/tetherd in the repository."""
+    return Path(os.environ.get("TETHERD", REPO_ROOT / "build" / "tetherd")).resolve()
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago and not handed out before in this run."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(predicate, timeout, what, interval=0.05):
+    """Polls `predicate` until it returns a truthy value (returned) or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ConnectionClosed(Exception):
+    """The server closed the connection before a complete response; `partial` holds the bytes
+    of the response read so far (head included)."""
+
+    def __init__(self, message, partial=b""):
+        super().__init__(message)
+        self.partial = partial
+
+
+class Response:
+    def __init__(self, version, status, reason, headers):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # [(name, value)] in order, duplicates kept
+        self.body = b""
+        self.chunked = False
+
+    def header(self, name):
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def tokens(self, name):
+        return {t.strip().lower() for v in self.all(name) for t in v.split(",") if t.strip()}
+
+    @property
+    def conn_id(self):
+        """Which upstream connection served this response (X-Upstream-Conn)."""
+        return int(self.header("X-Upstream-Conn"))
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers!r} body={self.body[:80]!r}>"
+
+
+def build_request(method="GET", target="/", headers=(), body=b"", version="HTTP/1.1"):
+    """Request bytes. Adds "Host: tether.test" (HTTP/1.1, unless given) and Content-Length
+    (when there is a body and neither Content-Length nor Transfer-Encoding is given). `body`
+    is sent as is."""
+    headers = list(headers)
+    names = {name.lower() for name, _ in headers}
+    if version == "HTTP/1.1" and "host" not in names:
+        headers.insert(0, ("Host", "tether.test"))
+    if body and not names & {"content-length", "transfer-encoding"}:
+        headers.append(("Content-Length", str(len(body))))
+    lines = [f"{method} {target} {version}"] + [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunk_encode(body, size=1000):
+    """`body` in chunked encoding, chunks of `size` bytes, terminating chunk included."""
+    out = bytearray()
+    for pos in range(0, len(body), size):
+        piece = body[pos : pos + size]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    return bytes(out + b"0\r\n\r\n")
+
+
+class Client:
+    """One client TCP connection with a buffered response parser (pipelining safe)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=IO_TIMEOUT):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = bytearray()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1"):
+        self.send(build_request(method, target, headers, body, version))
+        return self.read_response(method)
+
+    def _fill(self, what):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionClosed(f"connection closed while reading {what}", bytes(self.buf))
+        self.buf += data
+
+    def _take(self, n):
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def _read_until(self, delim, what):
+        while (end := self.buf.find(delim)) < 0:
+            self._fill(what)
+        return self._take(end + len(delim))[: -len(delim)]
+
+    def read_exact(self, n, what="raw bytes"):
+        while len(self.buf) < n:
+            self._fill(what)
+        return self._take(n)
+
+    def read_head(self):
+        """The next response head (possibly a 1xx), body not read."""
+        raw = self._read_until(b"\r\n\r\n", "a response head")
+        lines = raw.decode("latin-1").split("\r\n")
+        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        assert version in ("HTTP/1.0", "HTTP/1.1"), f"bad status line {lines[0]!r}"
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            assert sep and name.strip() == name, f"bad header line {line!r}"
+            headers.append((name, value.strip(" \t")))
+        return Response(version, int(status), reason, headers)
+
+    def read_response(self, method="GET"):
+        """The next final response with its body, skipping interim 1xx responses. Raises
+        ConnectionClosed if the connection ends before the response does."""
+        resp = self.read_head()
+        while resp.status < 200 and resp.status != 101:
+            resp = self.read_head()
+        if method == "HEAD" or resp.status in (101, 204, 304):
+            return resp
+        if "chunked" in resp.tokens("Transfer-Encoding"):
+            resp.chunked = True
+            resp.body = self._read_chunked()
+        elif resp.header("Content-Length") is not None:
+            resp.body = self.read_exact(int(resp.header("Content-Length")), "a response body")
+        else:
+            resp.body = self.read_until_closed()
+        return resp
+
+    def _read_chunked(self):
+        body = bytearray()
+        while True:
+            size = int(self._read_until(b"\r\n", "a chunk size").split(b";")[0], 16)
+            if size == 0:
+                while self._read_until(b"\r\n", "the trailer section"):
+                    pass
+                return bytes(body)
+            body += self.read_exact(size, "chunk data")
+            assert self.read_exact(2, "a chunk end") == b"\r\n", "chunk longer than its size"
+
+    def read_until_closed(self):
+        """Everything up to the server's close (a reset counts as a close)."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return self._take(len(self.buf))
+            self.buf += data
+
+    def closed_by_server(self, timeout=IO_TIMEOUT):
+        """True once the server closes (EOF or RST) within `timeout`, having sent nothing more;
+        False if the connection is still open then. Unexpected data fails the assertion."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        finally:
+            self.sock.settimeout(self.timeout)
+        unexpected = bytes(self.buf) + data
+        assert not unexpected, f"unexpected bytes from server: {unexpected!r}"
+        return True
+
+
+def fetch(port, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1"):
+    """One request on a fresh connection, closed afterwards (what a churning app does)."""
+    with Client(port) as client:
+        return client.request(method, target, headers, body, version)
+
+
+def get_json(port, target):
+    resp = fetch(port, "GET", target, [("Connection", "close")])
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+def assert_tether_error(resp, status, *words):
+    """An error generated by tetherd itself: status, text/plain, body "tether: ..." that
+    mentions every word in `words` (case-insensitively)."""
+    assert resp.status == status, resp
+    assert resp.header("X-Upstream-Conn") is None, f"response came from the upstream: {resp}"
+    assert (resp.header("Content-Type") or "").startswith("text/plain"), resp
+    assert resp.body.startswith(b"tether:"), resp
+    for word in words:
+        assert word.lower() in resp.text.lower(), f"{word!r} not named in {resp.body!r}"
+
+
+class Sender:
+    """Sends `data` on `client` from a thread, so a test can read the response concurrently
+    (an echo of a large body would otherwise fill every buffer and stall both sides)."""
+
+    def __init__(self, client, data):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(client, data), daemon=True)
+        self._thread.start()
+
+    def _run(self, client, data):
+        try:
+            client.send(data)
+        except OSError as err:
+            self._error = err
+
+    def join(self):
+        self._thread.join(IO_TIMEOUT)
+        assert not self._thread.is_alive(), "sender still blocked"
+        if self._error:
+            raise self._error

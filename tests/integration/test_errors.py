@@ -1,0 +1,190 @@
+"""Malformed clients, failing upstreams and timeouts: the right status, and never a hang."""
+
+import time
+
+import pytest
+
+from helpers import Client, ConnectionClosed, assert_tether_error, build_request, fetch, free_port
+from upstream import body_pattern
+
+MALFORMED = {
+    "bad request line": b"GET /\r\nHost: x\r\n\r\n",
+    "bad method": b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad version": b"GET / HTTP/9.Z\r\nHost: x\r\n\r\n",
+    "header without colon": b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    "space before colon": b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    "CL and TE": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two different CL": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Content-Length: 4\r\n\r\nabcd",
+    "non-numeric CL": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\nx",
+    "TE not ending in chunked": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "bare LF line ends": b"GET / HTTP/1.1\nHost: x\n\n",
+    "binary garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),
+}
+
+
+def elapsed_since(start):
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_request_gets_400_and_close(proxy, raw):
+    tetherd, upstream = proxy
+    with Client(tetherd.port) as client:
+        client.send(raw)
+        resp = client.read_response()
+        assert client.closed_by_server()
+    assert_tether_error(resp, 400)
+    assert upstream.stats()["requests"] == 0
+    assert fetch(tetherd.port).status == 200
+
+
+def test_invalid_chunk_size_gets_400_and_nothing_completes_upstream(proxy):
+    tetherd, upstream = proxy
+    with Client(tetherd.port) as client:
+        client.send(build_request("POST", "/", [("Transfer-Encoding", "chunked")],
+                                  b"5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"))
+        resp = client.read_response()
+        assert client.closed_by_server()
+    assert_tether_error(resp, 400)
+    assert upstream.stats()["completed"] == 0
+    assert fetch(tetherd.port).status == 200
+
+
+def test_head_larger_than_max_head_size_gets_431(start_proxy):
+    tetherd, upstream = start_proxy(tether_cfg="max_head_size = 4k")
+    near_limit = fetch(tetherd.port, headers=[("X-Filler", "a" * 3000)])
+    assert near_limit.status == 200
+    with Client(tetherd.port) as client:
+        client.send(build_request(headers=[("X-Filler", "a" * 8192)]))
+        resp = client.read_response()
+        assert client.closed_by_server()
+    assert_tether_error(resp, 431)
+    assert upstream.stats()["requests"] == 1
+
+
+def test_upstream_refused_gets_502_naming_the_reason(start_tetherd):
+    listen, dead = free_port(), free_port()
+    tetherd = start_tetherd(f"""
+        [upstream dead]
+        url = http://127.0.0.1:{dead}
+        listen = 127.0.0.1:{listen}
+    """)
+    assert_tether_error(fetch(tetherd.port), 502, "refused")
+
+
+def test_response_timeout_gets_504_and_the_late_connection_is_dropped(start_proxy):
+    tetherd, upstream = start_proxy(upstream_cfg="response_timeout = 1s")
+    start = time.monotonic()
+    resp = fetch(tetherd.port, "GET", "/slow", [("X-Delay-Ms", "3000")])
+    assert 0.9 <= elapsed_since(start) < 2.5
+    assert_tether_error(resp, 504)
+    # The slow connection still owes a response: reusing it would serve that to the next client.
+    after = fetch(tetherd.port, "GET", "/after")
+    assert after.header("X-Upstream-Target") == "/after"
+    assert after.conn_id == 2
+
+
+@pytest.mark.parametrize("mode, statuses", [
+    ("silent", {504}),
+    ("half-head", {502, 504}),
+    ("garbage", {502}),
+    ("close", {502}),
+    ("reset", {502}),
+])
+def test_misbehaving_upstream(start_badpeer, start_tetherd, mode, statuses):
+    peer = start_badpeer(mode)
+    listen = free_port()
+    tetherd = start_tetherd(f"""
+        [upstream bad]
+        url = http://127.0.0.1:{peer.port}
+        listen = 127.0.0.1:{listen}
+        response_timeout = 1s
+    """)
+    start = time.monotonic()
+    resp = fetch(tetherd.port)
+    assert elapsed_since(start) < 4
+    assert resp.status in statuses, resp
+    assert_tether_error(resp, resp.status)
+    assert peer.accepted >= 1
+
+
+def test_client_closing_mid_request_does_not_disturb_tetherd(proxy):
+    tetherd, upstream = proxy
+    for _ in range(3):
+        with Client(tetherd.port) as client:
+            client.send(build_request("POST", "/", [("Content-Length", "1000000")],
+                                      body_pattern(10_000)))
+    for i in range(5):
+        assert fetch(tetherd.port, "GET", f"/{i}").status == 200
+    assert upstream.stats()["completed"] == 5
+
+
+def test_client_closing_mid_response_does_not_disturb_tetherd(proxy):
+    tetherd, _ = proxy
+    for _ in range(3):
+        with Client(tetherd.port) as client:
+            client.send(build_request("GET", "/", [("X-Body-Size", str(10 << 20))]))
+            client.read_head()
+            client.sock.recv(65536)
+    for i in range(5):
+        resp = fetch(tetherd.port, "GET", f"/{i}", [("X-Body-Size", "100000")])
+        assert resp.body == body_pattern(100000)
+
+
+@pytest.mark.parametrize("framing", [[], [("X-Chunked", "1")]], ids=["content-length", "chunked"])
+def test_upstream_closing_mid_response_is_never_complete(proxy, framing):
+    """The client must see the truncation (close before the end, or a tetherd 502), never a
+    complete-looking response and never a hang."""
+    tetherd, _ = proxy
+    headers = [("X-Close-Mid-Response", "1"), ("X-Body-Size", "200000")] + framing
+    start = time.monotonic()
+    with Client(tetherd.port) as client:
+        client.send(build_request("GET", "/", headers))
+        try:
+            resp = client.read_response()
+        except ConnectionClosed:
+            resp = None
+    assert elapsed_since(start) < 5
+    if resp is not None:
+        assert_tether_error(resp, 502)
+    assert fetch(tetherd.port).status == 200
+
+
+def test_silent_client_is_closed_after_client_header_timeout(start_proxy):
+    tetherd, _ = start_proxy(tether_cfg="client_header_timeout = 1s")
+    start = time.monotonic()
+    with Client(tetherd.port) as client:
+        client.read_until_closed()  # a 408 may come first
+    assert 0.9 <= elapsed_since(start) < 3
+
+
+def test_partial_head_gets_408_after_client_header_timeout(start_proxy):
+    tetherd, upstream = start_proxy(tether_cfg="client_header_timeout = 1s")
+    start = time.monotonic()
+    with Client(tetherd.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        resp = client.read_response()
+        assert client.closed_by_server()
+    assert 0.9 <= elapsed_since(start) < 3
+    assert_tether_error(resp, 408)
+    assert upstream.stats()["requests"] == 0
+
+
+def test_idle_keepalive_client_is_closed_after_client_idle_timeout(start_proxy):
+    tetherd, _ = start_proxy(tether_cfg="client_idle_timeout = 1s")
+    with Client(tetherd.port) as client:
+        assert client.request().status == 200
+        start = time.monotonic()
+        assert client.closed_by_server(timeout=3)
+    assert elapsed_since(start) >= 0.9
+
+
+def test_connect_gets_405(proxy):
+    tetherd, upstream = proxy
+    with Client(tetherd.port) as client:
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        resp = client.read_response()
+    assert_tether_error(resp, 405, "CONNECT")
+    assert upstream.stats()["requests"] == 0

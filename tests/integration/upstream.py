@@ -1,0 +1,608 @@
+#!/usr/bin/python3
+"""Scriptable HTTP/1.1 upstream server for tether's integration tests.
+
+    upstream.py --port 0 [--host ADDR] [--name NAME] [--idle-close S] [--keepalive-hint N]
+                [--max-requests-per-conn N] [--keep-heads N]
+
+Prints "PORT <n>" as its first stdout line once it listens, and "CONTROL <m>" on the second:
+a port that serves only GET /__stats and whose connections are not counted. Then it serves
+every TCP connection on its own thread until killed. It frames messages itself (no
+http.server) so that tests control every byte.
+
+Every response carries:
+    X-Upstream-Conn     sequential id of the TCP connection (1, 2, ...)
+    X-Upstream-Req      index of the request on that connection (1, 2, ...)
+    X-Upstream-Name     the --name option, when given
+    X-Upstream-Method, X-Upstream-Target   the request line as received
+    X-Request-Body-Size, X-Request-Body-Sha256   what arrived, when the body is read before
+                        the response is sent (every response except echoes)
+
+Request headers that script the response:
+    X-Status: N              response status (default 200)
+    X-Body-Size: N           body of N bytes of body_pattern() (default: b"ok\\n")
+    X-Chunked: 1             chunked response, chunks of varied sizes
+    X-Close-Delimited: 1     no Content-Length nor chunking: the body ends when the server closes
+    X-Echo: 1                stream the request body back as it arrives (chunked if it was)
+    X-Delay-Ms: N            wait N ms before the status line
+    X-Close-Mid-Response: 1  send the head and half of the body, then close
+    X-Reset: 1               reset the connection (RST) instead of responding
+    X-Reset-If-Reused: 1     reset, unread, if the connection already carried a request
+    X-Add-Header: N: V       append header "N: V" to the response (repeatable, kept in order)
+    Expect: 100-continue     answered with "100 Continue" before the body is read
+    Upgrade + Connection: upgrade   "101 Switching Protocols", then a raw byte echo
+
+Server options:
+    --idle-close S           silently close a connection idle for S seconds
+    --keepalive-hint N       send "Keep-Alive: timeout=N" and close after N seconds idle
+    --max-requests-per-conn N   answer the Nth request of a connection with Connection: close
+
+GET /__stats (on either port) returns JSON; these control requests are counted only in
+"control_requests". Fields:
+    connections_accepted, connections_open, connections_peak (most open at once; a connection
+                     counts until its thread sees the close, which may lag the peer's close)
+    in_flight_peak   most requests being served at once (head received, response not sent)
+    closed_by_peer, closed_by_server, reset_by_server   how connections ended
+    requests         request heads received (control requests excluded, resets included)
+    completed        requests whose body was fully received
+    resets, upgrades, bad_requests, control_requests
+    methods          {method: count}
+    bodies           {X-Request-Id: [{sha256, size, conn}, ...]}, one entry per body fully
+                     received, so a test can prove that a body arrived exactly once
+    heads            the raw heads of the last --keep-heads requests: [{conn, req, head}, ...]
+"""
+
+import argparse
+import collections
+import hashlib
+import itertools
+import json
+import random
+import socket
+import string
+import struct
+import sys
+import threading
+import time
+
+HEAD_LIMIT = 1 << 20
+IO_TIMEOUT = 30.0
+DEFAULT_IDLE = 120.0
+RECV_SIZE = 65536
+CHUNK_SIZES = (1, 10, 100, 1000, 4096, 16384, 65536)
+
+_PATTERN_PERIOD = 65521  # prime, so block-sized drops or repeats change the checksum
+_PATTERN = random.Random(0x7E7E).randbytes(_PATTERN_PERIOD)
+
+REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    404: "Not Found",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def body_pattern(size):
+    """Deterministic response body of `size` bytes (tests recompute it to check payloads)."""
+    return (_PATTERN * (size // _PATTERN_PERIOD + 1))[:size]
+
+
+def _is_decimal(text):
+    return text.isascii() and text.isdigit()
+
+
+class BadRequest(Exception):
+    """The peer sent something that is not HTTP/1.1; answered with `status` and a close."""
+
+    def __init__(self, reason, status=400):
+        super().__init__(reason)
+        self.status = status
+
+
+class PeerClosed(Exception):
+    """The peer closed the connection (EOF) while we were reading."""
+
+
+class Request:
+    def __init__(self, raw_head):
+        self.raw_head = raw_head
+        lines = raw_head.decode("latin-1").split("\r\n")
+        if any("\n" in line or "\r" in line for line in lines):
+            raise BadRequest("bare CR or LF in head")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[0] or not set(parts[0]) <= TOKEN_CHARS:
+            raise BadRequest("bad request line")
+        self.method, self.target, self.version = parts
+        if self.version not in ("HTTP/1.0", "HTTP/1.1"):
+            raise BadRequest("bad version")
+        self.headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or not set(name) <= TOKEN_CHARS:
+                raise BadRequest("bad header line")
+            self.headers.append((name, value.strip(" \t")))
+
+    def header(self, name):
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def tokens(self, name):
+        return {t.strip().lower() for v in self.all(name) for t in v.split(",") if t.strip()}
+
+    def flag(self, name):
+        return self.header(name) == "1"
+
+    def int_header(self, name, default):
+        value = self.header(name)
+        if value is None:
+            return default
+        if not _is_decimal(value):
+            raise BadRequest(f"bad {name}")
+        return int(value)
+
+    def body_framing(self):
+        """Returns ("chunked", None), ("length", n): RFC 9112 section 6 rules, strictly."""
+        te = self.all("Transfer-Encoding")
+        cl = self.all("Content-Length")
+        if te:
+            if cl:
+                raise BadRequest("both Content-Length and Transfer-Encoding")
+            if [v.strip().lower() for v in te] != ["chunked"]:
+                raise BadRequest("unsupported Transfer-Encoding")
+            return "chunked", None
+        if cl:
+            if len(set(cl)) != 1 or not _is_decimal(cl[0]):
+                raise BadRequest("bad Content-Length")
+            return "length", int(cl[0])
+        return "length", 0
+
+    def keep_alive(self):
+        tokens = self.tokens("Connection")
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+    def wants_upgrade(self):
+        return self.header("Upgrade") is not None and "upgrade" in self.tokens("Connection")
+
+
+class Stats:
+    """Counters shared by all connection threads; snapshot() is what /__stats returns."""
+
+    def __init__(self, keep_heads):
+        self._lock = threading.Lock()
+        self._counters = collections.Counter()
+        self._methods = collections.Counter()
+        self._bodies = collections.defaultdict(list)
+        self._heads = collections.deque(maxlen=keep_heads)
+        self._open = 0
+        self._peak = 0
+        self._in_flight = 0
+        self._in_flight_peak = 0
+
+    def bump(self, name):
+        with self._lock:
+            self._counters[name] += 1
+
+    def opened(self):
+        with self._lock:
+            self._counters["connections_accepted"] += 1
+            self._open += 1
+            self._peak = max(self._peak, self._open)
+            return self._counters["connections_accepted"]
+
+    def closed(self, how):
+        with self._lock:
+            self._open -= 1
+            self._counters[how] += 1
+
+    def request(self, conn_id, req_index, req):
+        """A request head arrived; the request is in flight until request_done()."""
+        with self._lock:
+            self._counters["requests"] += 1
+            self._in_flight += 1
+            self._in_flight_peak = max(self._in_flight_peak, self._in_flight)
+            self._methods[req.method] += 1
+            self._heads.append(
+                {"conn": conn_id, "req": req_index, "head": req.raw_head.decode("latin-1")}
+            )
+
+    def request_done(self):
+        with self._lock:
+            self._in_flight -= 1
+
+    def completed(self, conn_id, req, digest, size):
+        with self._lock:
+            self._counters["completed"] += 1
+            request_id = req.header("X-Request-Id")
+            if request_id is not None:
+                self._bodies[request_id].append({"sha256": digest, "size": size, "conn": conn_id})
+
+    def snapshot(self):
+        with self._lock:
+            snap = {
+                name: self._counters[name]
+                for name in (
+                    "connections_accepted",
+                    "closed_by_peer",
+                    "closed_by_server",
+                    "reset_by_server",
+                    "requests",
+                    "completed",
+                    "resets",
+                    "upgrades",
+                    "bad_requests",
+                    "control_requests",
+                )
+            }
+            snap.update(
+                connections_open=self._open,
+                connections_peak=self._peak,
+                in_flight_peak=self._in_flight_peak,
+                methods=dict(self._methods),
+                bodies={k: list(v) for k, v in self._bodies.items()},
+                heads=list(self._heads),
+            )
+            return snap
+
+
+class Connection:
+    """One accepted TCP connection, served by one thread until it closes. A control
+    connection (conn_id 0) serves only /__stats and is left out of the stats."""
+
+    def __init__(self, server, sock, conn_id, control):
+        self.control = control
+        self.opts = server.opts
+        self.stats = server.stats
+        self.sock = sock
+        self.conn_id = conn_id
+        self.buf = bytearray()
+        self.served = 0
+        self.close_how = "closed_by_peer"
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _fill(self):
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            raise PeerClosed()
+        self.buf += data
+
+    def _take(self, n):
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def _read_line(self, limit=8192):
+        while True:
+            end = self.buf.find(b"\r\n")
+            if end >= 0:
+                line = self._take(end + 2)[:-2]
+                return line
+            if len(self.buf) > limit:
+                raise BadRequest("line too long")
+            self._fill()
+
+    def _read_head(self):
+        """The next request head, or None when the peer closed or stayed idle too long."""
+        self.sock.settimeout(self.opts.idle_close or self.opts.keepalive_hint or DEFAULT_IDLE)
+        try:
+            if not self.buf:
+                self._fill()
+        except (PeerClosed, ConnectionResetError):
+            return None
+        except socket.timeout:
+            self.close_how = "closed_by_server"
+            return None
+        self.sock.settimeout(IO_TIMEOUT)
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                return self._take(end + 4)[:-4]
+            if len(self.buf) > HEAD_LIMIT:
+                raise BadRequest("head too large", 431)
+            self._fill()
+
+    def _body_chunks(self, req):
+        """Yields the request body as it arrives (de-chunked), validating the framing."""
+        kind, length = req.body_framing()
+        if kind == "length":
+            while length:
+                if not self.buf:
+                    self._fill()
+                piece = self._take(min(length, len(self.buf)))
+                length -= len(piece)
+                yield piece
+            return
+        while True:
+            size_field = self._read_line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_field, 16)
+            except ValueError:
+                raise BadRequest("bad chunk size") from None
+            if size == 0:
+                while self._read_line():  # trailer fields, up to the empty line
+                    pass
+                return
+            while size:
+                if not self.buf:
+                    self._fill()
+                piece = self._take(min(size, len(self.buf)))
+                size -= len(piece)
+                yield piece
+            if self._read_line() != b"":
+                raise BadRequest("chunk data longer than its size")
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _head(self, status, req, headers):
+        lines = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}",
+            f"X-Upstream-Conn: {self.conn_id}",
+            f"X-Upstream-Req: {self.served}",
+        ]
+        if self.opts.name:
+            lines.append(f"X-Upstream-Name: {self.opts.name}")
+        if req is not None:
+            lines.append(f"X-Upstream-Method: {req.method}")
+            lines.append(f"X-Upstream-Target: {req.target}")
+        lines += [f"{name}: {value}" for name, value in headers]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _reset(self):
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_how = "reset_by_server"
+
+    # --- serving --------------------------------------------------------------------------
+
+    def serve(self):
+        try:
+            while self._serve_one():
+                pass
+        except BadRequest as err:
+            self.stats.bump("bad_requests")
+            self._send_error(err)
+        except socket.timeout:
+            self.close_how = "closed_by_server"
+        except (PeerClosed, ConnectionError):
+            pass
+        finally:
+            self._close()
+
+    def _send_error(self, err):
+        body = f"upstream: {err}\n".encode()
+        headers = [("Content-Length", len(body)), ("Connection", "close")]
+        try:
+            self.sock.sendall(self._head(err.status, None, headers) + body)
+        except OSError:
+            return
+        self.close_how = "closed_by_server"
+
+    def _close(self):
+        if self.close_how == "closed_by_server":
+            self._linger()
+        self.sock.close()
+        if not self.control:
+            self.stats.closed(self.close_how)
+
+    def _linger(self):
+        """Half-close and drain for a while, so data the peer still sends cannot turn our
+        close into a RST that destroys the response in flight."""
+        deadline = time.monotonic() + 1.0
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(remaining)
+                if not self.sock.recv(RECV_SIZE):
+                    break
+        except OSError:
+            pass
+
+    def _serve_one(self):
+        """Serves one request; returns whether the connection stays open for another."""
+        raw_head = self._read_head()
+        if raw_head is None:
+            return False
+        req = Request(raw_head)
+        self.served += 1
+        if req.method == "GET" and req.target == "/__stats":
+            self.stats.bump("control_requests")
+            return self._respond_stats(req)
+        if self.control:
+            raise BadRequest("the control port serves only GET /__stats", 404)
+        self.stats.request(self.conn_id, self.served, req)
+        try:
+            return self._serve_request(req)
+        finally:
+            self.stats.request_done()
+
+    def _serve_request(self, req):
+        if req.flag("X-Reset") or (req.flag("X-Reset-If-Reused") and self.served > 1):
+            self.stats.bump("resets")
+            self._reset()
+            return False
+        if req.wants_upgrade():
+            return self._tunnel(req)
+        kind, length = req.body_framing()
+        if "100-continue" in req.tokens("Expect") and (kind == "chunked" or length):
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if req.flag("X-Echo"):
+            return self._respond_echo(req, kind, length)
+        digest, size = hashlib.sha256(), 0
+        for piece in self._body_chunks(req):
+            digest.update(piece)
+            size += len(piece)
+        self.stats.completed(self.conn_id, req, digest.hexdigest(), size)
+        received = [("X-Request-Body-Size", size), ("X-Request-Body-Sha256", digest.hexdigest())]
+        return self._respond(req, received)
+
+    def _connection_headers(self, req, keep):
+        """Final Connection/Keep-Alive headers; returns (headers, keep)."""
+        keep = keep and req.keep_alive()
+        if self.opts.max_requests_per_conn and self.served >= self.opts.max_requests_per_conn:
+            keep = False
+        headers = []
+        if keep and self.opts.keepalive_hint:
+            headers.append(("Keep-Alive", f"timeout={self.opts.keepalive_hint}"))
+        if not keep:
+            headers.append(("Connection", "close"))
+        elif req.version == "HTTP/1.0":
+            headers.append(("Connection", "keep-alive"))
+        return headers, keep
+
+    def _respond_stats(self, req):
+        body = json.dumps(self.stats.snapshot()).encode()
+        conn_headers, keep = self._connection_headers(req, True)
+        headers = [("Content-Type", "application/json"), ("Content-Length", len(body))]
+        self.sock.sendall(self._head(200, req, headers + conn_headers) + body)
+        if not keep:
+            self.close_how = "closed_by_server"
+        return keep
+
+    def _respond(self, req, extra):
+        status = req.int_header("X-Status", 200)
+        size = req.int_header("X-Body-Size", None)
+        body = b"ok\n" if size is None else body_pattern(size)
+        headers = list(extra)
+        if status < 200 or status in (204, 304):
+            framing, body = "none", b""
+        elif req.flag("X-Close-Delimited"):
+            framing = "close"
+        elif req.flag("X-Chunked"):
+            framing = "chunked"
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            framing = "length"
+            headers.append(("Content-Length", len(body)))
+        for line in req.all("X-Add-Header"):
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        conn_headers, keep = self._connection_headers(req, framing != "close")
+        if req.method == "HEAD":
+            body = b""
+        elif framing == "chunked":
+            body = _chunk_encode(body)
+        if req.flag("X-Close-Mid-Response"):
+            body, keep = body[: len(body) // 2], False
+        self._delay(req)
+        self.sock.sendall(self._head(status, req, headers + conn_headers) + body)
+        if not keep:
+            self.close_how = "closed_by_server"
+        return keep
+
+    def _delay(self, req):
+        delay_ms = req.int_header("X-Delay-Ms", 0)
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+
+    def _respond_echo(self, req, kind, length):
+        chunked = kind == "chunked"
+        conn_headers, keep = self._connection_headers(req, True)
+        framing = [("Transfer-Encoding", "chunked")] if chunked else [("Content-Length", length)]
+        self._delay(req)
+        self.sock.sendall(self._head(200, req, framing + conn_headers))
+        digest, size = hashlib.sha256(), 0
+        try:
+            for piece in self._body_chunks(req):
+                digest.update(piece)
+                size += len(piece)
+                self.sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        except BadRequest:  # too late for a 400: the response is under way
+            self.stats.bump("bad_requests")
+            self.close_how = "closed_by_server"
+            return False
+        if chunked:
+            self.sock.sendall(b"0\r\n\r\n")
+        self.stats.completed(self.conn_id, req, digest.hexdigest(), size)
+        if not keep:
+            self.close_how = "closed_by_server"
+        return keep
+
+    def _tunnel(self, req):
+        """101 Switching Protocols, then echo raw bytes until the peer closes."""
+        self.stats.bump("upgrades")
+        headers = [("Upgrade", req.header("Upgrade")), ("Connection", "Upgrade")]
+        self.sock.sendall(self._head(101, req, headers) + bytes(self.buf))
+        self.buf.clear()
+        self.sock.settimeout(DEFAULT_IDLE)
+        while True:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                return False
+            self.sock.sendall(data)
+
+
+def _chunk_encode(body):
+    """Chunked encoding of `body` in pieces of varied sizes, terminating chunk included."""
+    out, pos, sizes = bytearray(), 0, itertools.cycle(CHUNK_SIZES)
+    while pos < len(body):
+        piece = body[pos : pos + next(sizes)]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+        pos += len(piece)
+    return bytes(out + b"0\r\n\r\n")
+
+
+class Server:
+    """The service port, plus a control port that serves only /__stats and is not counted."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.stats = Stats(opts.keep_heads)
+        family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+        self.listener = socket.create_server((opts.host, opts.port), family=family, backlog=1024)
+        self.control_listener = socket.create_server((opts.host, 0), family=family)
+        self.port = self.listener.getsockname()[1]
+        self.control_port = self.control_listener.getsockname()[1]
+
+    def run(self):
+        threading.Thread(target=self._accept_loop, args=(self.control_listener, True),
+                         daemon=True).start()
+        self._accept_loop(self.listener, False)
+
+    def _accept_loop(self, listener, control):
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # EMFILE and friends: let connections drain, then retry
+                time.sleep(0.01)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn_id = 0 if control else self.stats.opened()
+            conn = Connection(self, sock, conn_id, control)
+            threading.Thread(target=conn.serve, daemon=True).start()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", default="")
+    parser.add_argument("--idle-close", type=float, default=0.0, metavar="S")
+    parser.add_argument("--keepalive-hint", type=int, default=0, metavar="N")
+    parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
+    parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    server = Server(parse_args(argv))
+    print(f"PORT {server.port}\nCONTROL {server.control_port}", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,864 @@
+/* Configuration: INI files written to a temporary directory and loaded. A full file with every key
+ * gives the right typed values; omitted keys get the documented defaults; every error names
+ * "FILE:LINE: KEY: reason"; the zero-config form; the duration and size parsers; the dump holds
+ * every key and loads back to the same configuration. config.c is included to reach its field
+ * tables (so a key added later is covered automatically) and its URL parser. */
+#include "config/config.c"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "leakcheck.h"
+
+static char g_dir[64];
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof(g_dir), "/tmp/tether-test-config-XXXXXX");
+    return mkdtemp(g_dir) == NULL ? -1 : 0;
+}
+
+static int remove_dir(void **state)
+{
+    (void)state;
+    return rmdir(g_dir); /* fails if a test left a file behind */
+}
+
+/* Writes text to DIR/name; the path goes to path (256 bytes). */
+static void write_ini(const char *name, const char *text, char *path)
+{
+    snprintf(path, 256, "%s/%s", g_dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, strlen(text), fp), strlen(text));
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* Loads text from a file named name; the file is removed again. */
+static tt_conf_t *load_text(const char *name, const char *text, tt_conf_error_t *err, char *path)
+{
+    write_ini(name, text, path);
+    memset(err->msg, 0, sizeof(err->msg));
+    tt_conf_t *c = tt_conf_load(path, err);
+    assert_int_equal(unlink(path), 0);
+    return c;
+}
+
+static tt_upstream_conf_t *find_upstream(tt_conf_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->nupstreams; i++)
+        if (strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    fail_msg("no [upstream %s]", name);
+    return NULL;
+}
+
+static void assert_addr(const tt_addr_t *a, const char *expected)
+{
+    char buf[TT_ADDR_STRLEN];
+    assert_string_equal(tt_addr_format(a, buf), expected);
+}
+
+/* --- a full file --------------------------------------------------------------------------- */
+
+static const char FULL[] = "; every key, with comments and odd spacing\n"
+                           "# another comment style\n"
+                           "[tether]\n"
+                           "workers = 4\n"
+                           "proxy_listen = 127.0.0.1:15001\n"
+                           "admin = [::1]:9900\n"
+                           "admin_allow_remote = no\n"
+                           "log_level = debug\n"
+                           "max_head_size = 32k\n"
+                           "client_header_timeout = 1500ms\n"
+                           "client_idle_timeout = 2m\n"
+                           "drain_timeout = 0.5s ; inline comment\n"
+                           "access_log = /var/log/tether/access.log\n"
+                           "\n"
+                           "[upstream users]\n"
+                           "url = http://127.0.0.1:8080\n"
+                           "listen = 127.0.0.1:9001\n"
+                           "hosts = Users.Internal,users.internal:8080 ,\tu.example\n"
+                           "preserve_host = yes\n"
+                           "max_connections = 100\n"
+                           "max_idle = 50\n"
+                           "min_idle = 5\n"
+                           "max_queue = 10\n"
+                           "max_requests = 1000\n"
+                           "retry_buffer = 1m\n"
+                           "idle_timeout = 55s\n"
+                           "connect_timeout = 2s\n"
+                           "response_timeout = 1h\n"
+                           "queue_timeout = 250ms\n"
+                           "max_lifetime = 10m\n"
+                           "tcp_keepalive = off\n"
+                           "lease_warn = 45\n"
+                           "lease_timeout = 2m\n"
+                           "\n"
+                           "[upstream orders]\n"
+                           "url = http://orders.internal/\n"
+                           "idle_timeout = auto\n"
+                           "max_lifetime = 0\n"
+                           "preserve_host = false\n"
+                           "max_idle = 500\n"
+                           "\n"
+                           "[upstream v6]\n"
+                           "url = http://[::1]:8081\n"
+                           "listen = [::1]:9002\n"
+                           "preserve_host = 1\n"
+                           "workers_not_here = 1\n";
+
+/* FULL without its last line (a deliberate unknown key, tested below). */
+static char *full_text(void)
+{
+    char *t = tt_strdup(FULL);
+    *strstr(t, "workers_not_here") = '\0';
+    return t;
+}
+
+static void test_full_file_has_every_key(void **state)
+{
+    (void)state;
+    /* Every key of both tables appears in FULL: a new key must be added to this test. */
+    for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "\n%s = ", global_fields[i].key);
+        if (strstr(FULL, needle) == NULL)
+            fail_msg("FULL lacks [tether] %s", global_fields[i].key);
+    }
+    for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "\n%s = ", upstream_fields[i].key);
+        if (strstr(strstr(FULL, "[upstream users]"), needle) == NULL)
+            fail_msg("FULL's [upstream users] lacks %s", upstream_fields[i].key);
+    }
+}
+
+static void test_full_file_loads_typed_values(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    char *text = full_text();
+    tt_conf_t *c = load_text("full.ini", text, &err, path);
+    free(text);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->path, path);
+    assert_int_equal(c->workers, 4);
+    assert_true(c->has_proxy_listen);
+    assert_addr(&c->proxy_listen, "127.0.0.1:15001");
+    assert_true(c->has_admin);
+    assert_addr(&c->admin, "[::1]:9900");
+    assert_int_equal(c->admin_allow_remote, 0);
+    assert_int_equal(c->log_level, TT_LOG_DEBUG);
+    assert_int_equal(c->max_head_size, 32 * 1024);
+    assert_int_equal(c->client_header_timeout, 1500);
+    assert_int_equal(c->client_idle_timeout, 120000);
+    assert_int_equal(c->drain_timeout, 500);
+    assert_string_equal(c->access_log, "/var/log/tether/access.log");
+    assert_int_equal(c->nupstreams, 3);
+
+    tt_upstream_conf_t *u = find_upstream(c, "users");
+    assert_int_equal(u->line, 15);
+    assert_string_equal(u->url, "http://127.0.0.1:8080");
+    assert_string_equal(u->host, "127.0.0.1");
+    assert_int_equal(u->port, 8080);
+    assert_true(u->has_listen);
+    assert_addr(&u->listen, "127.0.0.1:9001");
+    assert_int_equal(u->nhosts, 3);
+    assert_string_equal(u->hosts[0], "users.internal"); /* lower-cased */
+    assert_string_equal(u->hosts[1], "users.internal:8080");
+    assert_string_equal(u->hosts[2], "u.example");
+    assert_int_equal(u->preserve_host, 1);
+    assert_int_equal(u->max_connections, 100);
+    assert_int_equal(u->max_idle, 50);
+    assert_int_equal(u->min_idle, 5);
+    assert_int_equal(u->max_queue, 10);
+    assert_int_equal(u->max_requests, 1000);
+    assert_int_equal(u->retry_buffer, 1024 * 1024);
+    assert_int_equal(u->idle_timeout, 55000);
+    assert_int_equal(u->connect_timeout, 2000);
+    assert_int_equal(u->response_timeout, 3600000);
+    assert_int_equal(u->queue_timeout, 250);
+    assert_int_equal(u->max_lifetime, 600000);
+    assert_int_equal(u->tcp_keepalive, 0);
+    assert_int_equal(u->lease_warn, 45000); /* a bare number is seconds */
+    assert_int_equal(u->lease_timeout, 120000);
+
+    u = find_upstream(c, "orders");
+    assert_string_equal(u->host, "orders.internal");
+    assert_int_equal(u->port, 80);
+    assert_false(u->has_listen);                         /* reached through proxy_listen */
+    assert_string_equal(u->hosts[0], "orders.internal"); /* default: the url's host */
+    assert_int_equal(u->idle_timeout, TT_IDLE_AUTO);
+    assert_int_equal(u->max_lifetime, 0);
+    assert_int_equal(u->preserve_host, 0);
+    assert_int_equal(u->max_idle, 256); /* clamped to max_connections */
+
+    u = find_upstream(c, "v6");
+    assert_string_equal(u->host, "::1");
+    assert_int_equal(u->port, 8081);
+    assert_addr(&u->listen, "[::1]:9002");
+    assert_int_equal(u->preserve_host, 1);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* --- defaults -------------------------------------------------------------------------------- */
+
+/* Values from docs/configuration.md, and from the field table for keys the document omits. */
+static void check_defaults(tt_conf_t *c)
+{
+    assert_int_equal(c->workers, 0); /* auto */
+    assert_false(c->has_proxy_listen);
+    assert_false(c->has_admin);
+    assert_int_equal(c->admin_allow_remote, 0);
+    assert_int_equal(c->log_level, TT_LOG_INFO);
+    assert_int_equal(c->max_head_size, 64 * 1024);
+    assert_int_equal(c->client_header_timeout, 10000);
+    assert_int_equal(c->client_idle_timeout, 60000);
+    assert_int_equal(c->drain_timeout, 10000);
+    assert_null(c->access_log);
+    assert_int_equal(c->nupstreams, 1);
+    tt_upstream_conf_t *u = &c->upstreams[0];
+    assert_int_equal(u->preserve_host, 0);
+    assert_int_equal(u->max_connections, 256);
+    assert_int_equal(u->max_idle, 64);
+    assert_int_equal(u->min_idle, 0);
+    assert_int_equal(u->max_queue, 1024);
+    assert_int_equal(u->max_requests, 0);
+    assert_int_equal(u->retry_buffer, 64 * 1024);
+    assert_int_equal(u->idle_timeout, TT_IDLE_AUTO);
+    assert_int_equal(u->connect_timeout, 5000);
+    assert_int_equal(u->response_timeout, 30000);
+    assert_int_equal(u->queue_timeout, 1000);
+    assert_int_equal(u->max_lifetime, 600000);
+    assert_int_equal(u->tcp_keepalive, 30000);
+    assert_int_equal(u->lease_warn, 30000);
+    assert_int_equal(u->lease_timeout, 0);
+    /* hosts defaults to the url's authority (whether the bare host is added too is open). */
+    int authority = 0;
+    for (size_t i = 0; i < u->nhosts; i++)
+        authority += strcmp(u->hosts[i], "127.0.0.1:8080") == 0;
+    assert_int_equal(authority, 1);
+    /* Nothing is left UNSET. */
+    for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
+        const field_t *f = &global_fields[i];
+        if (f->type != F_ADDR && f->type != F_PATH)
+            assert_int_not_equal(*(int64_t *)((char *)c + f->offset), TT_UNSET);
+    }
+    for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
+        const field_t *f = &upstream_fields[i];
+        if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+            assert_int_not_equal(*(int64_t *)((char *)u + f->offset), TT_UNSET);
+    }
+}
+
+static void test_defaults_for_omitted_keys(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c =
+        load_text("min.ini", "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1:9001\n",
+                  &err, path);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    check_defaults(c);
+    tt_conf_free(c);
+
+    /* The same with CRLF line ends and an empty [tether] section. */
+    c = load_text("crlf.ini",
+                  "[tether]\r\n\r\n[upstream a]\r\nurl = http://127.0.0.1:8080\r\n"
+                  "listen = 127.0.0.1:9001\r\n",
+                  &err, path);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    check_defaults(c);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* --- errors ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    const char *text;
+    int line;
+    const char *key;      /* NULL: the message names no key (a section, or the file) */
+    const char *contains; /* part of the reason */
+} bad_t;
+
+#define UP_A "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1:9001\n"
+
+static const bad_t bad[] = {
+    {"unknown key", "[tether]\nworkers = 1\nbogus_key = 1\n" UP_A, 3, "bogus_key", "unknown key"},
+    {"unknown key in upstream", UP_A "max_conns = 5\n", 4, "max_conns", "[upstream a]"},
+    {"unknown section", "[tether]\n\n[bogus]\nx = 1\n" UP_A, 3, NULL, "[bogus]: unknown section"},
+    {"bad upstream name", "[upstream a/b]\nurl = http://127.0.0.1:1\n", 1, NULL, "[upstream a/b]"},
+    {"bad duration", UP_A "idle_timeout = 5 parsecs\n", 4, "idle_timeout", "not a duration"},
+    {"bad duration unit", UP_A "connect_timeout = 10d\n", 4, "connect_timeout", "10d"},
+    {"negative duration", "[tether]\ndrain_timeout = -1s\n" UP_A, 2, "drain_timeout",
+     "not a duration"},
+    {"bad size", "[tether]\nmax_head_size = 12q\n" UP_A, 2, "max_head_size", "not a size"},
+    {"bad size unit", UP_A "retry_buffer = 1g\n", 4, "retry_buffer", "not a size"},
+    {"fractional size", UP_A "retry_buffer = 1.5k\n", 4, "retry_buffer", "not a size"},
+    {"not an integer", UP_A "max_queue = 10k\n", 4, "max_queue", "not an integer"},
+    {"bad workers", "[tether]\n\nworkers = many\n" UP_A, 3, "workers", "auto or a positive"},
+    {"zero workers", "[tether]\nworkers = 0\n" UP_A, 2, "workers", "auto or a positive"},
+    {"too many workers", "[tether]\nworkers = 1000\n" UP_A, 2, "workers", "out of range"},
+    {"max_connections 0", UP_A "max_connections = 0\n", 4, "max_connections",
+     "0: out of range (1..1000000)"},
+    {"negative max_idle", UP_A "max_idle = -1\n", 4, "max_idle", "out of range"},
+    {"max_head_size too small", "[tether]\nmax_head_size = 512\n" UP_A, 2, "max_head_size",
+     "out of range"},
+    {"max_head_size too large", "[tether]\nmax_head_size = 17m\n" UP_A, 2, "max_head_size",
+     "out of range"},
+    {"zero timeout", UP_A "connect_timeout = 0\n", 4, "connect_timeout", "out of range"},
+    {"timeout over a day", UP_A "response_timeout = 25h\n", 4, "response_timeout", "out of range"},
+    {"off where off is not allowed", UP_A "connect_timeout = off\n", 4, "connect_timeout",
+     "not a duration"},
+    {"auto where auto is not allowed", UP_A "queue_timeout = auto\n", 4, "queue_timeout",
+     "not a duration"},
+    {"bad bool", UP_A "preserve_host = maybe\n", 4, "preserve_host", "yes or no"},
+    {"bad log level", "[tether]\nlog_level = loud\n" UP_A, 2, "log_level", "error, warn"},
+    {"bad listen", "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = localhost:9001\n", 3,
+     "listen", "IP:PORT"},
+    {"listen without port", "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1\n", 3,
+     "listen", "IP:PORT"},
+    {"empty value", "[tether]\nlog_level =\n" UP_A, 2, "log_level", "empty value"},
+    {"empty hosts", UP_A "hosts = , ,\n", 4, "hosts", "empty list"},
+    {"duplicate key", "[tether]\nworkers = 2\nlog_level = info\nworkers = 3\n" UP_A, 4, "workers",
+     "set twice"},
+    {"duplicate key in upstream", UP_A "max_idle = 1\nmax_idle = 2\n", 5, "max_idle", "set twice"},
+    {"duplicate upstream",
+     UP_A "\n[upstream a]\nurl = http://127.0.0.1:8081\nlisten = 127.0.0.1:9002\n", 5, NULL,
+     "[upstream a]: upstream defined twice (first on line 1)"},
+    {"missing url", "[tether]\nworkers = 1\n\n[upstream api]\nlisten = 127.0.0.1:9001\n", 4, "url",
+     "required in [upstream api]"},
+    {"https url", "[upstream a]\nlisten = 127.0.0.1:9001\nurl = https://127.0.0.1:8443\n", 3, "url",
+     "https"},
+    {"not http", "[upstream a]\nurl = ftp://127.0.0.1:21\n", 2, "url", "http://"},
+    {"url with a path", "[upstream a]\nurl = http://127.0.0.1:8080/api\n", 2, "url", "path"},
+    {"url with a query", "[upstream a]\nurl = http://127.0.0.1:8080?x=1\n", 2, "url", "query"},
+    {"url with a bad port", "[upstream a]\nurl = http://127.0.0.1:99999\n", 2, "url", "bad port"},
+    {"url without a host", "[upstream a]\nurl = http://:8080\n", 2, "url", "missing host"},
+    {"unreachable upstream", "[tether]\nworkers = 1\n\n[upstream a]\nurl = http://127.0.0.1:8080\n",
+     4, "listen", "unreachable"},
+    {"two upstreams claim a host",
+     "[tether]\nproxy_listen = 127.0.0.1:15001\n"
+     "[upstream a]\nurl = http://10.0.0.1\nhosts = api.internal\n"
+     "[upstream b]\nurl = http://10.0.0.2\nhosts = other.internal, API.internal\n",
+     6, "hosts", "api.internal is claimed by [upstream a] and [upstream b]"},
+    {"same listen twice",
+     UP_A "[upstream b]\nurl = http://10.0.0.2:8080\nlisten = 127.0.0.1:9001\n", 4, "listen",
+     "same address as [upstream a]"},
+    {"listen on proxy_listen", "[tether]\nproxy_listen = 127.0.0.1:9001\n" UP_A, 3, "listen",
+     "proxy_listen"},
+    {"min_idle over max_idle", UP_A "max_idle = 4\nmin_idle = 5\n", 1, "min_idle",
+     "5 exceeds max_idle 4"},
+    {"min_idle over max_connections", UP_A "max_connections = 3\nmin_idle = 4\n", 1, "min_idle",
+     "exceeds max_idle 3"},
+    {"syntax error", "[tether]\nworkers 4\n" UP_A, 2, NULL, "syntax error"},
+    {"key outside a section", "workers = 1\n[tether]\n" UP_A, 1, "workers", "outside"},
+    {"no upstream", "[tether]\nworkers = 2\n", 2, NULL, "no [upstream NAME] section"},
+};
+
+static int check_error(const bad_t *b)
+{
+    tt_conf_error_t err;
+    char path[256], prefix[512];
+    tt_conf_t *c = load_text("bad.ini", b->text, &err, path);
+    if (c != NULL) {
+        print_error("%s: loaded, expected an error at line %d\n", b->name, b->line);
+        tt_conf_free(c);
+        return 1;
+    }
+    if (b->key != NULL)
+        snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", path, b->line, b->key);
+    else
+        snprintf(prefix, sizeof(prefix), "%s:%d: ", path, b->line);
+    if (strncmp(err.msg, prefix, strlen(prefix)) != 0 ||
+        (b->contains != NULL && strstr(err.msg, b->contains) == NULL)) {
+        print_error("%s: got \"%s\", expected \"%s...%s\"\n", b->name, err.msg, prefix,
+                    b->contains ? b->contains : "");
+        return 1;
+    }
+    return 0;
+}
+
+static void test_errors_name_file_line_key(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    int failures = 0;
+    for (size_t i = 0; i < TT_ARRAY_SIZE(bad); i++) {
+        failures += check_error(&bad[i]);
+    }
+    /* An unreadable file. */
+    tt_conf_error_t err;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/missing.ini", g_dir);
+    assert_null(tt_conf_load(path, &err));
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "%s: cannot open: ", path);
+    assert_int_equal(strncmp(err.msg, prefix, strlen(prefix)), 0);
+    assert_int_equal(failures, 0);
+    tt_leakcheck_end(lc);
+}
+
+/* A cross-key error about admin names admin's own line, not the end of the file. */
+static void test_admin_error_names_its_line(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    static const bad_t admin = {"admin on a non-loopback address",
+                                "[tether]\nadmin = 0.0.0.0:9900\nlog_level = info\n\n" UP_A
+                                "max_idle = 2\n",
+                                2, "admin", "loopback"};
+    int failures = check_error(&admin);
+
+    /* Allowed with admin_allow_remote, and on a loopback address. */
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c = load_text(
+        "admin.ini", "[tether]\nadmin = 0.0.0.0:9900\nadmin_allow_remote = yes\n" UP_A, &err, path);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c->admin_allow_remote, 1);
+    tt_conf_free(c);
+    c = load_text("admin.ini", "[tether]\nadmin = 127.0.0.2:9900\n" UP_A, &err, path);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    tt_conf_free(c);
+    assert_int_equal(failures, 0);
+    tt_leakcheck_end(lc);
+}
+
+/* The first error in the file is the one reported: inih reads on after a line it cannot parse,
+ * and a later line must not replace the real cause with a consequence of it. */
+static void test_first_error_wins(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    static const bad_t cases[] = {
+        {"unterminated section header", "[tether\nworkers = 4\n" UP_A, 1, NULL, "syntax error"},
+        {"syntax error, then a bad key", "[tether]\nworkers 4\nbogus_key = 1\n" UP_A, 2, NULL,
+         "syntax error"},
+    };
+    int failures = 0;
+    for (size_t i = 0; i < TT_ARRAY_SIZE(cases); i++)
+        failures += check_error(&cases[i]);
+    assert_int_equal(failures, 0);
+    tt_leakcheck_end(lc);
+}
+
+/* A Host header names an IPv6 literal in brackets ("[::1]:8081", RFC 9110 7.2), so the default
+ * hosts of an upstream at http://[::1]:8081 must be written that way to ever match. */
+static void test_ipv6_default_hosts(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c = load_text("v6.ini",
+                             "[tether]\nproxy_listen = 127.0.0.1:15001\n"
+                             "[upstream v6]\nurl = http://[::1]:8081\n",
+                             &err, path);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    tt_upstream_conf_t *u = &c->upstreams[0];
+    int bracketed = 0;
+    for (size_t i = 0; i < u->nhosts; i++)
+        bracketed += strcmp(u->hosts[i], "[::1]:8081") == 0;
+    if (!bracketed)
+        print_error("default hosts: %s, %s\n", u->hosts[0], u->nhosts > 1 ? u->hosts[1] : "");
+    tt_conf_free(c);
+    assert_int_equal(bracketed, 1);
+    tt_leakcheck_end(lc);
+}
+
+/* Several local services on one host, each on its own port: the sidecar's ordinary setup. With
+ * no proxy_listen, hosts route nothing, and the default hosts ("127.0.0.1") must not collide. */
+static void test_upstreams_on_one_host_with_own_ports(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c = load_text("two.ini",
+                             "[upstream users]\nurl = http://127.0.0.1:8080\n"
+                             "listen = 127.0.0.1:9001\n\n"
+                             "[upstream orders]\nurl = http://127.0.0.1:8081\n"
+                             "listen = 127.0.0.1:9002\n",
+                             &err, path);
+    if (c == NULL)
+        fail_msg("refused: %s", err.msg);
+    assert_int_equal(c->nupstreams, 2);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* inih skips a UTF-8 byte order mark (INI_ALLOW_BOM); a file saved with one must load. */
+static void test_file_with_bom(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c = load_text("bom.ini", "\xEF\xBB\xBF[tether]\nworkers = 2\n" UP_A, &err, path);
+    if (c == NULL)
+        fail_msg("refused: %s", err.msg);
+    assert_int_equal(c->workers, 2);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* --- zero-config --------------------------------------------------------------------------- */
+
+static void test_from_args(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    tt_conf_t *c = tt_conf_from_args("127.0.0.1:9000", "http://127.0.0.1:8080", "4", "debug", &err);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c->path, "command line");
+    assert_int_equal(c->workers, 4);
+    assert_int_equal(c->log_level, TT_LOG_DEBUG);
+    assert_int_equal(c->nupstreams, 1);
+    tt_upstream_conf_t *u = &c->upstreams[0];
+    assert_string_equal(u->name, "default");
+    assert_string_equal(u->url, "http://127.0.0.1:8080");
+    assert_string_equal(u->host, "127.0.0.1");
+    assert_int_equal(u->port, 8080);
+    assert_true(u->has_listen);
+    assert_addr(&u->listen, "127.0.0.1:9000");
+    assert_int_equal(u->max_connections, 256);
+    assert_int_equal(u->idle_timeout, TT_IDLE_AUTO);
+    tt_conf_free(c);
+
+    /* Optional arguments omitted: defaults. */
+    c = tt_conf_from_args("[::1]:9000", "http://[::1]:8080/", NULL, NULL, &err);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c->workers, 0);
+    assert_int_equal(c->log_level, TT_LOG_INFO);
+    assert_string_equal(c->upstreams[0].host, "::1");
+    tt_conf_free(c);
+
+    static const struct {
+        const char *listen, *url, *workers, *log_level, *key;
+    } badargs[] = {
+        {"127.0.0.1:9000", "https://127.0.0.1:8443", NULL, NULL, "url"},
+        {"127.0.0.1:9000", "http://127.0.0.1:8080/api", NULL, NULL, "url"},
+        {"127.0.0.1:9000", "127.0.0.1:8080", NULL, NULL, "url"},
+        {"localhost:9000", "http://127.0.0.1:8080", NULL, NULL, "listen"},
+        {"9000", "http://127.0.0.1:8080", NULL, NULL, "listen"},
+        {"127.0.0.1:9000", "http://127.0.0.1:8080", "0", NULL, "workers"},
+        {"127.0.0.1:9000", "http://127.0.0.1:8080", "lots", NULL, "workers"},
+        {"127.0.0.1:9000", "http://127.0.0.1:8080", NULL, "verbose", "log_level"},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(badargs); i++) {
+        memset(err.msg, 0, sizeof(err.msg));
+        c = tt_conf_from_args(badargs[i].listen, badargs[i].url, badargs[i].workers,
+                              badargs[i].log_level, &err);
+        if (c != NULL) {
+            tt_conf_free(c);
+            fail_msg("accepted %s %s", badargs[i].listen, badargs[i].url);
+        }
+        char needle[64];
+        snprintf(needle, sizeof(needle), ": %s: ", badargs[i].key);
+        if (strncmp(err.msg, "command line:", 13) != 0 || strstr(err.msg, needle) == NULL)
+            fail_msg("case %zu: \"%s\" does not name %s", i, err.msg, badargs[i].key);
+    }
+    tt_leakcheck_end(lc);
+}
+
+/* --- parsers -------------------------------------------------------------------------------- */
+
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t ms;
+    } good[] = {
+        {"0", 0},         {"5", 5000},
+        {"5s", 5000},     {"500ms", 500},
+        {"2m", 120000},   {"1h", 3600000},
+        {"1.5s", 1500},   {"0.25s", 250},
+        {"1.5", 1500},    {"0ms", 0},
+        {"90m", 5400000}, {"24h", 86400000},
+        {"0.5m", 30000},  {"1000000h", 3600000000000LL},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(good); i++) {
+        int64_t v = -7;
+        if (tt_parse_duration_ms(good[i].s, &v) != 0 || v != good[i].ms)
+            fail_msg("\"%s\": %lld, expected %lld", good[i].s, (long long)v, (long long)good[i].ms);
+    }
+    static const char *const badv[] = {
+        "",    "s",  "ms",  "-1",  "-1s",   " 5s", "5 s",        "5sec", "5d", "5ms ",
+        ".5s", "+5", "nan", "inf", "1e400", "5s5", "300000000h", "h1",   "5 ", "1,5s",
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(badv); i++) {
+        int64_t v = -7;
+        if (tt_parse_duration_ms(badv[i], &v) == 0)
+            fail_msg("\"%s\" accepted as %lld", badv[i], (long long)v);
+        assert_int_equal(v, -7); /* untouched on failure */
+    }
+}
+
+/* The documented forms are decimal numbers with a unit; strtod's hexadecimal and exponent forms
+ * are not durations (tt_parse_size already refuses "0x10"). */
+static void test_parse_duration_rejects_non_decimal(void **state)
+{
+    (void)state;
+    static const char *const badv[] = {"0x10", "0x1p4s", "1e3", "2E2ms"};
+    int accepted = 0;
+    for (size_t i = 0; i < TT_ARRAY_SIZE(badv); i++) {
+        int64_t v = -7;
+        if (tt_parse_duration_ms(badv[i], &v) == 0) {
+            print_error("\"%s\" accepted as %lld ms\n", badv[i], (long long)v);
+            accepted++;
+        }
+    }
+    int64_t v;
+    assert_int_equal(tt_parse_size("0x10", &v), -1);
+    assert_int_equal(accepted, 0);
+}
+
+static void test_parse_size(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t v;
+    } good[] = {
+        {"0", 0},
+        {"4096", 4096},
+        {"64k", 65536},
+        {"64K", 65536},
+        {"64kb", 65536},
+        {"64KiB", 65536},
+        {"1m", 1048576},
+        {"2MB", 2097152},
+        {"3mib", 3145728},
+        {"9223372036854775807", INT64_MAX},
+        {"8796093022207k", 8796093022207LL * 1024},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(good); i++) {
+        int64_t v = -7;
+        if (tt_parse_size(good[i].s, &v) != 0 || v != good[i].v)
+            fail_msg("\"%s\": %lld, expected %lld", good[i].s, (long long)v, (long long)good[i].v);
+    }
+    static const char *const badv[] = {
+        "",
+        "k",
+        "-1",
+        "1g",
+        "1.5k",
+        " 1",
+        "1 k",
+        "+1",
+        "1kk",
+        "1b",
+        "9223372036854775807k",
+        "99999999999999999999",
+        "9007199254740992m",
+        "0x10",
+        "1e3",
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(badv); i++) {
+        int64_t v = -7;
+        if (tt_parse_size(badv[i], &v) == 0)
+            fail_msg("\"%s\" accepted as %lld", badv[i], (long long)v);
+        assert_int_equal(v, -7);
+    }
+}
+
+static void test_parse_url(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    static const struct {
+        const char *url, *host;
+        int port;
+    } good[] = {
+        {"http://h", "h", 80},
+        {"http://h/", "h", 80},
+        {"HTTP://Svc.Internal:81", "Svc.Internal", 81},
+        {"http://10.1.2.3:65535/", "10.1.2.3", 65535},
+        {"http://[::1]", "::1", 80},
+        {"http://[fe80::1]:8080", "fe80::1", 8080},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(good); i++) {
+        char *host = NULL;
+        int port = 0;
+        const char *why = parse_url(good[i].url, &host, &port);
+        if (why != NULL)
+            fail_msg("%s: %s", good[i].url, why);
+        assert_string_equal(host, good[i].host);
+        assert_int_equal(port, good[i].port);
+        free(host);
+    }
+    static const char *const badv[] = {
+        "https://h",          "h:80",       "http://",     "http://:80",
+        "http://h:",          "http://h:0", "http://h:x",  "http://h:65536",
+        "http://h/x",         "http://h#f", "http://[::1", "http://[]:80",
+        "http://h:123456789",
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(badv); i++) {
+        char *host = NULL;
+        int port = -1;
+        const char *why = parse_url(badv[i], &host, &port);
+        if (why == NULL) {
+            free(host);
+            fail_msg("%s accepted", badv[i]);
+        }
+        assert_null(host);
+    }
+    tt_leakcheck_end(lc);
+}
+
+/* --- dump ------------------------------------------------------------------------------------ */
+
+static void test_dump_has_every_key_and_loads_back(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    char *text = full_text();
+    tt_conf_t *c = load_text("full.ini", text, &err, path);
+    free(text);
+    if (c == NULL)
+        fail_msg("%s", err.msg);
+    char *dump = tt_conf_dump(c);
+    assert_non_null(dump);
+    assert_int_equal(strncmp(dump, "[tether]\n", 9), 0);
+
+    /* Every key of [tether], and every key of each upstream section. */
+    for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "\n%s = ", global_fields[i].key);
+        const char *end = strstr(dump, "\n[upstream ");
+        const char *at = strstr(dump, needle);
+        if (at == NULL || (end != NULL && at > end))
+            fail_msg("dump lacks [tether] %s:\n%s", global_fields[i].key, dump);
+    }
+    for (size_t u = 0; u < c->nupstreams; u++) {
+        char header[128];
+        snprintf(header, sizeof(header), "\n[upstream %s]\n", c->upstreams[u].name);
+        const char *sec = strstr(dump, header);
+        if (sec == NULL)
+            fail_msg("dump lacks %s", header);
+        const char *next = strstr(sec + 1, "\n[upstream ");
+        for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
+            if (strcmp(upstream_fields[i].key, "listen") == 0 && !c->upstreams[u].has_listen)
+                continue; /* no listen of its own */
+            char needle[64];
+            snprintf(needle, sizeof(needle), "\n%s = ", upstream_fields[i].key);
+            const char *at = strstr(sec, needle);
+            if (at == NULL || (next != NULL && at > next))
+                fail_msg("dump lacks %s in [upstream %s]:\n%s", upstream_fields[i].key,
+                         c->upstreams[u].name, dump);
+        }
+    }
+
+    /* The dump is a configuration file of its own, and the same one. */
+    tt_conf_t *again = load_text("dump.ini", dump, &err, path);
+    if (again == NULL)
+        fail_msg("dump does not load: %s\n%s", err.msg, dump);
+    char *dump2 = tt_conf_dump(again);
+    assert_string_equal(dump2, dump);
+    assert_int_equal(again->nupstreams, c->nupstreams);
+    for (size_t u = 0; u < c->nupstreams; u++) {
+        const tt_upstream_conf_t *a = &c->upstreams[u], *b = &again->upstreams[u];
+        assert_string_equal(a->name, b->name);
+        assert_string_equal(a->url, b->url);
+        assert_int_equal(a->port, b->port);
+        assert_int_equal(a->has_listen, b->has_listen);
+        for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
+            const field_t *f = &upstream_fields[i];
+            if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+                assert_int_equal(*(const int64_t *)((const char *)a + f->offset),
+                                 *(const int64_t *)((const char *)b + f->offset));
+        }
+    }
+    free(dump2);
+    tt_conf_free(again);
+
+    /* Defaults are dumped too. */
+    free(dump);
+    tt_conf_free(c);
+    c = load_text("min.ini", UP_A, &err, path);
+    assert_non_null(c);
+    dump = tt_conf_dump(c);
+    assert_non_null(strstr(dump, "\nworkers = auto\n"));
+    assert_non_null(strstr(dump, "\nidle_timeout = auto\n"));
+    assert_non_null(strstr(dump, "\nmax_connections = 256\n"));
+    assert_non_null(strstr(dump, "\nlease_timeout = off\n"));
+    assert_non_null(strstr(dump, "\nconnect_timeout = 5000ms\n"));
+    assert_non_null(strstr(dump, "\nlog_level = info\n"));
+    assert_non_null(strstr(dump, "\nhosts = "));
+    assert_non_null(strstr(dump, "127.0.0.1:8080"));
+    free(dump);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* The deliberate unknown key at the end of FULL: errors come from the whole file, and the
+ * configuration read so far is freed. */
+static void test_error_after_a_full_file_frees_everything(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    char path[256];
+    assert_null(load_text("full.ini", FULL, &err, path));
+    char prefix[512];
+    int line = 1;
+    for (const char *p = FULL; *p != '\0' && strncmp(p, "workers_not_here", 16) != 0; p++)
+        line += *p == '\n';
+    snprintf(prefix, sizeof(prefix), "%s:%d: workers_not_here: unknown key in [upstream v6]", path,
+             line);
+    assert_string_equal(err.msg, prefix);
+    tt_leakcheck_end(lc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_file_has_every_key),
+        cmocka_unit_test(test_full_file_loads_typed_values),
+        cmocka_unit_test(test_defaults_for_omitted_keys),
+        cmocka_unit_test(test_errors_name_file_line_key),
+        cmocka_unit_test(test_admin_error_names_its_line),
+        cmocka_unit_test(test_first_error_wins),
+        cmocka_unit_test(test_ipv6_default_hosts),
+        cmocka_unit_test(test_upstreams_on_one_host_with_own_ports),
+        cmocka_unit_test(test_file_with_bom),
+        cmocka_unit_test(test_from_args),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_duration_rejects_non_decimal),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_dump_has_every_key_and_loads_back),
+        cmocka_unit_test(test_error_after_a_full_file_frees_everything),
+    };
+    return cmocka_run_group_tests_name("config", tests, setup_dir, remove_dir);
+}
