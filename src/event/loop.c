@@ -119,6 +119,15 @@ void tt_io_stop(tt_loop_t *loop, tt_io_t *io)
     io->fd = -1;
 }
 
+void tt_io_close(tt_loop_t *loop, tt_io_t *io)
+{
+    (void)loop;
+    if (io->fd < 0)
+        return;
+    close(io->fd);
+    io->fd = -1;
+}
+
 void tt_loop_defer(tt_loop_t *loop, tt_deferred_t *d, void (*cb)(tt_deferred_t *d))
 {
     d->cb = cb;

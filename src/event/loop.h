@@ -60,6 +60,10 @@ int tt_io_set_events(tt_loop_t *loop, tt_io_t *io, uint32_t events);
  * dropped. Harmless when not registered. */
 void tt_io_stop(tt_loop_t *loop, tt_io_t *io);
 
+/* Closes the watcher's fd, which also removes it from epoll (tether never duplicates an fd), so
+ * no EPOLL_CTL_DEL is needed. Pending events of this batch are dropped. */
+void tt_io_close(tt_loop_t *loop, tt_io_t *io);
+
 /* Queues d->cb to run once after the current batch of events (or timers). */
 void tt_loop_defer(tt_loop_t *loop, tt_deferred_t *d, void (*cb)(tt_deferred_t *d));
 

@@ -59,6 +59,9 @@ typedef struct tt_session {
     uint8_t resp_keepalive;
     uint8_t close_after;
     uint8_t client_eof;
+    /* epoll said readable and no read has returned EAGAIN since: reading is worth a syscall. */
+    uint8_t client_readable;
+    uint8_t up_readable;
     uint8_t client_gone; /* reset or hung up: nothing more can be written */
     uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
     uint8_t generated;   /* the response is tether's own */
@@ -167,9 +170,7 @@ static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
     end_request(s);
     drop_conn(s, conn_verdict);
     s->state = S_CLOSED;
-    int fd = s->io.fd;
-    tt_io_stop(loop_of(s), &s->io);
-    close(fd);
+    tt_io_close(loop_of(s), &s->io);
     tt_loop_timer_stop(loop_of(s), &s->timer);
     release_buffers(s);
     tt_list_remove(&s->link);
@@ -315,7 +316,8 @@ static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
     s->req_sent = 0;
     tt_http_reader_init(&s->resp, HTTP_RESPONSE);
     s->head_parsed = 0;
-    tt_conn_set_handler(conn, upstream_handler, s, EPOLLIN | EPOLLOUT);
+    s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
+    tt_conn_set_handler(conn, upstream_handler, s, EPOLLIN | EPOLLRDHUP);
     tt_loop_timer_stop(loop_of(s), &s->timer);
     s->state = S_EXCHANGE;
 }
@@ -513,6 +515,14 @@ static int step_head(tt_session_t *s)
                         "request head larger than max_head_size (%zu bytes)", max_head);
             return 1;
         }
+        if (s->client_eof) { /* closed after its last (pipelined) request */
+            session_close(s, TT_CLOSE_ERROR);
+            return 0;
+        }
+        if (!s->client_readable) {
+            s->want_client_in = 1;
+            return 0;
+        }
         size_t before = s->cin->wpos;
         ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
         if (n > 0) {
@@ -521,6 +531,7 @@ static int step_head(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->client_readable = 0;
             s->want_client_in = 1;
             return 0;
         }
@@ -659,6 +670,10 @@ static int step_request(tt_session_t *s)
             session_close(s, TT_CLOSE_REQUEST_PARTIAL);
             return -1;
         }
+        if (!s->client_readable) {
+            s->want_client_in = 1;
+            return moved;
+        }
         ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
         if (n > 0) {
             arm_timer(s, s->worker->conf->client_idle_timeout);
@@ -666,6 +681,7 @@ static int step_request(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->client_readable = 0;
             s->want_client_in = 1;
             return moved;
         }
@@ -830,6 +846,10 @@ static int step_response(tt_session_t *s)
             if (tt_buf_room(c->in) == 0)
                 return moved;
         }
+        if (!s->up_readable) {
+            s->want_up_in = 1;
+            return moved;
+        }
         ssize_t n = tt_buf_read_fd(c->in, c->io.fd);
         if (n > 0) {
             s->resp_started = 1;
@@ -837,6 +857,7 @@ static int step_response(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->up_readable = 0;
             s->want_up_in = 1;
             return moved;
         }
@@ -865,6 +886,36 @@ static int step_response(tt_session_t *s)
     }
 }
 
+/* Once the request is read, the client stays readable while the response is relayed: what it
+ * sends next (a pipelined request) waits in cin and its EOF or reset is noticed, and its epoll
+ * interest never has to change. Returns 1 on data, 0 when waiting, -1 if the client is gone. */
+static int read_ahead(tt_session_t *s)
+{
+    if (s->client_eof)
+        return 0;
+    if (tt_buf_room(s->cin) == 0)
+        tt_buf_compact(s->cin);
+    if (tt_buf_room(s->cin) == 0)
+        return 0; /* full: the client waits until this response is done */
+    s->want_client_in = 1;
+    if (!s->client_readable)
+        return 0;
+    ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
+    if (n > 0)
+        return 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        s->client_readable = 0;
+        return 0;
+    }
+    if (n == 0) { /* a half-close still gets its response */
+        s->client_eof = 1;
+        s->want_client_in = 0;
+        return 0;
+    }
+    s->client_gone = 1;
+    return -1;
+}
+
 static void step_exchange(tt_session_t *s)
 {
     for (;;) {
@@ -873,6 +924,15 @@ static void step_exchange(tt_session_t *s)
             int r = step_request(s);
             if (r < 0 || s->state != S_EXCHANGE)
                 return;
+            progress |= r;
+        }
+        if (s->req_read_done) {
+            int r = read_ahead(s);
+            if (r < 0) {
+                session_close(s, s->resp_head_done ? TT_CLOSE_RESPONSE_PARTIAL
+                                                   : TT_CLOSE_REQUEST_PARTIAL);
+                return;
+            }
             progress |= r;
         }
         int r = step_response(s);
@@ -972,9 +1032,10 @@ static void apply_interest(tt_session_t *s)
         return;
     uint32_t ev = (s->want_client_in ? EPOLLIN : 0) | (s->want_client_out ? EPOLLOUT : 0);
     tt_io_set_events(loop_of(s), &s->io, ev);
+    /* EPOLLIN | EPOLLRDHUP is also the idle interest: leasing and releasing change nothing. */
     if (s->conn != NULL)
-        tt_conn_set_events(s->conn,
-                           (s->want_up_in ? EPOLLIN : 0) | (s->want_up_out ? EPOLLOUT : 0));
+        tt_conn_set_events(s->conn, (s->want_up_in ? EPOLLIN | EPOLLRDHUP : 0) |
+                                        (s->want_up_out ? EPOLLOUT : 0));
 }
 
 static void session_run(tt_session_t *s)
@@ -1020,6 +1081,8 @@ static void session_run(tt_session_t *s)
 static void client_io_cb(tt_io_t *io, uint32_t events)
 {
     tt_session_t *s = tt_container_of(io, tt_session_t, io);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->client_readable = 1;
     if ((events & (EPOLLERR | EPOLLHUP)) && !(io->events & EPOLLIN)) {
         /* The client is gone while tether was not reading from it: nothing can reach it. */
         s->client_gone = 1;
@@ -1047,6 +1110,8 @@ static void upstream_handler(tt_upconn_t *conn, uint32_t events)
         session_close(s, TT_CLOSE_LEASE_TIMEOUT);
         return;
     }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->up_readable = 1;
     if ((events & (EPOLLERR | EPOLLHUP)) && !(conn->io.events & EPOLLIN)) {
         upstream_failed(s, TT_CLOSE_ERROR, "failed");
         session_run(s);
@@ -1101,6 +1166,7 @@ void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream
     }
     tt_list_push_back(&w->sessions, &s->link);
     w->nsessions++;
+    s->client_readable = 1; /* the request usually arrives with the connection: try at once */
     begin_request(s);
     /* The first request must start within the header timeout; later ones within the idle one. */
     arm_timer(s, w->conf->client_header_timeout);

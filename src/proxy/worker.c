@@ -35,8 +35,6 @@ static void accept_cb(tt_io_t *io, uint32_t events)
                         suppressed);
             return;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         w->accepted++;
         tt_session_start(w, fd, &peer, l->upstream);
     }

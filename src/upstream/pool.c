@@ -18,6 +18,7 @@ static void conn_io_cb(tt_io_t *io, uint32_t events);
 static void service_waiters(tt_pool_t *pool);
 static void replenish(tt_pool_t *pool);
 static void adopt_handoffs(tt_pool_t *pool);
+static void try_hand_over(tt_pool_t *pool);
 
 static tt_upconn_t *conn_of_io(tt_io_t *io)
 {
@@ -114,10 +115,7 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     }
     tt_list_remove(&c->link);
     c->state = TT_CONN_CLOSED;
-    int fd = c->io.fd;
-    tt_io_stop(pool->loop, &c->io);
-    if (fd >= 0)
-        close(fd);
+    tt_io_close(pool->loop, &c->io);
     tt_loop_timer_stop(pool->loop, &c->timer);
     tt_buf_release(pool->bufs, c->in);
     c->in = NULL;
@@ -222,6 +220,10 @@ static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
         return TT_CLOSE_LIFETIME;
     if (now - c->idle_since >= tt_upstream_idle_timeout(pool->up))
         return TT_CLOSE_IDLE_EXPIRED;
+    /* Released this very millisecond: the idle watch has had no chance to miss a close yet,
+     * and the peer has had no time to time it out. Skip the syscall on the hot path. */
+    if (now == c->idle_since)
+        return TT_REUSE_OK;
     char byte;
     ssize_t n = recv(c->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -249,6 +251,7 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
     c->io.cb = conn_idle_cb;
     tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+    try_hand_over(pool);
 }
 
 /* Takes the first queued request off the queue, recording how long it waited. */
@@ -403,22 +406,23 @@ static void queue_timer_cb(tt_timer_t *t)
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
 }
 
-/* This worker's part of max_connections when every worker needs connections. */
-static size_t fair_share(const tt_upstream_t *up)
-{
-    size_t max = (size_t)up->conf->max_connections;
-    return (max + up->nworkers - 1) / up->nworkers;
-}
+/* A takeover request: who asks, and how many connections it holds (so only a worker holding
+ * clearly more gives one up, and connections never ping-pong between equals). */
+#define TAKEOVER_PACK(worker, size) ((int64_t)(size) << 16 | (int64_t)((worker) + 1))
+#define TAKEOVER_WORKER(v)          ((size_t)((v)&0xffff) - 1)
+#define TAKEOVER_SIZE(v)            ((size_t)((v) >> 16))
 
-/* Asks workers holding idle connections to hand one over, so this worker need not wait. */
+/* Asks the other workers for one of their idle connections, so this worker need not wait for a
+ * slot under max_connections. The request stays posted until a worker can honour it. */
 static void request_takeover(tt_pool_t *self)
 {
     tt_upstream_t *up = self->up;
+    int64_t v = TAKEOVER_PACK(self->worker, tt_pool_size(self));
     for (size_t i = 0; i < up->nworkers; i++) {
         tt_pool_t *p = up->pools[i];
         if (p == NULL || p == self)
             continue;
-        atomic_store_explicit(&p->takeover_requested, (int)self->worker + 1, memory_order_release);
+        atomic_store_explicit(&p->takeover_requested, v, memory_order_release);
         tt_loop_wakeup(p->loop);
     }
 }
@@ -438,11 +442,9 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     w->_queued_at = tt_loop_now(pool->loop);
     tt_timer_init(&w->_timer, queue_timer_cb);
     tt_loop_timer_after(pool->loop, &w->_timer, (tt_msec_t)up->conf->queue_timeout);
-    /* A worker below its share of the cap while others hold idle connections would starve:
-     * ask them to give one up. At or above its share it is served by its own releases. */
-    if (tt_pool_size(pool) < fair_share(up) &&
-        atomic_load_explicit(&up->nidle, memory_order_relaxed) > (int64_t)pool->nidle)
-        request_takeover(pool);
+    /* At the cap: a worker holding few of the connections would wait on the others' traffic
+     * for a slot. Ask for one of their idle connections instead. */
+    request_takeover(pool);
     return TT_POOL_WAIT;
 }
 
@@ -611,14 +613,23 @@ static void deliver_handoff_cb(tt_deferred_t *d)
     tt_loop_wakeup(to->loop);
 }
 
-/* Gives our coldest idle connection to the worker that asked, if we hold more than our share. */
-static void hand_over(tt_pool_t *pool, int requester)
+/* Honours a posted takeover request with our coldest idle connection when we hold at least two
+ * more connections than the requester did. Without an idle connection the request stays posted
+ * and is tried again whenever one becomes idle here. */
+static void try_hand_over(tt_pool_t *pool)
 {
     tt_upstream_t *up = pool->up;
-    if (pool->nidle == 0 || tt_pool_size(pool) <= fair_share(up) || pool->shutting_down ||
-        requester < 1 || (size_t)requester > up->nworkers)
+    int64_t v = atomic_load_explicit(&pool->takeover_requested, memory_order_acquire);
+    if (v == 0 || pool->nidle == 0 || pool->shutting_down)
         return;
-    tt_pool_t *to = up->pools[requester - 1];
+    size_t requester = TAKEOVER_WORKER(v);
+    if (requester >= up->nworkers || tt_pool_size(pool) < TAKEOVER_SIZE(v) + 2) {
+        atomic_compare_exchange_strong(&pool->takeover_requested, &v, 0);
+        return;
+    }
+    if (!atomic_compare_exchange_strong(&pool->takeover_requested, &v, 0))
+        return; /* a newer request arrived: decide on that one next time */
+    tt_pool_t *to = up->pools[requester];
     tt_upconn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link);
     tt_list_remove(&c->link);
     pool->nidle--;
@@ -673,9 +684,7 @@ static void adopt_handoffs(tt_pool_t *pool)
 
 void tt_pool_on_wakeup(tt_pool_t *pool)
 {
-    int requester = atomic_exchange_explicit(&pool->takeover_requested, 0, memory_order_acq_rel);
-    if (requester != 0)
-        hand_over(pool, requester);
+    try_hand_over(pool);
     adopt_handoffs(pool);
     if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&
         !pool->shutting_down)

@@ -55,9 +55,9 @@ struct tt_pool {
     tt_timer_t trim_timer;
     int shutting_down;
     tt_upstream_stats_t stats;
-    /* 1 + index of a worker below its share of the cap that wants one of our idle connections
-     * (0: none). The connection is handed over, socket and all: no close, no new handshake. */
-    _Atomic int takeover_requested;
+    /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
+     * The connection is handed over, socket and all: no close, no new handshake. */
+    _Atomic int64_t takeover_requested;
     _Atomic int capacity_freed;   /* a connection closed somewhere: retry queued requests */
     pthread_mutex_t handoff_lock; /* guards handoff only; never taken on the request path */
     tt_list_t handoff;            /* connections other workers handed to this pool */
