@@ -71,10 +71,17 @@ void tt_http_write_request_head(tt_buf_t *out, const tt_http_head_t *h, const ch
 {
     const char *method = llhttp_method_name((llhttp_method_t)h->method);
     /* "http://host?q" has an empty path: origin form needs the "/" (RFC 9112 3.2.1). */
-    const char *slash = o->target.len > 0 && o->target.str[0] == '?' ? "/" : "";
-    tt_buf_appendf(out, "%s %s%.*s HTTP/1.1\r\n", method, slash, (int)o->target.len, o->target.str);
-    if (o->host.len > 0)
-        tt_buf_appendf(out, "Host: %.*s\r\n", (int)o->host.len, o->host.str);
+    tt_buf_append(out, method, strlen(method));
+    tt_buf_append(out, " ", 1);
+    if (o->target.len > 0 && o->target.str[0] == '?')
+        tt_buf_append(out, "/", 1);
+    tt_buf_append(out, o->target.str, o->target.len);
+    tt_buf_append(out, " HTTP/1.1\r\n", 11);
+    if (o->host.len > 0) {
+        tt_buf_append(out, "Host: ", 6);
+        tt_buf_append(out, o->host.str, o->host.len);
+        tt_buf_append(out, "\r\n", 2);
+    }
     for (uint32_t i = 0; i < h->nheaders; i++) {
         const tt_http_header_t *hdr = &h->headers[i];
         if (o->host.len > 0 && tt_http_header_is(base, hdr, "host", 4))
@@ -91,11 +98,20 @@ void tt_http_write_request_head(tt_buf_t *out, const tt_http_head_t *h, const ch
 void tt_http_write_response_head(tt_buf_t *out, const tt_http_head_t *h, const char *base,
                                  const tt_http_response_out_t *o)
 {
-    if (h->reason_len > 0)
-        tt_buf_appendf(out, "HTTP/1.1 %u %.*s\r\n", h->status, (int)h->reason_len,
-                       base + h->reason);
-    else
-        tt_buf_appendf(out, "HTTP/1.1 %u %s\r\n", h->status, tt_http_reason(h->status));
+    /* Plain copies, no format parsing: this runs for every response. llhttp guarantees a
+     * three-digit status. */
+    char status[14] = "HTTP/1.1 000 ";
+    status[9] = (char)('0' + h->status / 100 % 10);
+    status[10] = (char)('0' + h->status / 10 % 10);
+    status[11] = (char)('0' + h->status % 10);
+    tt_buf_append(out, status, 13);
+    if (h->reason_len > 0) {
+        tt_buf_append(out, base + h->reason, h->reason_len);
+    } else {
+        const char *reason = tt_http_reason(h->status);
+        tt_buf_append(out, reason, strlen(reason));
+    }
+    tt_buf_append(out, "\r\n", 2);
     for (uint32_t i = 0; i < h->nheaders; i++) {
         const tt_http_header_t *hdr = &h->headers[i];
         if (is_hop_by_hop(h, base, hdr, o->tunnel))

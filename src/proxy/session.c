@@ -471,6 +471,22 @@ static void start_request(tt_session_t *s)
         acquire_conn(s, 0);
 }
 
+/* Reads into b. A short read means the socket is drained, so *readable is cleared and no read
+ * is tried until epoll (level-triggered) reports the fd again: no read ends in EAGAIN on the
+ * usual path. */
+static ssize_t read_into(tt_buf_t *b, int fd, uint8_t *readable)
+{
+    if (tt_buf_room(b) == 0)
+        tt_buf_compact(b);
+    size_t room = tt_buf_room(b);
+    ssize_t n = tt_buf_read_fd(b, fd);
+    if (n > 0 && (size_t)n < room)
+        *readable = 0;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        *readable = 0;
+    return n;
+}
+
 /* Reads and parses a request head. Returns 1 if the state moved on. */
 static int step_head(tt_session_t *s)
 {
@@ -524,14 +540,13 @@ static int step_head(tt_session_t *s)
             return 0;
         }
         size_t before = s->cin->wpos;
-        ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
+        ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
         if (n > 0) {
             if (before == 0)
                 arm_timer(s, conf->client_header_timeout);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->client_readable = 0;
             s->want_client_in = 1;
             return 0;
         }
@@ -674,14 +689,13 @@ static int step_request(tt_session_t *s)
             s->want_client_in = 1;
             return moved;
         }
-        ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
+        ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
         if (n > 0) {
             arm_timer(s, s->worker->conf->client_idle_timeout);
             moved = 1;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->client_readable = 0;
             s->want_client_in = 1;
             return moved;
         }
@@ -778,6 +792,17 @@ static void finish_exchange(tt_session_t *s)
     begin_request(s);
 }
 
+/* Whether conn->in holds response bytes not yet parsed. */
+static int response_parseable(const tt_session_t *s)
+{
+    const tt_buf_t *in = s->conn->in;
+    if (s->resp_done || s->state == S_TUNNEL)
+        return 0;
+    if (s->resp_head_done)
+        return tt_buf_len(in) > s->resp_pending;
+    return tt_buf_len(in) > 0 && (s->head == NULL || s->head_parsed < in->wpos);
+}
+
 /* Reads the response and relays it. Returns 1 on progress, 0 when waiting, -1 if the exchange
  * ended (or moved to another state). */
 static int step_response(tt_session_t *s)
@@ -785,7 +810,9 @@ static int step_response(tt_session_t *s)
     tt_upconn_t *c = s->conn;
     int moved = 0;
     for (;;) {
-        if (client_output_pending(s)) {
+        /* Parse everything already read before writing, so the head and the body it arrived
+         * with leave in one writev. */
+        if (!response_parseable(s) && client_output_pending(s)) {
             int r = flush_client(s);
             if (r < 0) {
                 session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
@@ -850,14 +877,13 @@ static int step_response(tt_session_t *s)
             s->want_up_in = 1;
             return moved;
         }
-        ssize_t n = tt_buf_read_fd(c->in, c->io.fd);
+        ssize_t n = read_into(c->in, c->io.fd, &s->up_readable);
         if (n > 0) {
             s->resp_started = 1;
             moved = 1;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->up_readable = 0;
             s->want_up_in = 1;
             return moved;
         }
@@ -900,13 +926,11 @@ static int read_ahead(tt_session_t *s)
     s->want_client_in = 1;
     if (!s->client_readable)
         return 0;
-    ssize_t n = tt_buf_read_fd(s->cin, s->io.fd);
+    ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
     if (n > 0)
         return 1;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        s->client_readable = 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
-    }
     if (n == 0) { /* a half-close still gets its response */
         s->client_eof = 1;
         s->want_client_in = 0;

@@ -34,6 +34,8 @@ Request headers that script the response:
 Server options:
     --idle-close S           silently close a connection idle for S seconds
     --keepalive-hint N       send "Keep-Alive: timeout=N" and close after N seconds idle
+    --close-lag-ms MS        with --idle-close: the FIN leaves MS after the decision to close;
+                             a request arriving in between is reset (the race over a network)
     --max-requests-per-conn N   answer the Nth request of a connection with Connection: close
 
 GET /__stats (on either port) returns JSON; these control requests are counted only in
@@ -45,6 +47,7 @@ GET /__stats (on either port) returns JSON; these control requests are counted o
     requests         request heads received (control requests excluded, resets included)
     completed        requests whose body was fully received
     resets, upgrades, bad_requests, control_requests
+    lost_to_idle_close   requests that arrived during --close-lag-ms and were reset
     methods          {method: count}
     bodies           {X-Request-Id: [{sha256, size, conn}, ...]}, one entry per body fully
                      received, so a test can prove that a body arrived exactly once
@@ -241,6 +244,7 @@ class Stats:
                     "requests",
                     "completed",
                     "resets",
+                    "lost_to_idle_close",
                     "upgrades",
                     "bad_requests",
                     "control_requests",
@@ -294,6 +298,21 @@ class Connection:
                 raise BadRequest("line too long")
             self._fill()
 
+    def _close_lag(self):
+        """Models a network round trip in the idle-close race: the server has decided to close
+        and reads nothing more, but its FIN reaches the proxy only --close-lag-ms later. A
+        request that arrives meanwhile is lost: closing with unread data sends a reset."""
+        if not self.opts.close_lag_ms:
+            return
+        time.sleep(self.opts.close_lag_ms / 1000)
+        self.sock.setblocking(False)
+        try:
+            if self.sock.recv(1, socket.MSG_PEEK):
+                self.stats.bump("lost_to_idle_close")
+                self.close_how = "reset_by_server"
+        except (BlockingIOError, ConnectionError):
+            pass
+
     def _read_head(self):
         """The next request head, or None when the peer closed or stayed idle too long."""
         self.sock.settimeout(self.opts.idle_close or self.opts.keepalive_hint or DEFAULT_IDLE)
@@ -304,6 +323,7 @@ class Connection:
             return None
         except socket.timeout:
             self.close_how = "closed_by_server"
+            self._close_lag()
             return None
         self.sock.settimeout(IO_TIMEOUT)
         while True:
@@ -590,6 +610,7 @@ def parse_args(argv):
     parser.add_argument("--name", default="")
     parser.add_argument("--idle-close", type=float, default=0.0, metavar="S")
     parser.add_argument("--keepalive-hint", type=int, default=0, metavar="N")
+    parser.add_argument("--close-lag-ms", type=int, default=0, metavar="MS")
     parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
     parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
     return parser.parse_args(argv)
