@@ -259,15 +259,16 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
     s->close_after = !keep;
     s->status = (uint16_t)status;
     s->generated = 1;
+    size_t before = tt_buf_len(cout_of(s));
+    tt_http_write_error(s->cout, status, s->close_after, "%s", msg);
     if (!s->in_request) { /* refused while its head was read */
         s->in_request = 1;
         s->started_us = tt_clock_monotonic_us();
-        s->bytes_out = 0;
         s->path_len = 0;
         s->method = METHOD_UNKNOWN;
     }
+    s->bytes_out = tt_buf_len(s->cout) - before; /* counted now: logged before it is written */
     end_request(s);
-    tt_http_write_error(cout_of(s), status, s->close_after, "%s", msg);
     tt_debug("client %s: %d %s", s->peer, status, msg);
     tt_loop_timer_stop(loop_of(s), &s->timer);
     s->state = S_FLUSH;
@@ -318,7 +319,12 @@ static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
     s->head_parsed = 0;
     s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
     tt_conn_set_handler(conn, upstream_handler, s, EPOLLIN | EPOLLRDHUP);
-    tt_loop_timer_stop(loop_of(s), &s->timer);
+    /* Until the request is read whole, a client that stops sending holds an upstream
+     * connection: the idle timeout bounds that. Then the response timeout takes over. */
+    if (!s->req_read_done)
+        arm_timer(s, s->worker->conf->client_idle_timeout);
+    else
+        tt_loop_timer_stop(loop_of(s), &s->timer);
     s->state = S_EXCHANGE;
 }
 
@@ -448,8 +454,8 @@ static void start_request(tt_session_t *s)
     int routed = 0;
     if (h->method == HTTP_CONNECT)
         reply_error(s, 405, TT_CLOSE_ERROR,
-                    "CONNECT is not supported: tether pools plain HTTP connections and originates "
-                    "TLS to the upstream itself; send plain http:// requests");
+                    "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
+                    "configured upstreams; send plain http:// requests");
     else
         routed = route_request(s, h, base, &out) == 0;
     if (routed) {

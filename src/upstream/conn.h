@@ -48,11 +48,13 @@ struct tt_upconn {
     tt_deferred_t _free;
 };
 
-/* Whether the connection served requests before the current one (a failure on a reused connection
- * may be a stale keep-alive race; on a new one it is not). */
+/* Whether the connection could have gone stale before the current request (a failure on such a
+ * connection may be a keep-alive race; on a brand-new one it is not). */
 static inline int tt_conn_reused(const tt_upconn_t *c)
 {
-    return c->requests > 1;
+    /* Served a request before, or waited in the pool (a pre-warmed connection): either way the
+     * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
+    return c->requests > 1 || c->idle_since != 0;
 }
 
 /* Installs the handler and interest for a leased connection. */

@@ -184,6 +184,20 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     return c;
 }
 
+/* Arms the connection's timer for the next lease event still due: the warning, then the
+ * timeout (each optional, in either order). */
+static void arm_lease_timer(tt_pool_t *pool, tt_upconn_t *c)
+{
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    tt_msec_t next = TT_TIME_NEVER;
+    if (conf->lease_warn > 0 && !c->lease_warned)
+        next = c->leased_at + (tt_msec_t)conf->lease_warn;
+    if (conf->lease_timeout > 0)
+        next = TT_MIN(next, c->leased_at + (tt_msec_t)conf->lease_timeout);
+    if (next != TT_TIME_NEVER)
+        tt_timer_start(tt_loop_timers(pool->loop), &c->timer, next);
+}
+
 static void lease(tt_pool_t *pool, tt_upconn_t *c)
 {
     tt_msec_t now = tt_loop_now(pool->loop);
@@ -206,10 +220,7 @@ static void lease(tt_pool_t *pool, tt_upconn_t *c)
     if (c->in == NULL)
         c->in = tt_buf_acquire(pool->bufs);
     tt_loop_timer_stop(pool->loop, &c->timer);
-    if (pool->up->conf->lease_warn > 0)
-        tt_loop_timer_after(pool->loop, &c->timer, (tt_msec_t)pool->up->conf->lease_warn);
-    else if (pool->up->conf->lease_timeout > 0)
-        tt_loop_timer_after(pool->loop, &c->timer, (tt_msec_t)pool->up->conf->lease_timeout);
+    arm_lease_timer(pool, c);
 }
 
 /* Cheap liveness check at checkout: a closed or chattering idle socket is readable. */
@@ -357,16 +368,16 @@ static void conn_timer_cb(tt_timer_t *t)
     case TT_CONN_ACTIVE: {
         if (c->handler == NULL)
             return;
-        if (conf->lease_warn > 0 && !c->lease_warned) {
+        tt_msec_t held = tt_loop_now(pool->loop) - c->leased_at;
+        if (conf->lease_warn > 0 && !c->lease_warned && held >= (tt_msec_t)conf->lease_warn) {
             c->lease_warned = 1;
             c->handler(c, TT_CONN_EV_LEASE_WARN);
-            if (c->state == TT_CONN_ACTIVE && conf->lease_timeout > conf->lease_warn)
-                tt_loop_timer_after(pool->loop, &c->timer,
-                                    (tt_msec_t)(conf->lease_timeout - conf->lease_warn));
+        }
+        if (conf->lease_timeout > 0 && held >= (tt_msec_t)conf->lease_timeout) {
+            c->handler(c, TT_CONN_EV_LEASE_TIMEOUT); /* the owner closes the connection */
             return;
         }
-        if (conf->lease_timeout > 0)
-            c->handler(c, TT_CONN_EV_LEASE_TIMEOUT);
+        arm_lease_timer(pool, c);
         return;
     }
     case TT_CONN_CLOSED:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from helpers import Client, ConnectionClosed, assert_tether_error, build_request, fetch, free_port
+from helpers import wait_for, Client, ConnectionClosed, assert_tether_error, build_request, fetch, free_port
 from upstream import body_pattern
 
 MALFORMED = {
@@ -188,3 +188,19 @@ def test_connect_gets_405(proxy):
         resp = client.read_response()
     assert_tether_error(resp, 405, "CONNECT")
     assert upstream.stats()["requests"] == 0
+
+
+def test_stalled_request_body_gets_408_and_frees_the_upstream_connection(start_proxy):
+    """A client that declares a body and stops sending must not hold an upstream connection
+    forever: after client_idle_timeout it gets 408 and that connection is closed (its request
+    is incomplete, so it can never be reused)."""
+    tetherd, upstream = start_proxy(tether_cfg="client_idle_timeout = 1s")
+    start = time.monotonic()
+    with Client(tetherd.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        resp = client.read_response()
+        assert client.closed_by_server()
+    assert 0.9 <= elapsed_since(start) < 3
+    assert_tether_error(resp, 408, "stalled")
+    wait_for(lambda: upstream.stats()["connections_open"] == 0, 3, "the upstream connection to close")
+    assert upstream.stats()["completed"] == 0
