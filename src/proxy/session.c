@@ -608,26 +608,37 @@ static const char *errno_why(int err)
     return err == ECONNRESET ? "reset" : err == EPIPE ? "closed" : strerror(err);
 }
 
+/* Writes request bytes to the upstream. Returns the bytes written; 0 when the socket is full
+ * (write interest is then wanted); -1 when the connection failed, after upstream_failed() has
+ * decided between a retry and an error response. */
+static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(s->conn->io.fd, p, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->want_up_out = 1;
+            return 0;
+        }
+        upstream_failed(s, TT_CLOSE_ERROR, errno_why(errno));
+        return -1;
+    }
+}
+
 /* Sends the request head and body. Returns 1 on progress, 0 when waiting, -1 if the exchange
  * ended. */
 static int step_request(tt_session_t *s)
 {
-    tt_upconn_t *c = s->conn;
     int moved = 0;
     for (;;) {
         if (s->uout_sent < s->uout->wpos) {
-            ssize_t n = send(c->io.fd, s->uout->data + s->uout_sent, s->uout->wpos - s->uout_sent,
-                             MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    s->want_up_out = 1;
-                    return moved;
-                }
-                upstream_failed(s, TT_CLOSE_ERROR, errno_why(errno));
-                return -1;
-            }
+            ssize_t n =
+                send_upstream(s, s->uout->data + s->uout_sent, s->uout->wpos - s->uout_sent);
+            if (n <= 0)
+                return n < 0 ? -1 : moved;
             s->uout_sent += (size_t)n;
             moved = 1;
             continue;
@@ -649,17 +660,9 @@ static int step_request(tt_session_t *s)
                 s->retryable = 0;
                 continue; /* flush what was kept, then stream the rest directly */
             }
-            ssize_t n = send(c->io.fd, tt_buf_rptr(s->cin), s->req_pending, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    s->want_up_out = 1;
-                    return moved;
-                }
-                upstream_failed(s, TT_CLOSE_ERROR, errno_why(errno));
-                return -1;
-            }
+            ssize_t n = send_upstream(s, tt_buf_rptr(s->cin), s->req_pending);
+            if (n <= 0)
+                return n < 0 ? -1 : moved;
             tt_buf_consume(s->cin, (size_t)n);
             s->req_pending -= (size_t)n;
             moved = 1;
