@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Runs every check behind `make test` and ends with the line `N passed, N failed`.
 
-Steps: formatting (clang-format), the warnings-as-errors build, unit tests, the same unit tests
-under AddressSanitizer and UndefinedBehaviorSanitizer (clang), and the integration suite
-(pytest, real processes on loopback). Each unit test binary, each pytest test and each gate
+Steps: formatting (clang-format), the warnings-as-errors build, unit tests, the integration suite
+(pytest, real processes on loopback), then a clang build with AddressSanitizer and
+UndefinedBehaviorSanitizer running the unit tests and the integration suite again (all but the
+deliberately slow tests). Each unit test binary, each pytest test and each gate
 (format, build) counts once. A failing step does not stop the later ones, so one run shows
 everything that is wrong.
 """
@@ -80,17 +81,17 @@ def unit_tests(tally, builddir, label):
         tally.record(label + ": meson test", False)
 
 
-def integration_tests(tally, tetherd):
+def integration_tests(tally, tetherd, label="integration", extra=(), env_extra=None):
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "junit.xml")
-        env = dict(os.environ, TETHERD=tetherd)
-        run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", report,
-             "tests/integration"], env=env)
+        env = dict(os.environ, TETHERD=tetherd, **(env_extra or {}))
+        run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", report]
+            + list(extra) + ["tests/integration"], env=env)
         if not os.path.exists(report):
-            tally.record("integration: pytest did not run", False)
+            tally.record(label + ": pytest did not run", False)
             return
         for case in ET.parse(report).getroot().iter("testcase"):
-            name = "integration: %s::%s" % (case.get("classname"), case.get("name"))
+            name = "%s: %s::%s" % (label, case.get("classname"), case.get("name"))
             if case.find("skipped") is not None:
                 tally.skipped += 1
                 continue
@@ -112,6 +113,11 @@ def main():
         os.environ["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
         os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
         unit_tests(tally, "build-asan", "unit (ASan+UBSan)")
+        # The request path itself under the sanitizers: tetherd must exit 0 at every teardown,
+        # so a leak report (exit status 23) or any sanitizer error fails the test that caused it.
+        integration_tests(tally, os.path.join(ROOT, "build-asan", "tetherd"),
+                          "integration (ASan+UBSan)", ["-m", "not slow"],
+                          {"ASAN_OPTIONS": "detect_leaks=1:exitcode=23"})
     print()
     print("took %.0fs" % (time.monotonic() - started))
     for name in tally.failures:

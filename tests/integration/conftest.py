@@ -29,6 +29,11 @@ LOG_TAIL = 20000
 LOGS = pytest.StashKey[list]()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: paced for tens of seconds on purpose; left out of the sanitizer pass")
+
+
 def parse_duration(text):
     """Seconds in a tether duration ("500ms", "2s", "1m", "3h", bare number = seconds)."""
     match = re.fullmatch(r"(\d+)(ms|s|m|h)?", text.strip())

@@ -7,6 +7,8 @@ import re
 import threading
 import time
 
+import pytest
+
 from helpers import Client, ConnectionClosed, assert_tether_error, fetch, wait_for
 
 TEST_TIME_LIMIT = 90  # seconds; every load loop below also stops on its own bound
@@ -73,6 +75,7 @@ def learned_expiry_ms(tetherd):
 SILENT_IDLE_CLOSE = ("--idle-close", "2", "--close-lag-ms", "50")
 
 
+@pytest.mark.slow
 def test_fixed_idle_timeout_above_the_upstreams_loses_requests(start_proxy):
     """The control for the next test: with expiry above the upstream's idle timeout, POSTs
     paced around the 2 s mark meet connections the upstream is closing. Not retried (not
@@ -84,6 +87,7 @@ def test_fixed_idle_timeout_above_the_upstreams_loses_requests(start_proxy):
     assert upstream.stats()["lost_to_idle_close"] >= 1
 
 
+@pytest.mark.slow
 def test_auto_idle_timeout_learns_a_silent_upstream_close(start_proxy):
     """With idle_timeout = auto, tetherd learns the upstream's timeout from the closes it sees
     and expires idle connections first: POSTs paced around the 2 s mark for 60 s see no error."""
@@ -100,6 +104,7 @@ def test_auto_idle_timeout_learns_a_silent_upstream_close(start_proxy):
     assert all(len(v) == 1 for k, v in stats["bodies"].items() if k.startswith("paced-POST"))
 
 
+@pytest.mark.slow
 def test_keepalive_hint_is_learned_at_once(start_proxy):
     """With `Keep-Alive: timeout=3` the first response teaches tetherd the upstream's timeout."""
     tetherd, upstream = start_proxy(upstream_args=("--keepalive-hint", "3"))
