@@ -23,6 +23,12 @@ static const name_t hop_by_hop[] = {
     NAME("te"),         NAME("trailer"),    NAME("upgrade"),
 };
 
+static const name_t never_hop_by_hop[] = {
+    NAME("content-length"),
+    NAME("transfer-encoding"),
+    NAME("host"),
+};
+
 static int named_in_connection(const tt_http_head_t *h, const char *base,
                                const tt_http_header_t *hdr)
 {
@@ -47,6 +53,12 @@ static int is_hop_by_hop(const tt_http_head_t *h, const char *base, const tt_htt
     for (size_t i = 0; i < TT_ARRAY_SIZE(hop_by_hop); i++) {
         if (tt_http_header_is(base, hdr, hop_by_hop[i].name, hop_by_hop[i].len))
             return !(keep_upgrade && i == 5);
+    }
+    /* "Connection: content-length" must not strip the framing tether relays the body by (the
+     * body would reach the upstream as a second, smuggled request), nor the Host it routed by. */
+    for (size_t i = 0; i < TT_ARRAY_SIZE(never_hop_by_hop); i++) {
+        if (tt_http_header_is(base, hdr, never_hop_by_hop[i].name, never_hop_by_hop[i].len))
+            return 0;
     }
     return named_in_connection(h, base, hdr);
 }

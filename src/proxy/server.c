@@ -126,12 +126,10 @@ out:
     tt_admin_close(admin);
     for (size_t i = 0; i < started; i++)
         tt_worker_request_drain(&workers[i]);
-    for (size_t i = 0; i < inited_w; i++) {
-        if (i < started)
-            tt_worker_join(&workers[i]);
-        else
-            tt_worker_abandon(&workers[i]);
-    }
+    for (size_t i = 0; i < started; i++)
+        tt_worker_join(&workers[i]);
+    for (size_t i = 0; i < inited_w; i++)
+        tt_worker_destroy(&workers[i]);
     for (size_t i = 0; i < inited_up; i++)
         tt_upstream_destroy(&ups[i]);
     free(workers);

@@ -254,8 +254,9 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
         return;
     }
     s->resp_pending = 0;
-    int keep = s->req_read_done && s->client_keepalive && !s->worker->draining && status != 400 &&
-               status != 405 && status != 408 && status != 431;
+    int keep = s->req_read_done && s->req_pending == 0 && s->client_keepalive &&
+               !s->worker->draining && status != 400 && status != 405 && status != 408 &&
+               status != 431;
     s->close_after = !keep;
     s->status = (uint16_t)status;
     s->generated = 1;
@@ -386,6 +387,15 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
     session_run(s);
 }
 
+static unsigned count_headers(const tt_http_head_t *h, const char *base, const char *name,
+                              size_t len)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < h->nheaders; i++)
+        n += (unsigned)tt_http_header_is(base, &h->headers[i], name, len);
+    return n;
+}
+
 /* Chooses the upstream and the target and Host to send. Returns 0, or -1 after replying. */
 static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *base,
                          tt_http_request_out_t *out)
@@ -406,6 +416,10 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
         const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
         if (hh != NULL)
             host = (tt_span_t){base + hh->value, hh->value_len};
+    }
+    if (count_headers(h, base, "host", 4) > 1) { /* RFC 9112 3.2: which one would win? */
+        reply_error(s, 400, TT_CLOSE_ERROR, "more than one Host header");
+        return -1;
     }
     if (s->listener_upstream != NULL) {
         s->up = s->listener_upstream;
@@ -794,7 +808,9 @@ static void finish_exchange(tt_session_t *s)
                                                      : TT_REUSE_OK;
     end_request(s);
     drop_conn(s, verdict);
-    if (s->close_after || s->client_gone) {
+    /* Body bytes read but never sent (the upstream answered early) must not be parsed as the
+     * next request: this client connection ends with its response. */
+    if (s->close_after || s->client_gone || s->req_pending > 0) {
         session_close(s, TT_CLOSE_ERROR);
         return;
     }

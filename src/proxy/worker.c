@@ -131,6 +131,10 @@ int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *
     tt_loop_wakeup(w->loop);
     int rc = 0;
     while (w->call_state != 3) {
+        if (w->call_state == 2) { /* running: it finishes, deadline or not */
+            pthread_cond_wait(&w->call_done, &w->call_lock);
+            continue;
+        }
         if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0 &&
             w->call_state == 1) {
             w->call_state = 0; /* withdrawn before it started */
@@ -222,19 +226,9 @@ void tt_worker_request_drain(tt_worker_t *w)
 void tt_worker_join(tt_worker_t *w)
 {
     pthread_join(w->thread, NULL);
-    for (size_t i = 0; i < w->nupstreams; i++)
-        tt_pool_destroy(&w->pools[i]);
-    free(w->listeners);
-    free(w->pools);
-    tt_accesslog_destroy(&w->access_log);
-    tt_loop_destroy(w->loop);
-    tt_http_headpool_destroy(&w->heads);
-    tt_bufpool_destroy(&w->bufs);
-    pthread_mutex_destroy(&w->call_lock);
-    pthread_cond_destroy(&w->call_done);
 }
 
-void tt_worker_abandon(tt_worker_t *w)
+void tt_worker_destroy(tt_worker_t *w)
 {
     for (size_t i = 0; w->pools != NULL && i < w->nupstreams; i++)
         tt_pool_destroy(&w->pools[i]);

@@ -66,12 +66,13 @@ int tt_worker_start(tt_worker_t *w);
  * return from its thread. Thread-safe. */
 void tt_worker_request_drain(tt_worker_t *w);
 
-/* Joins the thread and frees everything the worker owns. */
+/* Waits for the worker's thread to return (after a drain). */
 void tt_worker_join(tt_worker_t *w);
 
-/* Frees a worker whose thread never started (startup failed), including a partly initialised
- * one. */
-void tt_worker_abandon(tt_worker_t *w);
+/* Frees everything the worker owns. Its thread has returned or never started (a failed startup,
+ * partly initialised included). Other workers reach a worker's pools until their own threads
+ * return, so every thread is joined before any worker is destroyed. */
+void tt_worker_destroy(tt_worker_t *w);
 
 /* Runs fn(w, arg) on the worker's thread and waits for it to return; for the admin endpoint,
  * which reads worker-owned state (stats, connection lists) only this way. Returns 0, or -1 if the

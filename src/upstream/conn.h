@@ -46,6 +46,10 @@ struct tt_upconn {
     uint8_t retired;   /* do not reuse after the current request */
     uint8_t lease_warned;
     tt_deferred_t _free;
+    /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
+     * worker's current batch are dropped) and the delivery that runs after that batch. */
+    int _handoff_fd;
+    tt_deferred_t _handoff;
 };
 
 /* Whether the connection could have gone stale before the current request (a failure on such a

@@ -17,8 +17,17 @@ static void conn_timer_cb(tt_timer_t *t);
 static void conn_io_cb(tt_io_t *io, uint32_t events);
 static void service_waiters(tt_pool_t *pool);
 static void replenish(tt_pool_t *pool);
+static void replenish_cb(tt_timer_t *t);
+static void schedule_replenish(tt_pool_t *pool, int failed);
 static void adopt_handoffs(tt_pool_t *pool);
 static void try_hand_over(tt_pool_t *pool);
+
+/* Lets other workers see whether this pool still has queued requests, so a takeover request of
+ * ours that is no longer needed is dropped instead of moving a connection. */
+static void publish_waiting(tt_pool_t *pool)
+{
+    atomic_store_explicit(&pool->has_waiters, pool->nwaiters > 0, memory_order_release);
+}
 
 static tt_upconn_t *conn_of_io(tt_io_t *io)
 {
@@ -52,6 +61,7 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
     pool->min_idle = total / n + (worker < total % n ? 1 : 0);
     tt_timer_init(&pool->trim_timer, NULL);
+    tt_timer_init(&pool->replenish_timer, replenish_cb);
     pthread_mutex_init(&pool->handoff_lock, NULL);
     tt_list_init(&pool->handoff);
 }
@@ -63,7 +73,7 @@ void tt_pool_destroy(tt_pool_t *pool)
     while (!tt_list_empty(&pool->handoff)) {
         tt_upconn_t *c = tt_container_of(tt_list_first(&pool->handoff), tt_upconn_t, link);
         tt_list_remove(&c->link);
-        close(c->io.fd);
+        close(c->_handoff_fd);
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&pool->up->nconns, 1, memory_order_acq_rel);
         free(c);
@@ -128,10 +138,11 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
              up->conf->name, (unsigned long long)c->id, up->addr_str, tt_close_reason_name(reason),
              (unsigned long long)age, (unsigned long long)c->requests);
     tt_loop_defer(pool->loop, &c->_free, conn_free_cb);
+    announce_capacity(pool); /* other workers' queued requests may take the slot, even now */
     if (!pool->shutting_down) {
         service_waiters(pool);
-        announce_capacity(pool);
-        replenish(pool);
+        schedule_replenish(pool, reason == TT_CLOSE_CONNECT_FAILED ||
+                                     (reason == TT_CLOSE_PEER_CLOSED && age < 1000));
     }
 }
 
@@ -160,6 +171,7 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
         c->retire_at = c->created_at + life - life / 10 + (spread ? pool_random(pool) % spread : 0);
     }
     c->waiter = w;
+    c->_handoff_fd = -1;
     if (w != NULL)
         w->_conn = c;
     tt_list_init(&c->link);
@@ -271,6 +283,7 @@ static tt_pool_waiter_t *dequeue(tt_pool_t *pool)
     tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
     tt_list_remove(&w->_link);
     pool->nwaiters--;
+    publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     tt_loop_timer_stop(pool->loop, &w->_timer);
     tt_hist_record(&pool->stats.queue_wait_us, (tt_loop_now(pool->loop) - w->_queued_at) * 1000);
@@ -314,6 +327,7 @@ static void conn_connect_cb(tt_io_t *io, uint32_t events)
         return;
     }
     tt_loop_timer_stop(pool->loop, &c->timer);
+    pool->connect_failures = 0;
     if (w != NULL) {
         w->_conn = NULL;
         lease(pool, c);
@@ -412,6 +426,7 @@ static void queue_timer_cb(tt_timer_t *t)
     tt_pool_t *pool = w->_pool;
     tt_list_remove(&w->_link);
     pool->nwaiters--;
+    publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
@@ -449,6 +464,7 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     }
     tt_list_push_back(&pool->waiters, &w->_link);
     pool->nwaiters++;
+    publish_waiting(pool);
     pool->stats.queued++;
     w->_queued_at = tt_loop_now(pool->loop);
     tt_timer_init(&w->_timer, queue_timer_cb);
@@ -498,6 +514,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
     if (tt_list_linked(&w->_link)) {
         tt_list_remove(&w->_link);
         pool->nwaiters--;
+        publish_waiting(pool);
         atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
         tt_loop_timer_stop(pool->loop, &w->_timer);
     }
@@ -583,6 +600,25 @@ static void trim_cb(tt_timer_t *t)
     tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
 }
 
+static void replenish_cb(tt_timer_t *t)
+{
+    replenish(tt_container_of(t, tt_pool_t, replenish_timer));
+}
+
+/* Replaces closed connections up to min_idle from a timer: at once after an ordinary close, with
+ * exponential backoff (100 ms to 6.4 s) while connects fail or die young, so an upstream that is
+ * down is not hammered with connects. */
+static void schedule_replenish(tt_pool_t *pool, int failed)
+{
+    if (pool->min_idle == 0)
+        return;
+    if (failed && pool->connect_failures < 7)
+        pool->connect_failures++;
+    tt_msec_t delay = pool->connect_failures ? (tt_msec_t)100 << (pool->connect_failures - 1) : 0;
+    if (!tt_timer_armed(&pool->replenish_timer))
+        tt_loop_timer_after(pool->loop, &pool->replenish_timer, delay);
+}
+
 void tt_pool_start(tt_pool_t *pool)
 {
     tt_timer_init(&pool->trim_timer, trim_cb);
@@ -595,6 +631,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
     pool->shutting_down = 1;
     adopt_handoffs(pool);
     tt_loop_timer_stop(pool->loop, &pool->trim_timer);
+    tt_loop_timer_stop(pool->loop, &pool->replenish_timer);
     while (!tt_list_empty(&pool->waiters)) {
         tt_pool_waiter_t *w = dequeue(pool);
         w->cb(w, NULL, TT_POOL_SHUTDOWN, 0);
@@ -616,7 +653,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
  * connection once the other worker owns it. */
 static void deliver_handoff_cb(tt_deferred_t *d)
 {
-    tt_upconn_t *c = tt_container_of(d, tt_upconn_t, _free);
+    tt_upconn_t *c = tt_container_of(d, tt_upconn_t, _handoff);
     tt_pool_t *to = c->pool;
     pthread_mutex_lock(&to->handoff_lock);
     tt_list_push_back(&to->handoff, &c->link);
@@ -634,7 +671,8 @@ static void try_hand_over(tt_pool_t *pool)
     if (v == 0 || pool->nidle == 0 || pool->shutting_down)
         return;
     size_t requester = TAKEOVER_WORKER(v);
-    if (requester >= up->nworkers || tt_pool_size(pool) < TAKEOVER_SIZE(v) + 2) {
+    if (requester >= up->nworkers || tt_pool_size(pool) < TAKEOVER_SIZE(v) + 2 ||
+        !atomic_load_explicit(&up->pools[requester]->has_waiters, memory_order_acquire)) {
         atomic_compare_exchange_strong(&pool->takeover_requested, &v, 0);
         return;
     }
@@ -644,12 +682,12 @@ static void try_hand_over(tt_pool_t *pool)
     tt_upconn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link);
     tt_list_remove(&c->link);
     pool->nidle--;
-    int fd = c->io.fd;
+    /* It changes hands, not state: still open, still counted as idle. */
+    c->_handoff_fd = c->io.fd;
     tt_io_stop(pool->loop, &c->io);
-    c->io.fd = fd; /* still open: it changes hands, not state (it stays counted as idle) */
     tt_loop_timer_stop(pool->loop, &c->timer);
     c->pool = to;
-    tt_loop_defer(pool->loop, &c->_free, deliver_handoff_cb);
+    tt_loop_defer(pool->loop, &c->_handoff, deliver_handoff_cb);
 }
 
 /* Takes in connections handed over by other workers and serves queued requests with them. */
@@ -663,8 +701,8 @@ static void adopt_handoffs(tt_pool_t *pool)
     while (!tt_list_empty(&incoming)) {
         tt_upconn_t *c = tt_container_of(tt_list_first(&incoming), tt_upconn_t, link);
         tt_list_remove(&c->link);
-        int fd = c->io.fd;
-        c->io.fd = -1;
+        int fd = c->_handoff_fd;
+        c->_handoff_fd = -1;
         tt_list_push_front(&pool->idle, &c->link);
         pool->nidle++;
         if (tt_io_start(pool->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, conn_idle_cb) < 0) {

@@ -53,11 +53,14 @@ struct tt_pool {
     size_t peak_busy; /* most connections leased at once this trim window */
     size_t prev_peak; /* of the window before */
     tt_timer_t trim_timer;
+    tt_timer_t replenish_timer; /* refills min_idle, with backoff while connects fail */
+    unsigned connect_failures;  /* in a row, for that backoff */
     int shutting_down;
     tt_upstream_stats_t stats;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
     _Atomic int64_t takeover_requested;
+    _Atomic int has_waiters;      /* nwaiters > 0, for other workers */
     _Atomic int capacity_freed;   /* a connection closed somewhere: retry queued requests */
     pthread_mutex_t handoff_lock; /* guards handoff only; never taken on the request path */
     tt_list_t handoff;            /* connections other workers handed to this pool */

@@ -1,5 +1,6 @@
 """Malformed clients, failing upstreams and timeouts: the right status, and never a hang."""
 
+import os
 import time
 
 import pytest
@@ -204,3 +205,28 @@ def test_stalled_request_body_gets_408_and_frees_the_upstream_connection(start_p
     assert_tether_error(resp, 408, "stalled")
     wait_for(lambda: upstream.stats()["connections_open"] == 0, 3, "the upstream connection to close")
     assert upstream.stats()["completed"] == 0
+
+
+def test_more_than_one_host_header_gets_400(start_proxy):
+    tetherd, upstream = start_proxy()
+    resp = fetch(tetherd.port, headers=[("Host", "a.example"), ("Host", "b.example")])
+    assert_tether_error(resp, 400, "Host")
+    assert upstream.stats()["requests"] == 0
+
+
+def test_prewarming_a_down_upstream_backs_off(start_tetherd):
+    """min_idle toward an upstream that refuses connections must not spin: connects back off."""
+    config = (f"[tether]\nworkers = 1\n[upstream down]\nurl = http://127.0.0.1:{free_port()}\n"
+              f"listen = 127.0.0.1:{free_port()}\nmin_idle = 2\n")
+    tetherd = start_tetherd(config)
+    time.sleep(0.5)
+    cpu_before = process_cpu_seconds(tetherd.proc.pid)
+    time.sleep(2)
+    assert process_cpu_seconds(tetherd.proc.pid) - cpu_before < 0.2
+    assert_tether_error(fetch(tetherd.port), 502, "connect")
+
+
+def process_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

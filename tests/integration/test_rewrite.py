@@ -112,3 +112,17 @@ def test_hop_by_hop_response_headers_are_removed(start_proxy):
     assert "timeout=30" not in resp.all("Keep-Alive"), "upstream's Keep-Alive leaked to client"
     assert resp.all("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
     assert resp.all("X-Resp-Dup") == ["one", "two"]
+
+
+def test_connection_cannot_strip_framing_or_host(proxy):
+    """`Connection: content-length` would strip the framing tetherd relays the body by, and the
+    body would reach the upstream as a second request on a shared connection (smuggling)."""
+    tetherd, upstream = proxy
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    resp = fetch(tetherd.port, "POST", "/a",
+                 [("Connection", "content-length, host, transfer-encoding")], smuggled)
+    assert resp.status == 200
+    assert resp.header("X-Request-Body-Size") == str(len(smuggled))
+    stats = upstream.stats()
+    assert stats["requests"] == 1
+    assert "GET" not in stats["methods"]
