@@ -820,9 +820,9 @@ static void finish_exchange(tt_session_t *s)
 /* Whether conn->in holds response bytes not yet parsed. */
 static int response_parseable(const tt_session_t *s)
 {
-    const tt_buf_t *in = s->conn->in;
     if (s->resp_done || s->state == S_TUNNEL)
         return 0;
+    const tt_buf_t *in = s->conn->in;
     if (s->resp_head_done)
         return tt_buf_len(in) > s->resp_pending;
     return tt_buf_len(in) > 0 && (s->head == NULL || s->head_parsed < in->wpos);
@@ -1141,6 +1141,18 @@ static void client_io_cb(tt_io_t *io, uint32_t events)
     session_run(s);
 }
 
+/* The upstream connection failed after the whole response was read, while a slow client still
+ * receives it: the response bytes move to cout and the connection is closed (it cannot be reused
+ * after a reset), so the client still gets every byte. */
+static void keep_response_drop_conn(tt_session_t *s)
+{
+    tt_buf_append(cout_of(s), tt_buf_rptr(s->conn->in), s->resp_pending);
+    tt_buf_consume(s->conn->in, s->resp_pending);
+    s->resp_pending = 0;
+    s->req_sent = 1; /* nothing more can be sent; req_pending still ends the client connection */
+    drop_conn(s, TT_CLOSE_ERROR);
+}
+
 static void upstream_handler(tt_upconn_t *conn, uint32_t events)
 {
     tt_session_t *s = conn->owner;
@@ -1162,6 +1174,11 @@ static void upstream_handler(tt_upconn_t *conn, uint32_t events)
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->up_readable = 1;
     if ((events & (EPOLLERR | EPOLLHUP)) && !(conn->io.events & EPOLLIN)) {
+        if (s->resp_done) { /* only the client is slow: the response is all here */
+            keep_response_drop_conn(s);
+            session_run(s);
+            return;
+        }
         upstream_failed(s, TT_CLOSE_ERROR, "failed");
         session_run(s);
         return;
