@@ -11,9 +11,11 @@ from helpers import Client, ConnectionClosed, build_request, wait_for
 
 
 def refuses_connections(port):
+    """True once connects fail. A connect that races the listener's close is reset rather than
+    refused: that is a refusal too."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 
