@@ -504,3 +504,25 @@ def test_dashboard_and_documented_queries_return_data(start_admin_proxy, tmp_pat
         except subprocess.TimeoutExpired:
             prom.kill()
             prom.wait()
+
+
+def test_access_log_writes_one_json_line_per_request(start_upstream, start_tetherd, tmp_path):
+    upstream = start_upstream()
+    log = tmp_path / "access.log"
+    port = free_port()
+    tetherd = start_tetherd(f"[tether]\nworkers = 1\naccess_log = {log}\n"
+                            f"[upstream app]\nurl = http://127.0.0.1:{upstream.port}\n"
+                            f"listen = 127.0.0.1:{port}\n")
+    assert fetch(port, "GET", "/first?q=1").status == 200
+    assert fetch(port, "GET", "/second", [("X-Status", "404")]).status == 404
+    assert fetch(port, "CONNECT", "example.com:443").status == 405
+    # Lines are buffered and written within a second.
+    wait_for(lambda: log.exists() and log.read_text().count("\n") == 3, 3, "three log lines")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    first, second, refused = lines
+    assert (first["method"], first["path"], first["status"]) == ("GET", "/first?q=1", 200)
+    assert first["upstream"] == "app" and first["endpoint"] == f"127.0.0.1:{upstream.port}"
+    assert first["bytes"] > 0 and first["duration_ms"] >= 0 and first["reused"] is False
+    assert (second["status"], second["reused"], second["retried"]) == (404, True, False)
+    assert refused["status"] == 405 and "upstream" not in refused and refused["bytes"] > 0
+    assert all(line["client"].startswith("127.0.0.1:") and "time" in line for line in lines)
