@@ -24,7 +24,7 @@ const char *tt_addr_format(const tt_addr_t *a, char *buf);
 int tt_addr_is_loopback(const tt_addr_t *a);
 
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, so each worker binds its
- * own. Returns the fd, or -1 with errno set. */
+ * own, and TCP_NODELAY, which accepted sockets inherit. Returns the fd, or -1 with errno set. */
 int tt_sock_listen(const tt_addr_t *a, int backlog);
 /* Starts a non-blocking connect. Returns the fd (connected or in progress), or -1 with errno. */
 int tt_sock_connect(const tt_addr_t *a);

@@ -828,6 +828,29 @@ static int response_parseable(const tt_session_t *s)
     return tt_buf_len(in) > 0 && (s->head == NULL || s->head_parsed < in->wpos);
 }
 
+/* Parses the response body bytes read so far: they stay in conn->in to be relayed raw, or for an
+ * HTTP/1.0 client their de-chunked copy goes to cout. Returns 1, or -1 if the exchange ended. */
+static int parse_response_body(tt_session_t *s)
+{
+    tt_buf_t *in = s->conn->in;
+    size_t consumed;
+    tt_http_status_t st = tt_http_reader_body(&s->resp, tt_buf_rptr(in) + s->resp_pending,
+                                              tt_buf_len(in) - s->resp_pending, &consumed);
+    if (st == TT_HTTP_ERROR) {
+        tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
+                 tt_http_reader_error(&s->resp));
+        session_close(s, TT_CLOSE_ERROR);
+        return -1;
+    }
+    if (tt_http_reader_decoding(&s->resp))
+        tt_buf_consume(in, consumed);
+    else
+        s->resp_pending += consumed;
+    if (st == TT_HTTP_MESSAGE_DONE)
+        s->resp_done = 1;
+    return 1;
+}
+
 /* Reads the response and relays it. Returns 1 on progress, 0 when waiting, -1 if the exchange
  * ended (or moved to another state). */
 static int step_response(tt_session_t *s)
@@ -853,34 +876,11 @@ static int step_response(tt_session_t *s)
         }
         if (s->state == S_TUNNEL)
             return 1;
-        size_t unparsed = tt_buf_len(c->in) - s->resp_pending;
-        if (!s->resp_head_done) {
-            if (tt_buf_len(c->in) > 0 && (s->head == NULL || s->head_parsed < c->in->wpos)) {
-                int r = parse_response_head(s);
-                if (r < 0)
-                    return -1;
-                if (r > 0) {
-                    moved = 1;
-                    continue;
-                }
-            }
-        } else if (unparsed > 0) {
-            {
-                size_t consumed;
-                tt_http_status_t st = tt_http_reader_body(
-                    &s->resp, tt_buf_rptr(c->in) + s->resp_pending, unparsed, &consumed);
-                if (st == TT_HTTP_ERROR) {
-                    tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
-                             tt_http_reader_error(&s->resp));
-                    session_close(s, TT_CLOSE_ERROR);
-                    return -1;
-                }
-                if (tt_http_reader_decoding(&s->resp))
-                    tt_buf_consume(c->in, consumed); /* de-chunked copy is in cout */
-                else
-                    s->resp_pending += consumed;
-                if (st == TT_HTTP_MESSAGE_DONE)
-                    s->resp_done = 1;
+        if (response_parseable(s)) {
+            int r = s->resp_head_done ? parse_response_body(s) : parse_response_head(s);
+            if (r < 0)
+                return -1;
+            if (r > 0) {
                 moved = 1;
                 continue;
             }

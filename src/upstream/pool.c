@@ -256,6 +256,20 @@ static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
     return TT_CLOSE_CHECKOUT_FAILED;
 }
 
+/* The warmest idle connection that passes its checkout check, left idle; the ones that fail are
+ * closed on the way. NULL when none is left. */
+static tt_upconn_t *warmest_live_idle(tt_pool_t *pool)
+{
+    while (!tt_list_empty(&pool->idle)) {
+        tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
+        tt_close_reason_t why = checkout_check(pool, c);
+        if (why == TT_REUSE_OK)
+            return c;
+        tt_conn_close(c, why);
+    }
+    return NULL;
+}
+
 static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
 {
     tt_upstream_t *up = pool->up;
@@ -484,13 +498,8 @@ tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags
     if (pool->shutting_down)
         return TT_POOL_SHUTDOWN;
     if (!(flags & TT_ACQUIRE_FRESH)) {
-        while (!tt_list_empty(&pool->idle)) {
-            tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
-            tt_close_reason_t why = checkout_check(pool, c);
-            if (why != TT_REUSE_OK) {
-                tt_conn_close(c, why);
-                continue;
-            }
+        tt_upconn_t *c = warmest_live_idle(pool);
+        if (c != NULL) {
             lease(pool, c);
             *conn = c;
             return TT_POOL_OK;
@@ -718,13 +727,10 @@ static void adopt_handoffs(tt_pool_t *pool)
         tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
         tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
     }
-    while (!tt_list_empty(&pool->waiters) && !tt_list_empty(&pool->idle)) {
-        tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
-        tt_close_reason_t why = checkout_check(pool, c);
-        if (why != TT_REUSE_OK) {
-            tt_conn_close(c, why);
-            continue;
-        }
+    while (!tt_list_empty(&pool->waiters)) {
+        tt_upconn_t *c = warmest_live_idle(pool);
+        if (c == NULL || tt_list_empty(&pool->waiters)) /* a close may have served them */
+            break;
         tt_pool_waiter_t *w = dequeue(pool);
         lease(pool, c);
         w->cb(w, c, TT_POOL_OK, 0);
