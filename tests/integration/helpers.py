@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from upstream import HeaderList
+
 IO_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _handed_out_ports = set()
@@ -60,7 +62,7 @@ class ConnectionClosed(Exception):
         self.partial = partial
 
 
-class Response:
+class Response(HeaderList):
     def __init__(self, version, status, reason, headers):
         self.version = version
         self.status = status
@@ -68,17 +70,6 @@ class Response:
         self.headers = headers  # [(name, value)] in order, duplicates kept
         self.body = b""
         self.chunked = False
-
-    def header(self, name):
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name):
-        name = name.lower()
-        return [v for n, v in self.headers if n.lower() == name]
-
-    def tokens(self, name):
-        return {t.strip().lower() for v in self.all(name) for t in v.split(",") if t.strip()}
 
     @property
     def conn_id(self):

@@ -113,7 +113,23 @@ class PeerClosed(Exception):
     """The peer closed the connection (EOF) while we were reading."""
 
 
-class Request:
+class HeaderList:
+    """Header lookups over `self.headers`, a list of (name, value) in order, duplicates kept.
+    Shared with the tests' client (helpers.Response)."""
+
+    def header(self, name):
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def tokens(self, name):
+        return {t.strip().lower() for v in self.all(name) for t in v.split(",") if t.strip()}
+
+
+class Request(HeaderList):
     def __init__(self, raw_head):
         self.raw_head = raw_head
         lines = raw_head.decode("latin-1").split("\r\n")
@@ -131,17 +147,6 @@ class Request:
             if not sep or not name or not set(name) <= TOKEN_CHARS:
                 raise BadRequest("bad header line")
             self.headers.append((name, value.strip(" \t")))
-
-    def header(self, name):
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name):
-        name = name.lower()
-        return [v for n, v in self.headers if n.lower() == name]
-
-    def tokens(self, name):
-        return {t.strip().lower() for v in self.all(name) for t in v.split(",") if t.strip()}
 
     def flag(self, name):
         return self.header(name) == "1"
