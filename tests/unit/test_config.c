@@ -125,6 +125,17 @@ static char *full_text(void)
     return t;
 }
 
+/* Loads text that must be valid; fails the test with the loader's message otherwise. */
+static tt_conf_t *load_ok(const char *name, const char *text)
+{
+    tt_conf_error_t err;
+    char path[256];
+    tt_conf_t *c = load_text(name, text, &err, path);
+    if (c == NULL)
+        fail_msg("refused: %s", err.msg);
+    return c;
+}
+
 static void test_full_file_has_every_key(void **state)
 {
     (void)state;
@@ -269,23 +280,14 @@ static void test_defaults_for_omitted_keys(void **state)
 {
     (void)state;
     tt_leakcheck_t lc = tt_leakcheck_begin();
-    tt_conf_error_t err;
-    char path[256];
     tt_conf_t *c =
-        load_text("min.ini", "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1:9001\n",
-                  &err, path);
-    if (c == NULL)
-        fail_msg("%s", err.msg);
+        load_ok("min.ini", "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1:9001\n");
     check_defaults(c);
     tt_conf_free(c);
 
     /* The same with CRLF line ends and an empty [tether] section. */
-    c = load_text("crlf.ini",
-                  "[tether]\r\n\r\n[upstream a]\r\nurl = http://127.0.0.1:8080\r\n"
-                  "listen = 127.0.0.1:9001\r\n",
-                  &err, path);
-    if (c == NULL)
-        fail_msg("%s", err.msg);
+    c = load_ok("crlf.ini", "[tether]\r\n\r\n[upstream a]\r\nurl = http://127.0.0.1:8080\r\n"
+                            "listen = 127.0.0.1:9001\r\n");
     check_defaults(c);
     tt_conf_free(c);
     tt_leakcheck_end(lc);
@@ -431,17 +433,11 @@ static void test_admin_error_names_its_line(void **state)
     int failures = check_error(&admin);
 
     /* Allowed with admin_allow_remote, and on a loopback address. */
-    tt_conf_error_t err;
-    char path[256];
-    tt_conf_t *c = load_text(
-        "admin.ini", "[tether]\nadmin = 0.0.0.0:9900\nadmin_allow_remote = yes\n" UP_A, &err, path);
-    if (c == NULL)
-        fail_msg("%s", err.msg);
+    tt_conf_t *c =
+        load_ok("admin.ini", "[tether]\nadmin = 0.0.0.0:9900\nadmin_allow_remote = yes\n" UP_A);
     assert_int_equal(c->admin_allow_remote, 1);
     tt_conf_free(c);
-    c = load_text("admin.ini", "[tether]\nadmin = 127.0.0.2:9900\n" UP_A, &err, path);
-    if (c == NULL)
-        fail_msg("%s", err.msg);
+    c = load_ok("admin.ini", "[tether]\nadmin = 127.0.0.2:9900\n" UP_A);
     tt_conf_free(c);
     assert_int_equal(failures, 0);
     tt_leakcheck_end(lc);
@@ -471,14 +467,8 @@ static void test_ipv6_default_hosts(void **state)
 {
     (void)state;
     tt_leakcheck_t lc = tt_leakcheck_begin();
-    tt_conf_error_t err;
-    char path[256];
-    tt_conf_t *c = load_text("v6.ini",
-                             "[tether]\nproxy_listen = 127.0.0.1:15001\n"
-                             "[upstream v6]\nurl = http://[::1]:8081\n",
-                             &err, path);
-    if (c == NULL)
-        fail_msg("%s", err.msg);
+    tt_conf_t *c = load_ok("v6.ini", "[tether]\nproxy_listen = 127.0.0.1:15001\n"
+                                     "[upstream v6]\nurl = http://[::1]:8081\n");
     tt_upstream_conf_t *u = &c->upstreams[0];
     int bracketed = 0;
     for (size_t i = 0; i < u->nhosts; i++)
@@ -496,16 +486,10 @@ static void test_upstreams_on_one_host_with_own_ports(void **state)
 {
     (void)state;
     tt_leakcheck_t lc = tt_leakcheck_begin();
-    tt_conf_error_t err;
-    char path[256];
-    tt_conf_t *c = load_text("two.ini",
-                             "[upstream users]\nurl = http://127.0.0.1:8080\n"
-                             "listen = 127.0.0.1:9001\n\n"
-                             "[upstream orders]\nurl = http://127.0.0.1:8081\n"
-                             "listen = 127.0.0.1:9002\n",
-                             &err, path);
-    if (c == NULL)
-        fail_msg("refused: %s", err.msg);
+    tt_conf_t *c = load_ok("two.ini", "[upstream users]\nurl = http://127.0.0.1:8080\n"
+                                      "listen = 127.0.0.1:9001\n\n"
+                                      "[upstream orders]\nurl = http://127.0.0.1:8081\n"
+                                      "listen = 127.0.0.1:9002\n");
     assert_int_equal(c->nupstreams, 2);
     tt_conf_free(c);
     tt_leakcheck_end(lc);
@@ -516,11 +500,7 @@ static void test_file_with_bom(void **state)
 {
     (void)state;
     tt_leakcheck_t lc = tt_leakcheck_begin();
-    tt_conf_error_t err;
-    char path[256];
-    tt_conf_t *c = load_text("bom.ini", "\xEF\xBB\xBF[tether]\nworkers = 2\n" UP_A, &err, path);
-    if (c == NULL)
-        fail_msg("refused: %s", err.msg);
+    tt_conf_t *c = load_ok("bom.ini", "\xEF\xBB\xBF[tether]\nworkers = 2\n" UP_A);
     assert_int_equal(c->workers, 2);
     tt_conf_free(c);
     tt_leakcheck_end(lc);
