@@ -23,7 +23,9 @@ typedef enum {
     F_ADDR,
     F_URL,
     F_HOSTS,
-    F_PATH, /* a file name */
+    F_PATH,   /* a file name */
+    F_STRING, /* free text */
+    F_TLSVER, /* 1.2 or 1.3, kept as 12 or 13 */
 } field_type_t;
 
 typedef struct {
@@ -80,7 +82,22 @@ static const field_t upstream_fields[] = {
     U("tcp_keepalive", F_DURATION_OFF, tcp_keepalive, 30000, 0, DAY),
     U("lease_warn", F_DURATION_OFF, lease_warn, 30000, 0, DAY),
     U("lease_timeout", F_DURATION_OFF, lease_timeout, 0, 0, DAY),
+    U("tls_server_name", F_STRING, tls_server_name, 0, 0, 0),
+    U("tls_ca", F_PATH, tls_ca, 0, 0, 0),
+    U("tls_verify", F_BOOL, tls_verify, 1, 0, 1),
+    U("tls_min_version", F_TLSVER, tls_min_version, 12, 12, 13),
+    U("tls_cert", F_PATH, tls_cert, 0, 0, 0),
+    U("tls_key", F_PATH, tls_key, 0, 0, 0),
+    U("tls_session_reuse", F_BOOL, tls_session_reuse, 1, 0, 1),
 };
+
+_Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line too small");
+
+/* Fields that hold a pointer or an address rather than an int64_t (no UNSET, no default). */
+static int is_scalar(field_type_t t)
+{
+    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING;
+}
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
@@ -159,18 +176,22 @@ static int parse_bool(const char *s, int64_t *out)
     return -1;
 }
 
-/* Splits "http://host:port[/]" into host and port. Returns a static reason on failure. */
-static const char *parse_url(const char *url, char **host, int *port)
+/* Splits "http[s]://host:port[/]" into host, port and whether it is TLS. Returns a static reason
+ * on failure. */
+static const char *parse_url(const char *url, char **host, int *port, int *tls)
 {
     const char *p;
     int default_port;
     if (strncasecmp(url, "http://", 7) == 0) {
         p = url + 7;
         default_port = 80;
+        *tls = 0;
     } else if (strncasecmp(url, "https://", 8) == 0) {
-        return "https upstreams are not supported yet (TLS origination is planned)";
+        p = url + 8;
+        default_port = 443;
+        *tls = 1;
     } else {
-        return "must start with http://";
+        return "must start with http:// or https://";
     }
     const char *end = p + strcspn(p, "/?#");
     if (*end != '\0' && strcmp(end, "/") != 0)
@@ -273,7 +294,7 @@ static void init_upstream(tt_upstream_conf_t *u)
     memset(u, 0, sizeof(*u));
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
         const field_t *f = &upstream_fields[i];
-        if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+        if (is_scalar(f->type))
             *(int64_t *)((char *)u + f->offset) = TT_UNSET;
     }
 }
@@ -282,7 +303,7 @@ static void init_global(tt_conf_t *c)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
         const field_t *f = &global_fields[i];
-        if (f->type != F_ADDR && f->type != F_PATH)
+        if (is_scalar(f->type))
             *(int64_t *)((char *)c + f->offset) = TT_UNSET;
     }
 }
@@ -417,7 +438,7 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
         return NULL;
     case F_URL: {
         tt_upstream_conf_t *u = base;
-        const char *why = parse_url(value, &u->host, &u->port);
+        const char *why = parse_url(value, &u->host, &u->port, &u->tls);
         if (why != NULL)
             return why;
         u->url = tt_strdup(value);
@@ -428,7 +449,16 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
         return parse_hosts(value, &u->hosts, &u->nhosts);
     }
     case F_PATH:
+    case F_STRING:
         *(char **)slot = tt_strdup(value);
+        return NULL;
+    case F_TLSVER:
+        if (strcmp(value, "1.2") == 0)
+            *slot = 12;
+        else if (strcmp(value, "1.3") == 0)
+            *slot = 13;
+        else
+            return "expected 1.2 or 1.3";
         return NULL;
     }
     (void)p;
@@ -467,6 +497,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
             return 0;
         }
         p->seen |= (uint64_t)1 << i;
+        if (!p->in_global)
+            p->current->key_line[i] = p->line;
         if (p->in_global && fields[i].type == F_ADDR && strcmp(name, "admin") == 0)
             p->admin_line = p->line;
         if (*value == '\0') {
@@ -492,7 +524,7 @@ static void apply_defaults(const field_t *fields, size_t n, void *base)
 {
     for (size_t i = 0; i < n; i++) {
         const field_t *f = &fields[i];
-        if (f->type == F_ADDR || f->type == F_URL || f->type == F_HOSTS || f->type == F_PATH)
+        if (!is_scalar(f->type))
             continue;
         int64_t *slot = (int64_t *)((char *)base + f->offset);
         if (*slot == TT_UNSET)
@@ -503,6 +535,34 @@ static void apply_defaults(const field_t *fields, size_t n, void *base)
 static int same_addr(const tt_addr_t *a, const tt_addr_t *b)
 {
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* TLS keys make sense only for an https:// upstream, and a client certificate needs its key. The
+ * files themselves are checked when the TLS context is built (net/tls.h). */
+static int check_tls_keys(parser_t *p, tt_upstream_conf_t *u)
+{
+    for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
+        if (!u->tls && strncmp(upstream_fields[i].key, "tls_", 4) == 0 && u->key_line[i] != 0) {
+            fail(p, u->key_line[i], upstream_fields[i].key,
+                 "only for https:// upstreams ([upstream %s] has url = %s)", u->name, u->url);
+            return -1;
+        }
+    }
+    if ((u->tls_cert == NULL) != (u->tls_key == NULL)) {
+        const char *set = u->tls_cert ? "tls_cert" : "tls_key";
+        fail(p, tt_conf_key_line(u, set), set, "needs %s too (a client certificate and its key)",
+             u->tls_cert ? "tls_key" : "tls_cert");
+        return -1;
+    }
+    return 0;
+}
+
+int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key)
+{
+    for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++)
+        if (strcmp(upstream_fields[i].key, key) == 0 && u->key_line[i] != 0)
+            return u->key_line[i];
+    return u->line;
 }
 
 /* Fills defaults and checks what no single key can: required keys and cross-key rules. */
@@ -532,12 +592,15 @@ static int conf_finish(parser_t *p)
              * when the port is HTTP's default. IPv6 literals are bracketed as in a Host header. */
             char host[280], hp[600];
             snprintf(host, sizeof(host), strchr(u->host, ':') ? "[%s]" : "%s", u->host);
-            if (u->port == 80)
-                snprintf(hp, sizeof(hp), "%s, %s:80", host, host);
+            int default_port = u->tls ? 443 : 80;
+            if (u->port == default_port)
+                snprintf(hp, sizeof(hp), "%s, %s:%d", host, host, default_port);
             else
                 snprintf(hp, sizeof(hp), "%s:%d", host, u->port);
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
+        if (check_tls_keys(p, u) < 0)
+            return -1;
         if (u->max_idle > u->max_connections)
             u->max_idle = u->max_connections;
         if (u->min_idle > u->max_idle) {
@@ -629,6 +692,10 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->url);
         free(u->host);
         free_hosts(u->hosts, u->nhosts);
+        free(u->tls_server_name);
+        free(u->tls_ca);
+        free(u->tls_cert);
+        free(u->tls_key);
     }
     free(conf->upstreams);
     free(conf->access_log);
@@ -642,11 +709,16 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
     for (size_t i = 0; i < n; i++) {
         const field_t *f = &fields[i];
         const char *p = (const char *)base + f->offset;
-        int scalar =
-            f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS && f->type != F_PATH;
-        int64_t v = scalar ? *(const int64_t *)p : 0;
+        int64_t v = is_scalar(f->type) ? *(const int64_t *)p : 0;
+        const tt_upstream_conf_t *u = base;
+        if (fields == upstream_fields && !u->tls && strncmp(f->key, "tls_", 4) == 0)
+            continue;
         switch (f->type) {
+        case F_TLSVER:
+            tt_buf_appendf(b, "%s = 1.%d\n", f->key, (int)(v - 10));
+            break;
         case F_PATH:
+        case F_STRING:
             if (*(char *const *)p != NULL)
                 tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;
@@ -658,7 +730,6 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
             tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;
         case F_HOSTS: {
-            const tt_upstream_conf_t *u = base;
             tt_buf_appendf(b, "%s = ", f->key);
             for (size_t h = 0; h < u->nhosts; h++)
                 tt_buf_appendf(b, "%s%s", h ? ", " : "", u->hosts[h]);

@@ -18,13 +18,18 @@
 /* idle_timeout = auto: learn the upstream's idle timeout and stay under it. */
 #define TT_IDLE_AUTO -2
 
+/* Room for the line of every upstream key (tt_conf_key_line). */
+#define TT_UPSTREAM_KEYS_MAX 40
+
 typedef struct {
     char *name;
     int line; /* line of the section header, for errors about missing keys */
+    int key_line[TT_UPSTREAM_KEYS_MAX];
 
     char *url;
     char *host; /* from url */
     int port;   /* from url */
+    int tls;    /* https:// */
     tt_addr_t listen;
     int has_listen;
     char **hosts;
@@ -45,6 +50,13 @@ typedef struct {
     int64_t tcp_keepalive; /* 0: off */
     int64_t lease_warn;
     int64_t lease_timeout; /* 0: off */
+
+    char *tls_server_name; /* NULL: the url's host */
+    char *tls_ca;          /* NULL: the system store */
+    char *tls_cert, *tls_key;
+    int64_t tls_verify;
+    int64_t tls_min_version; /* 12 or 13 */
+    int64_t tls_session_reuse;
 } tt_upstream_conf_t;
 
 typedef struct {
@@ -79,6 +91,10 @@ tt_conf_t *tt_conf_from_args(const char *listen, const char *url, const char *wo
                              const char *log_level, tt_conf_error_t *err);
 
 void tt_conf_free(tt_conf_t *conf);
+
+/* Where key was set in upstream u's section (its header line if it was not), for errors found
+ * after loading, such as a TLS key that does not match its certificate. */
+int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key);
 
 /* Writes the effective configuration (defaults filled in) as INI text to a newly allocated
  * string the caller frees. */

@@ -124,3 +124,16 @@ ssize_t tt_buf_read_fd(tt_buf_t *b, int fd)
         b->wpos += (size_t)n;
     return n;
 }
+
+ssize_t tt_buf_fill(tt_buf_t *b, int fd, uint8_t *readable)
+{
+    if (tt_buf_room(b) == 0)
+        tt_buf_compact(b);
+    size_t room = tt_buf_room(b);
+    ssize_t n = tt_buf_read_fd(b, fd);
+    if (n > 0 && (size_t)n < room)
+        *readable = 0;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        *readable = 0;
+    return n;
+}

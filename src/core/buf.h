@@ -7,6 +7,7 @@
 #define TT_CORE_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define TT_BUF_SIZE 16384
@@ -68,5 +69,10 @@ void tt_buf_appendf(tt_buf_t *b, const char *fmt, ...) __attribute__((format(pri
 
 /* read(2) into the free tail. Returns bytes read, 0 on EOF, -1 with errno set (EAGAIN included). */
 ssize_t tt_buf_read_fd(tt_buf_t *b, int fd);
+
+/* tt_buf_read_fd for a level-triggered epoll loop: a short read means the socket is drained, so
+ * *readable is cleared and no read is tried until epoll reports the fd again (no read ends in
+ * EAGAIN on the usual path). */
+ssize_t tt_buf_fill(tt_buf_t *b, int fd, uint8_t *readable);
 
 #endif

@@ -246,6 +246,33 @@ static void emit_handshakes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const 
                    u->stats.conns_opened);
 }
 
+static void emit_tls_handshakes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    if (!u->tls)
+        return;
+    tt_buf_appendf(b, "tether_upstream_tls_handshakes_total{%s,kind=\"full\"} %" PRIu64 "\n",
+                   l->ep.data, u->stats.tls_full);
+    tt_buf_appendf(b, "tether_upstream_tls_handshakes_total{%s,kind=\"resumed\"} %" PRIu64 "\n",
+                   l->ep.data, u->stats.tls_resumed);
+}
+
+static void emit_tls_failures(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    if (!u->tls)
+        return;
+    for (int f = 0; f < TT_TLS_FAIL__COUNT; f++)
+        tt_buf_appendf(
+            b, "tether_upstream_tls_handshake_failures_total{%s,cause=\"%s\"} %" PRIu64 "\n",
+            l->ep.data, tt_tls_failure_name((tt_tls_failure_t)f), u->stats.tls_failures[f]);
+}
+
+static void emit_tls_duration(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    if (u->tls)
+        histogram(b, "tether_upstream_tls_handshake_duration_seconds", l->up.data,
+                  &u->stats.tls_handshake_us, duration_bounds, TT_ARRAY_SIZE(duration_bounds), 6);
+}
+
 static void emit_handed_over(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     sample_u(b, "tether_upstream_connections_handed_over_total", l->ep.data, u->stats.handed_over);
@@ -367,6 +394,13 @@ static const struct {
      "Upstream connections opened (TCP connects started).", emit_opened},
     {"tether_upstream_handshakes_total", "counter", "Handshakes with the upstream, by kind.",
      emit_handshakes},
+    {"tether_upstream_tls_handshakes_total", "counter",
+     "TLS handshakes completed with the upstream: full, or resuming a session.",
+     emit_tls_handshakes},
+    {"tether_upstream_tls_handshake_failures_total", "counter",
+     "TLS handshakes with the upstream that failed, by cause.", emit_tls_failures},
+    {"tether_upstream_tls_handshake_duration_seconds", "histogram",
+     "Time from TCP connected to TLS handshake done.", emit_tls_duration},
     {"tether_upstream_connections_closed_total", "counter",
      "Upstream connections closed, by the pool's reason.", emit_closed},
     {"tether_upstream_connections_handed_over_total", "counter",

@@ -40,6 +40,11 @@ void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
     dst->queued += src->queued;
     dst->lease_warnings += src->lease_warnings;
     dst->handed_over += src->handed_over;
+    dst->tls_full += src->tls_full;
+    dst->tls_resumed += src->tls_resumed;
+    for (size_t i = 0; i < TT_TLS_FAIL__COUNT; i++)
+        dst->tls_failures[i] += src->tls_failures[i];
+    tt_hist_merge(&dst->tls_handshake_us, &src->tls_handshake_us);
     tt_hist_merge(&dst->request_duration_us, &src->request_duration_us);
     tt_hist_merge(&dst->queue_wait_us, &src->queue_wait_us);
     tt_hist_merge(&dst->conn_age_ms, &src->conn_age_ms);

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t idle_timeout_ms;         /* in force now */
     uint64_t learned_idle_timeout_ms; /* what idle_timeout = auto learned; 0: nothing yet */
     int idle_timeout_auto;
+    int tls; /* https:// upstream */
     int64_t max_connections, max_idle, min_idle;
 } tt_upstream_snapshot_t;
 

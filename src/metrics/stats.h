@@ -5,6 +5,7 @@
 #define TT_METRICS_STATS_H
 
 #include "metrics/histogram.h"
+#include "net/tls_failure.h"
 #include "upstream/close_reason.h"
 
 #include <stdint.h>
@@ -27,7 +28,11 @@ typedef struct {
     uint64_t rejected[TT_REJECT__COUNT];
     uint64_t queued;
     uint64_t lease_warnings;
-    uint64_t handed_over;          /* idle connections taken over from another worker */
+    uint64_t handed_over; /* idle connections taken over from another worker */
+    uint64_t tls_full;    /* TLS handshakes that made a new session */
+    uint64_t tls_resumed; /* TLS handshakes that resumed one */
+    uint64_t tls_failures[TT_TLS_FAIL__COUNT];
+    tt_hist_t tls_handshake_us;    /* TCP connected -> TLS handshake done */
     tt_hist_t request_duration_us; /* head received -> response complete */
     tt_hist_t queue_wait_us;       /* for requests that waited in the queue */
     tt_hist_t conn_age_ms;         /* connection age at close */

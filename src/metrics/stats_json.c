@@ -62,6 +62,28 @@ static void histogram(tt_buf_t *b, const char *k, const tt_hist_t *h)
     tt_buf_append(b, "]}", 2);
 }
 
+/* "tls": handshakes, failures by cause and handshake time; null for an http:// upstream. */
+static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
+{
+    const tt_upstream_stats_t *st = &u->stats;
+    key(b, "tls");
+    if (!u->tls) {
+        tt_buf_append(b, "null,", 5);
+        return;
+    }
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "handshakes_full", st->tls_full, 1);
+    kv_u(b, "handshakes_resumed", st->tls_resumed, 1);
+    key(b, "failures");
+    tt_buf_append(b, "{", 1);
+    for (int f = 0; f < TT_TLS_FAIL__COUNT; f++)
+        kv_u(b, tt_tls_failure_name((tt_tls_failure_t)f), st->tls_failures[f],
+             f < TT_TLS_FAIL__COUNT - 1);
+    tt_buf_append(b, "},", 2);
+    histogram(b, "handshake_duration_us", &st->tls_handshake_us);
+    tt_buf_append(b, "},", 2);
+}
+
 static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 {
     const tt_upstream_stats_t *st = &u->stats;
@@ -102,6 +124,7 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "},", 2);
     key(b, "handshakes");
     tt_buf_appendf(b, "{\"tcp\":%" PRIu64 "},", st->conns_opened);
+    tls(b, u);
 
     key(b, "queue");
     tt_buf_append(b, "{", 1);

@@ -78,6 +78,7 @@ tt_snapshot_t *tt_introspect_snapshot(tt_introspect_t *in, char *err, size_t err
         u->idle_timeout_ms = tt_upstream_idle_timeout(up);
         u->learned_idle_timeout_ms = tt_upstream_learned_ms(up);
         u->idle_timeout_auto = up->conf->idle_timeout == TT_IDLE_AUTO;
+        u->tls = up->conf->tls;
         u->max_connections = up->conf->max_connections;
         u->max_idle = up->conf->max_idle;
         u->min_idle = up->conf->min_idle;

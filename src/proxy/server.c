@@ -37,9 +37,30 @@ static void log_ready(const tt_conf_t *conf, size_t nworkers)
     tt_info("tetherd ready: %zu worker%s", nworkers, nworkers == 1 ? "" : "s");
 }
 
+/* SIGHUP: certificates and keys that changed on disk are loaded for new connections. The rest
+ * of the configuration is not reloaded. */
+static void reload_tls(tt_upstream_t *ups, size_t nup)
+{
+    char err[512];
+    for (size_t i = 0; i < nup; i++) {
+        if (ups[i].tls == NULL)
+            continue;
+        int rc = tt_tls_client_reload(ups[i].tls, err, sizeof(err));
+        if (rc > 0)
+            tt_info("SIGHUP: upstream %s: reloaded TLS certificates and keys; new connections use "
+                    "them",
+                    ups[i].conf->name);
+        else if (rc < 0)
+            tt_error("SIGHUP: upstream %s: keeping the TLS files loaded before: %s",
+                     ups[i].conf->name, err);
+    }
+    tt_warn("SIGHUP: only TLS certificates and keys are reloaded; restart tetherd to apply other "
+            "configuration changes");
+}
+
 int tt_server_run(const tt_conf_t *conf)
 {
-    char err[256];
+    char err[512];
     tt_log_set_level((tt_log_level_t)conf->log_level);
     size_t nworkers = conf->workers > 0 ? (size_t)conf->workers : cpus_available();
     size_t nup = conf->nupstreams;
@@ -57,8 +78,8 @@ int tt_server_run(const tt_conf_t *conf)
         goto out;
     }
     for (; inited_up < nup; inited_up++) {
-        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], inited_up, nworkers, err,
-                             sizeof(err)) < 0) {
+        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], conf->path, inited_up,
+                             nworkers, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             goto out;
         }
@@ -112,8 +133,7 @@ int tt_server_run(const tt_conf_t *conf)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            tt_warn("SIGHUP: configuration reload is not supported yet; restart tetherd to apply "
-                    "changes");
+            reload_tls(ups, nup);
             continue;
         }
         tt_info("%s: draining (up to %lldms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",

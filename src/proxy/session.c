@@ -80,7 +80,8 @@ typedef struct tt_session {
 #define METHOD_UNKNOWN 0xff
 
 static void session_run(tt_session_t *s);
-static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int err);
+static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+                      const tt_pool_error_t *err);
 static void upstream_handler(tt_upconn_t *conn, uint32_t events);
 
 static tt_loop_t *loop_of(tt_session_t *s)
@@ -358,7 +359,8 @@ static void acquire_conn(tt_session_t *s, int flags)
     }
 }
 
-static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int err)
+static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+                      const tt_pool_error_t *err)
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
     const tt_upstream_conf_t *conf = s->up->conf;
@@ -378,7 +380,11 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
         break;
     case TT_POOL_CONNECT_FAILED:
         reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): connect failed: %s", conf->name,
-                    s->up->addr_str, strerror(err));
+                    s->up->addr_str, strerror(err->errno_value));
+        break;
+    case TT_POOL_TLS_FAILED:
+        reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): TLS handshake failed: %s (%s)",
+                    conf->name, s->up->addr_str, tt_tls_failure_phrase(err->tls), err->detail);
         break;
     default:
         reply_error(s, 503, TT_CLOSE_ERROR, "shutting down");
@@ -491,22 +497,6 @@ static void start_request(tt_session_t *s)
         acquire_conn(s, 0);
 }
 
-/* Reads into b. A short read means the socket is drained, so *readable is cleared and no read
- * is tried until epoll (level-triggered) reports the fd again: no read ends in EAGAIN on the
- * usual path. */
-static ssize_t read_into(tt_buf_t *b, int fd, uint8_t *readable)
-{
-    if (tt_buf_room(b) == 0)
-        tt_buf_compact(b);
-    size_t room = tt_buf_room(b);
-    ssize_t n = tt_buf_read_fd(b, fd);
-    if (n > 0 && (size_t)n < room)
-        *readable = 0;
-    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        *readable = 0;
-    return n;
-}
-
 /* Reads and parses a request head. Returns 1 if the state moved on. */
 static int step_head(tt_session_t *s)
 {
@@ -560,7 +550,7 @@ static int step_head(tt_session_t *s)
             return 0;
         }
         size_t before = s->cin->wpos;
-        ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
         if (n > 0) {
             if (before == 0)
                 arm_timer(s, conf->client_header_timeout);
@@ -617,8 +607,14 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
                     why);
 }
 
-static const char *errno_why(int err)
+/* Words for a failed upstream read or write, as in "connection %s before responding". */
+static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
 {
+    if (err == EPROTO && s->conn->tls != NULL) {
+        size_t n = (size_t)snprintf(buf, len, "failed with a TLS error: ");
+        tt_conn_tls_error(s->conn, buf + n, len - n);
+        return buf;
+    }
     return err == ECONNRESET ? "reset" : err == EPIPE ? "closed" : strerror(err);
 }
 
@@ -627,19 +623,16 @@ static const char *errno_why(int err)
  * decided between a retry and an error response. */
 static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
 {
-    for (;;) {
-        ssize_t n = send(s->conn->io.fd, p, len, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            s->want_up_out = 1;
-            return 0;
-        }
-        upstream_failed(s, TT_CLOSE_ERROR, errno_why(errno));
-        return -1;
+    ssize_t n = tt_conn_send(s->conn, p, len);
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->want_up_out = 1;
+        return 0;
     }
+    char why[256];
+    upstream_failed(s, TT_CLOSE_ERROR, io_why(s, errno, why, sizeof(why)));
+    return -1;
 }
 
 /* Sends the request head and body. Returns 1 on progress, 0 when waiting, -1 if the exchange
@@ -712,7 +705,7 @@ static int step_request(tt_session_t *s)
             s->want_client_in = 1;
             return moved;
         }
-        ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
         if (n > 0) {
             arm_timer(s, s->worker->conf->client_idle_timeout);
             moved = 1;
@@ -902,7 +895,7 @@ static int step_response(tt_session_t *s)
             s->want_up_in = 1;
             return moved;
         }
-        ssize_t n = read_into(c->in, c->io.fd, &s->up_readable);
+        ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
         if (n > 0) {
             s->resp_started = 1;
             moved = 1;
@@ -914,8 +907,9 @@ static int step_response(tt_session_t *s)
         }
         int err = n < 0 ? errno : 0;
         if (!s->resp_started) {
+            char why[256];
             upstream_failed(s, n == 0 ? TT_CLOSE_PEER_CLOSED : TT_CLOSE_ERROR,
-                            n == 0 ? "closed" : errno_why(err));
+                            n == 0 ? "closed" : io_why(s, err, why, sizeof(why)));
             return -1;
         }
         if (s->resp_head_done && tt_http_reader_eof(&s->resp) == TT_HTTP_MESSAGE_DONE) {
@@ -951,7 +945,7 @@ static int read_ahead(tt_session_t *s)
     s->want_client_in = 1;
     if (!s->client_readable)
         return 0;
-    ssize_t n = read_into(s->cin, s->io.fd, &s->client_readable);
+    ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
     if (n > 0)
         return 1;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -997,12 +991,17 @@ static void step_exchange(tt_session_t *s)
 /* ---- tunnel ------------------------------------------------------------------------------------
  */
 
-/* Moves bytes from src (already holding data) to fd. Returns 1 if src drained, 0 if fd is full,
- * -1 on error. */
-static int tunnel_write(int fd, tt_buf_t *src)
+/* The tunnel's two ends: the client's socket, or the upstream connection (maybe TLS). */
+typedef enum { TO_CLIENT, TO_UPSTREAM } tunnel_end_t;
+
+/* Moves bytes from src (already holding data) to one end. Returns 1 if src drained, 0 if that
+ * end is full, -1 on error. */
+static int tunnel_write(tt_session_t *s, tunnel_end_t end, tt_buf_t *src)
 {
     while (tt_buf_len(src) > 0) {
-        ssize_t n = send(fd, tt_buf_rptr(src), tt_buf_len(src), MSG_NOSIGNAL);
+        ssize_t n = end == TO_UPSTREAM
+                        ? tt_conn_send(s->conn, tt_buf_rptr(src), tt_buf_len(src))
+                        : send(s->io.fd, tt_buf_rptr(src), tt_buf_len(src), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1013,14 +1012,17 @@ static int tunnel_write(int fd, tt_buf_t *src)
     return 1;
 }
 
-/* Reads into dst. Returns 1 on data, 0 when nothing is ready, -1 on EOF or error. */
-static int tunnel_read(int fd, tt_buf_t *dst)
+/* Reads from one end into dst. Returns 1 on data, 0 when nothing is ready, -1 on EOF or
+ * error. */
+static int tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
 {
     if (tt_buf_room(dst) == 0)
         tt_buf_compact(dst);
     if (tt_buf_room(dst) == 0)
         return 0;
-    ssize_t n = tt_buf_read_fd(dst, fd);
+    uint8_t readable = 1;
+    ssize_t n =
+        end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_read_fd(dst, s->io.fd);
     if (n > 0)
         return 1;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
@@ -1036,7 +1038,7 @@ static void step_tunnel(tt_session_t *s)
         if (r < 0)
             goto done;
         if (r > 0) {
-            r = tunnel_write(s->io.fd, c->in);
+            r = tunnel_write(s, TO_CLIENT, c->in);
             if (r < 0)
                 goto done;
             if (r == 0)
@@ -1044,20 +1046,20 @@ static void step_tunnel(tt_session_t *s)
         } else {
             s->want_client_out = 1;
         }
-        r = tunnel_write(c->io.fd, s->cin);
+        r = tunnel_write(s, TO_UPSTREAM, s->cin);
         if (r < 0)
             goto done;
         if (r == 0)
             s->want_up_out = 1;
         if (tt_buf_len(s->cin) == 0) {
-            r = tunnel_read(s->io.fd, s->cin);
+            r = tunnel_read(s, TO_CLIENT, s->cin);
             if (r < 0)
                 goto done;
             progress |= r;
             s->want_client_in = r == 0;
         }
         if (tt_buf_len(c->in) == 0 && !client_output_pending(s)) {
-            r = tunnel_read(c->io.fd, c->in);
+            r = tunnel_read(s, TO_UPSTREAM, c->in);
             if (r < 0)
                 goto done;
             progress |= r;
@@ -1068,8 +1070,8 @@ static void step_tunnel(tt_session_t *s)
 done:
     /* Either side ending ends the tunnel; what was read is delivered first where possible. */
     flush_client(s);
-    tunnel_write(s->io.fd, c->in);
-    tunnel_write(c->io.fd, s->cin);
+    tunnel_write(s, TO_CLIENT, c->in);
+    tunnel_write(s, TO_UPSTREAM, s->cin);
     session_close(s, TT_CLOSE_UPGRADED);
 }
 
@@ -1171,7 +1173,8 @@ static void upstream_handler(tt_upconn_t *conn, uint32_t events)
         session_close(s, TT_CLOSE_LEASE_TIMEOUT);
         return;
     }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+        ((events & EPOLLOUT) && conn->tls_read_wants_write))
         s->up_readable = 1;
     if ((events & (EPOLLERR | EPOLLHUP)) && !(conn->io.events & EPOLLIN)) {
         if (s->resp_done) { /* only the client is slow: the response is all here */

@@ -14,6 +14,7 @@ static const char *const names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_UPGRADED] = "upgraded",
     [TT_CLOSE_ERROR] = "error",
     [TT_CLOSE_CONNECT_FAILED] = "connect_failed",
+    [TT_CLOSE_TLS_FAILED] = "tls_failed",
     [TT_CLOSE_RESPONSE_TIMEOUT] = "response_timeout",
     [TT_CLOSE_LEASE_TIMEOUT] = "lease_timeout",
     [TT_CLOSE_POOL_FULL] = "pool_full",

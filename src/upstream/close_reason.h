@@ -17,6 +17,7 @@ typedef enum {
     TT_CLOSE_UPGRADED,         /* became a tunnel */
     TT_CLOSE_ERROR,            /* I/O or protocol error */
     TT_CLOSE_CONNECT_FAILED,   /* connect refused, unreachable or timed out */
+    TT_CLOSE_TLS_FAILED,       /* TLS handshake failed or timed out */
     TT_CLOSE_RESPONSE_TIMEOUT, /* no response in response_timeout */
     TT_CLOSE_LEASE_TIMEOUT,    /* leased longer than lease_timeout */
     TT_CLOSE_POOL_FULL,        /* max_idle reached */

@@ -1,7 +1,9 @@
-/* One upstream connection. Its fd, epoll registration, timer and buffer are released in exactly
- * one place (tt_conn_close). While idle it belongs to its pool and is watched for reading, so an
- * upstream close or stray bytes evict it at once; while leased, the session drives its I/O through
- * the handler it installs. States: CONNECTING -> ACTIVE <-> IDLE -> closed. */
+/* One upstream connection, over TCP or TLS. Its fd, TLS state, epoll registration, timer and
+ * buffer are released in exactly one place (tt_conn_close). While idle it belongs to its pool and
+ * is watched for reading, so an upstream close (a TLS close_notify too) or stray bytes evict it at
+ * once; while leased, the session drives its I/O through the handler it installs and the
+ * transport calls below, which hide whether TLS is in between. States: CONNECTING (TCP, then the
+ * TLS handshake) -> ACTIVE <-> IDLE -> closed. */
 #ifndef TT_UPSTREAM_CONN_H
 #define TT_UPSTREAM_CONN_H
 
@@ -9,6 +11,7 @@
 #include "core/clock.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "net/tls.h"
 #include "upstream/close_reason.h"
 
 #include <stdint.h>
@@ -43,8 +46,12 @@ struct tt_upconn {
     tt_conn_handler_t handler;
     void *owner;
     int connect_error; /* errno of a failed connect */
-    uint8_t retired;   /* do not reuse after the current request */
+    tt_tls_t *tls;     /* NULL over plain TCP */
+    uint64_t tls_started_us;
+    uint8_t retired; /* do not reuse after the current request */
     uint8_t lease_warned;
+    uint8_t tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
+    uint8_t tls_write_wants_read; /* the last TLS write waits for it to be readable */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
@@ -60,6 +67,15 @@ static inline int tt_conn_reused(const tt_upconn_t *c)
      * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
     return c->requests > 1 || c->idle_since != 0;
 }
+
+/* Reads what the upstream sent into b's free tail (recv conventions: bytes, 0 at the end, -1 with
+ * errno, EAGAIN included). *readable is cleared once the socket is known drained, so no read is
+ * tried until epoll reports it again; over TLS it stays set while OpenSSL holds unread bytes. */
+ssize_t tt_conn_read(tt_upconn_t *c, tt_buf_t *b, uint8_t *readable);
+/* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
+ssize_t tt_conn_send(tt_upconn_t *c, const void *p, size_t len);
+/* After a failed TLS read or write (errno EPROTO): what went wrong, as "phrase (detail)". */
+void tt_conn_tls_error(tt_upconn_t *c, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */
 void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);

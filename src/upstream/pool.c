@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <linux/sock_diag.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,6 +74,7 @@ void tt_pool_destroy(tt_pool_t *pool)
     while (!tt_list_empty(&pool->handoff)) {
         tt_upconn_t *c = tt_container_of(tt_list_first(&pool->handoff), tt_upconn_t, link);
         tt_list_remove(&c->link);
+        tt_tls_free(c->tls, 0);
         close(c->_handoff_fd);
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&pool->up->nconns, 1, memory_order_acq_rel);
@@ -112,6 +114,24 @@ static void announce_capacity(tt_pool_t *self)
     }
 }
 
+/* Whether the connection is healthy and closed by tether's choice, so a TLS close_notify is due
+ * (the upstream then logs an orderly close, not a truncation). */
+static int close_is_orderly(tt_close_reason_t reason)
+{
+    switch (reason) {
+    case TT_CLOSE_IDLE_EXPIRED:
+    case TT_CLOSE_LIFETIME:
+    case TT_CLOSE_MAX_REQUESTS:
+    case TT_CLOSE_NOT_KEEPALIVE:
+    case TT_CLOSE_POOL_FULL:
+    case TT_CLOSE_TRIMMED:
+    case TT_CLOSE_SHUTDOWN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
 {
     TT_ASSERT(c->state != TT_CONN_CLOSED);
@@ -125,6 +145,10 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     }
     tt_list_remove(&c->link);
     c->state = TT_CONN_CLOSED;
+    if (c->tls != NULL) {
+        tt_tls_free(c->tls, close_is_orderly(reason));
+        c->tls = NULL;
+    }
     tt_io_close(pool->loop, &c->io);
     tt_loop_timer_stop(pool->loop, &c->timer);
     tt_buf_release(pool->bufs, c->in);
@@ -142,6 +166,7 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     if (!pool->shutting_down) {
         service_waiters(pool);
         schedule_replenish(pool, reason == TT_CLOSE_CONNECT_FAILED ||
+                                     reason == TT_CLOSE_TLS_FAILED ||
                                      (reason == TT_CLOSE_PEER_CLOSED && age < 1000));
     }
 }
@@ -235,6 +260,19 @@ static void lease(tt_pool_t *pool, tt_upconn_t *c)
     arm_lease_timer(pool, c);
 }
 
+/* Looks at an idle connection without taking its data. Returns 0 if nothing arrived (over TLS:
+ * nothing but session tickets), 1 if the upstream sent bytes, -1 if it closed or reset. */
+static int probe_idle(tt_upconn_t *c)
+{
+    if (c->tls != NULL)
+        return tt_tls_probe_idle(c->tls);
+    char byte;
+    ssize_t n = recv(c->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return 1;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+}
+
 /* Cheap liveness check at checkout: a closed or chattering idle socket is readable. */
 static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
 {
@@ -247,11 +285,10 @@ static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
      * and the peer has had no time to time it out. Skip the syscall on the hot path. */
     if (now == c->idle_since)
         return TT_REUSE_OK;
-    char byte;
-    ssize_t n = recv(c->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    int state = probe_idle(c);
+    if (state == 0)
         return TT_REUSE_OK;
-    if (n == 0 || (n < 0 && errno == ECONNRESET))
+    if (state < 0)
         tt_upstream_learn_idle_close(pool->up, now - c->idle_since);
     return TT_CLOSE_CHECKOUT_FAILED;
 }
@@ -284,6 +321,8 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     c->owner = NULL;
     tt_buf_release(pool->bufs, c->in);
     c->in = NULL;
+    if (c->tls != NULL)
+        tt_tls_release_buffers(c->tls);
     tt_msec_t expire = now + tt_upstream_idle_timeout(up);
     tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
     c->io.cb = conn_idle_cb;
@@ -310,7 +349,7 @@ static void check_in(tt_pool_t *pool, tt_upconn_t *c)
     if (!tt_list_empty(&pool->waiters)) {
         tt_pool_waiter_t *w = dequeue(pool);
         lease(pool, c); /* stays on the busy list; lease() counts the new request */
-        w->cb(w, c, TT_POOL_OK, 0);
+        w->cb(w, c, TT_POOL_OK, NULL);
         return;
     }
     int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
@@ -322,30 +361,97 @@ static void check_in(tt_pool_t *pool, tt_upconn_t *c)
     make_idle(pool, c);
 }
 
+/* Closes a connection that never got established and tells the request waiting for it. */
+static void conn_open_failed(tt_upconn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
+                             const tt_pool_error_t *err)
+{
+    tt_pool_waiter_t *w = c->waiter;
+    c->waiter = NULL;
+    if (w != NULL)
+        w->_conn = NULL;
+    tt_conn_close(c, reason);
+    if (w != NULL)
+        w->cb(w, NULL, result, err);
+}
+
+static void conn_tls_failed(tt_upconn_t *c, tt_tls_failure_t why, const char *detail)
+{
+    c->pool->stats.tls_failures[why]++;
+    tt_upstream_tls_failed(c->pool->up, why, detail);
+    tt_pool_error_t err = {.tls = why, .detail = detail};
+    conn_open_failed(c, TT_CLOSE_TLS_FAILED, TT_POOL_TLS_FAILED, &err);
+}
+
+static void conn_established(tt_upconn_t *c);
+
+static void conn_handshake_cb(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *c = conn_of_io(io);
+    tt_pool_t *pool = c->pool;
+    switch (tt_tls_handshake(c->tls)) {
+    case TT_TLS_WANT_READ:
+        tt_io_set_events(pool->loop, io, EPOLLIN);
+        return;
+    case TT_TLS_WANT_WRITE:
+        tt_io_set_events(pool->loop, io, EPOLLOUT);
+        return;
+    case TT_TLS_FAILED: {
+        char detail[160];
+        tt_tls_failure_t why = tt_tls_failure(c->tls, detail, sizeof(detail));
+        conn_tls_failed(c, why, detail);
+        return;
+    }
+    case TT_TLS_DONE:
+        break;
+    }
+    if (tt_tls_resumed(c->tls))
+        pool->stats.tls_resumed++;
+    else
+        pool->stats.tls_full++;
+    tt_hist_record(&pool->stats.tls_handshake_us, tt_clock_monotonic_us() - c->tls_started_us);
+    tt_upstream_tls_succeeded(pool->up);
+    conn_established(c);
+}
+
 static void conn_connect_cb(tt_io_t *io, uint32_t events)
 {
     tt_upconn_t *c = conn_of_io(io);
     tt_pool_t *pool = c->pool;
-    tt_pool_waiter_t *w = c->waiter;
     int err = tt_sock_connect_result(io->fd);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
         if (err == 0)
             err = ECONNREFUSED;
         c->connect_error = err;
-        c->waiter = NULL;
-        if (w != NULL)
-            w->_conn = NULL;
-        tt_conn_close(c, TT_CLOSE_CONNECT_FAILED);
-        if (w != NULL)
-            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, err);
+        conn_open_failed(c, TT_CLOSE_CONNECT_FAILED, TT_POOL_CONNECT_FAILED,
+                         &(tt_pool_error_t){.errno_value = err});
         return;
     }
+    if (pool->up->tls == NULL) {
+        conn_established(c);
+        return;
+    }
+    /* TCP is up; the TLS handshake runs under the same connect_timeout. */
+    c->tls = tt_tls_new(pool->up->tls, io->fd);
+    if (c->tls == NULL) {
+        conn_tls_failed(c, TT_TLS_FAIL_OTHER, "out of memory");
+        return;
+    }
+    c->tls_started_us = tt_clock_monotonic_us();
+    io->cb = conn_handshake_cb;
+    conn_handshake_cb(io, 0);
+}
+
+/* The connection is ready for requests: its request gets it, or it joins the pool. */
+static void conn_established(tt_upconn_t *c)
+{
+    tt_pool_t *pool = c->pool;
+    tt_pool_waiter_t *w = c->waiter;
     tt_loop_timer_stop(pool->loop, &c->timer);
     pool->connect_failures = 0;
     if (w != NULL) {
         w->_conn = NULL;
         lease(pool, c);
-        w->cb(w, c, TT_POOL_OK, 0);
+        w->cb(w, c, TT_POOL_OK, NULL);
         return;
     }
     /* Pre-warmed, or its request went away: offer it to the queue or keep it idle. */
@@ -355,17 +461,18 @@ static void conn_connect_cb(tt_io_t *io, uint32_t events)
         return;
     }
     check_in(pool, c);
+    if (c->tls != NULL)
+        replenish(pool); /* the rest of min_idle, now that a session may be there to resume */
 }
 
 static void conn_idle_cb(tt_io_t *io, uint32_t events)
 {
     tt_upconn_t *c = conn_of_io(io);
     tt_pool_t *pool = c->pool;
-    char byte;
-    ssize_t n = recv(io->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(events & (EPOLLERR | EPOLLHUP)))
+    int state = probe_idle(c);
+    if (state == 0 && !(events & (EPOLLERR | EPOLLHUP)))
         return;
-    if (n > 0) {
+    if (state > 0) {
         tt_conn_close(c, TT_CLOSE_STRAY_DATA);
         return;
     }
@@ -379,16 +486,17 @@ static void conn_timer_cb(tt_timer_t *t)
     tt_pool_t *pool = c->pool;
     const tt_upstream_conf_t *conf = pool->up->conf;
     switch (c->state) {
-    case TT_CONN_CONNECTING: {
-        tt_pool_waiter_t *w = c->waiter;
-        c->waiter = NULL;
-        if (w != NULL)
-            w->_conn = NULL;
-        tt_conn_close(c, TT_CLOSE_CONNECT_FAILED);
-        if (w != NULL)
-            w->cb(w, NULL, TT_POOL_CONNECT_TIMEOUT, ETIMEDOUT);
+    case TT_CONN_CONNECTING:
+        if (c->tls != NULL) {
+            char detail[96];
+            snprintf(detail, sizeof(detail), "not done within connect_timeout (%lldms)",
+                     (long long)conf->connect_timeout);
+            conn_tls_failed(c, TT_TLS_FAIL_TIMEOUT, detail);
+            return;
+        }
+        conn_open_failed(c, TT_CLOSE_CONNECT_FAILED, TT_POOL_CONNECT_TIMEOUT,
+                         &(tt_pool_error_t){.errno_value = ETIMEDOUT});
         return;
-    }
     case TT_CONN_IDLE:
         tt_conn_close(c, tt_loop_now(pool->loop) >= c->retire_at ? TT_CLOSE_LIFETIME
                                                                  : TT_CLOSE_IDLE_EXPIRED);
@@ -418,11 +526,17 @@ void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner,
     c->handler = handler;
     c->owner = owner;
     c->io.cb = conn_io_cb;
-    tt_io_set_events(c->pool->loop, &c->io, events);
+    tt_conn_set_events(c, events);
 }
 
 void tt_conn_set_events(tt_upconn_t *c, uint32_t events)
 {
+    /* TLS turns the direction round now and then: a read may first have to write (a key
+     * update), a write may first have to read. */
+    if (c->tls_read_wants_write && (events & EPOLLIN))
+        events |= EPOLLOUT;
+    if (c->tls_write_wants_read && (events & EPOLLOUT))
+        events |= EPOLLIN | EPOLLRDHUP;
     tt_io_set_events(c->pool->loop, &c->io, events);
 }
 
@@ -443,7 +557,7 @@ static void queue_timer_cb(tt_timer_t *t)
     publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
-    w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, 0);
+    w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, NULL);
 }
 
 /* A takeover request: who asks, and how many connections it holds (so only a worker holding
@@ -563,7 +677,7 @@ static void service_waiters(tt_pool_t *pool)
         tt_pool_waiter_t *w = dequeue(pool);
         int err;
         if (conn_open(pool, w, &err) == NULL)
-            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, err);
+            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, &(tt_pool_error_t){.errno_value = err});
     }
 }
 
@@ -584,10 +698,16 @@ static void replenish(tt_pool_t *pool)
 {
     if (pool->shutting_down || pool->min_idle == 0)
         return;
-    size_t have = pool->nidle + warming(pool);
+    size_t busy_warming = warming(pool);
+    size_t have = pool->nidle + busy_warming;
+    /* Over TLS the first connection alone, then the rest: they resume its session instead of
+     * each paying a full handshake. conn_established() calls back here. */
+    int one_first = pool->up->tls != NULL && tt_tls_client_awaits_session(pool->up->tls);
+    if (one_first && busy_warming > 0)
+        return;
     while (have < pool->min_idle && reserve_capacity(pool->up) == 0) {
         int err;
-        if (conn_open(pool, NULL, &err) == NULL)
+        if (conn_open(pool, NULL, &err) == NULL || one_first)
             break;
         have++;
     }
@@ -643,7 +763,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
     tt_loop_timer_stop(pool->loop, &pool->replenish_timer);
     while (!tt_list_empty(&pool->waiters)) {
         tt_pool_waiter_t *w = dequeue(pool);
-        w->cb(w, NULL, TT_POOL_SHUTDOWN, 0);
+        w->cb(w, NULL, TT_POOL_SHUTDOWN, NULL);
     }
     while (!tt_list_empty(&pool->idle))
         tt_conn_close(tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link),
@@ -733,7 +853,7 @@ static void adopt_handoffs(tt_pool_t *pool)
             break;
         tt_pool_waiter_t *w = dequeue(pool);
         lease(pool, c);
-        w->cb(w, c, TT_POOL_OK, 0);
+        w->cb(w, c, TT_POOL_OK, NULL);
     }
 }
 

@@ -25,8 +25,16 @@ typedef enum {
     TT_POOL_QUEUE_TIMEOUT,   /* waited queue_timeout */
     TT_POOL_CONNECT_FAILED,  /* new connection refused or unreachable */
     TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
+    TT_POOL_TLS_FAILED,      /* TLS handshake failed or timed out */
     TT_POOL_SHUTDOWN,
 } tt_pool_result_t;
+
+/* Why a new connection failed, for the client's error response. */
+typedef struct {
+    int errno_value;      /* CONNECT_FAILED, CONNECT_TIMEOUT */
+    tt_tls_failure_t tls; /* TLS_FAILED */
+    const char *detail;   /* TLS_FAILED: OpenSSL's words; valid during the callback only */
+} tt_pool_error_t;
 
 struct tt_pool_waiter {
     tt_list_t _link;
@@ -34,9 +42,11 @@ struct tt_pool_waiter {
     tt_pool_t *_pool;
     tt_upconn_t *_conn; /* the new connection being opened for this waiter */
     tt_msec_t _queued_at;
-    /* Delivers a leased connection (result OK) or a failure (conn NULL). errno_value is set for
-     * CONNECT_FAILED. Called from the event loop; the waiter is no longer linked anywhere. */
-    void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result, int errno_value);
+    /* Delivers a leased connection (result OK) or a failure (conn NULL; err says more for
+     * CONNECT_FAILED, CONNECT_TIMEOUT and TLS_FAILED, else is NULL). Called from the event loop;
+     * the waiter is no longer linked anywhere. */
+    void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+               const tt_pool_error_t *err);
 };
 
 struct tt_pool {

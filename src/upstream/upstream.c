@@ -10,8 +10,8 @@
 #define AUTO_MIN_EXPIRY  100
 #define OBSERVE_FLOOR_MS 500 /* quicker closes are decisions, not idle timeouts */
 
-int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, size_t index,
-                     size_t nworkers, char *err, size_t errlen)
+int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const char *conf_path,
+                     size_t index, size_t nworkers, char *err, size_t errlen)
 {
     memset(up, 0, sizeof(*up));
     up->conf = conf;
@@ -23,7 +23,7 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, size_t i
     }
     tt_addr_format(&up->addr, up->addr_str);
     int v6 = strchr(conf->host, ':') != NULL;
-    if (conf->port == 80)
+    if (conf->port == (conf->tls ? 443 : 80))
         snprintf(up->host_header, sizeof(up->host_header), v6 ? "[%s]" : "%s", conf->host);
     else
         snprintf(up->host_header, sizeof(up->host_header), v6 ? "[%s]:%d" : "%s:%d", conf->host,
@@ -33,6 +33,8 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, size_t i
      * noticed in bounded time even with data in flight. */
     if (conf->tcp_keepalive > 0)
         up->sockopts.user_timeout_ms = (int)TT_MIN(conf->tcp_keepalive * 2, 600000);
+    if (conf->tls && (up->tls = tt_tls_client_new(conf, conf_path, err, errlen)) == NULL)
+        return -1;
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
@@ -40,6 +42,8 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, size_t i
 
 void tt_upstream_destroy(tt_upstream_t *up)
 {
+    tt_tls_client_free(up->tls);
+    up->tls = NULL;
     free(up->pools);
     up->pools = NULL;
 }
@@ -97,4 +101,23 @@ void tt_upstream_learn_idle_close(tt_upstream_t *up, tt_msec_t idle_ms)
             return;
         }
     }
+}
+
+void tt_upstream_tls_failed(tt_upstream_t *up, tt_tls_failure_t why, const char *detail)
+{
+    uint32_t bit = 1u << why;
+    if (atomic_fetch_or_explicit(&up->tls_failures_logged, bit, memory_order_relaxed) & bit)
+        return;
+    tt_warn("upstream %s (%s): TLS handshake failed: %s (%s); further failures for this cause "
+            "are counted in tether_upstream_tls_handshake_failures_total{cause=\"%s\"}, not "
+            "logged, until a handshake succeeds",
+            up->conf->name, up->addr_str, tt_tls_failure_phrase(why), detail,
+            tt_tls_failure_name(why));
+}
+
+void tt_upstream_tls_succeeded(tt_upstream_t *up)
+{
+    if (atomic_load_explicit(&up->tls_failures_logged, memory_order_relaxed) != 0 &&
+        atomic_exchange_explicit(&up->tls_failures_logged, 0, memory_order_relaxed) != 0)
+        tt_info("upstream %s (%s): TLS handshakes succeed again", up->conf->name, up->addr_str);
 }

@@ -85,7 +85,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "access_log = /var/log/tether/access.log\n"
                            "\n"
                            "[upstream users]\n"
-                           "url = http://127.0.0.1:8080\n"
+                           "url = https://127.0.0.1:8443\n"
                            "listen = 127.0.0.1:9001\n"
                            "hosts = Users.Internal,users.internal:8080 ,\tu.example\n"
                            "preserve_host = yes\n"
@@ -103,6 +103,13 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "tcp_keepalive = off\n"
                            "lease_warn = 45\n"
                            "lease_timeout = 2m\n"
+                           "tls_server_name = users.internal\n"
+                           "tls_ca = /etc/tether/ca.pem\n"
+                           "tls_verify = yes\n"
+                           "tls_min_version = 1.3\n"
+                           "tls_cert = /etc/tether/client.pem\n"
+                           "tls_key = /etc/tether/client.key\n"
+                           "tls_session_reuse = no\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
@@ -182,9 +189,10 @@ static void test_full_file_loads_typed_values(void **state)
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
     assert_int_equal(u->line, 15);
-    assert_string_equal(u->url, "http://127.0.0.1:8080");
+    assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
-    assert_int_equal(u->port, 8080);
+    assert_int_equal(u->port, 8443);
+    assert_true(u->tls);
     assert_true(u->has_listen);
     assert_addr(&u->listen, "127.0.0.1:9001");
     assert_int_equal(u->nhosts, 3);
@@ -206,8 +214,20 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->tcp_keepalive, 0);
     assert_int_equal(u->lease_warn, 45000); /* a bare number is seconds */
     assert_int_equal(u->lease_timeout, 120000);
+    assert_string_equal(u->tls_server_name, "users.internal");
+    assert_string_equal(u->tls_ca, "/etc/tether/ca.pem");
+    assert_int_equal(u->tls_verify, 1);
+    assert_int_equal(u->tls_min_version, 13);
+    assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
+    assert_string_equal(u->tls_key, "/etc/tether/client.key");
+    assert_int_equal(u->tls_session_reuse, 0);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 39);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 36);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 21);
 
     u = find_upstream(c, "orders");
+    assert_false(u->tls);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), u->line); /* not set: the section's line */
     assert_string_equal(u->host, "orders.internal");
     assert_int_equal(u->port, 80);
     assert_false(u->has_listen);                         /* reached through proxy_listen */
@@ -350,9 +370,15 @@ static const bad_t bad[] = {
      "[upstream a]: upstream defined twice (first on line 1)"},
     {"missing url", "[tether]\nworkers = 1\n\n[upstream api]\nlisten = 127.0.0.1:9001\n", 4, "url",
      "required in [upstream api]"},
-    {"https url", "[upstream a]\nlisten = 127.0.0.1:9001\nurl = https://127.0.0.1:8443\n", 3, "url",
-     "https"},
-    {"not http", "[upstream a]\nurl = ftp://127.0.0.1:21\n", 2, "url", "http://"},
+    {"tls key on an http upstream", UP_A "tls_ca = /etc/ca.pem\n", 4, "tls_ca",
+     "only for https:// upstreams"},
+    {"client certificate without its key",
+     "[upstream a]\nlisten = 127.0.0.1:9001\nurl = https://127.0.0.1:8443\ntls_cert = /c.pem\n", 4,
+     "tls_cert", "needs tls_key too"},
+    {"bad tls version",
+     "[upstream a]\nlisten = 127.0.0.1:9001\nurl = https://127.0.0.1:8443\ntls_min_version = 1.1\n",
+     4, "tls_min_version", "expected 1.2 or 1.3"},
+    {"not http", "[upstream a]\nurl = ftp://127.0.0.1:21\n", 2, "url", "http:// or https://"},
     {"url with a path", "[upstream a]\nurl = http://127.0.0.1:8080/api\n", 2, "url", "path"},
     {"url with a query", "[upstream a]\nurl = http://127.0.0.1:8080?x=1\n", 2, "url", "query"},
     {"url with a bad port", "[upstream a]\nurl = http://127.0.0.1:99999\n", 2, "url", "bad port"},
@@ -543,7 +569,6 @@ static void test_from_args(void **state)
     static const struct {
         const char *listen, *url, *workers, *log_level, *key;
     } badargs[] = {
-        {"127.0.0.1:9000", "https://127.0.0.1:8443", NULL, NULL, "url"},
         {"127.0.0.1:9000", "http://127.0.0.1:8080/api", NULL, NULL, "url"},
         {"127.0.0.1:9000", "127.0.0.1:8080", NULL, NULL, "url"},
         {"localhost:9000", "http://127.0.0.1:8080", NULL, NULL, "listen"},
@@ -684,19 +709,23 @@ static void test_parse_url(void **state)
         {"http://10.1.2.3:65535/", "10.1.2.3", 65535},
         {"http://[::1]", "::1", 80},
         {"http://[fe80::1]:8080", "fe80::1", 8080},
+        {"https://h", "h", 443},
+        {"HTTPS://api.example:8443/", "api.example", 8443},
     };
     for (size_t i = 0; i < TT_ARRAY_SIZE(good); i++) {
         char *host = NULL;
         int port = 0;
-        const char *why = parse_url(good[i].url, &host, &port);
+        int tls = -1;
+        const char *why = parse_url(good[i].url, &host, &port, &tls);
         if (why != NULL)
             fail_msg("%s: %s", good[i].url, why);
         assert_string_equal(host, good[i].host);
         assert_int_equal(port, good[i].port);
+        assert_int_equal(tls, strncasecmp(good[i].url, "https", 5) == 0);
         free(host);
     }
     static const char *const badv[] = {
-        "https://h",          "h:80",       "http://",     "http://:80",
+        "https://",           "h:80",       "http://",     "http://:80",
         "http://h:",          "http://h:0", "http://h:x",  "http://h:65536",
         "http://h/x",         "http://h#f", "http://[::1", "http://[]:80",
         "http://h:123456789",
@@ -704,7 +733,8 @@ static void test_parse_url(void **state)
     for (size_t i = 0; i < TT_ARRAY_SIZE(badv); i++) {
         char *host = NULL;
         int port = -1;
-        const char *why = parse_url(badv[i], &host, &port);
+        int tls;
+        const char *why = parse_url(badv[i], &host, &port, &tls);
         if (why == NULL) {
             free(host);
             fail_msg("%s accepted", badv[i]);
@@ -750,6 +780,8 @@ static void test_dump_has_every_key_and_loads_back(void **state)
         for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
             if (strcmp(upstream_fields[i].key, "listen") == 0 && !c->upstreams[u].has_listen)
                 continue; /* no listen of its own */
+            if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
+                continue; /* TLS keys only for https:// upstreams */
             char needle[64];
             snprintf(needle, sizeof(needle), "\n%s = ", upstream_fields[i].key);
             const char *at = strstr(sec, needle);
@@ -774,7 +806,7 @@ static void test_dump_has_every_key_and_loads_back(void **state)
         assert_int_equal(a->has_listen, b->has_listen);
         for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
             const field_t *f = &upstream_fields[i];
-            if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+            if (is_scalar(f->type))
                 assert_int_equal(*(const int64_t *)((const char *)a + f->offset),
                                  *(const int64_t *)((const char *)b + f->offset));
         }
