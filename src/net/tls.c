@@ -483,11 +483,7 @@ int tt_tls_probe_idle(tt_tls_t *t)
     ssize_t n = tt_tls_read(t, &byte, 1, &more);
     if (n > 0)
         return 1;
-    if (n < 0 && errno == EAGAIN) {
-        tt_tls_release_buffers(t);
-        return 0;
-    }
-    return -1;
+    return n < 0 && errno == EAGAIN ? 0 : -1;
 }
 
 void tt_tls_release_buffers(tt_tls_t *t)

@@ -470,8 +470,11 @@ static void conn_idle_cb(tt_io_t *io, uint32_t events)
     tt_upconn_t *c = conn_of_io(io);
     tt_pool_t *pool = c->pool;
     int state = probe_idle(c);
-    if (state == 0 && !(events & (EPOLLERR | EPOLLHUP)))
+    if (state == 0 && !(events & (EPOLLERR | EPOLLHUP))) {
+        if (c->tls != NULL) /* session tickets were read: the read buffer is not needed now */
+            tt_tls_release_buffers(c->tls);
         return;
+    }
     if (state > 0) {
         tt_conn_close(c, TT_CLOSE_STRAY_DATA);
         return;
