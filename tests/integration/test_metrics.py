@@ -491,7 +491,8 @@ def test_dashboard_and_documented_queries_return_data(start_admin_proxy, tmp_pat
             expr = (expr.replace("$__rate_interval", "5s").replace("$upstream", ".*")
                     .replace("$instance", ".*").replace("$job", ".*")
                     .replace("[15m]", "[8s]").replace("[5m]", "[5s]"))
-            if not query(expr):
+            # TLS panels have no data here (a plain upstream): they must still parse.
+            if not query(expr) and "tether_upstream_tls_" not in expr:
                 empty.append(expr)
         assert not empty, "queries without data:\n" + "\n".join(empty)
         reuse = query('sum(rate(tether_upstream_requests_reused_total[5s])) / '
