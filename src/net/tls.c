@@ -135,6 +135,17 @@ static int refuse_passphrase(char *buf, int size, int rwflag, void *u)
 
 static int on_new_session(SSL *ssl, SSL_SESSION *session);
 
+/* SSL app data records what the upstream said about client certificates: */
+#define CERT_REQUESTED ((void *)1) /* it asked for one: TLS 1.3 may still refuse us */
+#define CERT_ACCEPTED  ((void *)2) /* it then sent a session ticket: it accepted us */
+
+static int on_cert_request(SSL *ssl, void *arg)
+{
+    (void)arg;
+    SSL_set_app_data(ssl, CERT_REQUESTED);
+    return 1;
+}
+
 static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
 {
     const tt_upstream_conf_t *conf = tc->conf;
@@ -153,6 +164,7 @@ static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
     SSL_CTX_set_read_ahead(ctx, 1); /* a record in one read(), not header then body */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_default_passwd_cb(ctx, refuse_passphrase);
+    SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
     if (conf->tls_verify) {
@@ -299,6 +311,8 @@ int tt_tls_client_reload(tt_tls_client_t *tc, char *err, size_t errlen)
 static int on_new_session(SSL *ssl, SSL_SESSION *session)
 {
     tt_tls_client_t *tc = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (SSL_get_app_data(ssl) == CERT_REQUESTED)
+        SSL_set_app_data(ssl, CERT_ACCEPTED);
     if (!SSL_SESSION_is_resumable(session))
         return 0;
     pthread_mutex_lock(&tc->lock);
@@ -352,8 +366,8 @@ tt_tls_step_t tt_tls_handshake(tt_tls_t *t)
 
 static int is_version_reason(int reason)
 {
-    return reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_WRONG_VERSION_NUMBER ||
-           reason == SSL_R_NO_PROTOCOLS_AVAILABLE || reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ||
+    return reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE ||
+           reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION ||
            reason == SSL_R_UNSUPPORTED_SSL_VERSION || reason == SSL_R_VERSION_TOO_LOW ||
            reason == SSL_R_VERSION_TOO_HIGH;
 }
@@ -383,13 +397,20 @@ tt_tls_failure_t tt_tls_failure(tt_tls_t *t, char *detail, size_t len)
     } else if (e != 0 && is_version_reason(reason)) {
         snprintf(detail, len, "%s", ERR_reason_error_string(e));
         f = TT_TLS_FAIL_PROTOCOL_VERSION;
+    } else if (e != 0 && reason == SSL_R_WRONG_VERSION_NUMBER) {
+        snprintf(detail, len, "the upstream does not answer in TLS (a plain http:// server?)");
+        f = TT_TLS_FAIL_OTHER;
     } else if (e != 0 && reason == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         snprintf(detail, len, "the upstream closed the connection during the handshake");
         f = TT_TLS_FAIL_CLOSED;
     } else if (e != 0 && reason > SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
         /* An alert from the upstream: it refused us (often: no or an unknown client cert). */
+        int alert = reason - SSL_AD_REASON_OFFSET;
+        /* OpenSSL 3.0 has no text for TLS 1.3's certificate_required. */
         snprintf(detail, len, "alert from the upstream: %s",
-                 SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET));
+                 alert == TLS13_AD_CERTIFICATE_REQUIRED
+                     ? "certificate required (set tls_cert and tls_key)"
+                     : SSL_alert_desc_string_long(alert));
         f = TT_TLS_FAIL_REJECTED;
     } else if (e == 0) {
         snprintf(detail, len, "%s",
@@ -402,6 +423,11 @@ tt_tls_failure_t tt_tls_failure(tt_tls_t *t, char *detail, size_t len)
     }
     ERR_clear_error();
     return f;
+}
+
+int tt_tls_awaits_verdict(tt_tls_t *t)
+{
+    return SSL_version(t) == TLS1_3_VERSION && SSL_get_app_data(t) == CERT_REQUESTED;
 }
 
 int tt_tls_resumed(tt_tls_t *t)

@@ -47,6 +47,10 @@ tt_tls_step_t tt_tls_handshake(tt_tls_t *t);
 /* Classifies a failed handshake (or a failed first exchange: TLS 1.3 servers reject a missing
  * client certificate only after the client finished). detail gets OpenSSL's own words. */
 tt_tls_failure_t tt_tls_failure(tt_tls_t *t, char *detail, size_t len);
+/* Whether the upstream may still refuse the finished handshake: with TLS 1.3 a server that asked
+ * for a client certificate judges it only after the client finished, and says so with an alert
+ * on the first read (or accepts with a session ticket). */
+int tt_tls_awaits_verdict(tt_tls_t *t);
 /* Whether the finished handshake resumed a session. */
 int tt_tls_resumed(tt_tls_t *t);
 

@@ -610,11 +610,9 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
 /* Words for a failed upstream read or write, as in "connection %s before responding". */
 static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
 {
-    if (err == EPROTO && s->conn->tls != NULL) {
-        size_t n = (size_t)snprintf(buf, len, "failed with a TLS error: ");
-        tt_conn_tls_error(s->conn, buf + n, len - n);
-        return buf;
-    }
+    const char *tls = tt_conn_tls_failure(s->conn, err, buf, len);
+    if (tls != NULL)
+        return tls;
     return err == ECONNRESET ? "reset" : err == EPIPE ? "closed" : strerror(err);
 }
 

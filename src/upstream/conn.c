@@ -14,8 +14,11 @@ ssize_t tt_conn_read(tt_upconn_t *c, tt_buf_t *b, uint8_t *readable)
         tt_buf_compact(b);
     ssize_t n = tt_tls_read(c->tls, tt_buf_wptr(b), tt_buf_room(b), readable);
     c->tls_read_wants_write = n < 0 && errno == EAGAIN && tt_tls_wants_write(c->tls);
-    if (n > 0)
+    if (n > 0) {
         b->wpos += (size_t)n;
+        if (c->tls_unconfirmed) /* it answered: it accepted us */
+            tt_conn_tls_established(c);
+    }
     return n;
 }
 
@@ -33,16 +36,42 @@ ssize_t tt_conn_send(tt_upconn_t *c, const void *p, size_t len)
     return n;
 }
 
-void tt_conn_tls_error(tt_upconn_t *c, char *buf, size_t len)
+void tt_conn_tls_established(tt_upconn_t *c)
 {
-    char detail[160];
-    tt_tls_failure_t why = tt_tls_failure(c->tls, detail, sizeof(detail));
-    snprintf(buf, len, "%s (%s)", tt_tls_failure_phrase(why), detail);
-    /* On its first request a connection fails like this when the upstream refuses the
-     * handshake after the client finished it (TLS 1.3 and a missing client certificate): count
-     * and log it as the handshake failure it is. */
-    if (!tt_conn_reused(c)) {
-        c->pool->stats.tls_failures[why]++;
-        tt_upstream_tls_failed(c->pool->up, why, detail);
+    tt_pool_t *pool = c->pool;
+    c->tls_unconfirmed = 0;
+    if (tt_tls_resumed(c->tls))
+        pool->stats.tls_resumed++;
+    else
+        pool->stats.tls_full++;
+    tt_hist_record(&pool->stats.tls_handshake_us, c->tls_handshake_us);
+    tt_upstream_tls_succeeded(pool->up);
+}
+
+tt_tls_failure_t tt_conn_tls_refused(tt_upconn_t *c, char *detail, size_t len)
+{
+    tt_tls_failure_t why = tt_tls_failure(c->tls, detail, len);
+    c->tls_unconfirmed = 0;
+    c->pool->stats.tls_failures[why]++;
+    tt_upstream_tls_failed(c->pool->up, why, detail);
+    return why;
+}
+
+const char *tt_conn_tls_failure(tt_upconn_t *c, int err, char *buf, size_t len)
+{
+    if (c->tls == NULL)
+        return NULL;
+    if (err != EPROTO && c->tls_unconfirmed) {
+        char scratch[64];
+        uint8_t more;
+        if (tt_tls_read(c->tls, scratch, sizeof(scratch), &more) < 0 && errno == EPROTO)
+            err = EPROTO;
     }
+    if (err != EPROTO)
+        return NULL;
+    char detail[160];
+    tt_tls_failure_t why = c->tls_unconfirmed ? tt_conn_tls_refused(c, detail, sizeof(detail))
+                                              : tt_tls_failure(c->tls, detail, sizeof(detail));
+    snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+    return buf;
 }

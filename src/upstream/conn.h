@@ -48,10 +48,12 @@ struct tt_upconn {
     int connect_error; /* errno of a failed connect */
     tt_tls_t *tls;     /* NULL over plain TCP */
     uint64_t tls_started_us;
-    uint8_t retired; /* do not reuse after the current request */
+    uint32_t tls_handshake_us; /* counted once the upstream accepted the handshake */
+    uint8_t retired;           /* do not reuse after the current request */
     uint8_t lease_warned;
     uint8_t tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
     uint8_t tls_write_wants_read; /* the last TLS write waits for it to be readable */
+    uint8_t tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
@@ -74,8 +76,17 @@ static inline int tt_conn_reused(const tt_upconn_t *c)
 ssize_t tt_conn_read(tt_upconn_t *c, tt_buf_t *b, uint8_t *readable);
 /* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
 ssize_t tt_conn_send(tt_upconn_t *c, const void *p, size_t len);
-/* After a failed TLS read or write (errno EPROTO): what went wrong, as "phrase (detail)". */
-void tt_conn_tls_error(tt_upconn_t *c, char *buf, size_t len);
+/* The upstream accepted the TLS handshake: counts it (full or resumed, and its time) and re-arms
+ * failure logging. */
+void tt_conn_tls_established(tt_upconn_t *c);
+/* The upstream refused a handshake it had let finish (TLS 1.3 client authentication; call right
+ * after the failed read): counts and logs it like a failed handshake. Returns the cause. */
+tt_tls_failure_t tt_conn_tls_refused(tt_upconn_t *c, char *detail, size_t len);
+/* Explains a failed read or write (errno err) when TLS is the cause, as "failed with a TLS error:
+ * PHRASE (DETAIL)" in buf. On a connection still awaiting the upstream's verdict, what the
+ * upstream sent is read first: its alert explains the reset that follows it. NULL when TLS is not
+ * the cause. */
+const char *tt_conn_tls_failure(tt_upconn_t *c, int err, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */
 void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);

@@ -288,6 +288,11 @@ static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
     int state = probe_idle(c);
     if (state == 0)
         return TT_REUSE_OK;
+    if (state < 0 && c->tls_unconfirmed) {
+        char detail[160];
+        tt_conn_tls_refused(c, detail, sizeof(detail));
+        return TT_CLOSE_TLS_FAILED;
+    }
     if (state < 0)
         tt_upstream_learn_idle_close(pool->up, now - c->idle_since);
     return TT_CLOSE_CHECKOUT_FAILED;
@@ -404,12 +409,11 @@ static void conn_handshake_cb(tt_io_t *io, uint32_t events)
     case TT_TLS_DONE:
         break;
     }
-    if (tt_tls_resumed(c->tls))
-        pool->stats.tls_resumed++;
+    c->tls_handshake_us = (uint32_t)TT_MIN(tt_clock_monotonic_us() - c->tls_started_us, UINT32_MAX);
+    if (tt_tls_awaits_verdict(c->tls))
+        c->tls_unconfirmed = 1; /* counted when the upstream answers or sends a ticket */
     else
-        pool->stats.tls_full++;
-    tt_hist_record(&pool->stats.tls_handshake_us, tt_clock_monotonic_us() - c->tls_started_us);
-    tt_upstream_tls_succeeded(pool->up);
+        tt_conn_tls_established(c);
     conn_established(c);
 }
 
@@ -471,8 +475,17 @@ static void conn_idle_cb(tt_io_t *io, uint32_t events)
     tt_pool_t *pool = c->pool;
     int state = probe_idle(c);
     if (state == 0 && !(events & (EPOLLERR | EPOLLHUP))) {
-        if (c->tls != NULL) /* session tickets were read: the read buffer is not needed now */
+        if (c->tls != NULL) { /* session tickets were read: the read buffer is not needed now */
+            if (c->tls_unconfirmed && !tt_tls_awaits_verdict(c->tls))
+                tt_conn_tls_established(c); /* a ticket after client authentication: accepted */
             tt_tls_release_buffers(c->tls);
+        }
+        return;
+    }
+    if (state < 0 && c->tls_unconfirmed) {
+        char detail[160];
+        tt_conn_tls_refused(c, detail, sizeof(detail));
+        tt_conn_close(c, TT_CLOSE_TLS_FAILED);
         return;
     }
     if (state > 0) {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import tlscerts
 from badpeer import BadPeer
 from helpers import free_port, get_json, tetherd_binary
 
@@ -96,10 +97,13 @@ def no_leftover_processes():
 
 
 class Upstream:
-    """A running upstream.py; see its docstring for the request headers that script it."""
+    """A running upstream.py; see its docstring for the request headers that script it.
+    Started with --tls-cert it serves HTTPS, and `url` is an https:// url."""
 
     def __init__(self, args, log_path):
         self.log_path = log_path
+        self.tls = "--tls-cert" in args
+        self.host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(HERE / "upstream.py"), "--port", "0", *args],
@@ -118,11 +122,12 @@ class Upstream:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def stats(self):
         """The upstream's /__stats, asked on its control port (not counted in the stats)."""
-        return get_json(self.control_port, "/__stats")
+        return get_json(self.control_port, "/__stats", self.host)
 
     def stop(self):
         self.proc.terminate()
@@ -187,6 +192,12 @@ class Tetherd:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("tetherd ignored SIGTERM past drain_timeout + 5s") from None
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory):
+    """The test CAs, server and client certificates (tlscerts.TlsCerts), made once per run."""
+    return tlscerts.generate(tmp_path_factory.mktemp("tls-certs"))
 
 
 @pytest.fixture

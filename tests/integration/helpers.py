@@ -222,14 +222,15 @@ class Client:
         return True
 
 
-def fetch(port, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1"):
+def fetch(port, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1",
+          host="127.0.0.1"):
     """One request on a fresh connection, closed afterwards (what a churning app does)."""
-    with Client(port) as client:
+    with Client(port, host) as client:
         return client.request(method, target, headers, body, version)
 
 
-def get_json(port, target):
-    resp = fetch(port, "GET", target, [("Connection", "close")])
+def get_json(port, target, host="127.0.0.1"):
+    resp = fetch(port, "GET", target, [("Connection", "close")], host=host)
     assert resp.status == 200, resp
     return json.loads(resp.body)
 

@@ -3,11 +3,17 @@
 
     upstream.py --port 0 [--host ADDR] [--name NAME] [--idle-close S] [--keepalive-hint N]
                 [--max-requests-per-conn N] [--keep-heads N]
+                [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-min-version V]
+                 [--tls-max-version V] [--tls-close-without-fin]]
 
 Prints "PORT <n>" as its first stdout line once it listens, and "CONTROL <m>" on the second:
 a port that serves only GET /__stats and whose connections are not counted. Then it serves
 every TCP connection on its own thread until killed. It frames messages itself (no
 http.server) so that tests control every byte.
+
+With --tls-cert and --tls-key the service port speaks HTTPS instead (the control port stays
+plain HTTP): each connection's TLS handshake runs on its thread, then HTTP/1.1 is served over TLS
+exactly as over TCP. A connection the server closes gets a close_notify first.
 
 Every response carries:
     X-Upstream-Conn     sequential id of the TCP connection (1, 2, ...)
@@ -31,12 +37,24 @@ Request headers that script the response:
     Expect: 100-continue     answered with "100 Continue" before the body is read
     Upgrade + Connection: upgrade   "101 Switching Protocols", then a raw byte echo
 
+In TLS mode every response also carries, for its connection:
+    X-Upstream-Tls-Version   "TLSv1.3", "TLSv1.2"
+    X-Upstream-Tls-Resumed   1 if the handshake resumed a session, else 0
+    X-Upstream-Tls-Client    the client certificate's subject ("O=...,CN=..."), or "-"
+
 Server options:
     --idle-close S           silently close a connection idle for S seconds
     --keepalive-hint N       send "Keep-Alive: timeout=N" and close after N seconds idle
     --close-lag-ms MS        with --idle-close: the FIN leaves MS after the decision to close;
                              a request arriving in between is reset (the race over a network)
     --max-requests-per-conn N   answer the Nth request of a connection with Connection: close
+    --tls-cert PEM, --tls-key PEM   serve HTTPS with this certificate (chain) and key
+    --tls-client-ca PEM      require a client certificate issued by this CA (mTLS)
+    --tls-min-version V, --tls-max-version V   1.1, 1.2 or 1.3 (1.1 also lowers the security
+                             level so that OpenSSL 3 agrees to speak it)
+    --tls-close-without-fin  when the server closes a connection (--idle-close, Connection:
+                             close): send close_notify but no FIN, and wait up to 5 s for the
+                             peer to close (a peer that ignores close_notify is seen doing so)
 
 GET /__stats (on either port) returns JSON; these control requests are counted only in
 "control_requests". Fields:
@@ -52,6 +70,20 @@ GET /__stats (on either port) returns JSON; these control requests are counted o
     bodies           {X-Request-Id: [{sha256, size, conn}, ...]}, one entry per body fully
                      received, so a test can prove that a body arrived exactly once
     heads            the raw heads of the last --keep-heads requests: [{conn, req, head}, ...]
+    tls              in TLS mode only:
+        handshakes   handshakes completed; "resumed" of them resumed a session
+        failures     handshakes that failed; "errors" their reasons, in order (OpenSSL reason
+                     codes such as "TLSV1_ALERT_UNKNOWN_CA", or the exception's name)
+        versions     {"TLSv1.3": n, ...} of the completed handshakes
+        alpn         {protocol or "none": n}: what ALPN selected (the server offers h2 and
+                     http/1.1, so a client offering h2 would get it)
+        sni          the server names the clients sent, in order (null: none sent)
+        client_subjects   per completed handshake, the client certificate's subject or null;
+                     last_client_subject the latest
+        peer_closed_after_notify_ms   per close_notify the server sent: how long the peer took
+                     to close, or null if it had not within the wait
+        peer_close_notify, peer_eof_without_notify   connections the peer closed while the
+                     server was reading: with a close_notify first, or with a bare TCP EOF
 """
 
 import argparse
@@ -61,15 +93,24 @@ import itertools
 import json
 import random
 import socket
+import ssl
 import string
 import struct
 import sys
 import threading
 import time
+import warnings
 
 HEAD_LIMIT = 1 << 20
 IO_TIMEOUT = 30.0
 DEFAULT_IDLE = 120.0
+HANDSHAKE_TIMEOUT = 10.0
+NOTIFY_WAIT = 5.0
+TLS_VERSIONS = {
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
 RECV_SIZE = 65536
 CHUNK_SIZES = (1, 10, 100, 1000, 4096, 16384, 65536)
 
@@ -188,8 +229,17 @@ class Request(HeaderList):
 class Stats:
     """Counters shared by all connection threads; snapshot() is what /__stats returns."""
 
-    def __init__(self, keep_heads):
+    def __init__(self, keep_heads, tls):
         self._lock = threading.Lock()
+        self._tls = None
+        if tls:
+            self._tls = {
+                "handshakes": 0, "resumed": 0, "failures": 0, "errors": [],
+                "versions": collections.Counter(), "alpn": collections.Counter(), "sni": [],
+                "client_subjects": [], "last_client_subject": None,
+                "peer_closed_after_notify_ms": [], "peer_close_notify": 0,
+                "peer_eof_without_notify": 0,
+            }
         self._counters = collections.Counter()
         self._methods = collections.Counter()
         self._bodies = collections.defaultdict(list)
@@ -237,6 +287,33 @@ class Stats:
             if request_id is not None:
                 self._bodies[request_id].append({"sha256": digest, "size": size, "conn": conn_id})
 
+    def tls_sni(self, server_name):
+        with self._lock:
+            self._tls["sni"].append(server_name)
+
+    def tls_handshake(self, info):
+        with self._lock:
+            tls = self._tls
+            tls["handshakes"] += 1
+            tls["resumed"] += info["resumed"]
+            tls["versions"][info["version"]] += 1
+            tls["alpn"][info["alpn"] or "none"] += 1
+            tls["client_subjects"].append(info["client"])
+            tls["last_client_subject"] = info["client"]
+
+    def tls_failure(self, reason):
+        with self._lock:
+            self._tls["failures"] += 1
+            self._tls["errors"].append(reason)
+
+    def tls_peer_close(self, how):
+        with self._lock:
+            self._tls[how] += 1
+
+    def tls_notify_answered(self, elapsed_ms):
+        with self._lock:
+            self._tls["peer_closed_after_notify_ms"].append(elapsed_ms)
+
     def snapshot(self):
         with self._lock:
             snap = {
@@ -263,6 +340,8 @@ class Stats:
                 bodies={k: list(v) for k, v in self._bodies.items()},
                 heads=list(self._heads),
             )
+            if self._tls is not None:
+                snap["tls"] = json.loads(json.dumps(self._tls))  # a deep copy
             return snap
 
 
@@ -274,6 +353,8 @@ class Connection:
         self.control = control
         self.opts = server.opts
         self.stats = server.stats
+        self.tls_context = None if control else server.tls_context
+        self.tls_info = None  # once the TLS handshake completed: what the X-Upstream-Tls-* say
         self.sock = sock
         self.conn_id = conn_id
         self.buf = bytearray()
@@ -283,8 +364,14 @@ class Connection:
     # --- reading --------------------------------------------------------------------------
 
     def _fill(self):
-        data = self.sock.recv(RECV_SIZE)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except ssl.SSLEOFError:  # TLS: EOF without close_notify (ragged EOFs are not suppressed)
+            self.stats.tls_peer_close("peer_eof_without_notify")
+            raise PeerClosed() from None
         if not data:
+            if self.tls_info is not None:
+                self.stats.tls_peer_close("peer_close_notify")
             raise PeerClosed()
         self.buf += data
 
@@ -311,8 +398,8 @@ class Connection:
             return
         time.sleep(self.opts.close_lag_ms / 1000)
         self.sock.setblocking(False)
-        try:
-            if self.sock.recv(1, socket.MSG_PEEK):
+        try:  # the raw socket, also under TLS: any bytes on the way count
+            if socket.socket.recv(self.sock, 1, socket.MSG_PEEK):
                 self.stats.bump("lost_to_idle_close")
                 self.close_how = "reset_by_server"
         except (BlockingIOError, ConnectionError):
@@ -379,6 +466,10 @@ class Connection:
         ]
         if self.opts.name:
             lines.append(f"X-Upstream-Name: {self.opts.name}")
+        if self.tls_info is not None:
+            lines.append(f"X-Upstream-Tls-Version: {self.tls_info['version']}")
+            lines.append(f"X-Upstream-Tls-Resumed: {int(self.tls_info['resumed'])}")
+            lines.append(f"X-Upstream-Tls-Client: {self.tls_info['client'] or '-'}")
         if req is not None:
             lines.append(f"X-Upstream-Method: {req.method}")
             lines.append(f"X-Upstream-Target: {req.target}")
@@ -393,6 +484,8 @@ class Connection:
 
     def serve(self):
         try:
+            if self.tls_context is not None and not self._tls_handshake():
+                return
             while self._serve_one():
                 pass
         except BadRequest as err:
@@ -400,10 +493,31 @@ class Connection:
             self._send_error(err)
         except socket.timeout:
             self.close_how = "closed_by_server"
-        except (PeerClosed, ConnectionError):
+        except (PeerClosed, ConnectionError, ssl.SSLError):
             pass
         finally:
             self._close()
+
+    def _tls_handshake(self):
+        """Puts the connection under TLS; False (the failure counted) if the handshake fails."""
+        self.sock.settimeout(HANDSHAKE_TIMEOUT)
+        self.sock = self.tls_context.wrap_socket(self.sock, server_side=True,
+                                                 do_handshake_on_connect=False,
+                                                 suppress_ragged_eofs=False)
+        try:
+            self.sock.do_handshake()
+        except OSError as err:  # ssl.SSLError, a reset, a timeout
+            self.stats.tls_failure(getattr(err, "reason", None) or type(err).__name__)
+            self.close_how = "tls_failed"
+            return False
+        self.tls_info = {
+            "version": self.sock.version(),
+            "resumed": self.sock.session_reused,
+            "alpn": self.sock.selected_alpn_protocol(),
+            "client": _subject(self.sock.getpeercert()),
+        }
+        self.stats.tls_handshake(self.tls_info)
+        return True
 
     def _send_error(self, err):
         body = f"upstream: {err}\n".encode()
@@ -416,23 +530,61 @@ class Connection:
 
     def _close(self):
         if self.close_how == "closed_by_server":
-            self._linger()
+            if self.tls_info is not None:
+                self._tls_close()
+            else:
+                self._linger()
         self.sock.close()
         if not self.control:
             self.stats.closed(self.close_how)
 
     def _linger(self):
         """Half-close and drain for a while, so data the peer still sends cannot turn our
-        close into a RST that destroys the response in flight."""
+        close into a RST that destroys the response in flight. Returns whether the peer
+        closed meanwhile."""
         deadline = time.monotonic() + 1.0
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(socket.SHUT_WR)  # on an SSLSocket: TLS is over, the rest is raw
             while (remaining := deadline - time.monotonic()) > 0:
                 self.sock.settimeout(remaining)
                 if not self.sock.recv(RECV_SIZE):
-                    break
+                    return True
+        except ConnectionResetError:
+            return True
         except OSError:
             pass
+        return False
+
+    def _tls_close(self):
+        """close_notify, then the FIN and the linger (or, with --tls-close-without-fin, no FIN:
+        wait for the peer to close); records how long the peer took to close."""
+        start = time.monotonic()
+        self.sock.settimeout(0)
+        try:
+            self.sock.unwrap()  # sends close_notify; non-blocking: does not wait for the peer's
+        except ssl.SSLWantReadError:
+            pass
+        except (OSError, ValueError):  # the peer is gone already
+            self._linger()
+            return
+        closed = self._await_peer_close() if self.opts.tls_close_without_fin else self._linger()
+        elapsed_ms = round((time.monotonic() - start) * 1000) if closed else None
+        self.stats.tls_notify_answered(elapsed_ms)
+
+    def _await_peer_close(self):
+        """Reads raw bytes (the peer's close_notify, or a request it should not send any more)
+        until the peer closes, for up to NOTIFY_WAIT seconds; returns whether it closed."""
+        deadline = time.monotonic() + NOTIFY_WAIT
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(remaining)
+                if not socket.socket.recv(self.sock, RECV_SIZE):
+                    return True
+        except ConnectionResetError:
+            return True
+        except OSError:
+            pass
+        return False
 
     def _serve_one(self):
         """Serves one request; returns whether the connection stays open for another."""
@@ -568,6 +720,36 @@ class Connection:
             self.sock.sendall(data)
 
 
+def _subject(cert):
+    """The subject of a getpeercert() dict as "O=Tether Tests,CN=name"; None without one."""
+    if not cert:
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+             "countryName": "C"}
+    return ",".join(f"{short.get(k, k)}={v}" for rdn in cert["subject"] for k, v in rdn)
+
+
+def tls_context(opts, on_sni):
+    """The server side SSLContext for the TLS options; on_sni(name or None) per handshake."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(opts.tls_cert, opts.tls_key)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    if opts.tls_client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(opts.tls_client_ca)
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point of offering it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if "1.1" in (opts.tls_min_version, opts.tls_max_version):
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.minimum_version = ssl.TLSVersion.TLSv1_1
+        if opts.tls_min_version:
+            context.minimum_version = TLS_VERSIONS[opts.tls_min_version]
+        if opts.tls_max_version:
+            context.maximum_version = TLS_VERSIONS[opts.tls_max_version]
+    context.sni_callback = lambda sslsock, name, ctx: on_sni(name)
+    return context
+
+
 def _chunk_encode(body):
     """Chunked encoding of `body` in pieces of varied sizes, terminating chunk included."""
     out, pos, sizes = bytearray(), 0, itertools.cycle(CHUNK_SIZES)
@@ -583,7 +765,8 @@ class Server:
 
     def __init__(self, opts):
         self.opts = opts
-        self.stats = Stats(opts.keep_heads)
+        self.stats = Stats(opts.keep_heads, tls=bool(opts.tls_cert))
+        self.tls_context = tls_context(opts, self.stats.tls_sni) if opts.tls_cert else None
         family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
         self.listener = socket.create_server((opts.host, opts.port), family=family, backlog=1024)
         self.control_listener = socket.create_server((opts.host, 0), family=family)
@@ -618,7 +801,16 @@ def parse_args(argv):
     parser.add_argument("--close-lag-ms", type=int, default=0, metavar="MS")
     parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
     parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
-    return parser.parse_args(argv)
+    parser.add_argument("--tls-cert", metavar="PEM")
+    parser.add_argument("--tls-key", metavar="PEM")
+    parser.add_argument("--tls-client-ca", metavar="PEM")
+    parser.add_argument("--tls-min-version", choices=sorted(TLS_VERSIONS))
+    parser.add_argument("--tls-max-version", choices=sorted(TLS_VERSIONS))
+    parser.add_argument("--tls-close-without-fin", action="store_true")
+    opts = parser.parse_args(argv)
+    if bool(opts.tls_cert) != bool(opts.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    return opts
 
 
 def main(argv):
