@@ -1,5 +1,6 @@
 /* tetherd: the connection-pooling sidecar. */
 #include "config/config.h"
+#include "net/tls.h"
 #include "proxy/server.h"
 
 #include <getopt.h>
@@ -25,6 +26,24 @@ static void usage(FILE *out)
                  "  --log-level LEVEL   error, warn, info or debug (zero-config form)\n"
                  "  -h, --help          this help\n"
                  "  -V, --version       print the version\n");
+}
+
+/* --check loads the TLS files too: they need no network, so a bad key is caught before a
+ * deploy rather than at startup. */
+static int check_tls_files(const tt_conf_t *conf)
+{
+    char err[512];
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        if (!conf->upstreams[i].tls)
+            continue;
+        tt_tls_client_t *tc = tt_tls_client_new(&conf->upstreams[i], conf->path, err, sizeof(err));
+        if (tc == NULL) {
+            fprintf(stderr, "tetherd: %s\n", err);
+            return -1;
+        }
+        tt_tls_client_free(tc);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -86,6 +105,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check) {
+        if (check_tls_files(conf) < 0) {
+            tt_conf_free(conf);
+            return 2;
+        }
         printf("%s: ok\n", conf->path);
         tt_conf_free(conf);
         return 0;

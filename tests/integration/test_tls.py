@@ -708,6 +708,11 @@ def test_bad_tls_configuration_stops_startup(tmp_path, tls_certs, bad_files, cer
     assert f"{path}:{line}: {name}: " in result.stderr, result.stderr
     if cert.startswith("nonexistent") or key.startswith("nonexistent") or "nonexistent" in extra:
         assert "nonexistent" in result.stderr, "the error names the missing file"
+    # --check loads the TLS files too, so the same error stops a deploy before startup.
+    checked = subprocess.run([str(tetherd_binary()), "--check", "-c", str(path)],
+                             capture_output=True, text=True, timeout=10)
+    assert checked.returncode == 2, checked
+    assert f"{path}:{line}: {name}: " in checked.stderr, checked.stderr
 
 
 def test_cert_without_key_stops_startup(tmp_path, tls_certs):
