@@ -333,9 +333,15 @@ tt_tls_t *tt_tls_new(tt_tls_client_t *tc, int fd)
 {
     pthread_mutex_lock(&tc->lock);
     SSL *ssl = SSL_new(tc->ctx);
-    if (ssl != NULL && tc->session != NULL)
-        SSL_set_session(ssl, tc->session);
+    /* A copy per connection: once a TLS 1.3 handshake resumes, OpenSSL marks the session it used
+     * as no longer resumable, which would send every connection opened before the next ticket
+     * arrives to a full handshake. */
+    SSL_SESSION *copy = ssl != NULL && tc->session != NULL ? SSL_SESSION_dup(tc->session) : NULL;
     pthread_mutex_unlock(&tc->lock);
+    if (copy != NULL) {
+        SSL_set_session(ssl, copy);
+        SSL_SESSION_free(copy); /* the connection holds its own reference */
+    }
     if (ssl == NULL)
         return NULL;
     if (SSL_set_fd(ssl, fd) != 1 ||
