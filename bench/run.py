@@ -2,7 +2,8 @@
 """tether benchmark: tetherd against direct access, haproxy, nginx and h2o, under wrk.
 
 Every contender pools keep-alive connections to the same upstream nginx and gets the same number
-of workers. Each (contender, scenario) run starts a fresh proxy. Results go to
+of workers. The tls-* scenarios put TLS between the contender and the upstream (certificates
+made at run time). Each (contender, scenario) run starts a fresh proxy. Results go to
 bench/results/<timestamp>/ (table.md, results.json, chart.png) and bench/results/latest/.
 Run through `make bench` (BENCH_ARGS='--quick' for a run under two minutes); see bench/README.md.
 """
@@ -19,6 +20,7 @@ from harness.contenders import Contender, contenders
 from harness.memprobe import MemoryProbe, probe_memory
 from harness.procs import HarnessError, Services, exit_on_sigterm, raise_fd_limit
 from harness.runner import SCENARIOS, LoadSettings, RunResult, Scenario, run_one
+from harness.tls import KEY_ALGORITHM
 from harness.upstream import RESPONSE_SIZE, Upstream, start_upstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,13 +97,14 @@ def cpu_layout(nproc: int) -> tuple[str | None, str | None]:
     return "0", ("1" if nproc == 2 else f"1-{nproc - 1}")
 
 
-def header_lines(machine: dict, settings: LoadSettings, tetherd: str) -> list[str]:
+def header_lines(machine: dict, settings: LoadSettings, tetherd: str,
+                 scenarios: list[Scenario]) -> list[str]:
     if settings.load_cpus:
         pinning = (f"wrk and the upstream pinned to CPU {settings.load_cpus}, the proxy to CPU "
                    f"{settings.proxy_cpus} (taskset)")
     else:
         pinning = "no CPU pinning (one CPU)"
-    return [
+    lines = [
         f"Machine: {machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}; "
         f"{pinning}.",
         f"Load: wrk, {settings.threads} thread(s), {settings.connections} connections, "
@@ -109,6 +112,13 @@ def header_lines(machine: dict, settings: LoadSettings, tetherd: str) -> list[st
         f"starts fresh (empty pool) for each run.",
         f"Upstream: nginx, 1 worker, {RESPONSE_SIZE}-byte 200 response. tetherd: `{tetherd}`.",
     ]
+    if any(scenario.upstream_tls for scenario in scenarios):
+        lines.append(
+            f"TLS scenarios: the upstream serves TLS 1.2/1.3 with an {KEY_ALGORITHM} certificate "
+            f"from a private CA, session cache and tickets on; every proxy verifies its chain, "
+            f"and all but h2o 2.2.5 the name `localhost`. `direct-full`: wrk to a listener "
+            f"without session resumption.")
+    return lines
 
 
 def progress(index: int, total: int, result: RunResult) -> None:
@@ -116,20 +126,40 @@ def progress(index: int, total: int, result: RunResult) -> None:
     if result.failure:
         print(f"{label} FAILED: {result.failure}", flush=True)
         return
+    tls = ""
+    if result.upstream_tls_handshakes is not None:
+        tls = (f", {result.upstream_tls_handshakes:,} TLS handshakes "
+               f"({result.upstream_tls_resumed:,} resumed)")
     print(f"{label} {result.requests_per_s:,.0f} req/s, p99 {result.latency_ms['p99']:.3f} ms, "
-          f"{result.error_count} errors, {result.upstream_accepts:,} upstream connections",
+          f"{result.error_count} errors, {result.upstream_accepts:,} upstream connections{tls}",
           flush=True)
 
 
 def run_all(runnable: list[Contender], scenarios: list[Scenario], services: Services,
             upstream: Upstream, workdir: Path, settings: LoadSettings) -> list[RunResult]:
-    pairs = [(scenario, contender) for scenario in scenarios for contender in runnable]
+    pairs = [(scenario, contender) for scenario in scenarios for contender in runnable
+             if contender.runs_in(scenario.name)]
     results = []
     for index, (scenario, contender) in enumerate(pairs, 1):
         result = run_one(contender, scenario, services, upstream, workdir, settings)
         progress(index, len(pairs), result)
         results.append(result)
     return results
+
+
+def tls_protocol_line(results: list[RunResult]) -> list[str]:
+    """One footer line: the TLS versions of the upstream handshakes, per contender."""
+    by_contender: dict[str, set[str]] = {}
+    for result in results:
+        for protocol in result.upstream_tls_protocols or {}:
+            by_contender.setdefault(result.contender, set()).add(protocol)
+    if not by_contender:
+        return []
+    versions = {", ".join(sorted(found)) for found in by_contender.values()}
+    if len(versions) == 1:
+        return [f"Upstream TLS handshakes: {versions.pop()} for every contender."]
+    return ["Upstream TLS handshakes: " + "; ".join(
+        f"{name} {', '.join(sorted(found))}" for name, found in by_contender.items()) + "."]
 
 
 def run_memory_probe(tether: Contender | None, services: Services, upstream: Upstream,
@@ -153,11 +183,11 @@ def json_context(stamp: str, machine: dict, settings: LoadSettings, tetherd: str
 
 
 def save(run_dir: Path, title: str, context: dict, results: list[RunResult],
-         table: str) -> None:
+         table: str, order: list[str]) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "table.md").write_text(table)
     report.write_json(run_dir / "results.json", context, results)
-    report.write_chart(run_dir, title, results)
+    report.write_chart(run_dir, title, results, order)
     report.publish_latest(run_dir, RESULTS / "latest", PUBLISHED_FILES)
 
 
@@ -188,6 +218,9 @@ def main(argv: list[str]) -> int:
     skipped = [f"Skipped: {c.name} (`{c.binary}` not found)." for c in chosen if c not in runnable]
     for note in skipped:
         print(note, flush=True)
+    if runnable and not any(c.runs_in(s.name) for s in scenarios for c in runnable):
+        raise HarnessError("no chosen contender runs in the chosen scenarios (direct-full runs "
+                           "only in tls-close)")
     machine = procfs.machine()
     settings = LoadSettings(args.duration, args.connections, args.threads, args.workers,
                             *cpu_layout(machine["nproc"]))
@@ -196,12 +229,12 @@ def main(argv: list[str]) -> int:
     results, probe = measure(runnable, scenarios, settings, args.memory_probe)
 
     title = f"tether benchmark {stamp}"
-    footer = skipped + ([probe.summary()] if probe else [])
-    table = report.markdown_report(title, header_lines(machine, settings, tetherd), results,
-                                   footer)
+    footer = skipped + tls_protocol_line(results) + ([probe.summary()] if probe else [])
+    table = report.markdown_report(title, header_lines(machine, settings, tetherd, scenarios),
+                                   results, footer)
     run_dir = RESULTS / stamp
     save(run_dir, title, json_context(stamp, machine, settings, tetherd, skipped, probe),
-         results, table)
+         results, table, [c.name for c in runnable])
     print("\n" + table)
     print(f"saved to {run_dir.relative_to(REPO)}/ and bench/results/latest/")
     probe_failed = probe is not None and probe.outcome == "failed"

@@ -11,7 +11,8 @@ from .runner import RunResult
 GNUPLOT = "/usr/bin/gnuplot"
 
 _COLUMNS = ("contender", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "upstream conns",
-            "conns/req", "proxy CPU s/100k", "upstream CPU s/100k", "proxy RSS MiB")
+            "conns/req", "proxy CPU s/100k", "upstream CPU s/100k", "proxy RSS MiB",
+            "upstream TLS handshakes", "resumed")
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -34,7 +35,13 @@ def _row(result: RunResult) -> list[str]:
         _number(result.proxy_cpu_s_per_100k, 2),
         _number(result.upstream_cpu_s_per_100k, 2),
         _number(rss_mib, 1),
+        _count(result.upstream_tls_handshakes),
+        _count(result.upstream_tls_resumed),
     ]
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
 
 
 def markdown_table(results: list[RunResult]) -> str:
@@ -75,27 +82,50 @@ def _panel(title: str, first_column: int, scenarios: list[str]) -> str:
     return f"set title '{title}'\nplot " + ", ".join(plots) + "\n"
 
 
-def write_chart(directory: Path, title: str, results: list[RunResult]) -> Path | None:
-    """Draws chart.png (req/s and p99 by contender and scenario); None if nothing to draw."""
-    contenders = list(dict.fromkeys(r.contender for r in results if not r.failure))
-    scenarios = list(dict.fromkeys(r.scenario for r in results if not r.failure))
-    if not contenders:
+def _chart_rows(results: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
+    """(data file, row title, results) per chart row: plain-HTTP scenarios, then TLS ones.
+    A row is drawn when one of its runs was measured; failed runs leave empty slots."""
+    plain = [r for r in results if not r.upstream_tls]
+    tls = [r for r in results if r.upstream_tls]
+    rows = [("chart.dat", "upstream over plain HTTP", plain),
+            ("chart-tls.dat", "upstream over TLS", tls)]
+    return [row for row in rows if any(not r.failure for r in row[2])]
+
+
+def _chart_row_script(data_file: str, row_title: str, results: list[RunResult],
+                      directory: Path, order: list[str]) -> str:
+    present = {r.contender for r in results}
+    contenders = [name for name in order if name in present]
+    contenders += [name for name in dict.fromkeys(r.contender for r in results)
+                   if name not in contenders]
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    (directory / data_file).write_text(_chart_data(results, contenders, scenarios))
+    return f"""set xrange [-0.5:{len(contenders) - 0.5}]
+{_panel(f'{row_title}: requests per second (higher is better)', 2, scenarios)}
+{_panel(f'{row_title}: p99 latency, ms (lower is better)', 2 + len(scenarios), scenarios)}
+""".replace("'chart.dat'", f"'{data_file}'")
+
+
+def write_chart(directory: Path, title: str, results: list[RunResult],
+                order: list[str] | None = None) -> Path | None:
+    """Draws chart.png (req/s and p99 by contender and scenario, one row of two panels for the
+    plain-HTTP scenarios and one for the TLS ones); None if nothing to draw. `order`: the
+    contenders' order on the x axis (default: as they appear in `results`)."""
+    rows = _chart_rows(results)
+    if not rows:
         return None
-    (directory / "chart.dat").write_text(_chart_data(results, contenders, scenarios))
-    script = f"""set terminal pngcairo size 1400,550 font ",10"
+    panels = "".join(_chart_row_script(*row, directory, order or []) for row in rows)
+    script = f"""set terminal pngcairo size 1400,{550 * len(rows)} font ",10"
 set output 'chart.png'
 set datafile missing '?'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set grid ytics
-set xrange [-0.5:{len(contenders) - 0.5}]
 set yrange [0:*]
 set key top right
-set multiplot layout 1,2 title '{title}'
-{_panel('requests per second (higher is better)', 2, scenarios)}
-{_panel('p99 latency, ms (lower is better)', 2 + len(scenarios), scenarios)}
-unset multiplot
+set multiplot layout {len(rows)},2 title '{title}'
+{panels}unset multiplot
 """
     (directory / "chart.gp").write_text(script)
     subprocess.run([GNUPLOT, "chart.gp"], cwd=directory, check=True, timeout=30,

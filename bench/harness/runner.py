@@ -1,5 +1,6 @@
 """One measured run: a fresh proxy (or none), one wrk load, what it cost the proxy and upstream."""
 
+import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +17,22 @@ PER_100K = 100_000
 
 @dataclass(frozen=True)
 class Scenario:
-    """A client behaviour. A TLS-to-upstream scenario would add the upstream scheme here."""
+    """A client behaviour, and whether the upstream speaks plain HTTP or TLS."""
 
     name: str
     summary: str
     wrk_headers: tuple[str, ...] = ()
+    upstream_tls: bool = False
 
 
 SCENARIOS = (
     Scenario("keepalive", "clients reuse their connections (HTTP/1.1 keep-alive)"),
     Scenario("close", "a new client connection per request (Connection: close)",
              ("Connection: close",)),
+    Scenario("tls-keepalive", "keep-alive clients; the upstream speaks TLS",
+             upstream_tls=True),
+    Scenario("tls-close", "a new client connection per request; the upstream speaks TLS",
+             ("Connection: close",), upstream_tls=True),
 )
 
 
@@ -46,6 +52,7 @@ class RunResult:
 
     contender: str
     scenario: str
+    upstream_tls: bool = False
     failure: str | None = None
     requests: int = 0
     requests_per_s: float = 0.0
@@ -57,6 +64,10 @@ class RunResult:
     proxy_cpu_s_per_100k: float | None = None  # None for direct
     upstream_cpu_s_per_100k: float | None = None
     proxy_rss_bytes: int | None = None
+    # TLS scenarios: handshakes the upstream completed during the run, and how many resumed
+    upstream_tls_handshakes: int | None = None
+    upstream_tls_resumed: int | None = None
+    upstream_tls_protocols: dict[str, int] | None = None
 
 
 def _per_100k(seconds: float, requests: int) -> float | None:
@@ -70,21 +81,29 @@ def _ensure_running(proxy: Service | None, when: str, grace_s: float = 0.0) -> N
                            f"{proxy.log_tail()}")
 
 
-def _check_serves(url: str, name: str, proxy: Service | None) -> None:
+def _check_serves(url: str, name: str, proxy: Service | None, upstream: Upstream) -> None:
+    context = None
+    if url.startswith("https:"):  # direct to the TLS upstream: verify it as the proxies do
+        context = ssl.create_default_context(cafile=str(upstream.certificates.ca))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             response.read()
     except OSError as err:
         _ensure_running(proxy, "on its first request", grace_s=1.0)
         raise HarnessError(f"{name} does not serve {url}: {err}") from err
 
 
-def _start_proxy(contender: Contender, services: Services, upstream: Upstream,
-                 workdir: Path, settings: LoadSettings) -> tuple[Service, str]:
+def _start_proxy(contender: Contender, scenario: Scenario, services: Services,
+                 upstream: Upstream, workdir: Path, settings: LoadSettings) -> tuple[Service, str]:
     port = free_port()
-    rundir = workdir / contender.name
+    rundir = workdir / contender.name / scenario.name
     rundir.mkdir(parents=True, exist_ok=True)
-    argv = contender.launch(Launch(rundir, port, upstream.url, settings.workers))
+    if scenario.upstream_tls:
+        launch = Launch(rundir, port, upstream.tls_url, settings.workers,
+                        upstream.certificates)
+    else:
+        launch = Launch(rundir, port, upstream.url, settings.workers)
+    argv = contender.launch(launch)
     service = services.start(contender.name, argv, settings.proxy_cpus)
     wait_for_port(service, port)
     return service, f"http://127.0.0.1:{port}/"
@@ -95,6 +114,7 @@ def _measure(contender: Contender, scenario: Scenario, url: str, upstream: Upstr
     proxy_pids = procfs.process_tree(proxy.pid) if proxy else []
     upstream_pids = procfs.process_tree(upstream.service.pid)
     status_before = upstream.status()
+    tls_log_offset = upstream.tls_log.offset()
     proxy_cpu_before = procfs.cpu_seconds(proxy_pids)
     upstream_cpu_before = procfs.cpu_seconds(upstream_pids)
 
@@ -106,11 +126,12 @@ def _measure(contender: Contender, scenario: Scenario, url: str, upstream: Upstr
                                               procfs.cpu_seconds(upstream_pids))
     accepts = accepted_between(status_before, upstream.status())
     if proxy is None:
-        accepts -= WRK_PROBE_CONNECTIONS
+        accepts -= WRK_PROBE_CONNECTIONS  # a TCP connect and close: no TLS handshake
     _ensure_running(proxy, "during the run")
+    tls = upstream.tls_log.counts_since(tls_log_offset) if scenario.upstream_tls else None
 
     return RunResult(
-        contender.name, scenario.name,
+        contender.name, scenario.name, scenario.upstream_tls,
         requests=load.requests,
         requests_per_s=load.requests_per_s,
         latency_ms=load.latency_ms,
@@ -121,7 +142,16 @@ def _measure(contender: Contender, scenario: Scenario, url: str, upstream: Upstr
         proxy_cpu_s_per_100k=_per_100k(proxy_cpu, load.requests) if proxy else None,
         upstream_cpu_s_per_100k=_per_100k(upstream_cpu, load.requests),
         proxy_rss_bytes=procfs.rss_bytes(procfs.process_tree(proxy.pid)) if proxy else None,
+        upstream_tls_handshakes=tls.handshakes if tls else None,
+        upstream_tls_resumed=tls.resumed if tls else None,
+        upstream_tls_protocols=tls.protocols if tls else None,
     )
+
+
+def _direct_url(contender: Contender, scenario: Scenario, upstream: Upstream) -> str:
+    if not scenario.upstream_tls:
+        return upstream.url + "/"
+    return (upstream.tls_full_url if contender.full_handshakes else upstream.tls_url) + "/"
 
 
 def run_one(contender: Contender, scenario: Scenario, services: Services, upstream: Upstream,
@@ -130,13 +160,14 @@ def run_one(contender: Contender, scenario: Scenario, services: Services, upstre
     proxy = None
     try:
         if contender.launch is None:
-            url = upstream.url + "/"
+            url = _direct_url(contender, scenario, upstream)
         else:
-            proxy, url = _start_proxy(contender, services, upstream, workdir, settings)
-        _check_serves(url, contender.name, proxy)
+            proxy, url = _start_proxy(contender, scenario, services, upstream, workdir, settings)
+        _check_serves(url, contender.name, proxy, upstream)
         return _measure(contender, scenario, url, upstream, proxy, settings)
     except HarnessError as err:
-        return RunResult(contender.name, scenario.name, failure=str(err))
+        return RunResult(contender.name, scenario.name, scenario.upstream_tls,
+                         failure=str(err))
     finally:
         if proxy:
             services.stop(proxy)

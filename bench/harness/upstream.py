@@ -1,15 +1,24 @@
 """The upstream service every run talks to: an nginx returning a small fixed response.
 
-A side port serves nginx's stub_status, whose counters tell how many connections the upstream
-accepted and how many are open: the churn a proxy causes (or saves) upstream.
+It listens three times with the same response: plain HTTP; TLS with session resumption (a shared
+session cache and session tickets), the upstream of the TLS scenarios; and TLS without any
+resumption, for the `direct-full` baseline. A side port serves nginx's stub_status, whose
+counters tell how many connections the upstream accepted and how many are open: the churn a proxy
+causes (or saves) upstream. The counters cover every listener; each run uses one listener, so
+the difference over a run is that listener's.
+
+Both TLS listeners write one access log line per connection (at its first request) with the
+protocol and whether the session was resumed: `TlsLog` counts the handshakes of a run from it.
 """
 
+import collections
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import nginx
 from .procs import HarnessError, Service, Services, free_port, wait_for_port
+from .tls import Certificates, make_certificates
 
 RESPONSE_SIZE = 100  # bytes of body
 WORKER_CONNECTIONS = 16384  # above the memory probe's 10,000 pooled connections
@@ -24,15 +33,66 @@ class StubStatus:
     accepts: int  # connections accepted since start
 
 
+@dataclass(frozen=True)
+class TlsCounts:
+    """TLS handshakes the upstream completed (connections that carried a request)."""
+
+    handshakes: int = 0
+    resumed: int = 0
+    protocols: dict[str, int] = field(default_factory=dict)  # e.g. {"TLSv1.3": 63}
+
+
+class TlsLog:
+    """The TLS listeners' access log: "PROTOCOL r|." per connection, written unbuffered."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def offset(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def counts_since(self, offset: int) -> TlsCounts:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(offset)
+                lines = log.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        protocols: collections.Counter[str] = collections.Counter()
+        resumed = 0
+        for line in lines:
+            fields = line.split()
+            if len(fields) != 2:
+                continue
+            protocols[fields[0]] += 1
+            resumed += fields[1] == "r"
+        return TlsCounts(sum(protocols.values()), resumed, dict(protocols))
+
+
 @dataclass
 class Upstream:
     service: Service
     port: int
     status_port: int
+    tls_port: int
+    tls_full_port: int  # TLS without session resumption
+    certificates: Certificates
+    tls_log: TlsLog
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def tls_full_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_full_port}"
 
     def status(self) -> StubStatus:
         url = f"http://127.0.0.1:{self.status_port}/"
@@ -59,15 +119,42 @@ def accepted_between(before: StubStatus, after: StubStatus) -> int:
     return after.accepts - before.accepts - 1
 
 
-def _http_block(port: int, status_port: int) -> str:
+_RESPONSE = f"""        location / {{
+            default_type text/plain;
+            return 200 "{'x' * RESPONSE_SIZE}";
+        }}"""
+
+
+def _http_block(port: int, status_port: int, tls_port: int, tls_full_port: int,
+                certificates: Certificates, tls_log: Path) -> str:
     return f"""    keepalive_timeout 60s;
     keepalive_requests 100000;
     server {{
         listen 127.0.0.1:{port} backlog={LISTEN_BACKLOG};
-        location / {{
-            default_type text/plain;
-            return 200 "{'x' * RESPONSE_SIZE}";
-        }}
+{_RESPONSE}
+    }}
+    ssl_certificate {certificates.cert};
+    ssl_certificate_key {certificates.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    map $connection_requests $tls_first_request {{
+        1 1;
+        default 0;
+    }}
+    log_format tls_handshake '$ssl_protocol $ssl_session_reused';
+    server {{
+        listen 127.0.0.1:{tls_port} ssl backlog={LISTEN_BACKLOG};
+        ssl_session_cache shared:bench:10m;
+        ssl_session_timeout 1h;
+        ssl_session_tickets on;
+        access_log {tls_log} tls_handshake if=$tls_first_request;
+{_RESPONSE}
+    }}
+    server {{
+        listen 127.0.0.1:{tls_full_port} ssl backlog={LISTEN_BACKLOG};
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        access_log {tls_log} tls_handshake if=$tls_first_request;
+{_RESPONSE}
     }}
     server {{
         listen 127.0.0.1:{status_port};
@@ -77,12 +164,21 @@ def _http_block(port: int, status_port: int) -> str:
     }}"""
 
 
-def start_upstream(services: Services, workdir: Path, cpus: str | None = None) -> Upstream:
-    """Starts the upstream nginx (one worker) and waits until both its ports accept."""
-    port, status_port = free_port(), free_port()
-    argv = nginx.write_config(workdir / "upstream-nginx", _http_block(port, status_port),
+def start_upstream(services: Services, workdir: Path, cpus: str | None = None,
+                   certificates: Certificates | None = None) -> Upstream:
+    """Starts the upstream nginx (one worker) and waits until all its ports accept. Without
+    `certificates`, makes them in WORKDIR/tls."""
+    if certificates is None:
+        certificates = make_certificates(workdir / "tls")
+    ports = [free_port() for _ in range(4)]
+    port, status_port, tls_port, tls_full_port = ports
+    directory = workdir / "upstream-nginx"
+    tls_log = directory / "tls-handshakes.log"
+    argv = nginx.write_config(directory, _http_block(port, status_port, tls_port, tls_full_port,
+                                                     certificates, tls_log),
                               workers=1, worker_connections=WORKER_CONNECTIONS)
     service = services.start("upstream-nginx", argv, cpus)
-    wait_for_port(service, port)
-    wait_for_port(service, status_port)
-    return Upstream(service, port, status_port)
+    for listening in ports:
+        wait_for_port(service, listening)
+    return Upstream(service, port, status_port, tls_port, tls_full_port, certificates,
+                    TlsLog(tls_log))
