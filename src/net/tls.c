@@ -180,7 +180,9 @@ static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
             SSL_CTX_set_default_verify_paths(ctx);
         }
         X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        /* subjectAltName only: the subject's CN is not a name (RFC 6125). */
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                                   X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
         int ok = tc->name_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, tc->name)
                                 : X509_VERIFY_PARAM_set1_host(param, tc->name, 0);
         if (ok != 1) {
@@ -306,8 +308,7 @@ int tt_tls_client_reload(tt_tls_client_t *tc, char *err, size_t errlen)
     return 1;
 }
 
-/* OpenSSL hands over each new session (TLS 1.3: each ticket, after the handshake). Returns 1 when
- * tether keeps the reference. */
+/* OpenSSL hands over each new session (TLS 1.3: each ticket, after the handshake). */
 static int on_new_session(SSL *ssl, SSL_SESSION *session)
 {
     tt_tls_client_t *tc = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
@@ -320,11 +321,27 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session)
         pthread_mutex_unlock(&tc->lock);
         return 0;
     }
+    /* A private copy: the connection keeps the original, and OpenSSL marks it not resumable
+     * when that connection ends without close_notify. */
+    SSL_SESSION *copy = SSL_SESSION_dup(session);
+    if (copy == NULL) {
+        pthread_mutex_unlock(&tc->lock);
+        return 0;
+    }
     SSL_SESSION *old = tc->session;
-    tc->session = session;
+    tc->session = copy;
     pthread_mutex_unlock(&tc->lock);
     SSL_SESSION_free(old);
-    return 1;
+    return 0; /* OpenSSL keeps ownership of its own */
+}
+
+void tt_tls_client_drop_session(tt_tls_client_t *tc)
+{
+    pthread_mutex_lock(&tc->lock);
+    SSL_SESSION *old = tc->session;
+    tc->session = NULL;
+    pthread_mutex_unlock(&tc->lock);
+    SSL_SESSION_free(old);
 }
 
 /* ---- connections --------------------------------------------------------------------------- */
@@ -342,8 +359,10 @@ tt_tls_t *tt_tls_new(tt_tls_client_t *tc, int fd)
         SSL_set_session(ssl, copy);
         SSL_SESSION_free(copy); /* the connection holds its own reference */
     }
-    if (ssl == NULL)
+    if (ssl == NULL) {
+        ERR_clear_error();
         return NULL;
+    }
     if (SSL_set_fd(ssl, fd) != 1 ||
         (!tc->name_is_ip && SSL_set_tlsext_host_name(ssl, tc->name) != 1)) {
         SSL_free(ssl);
@@ -357,6 +376,7 @@ tt_tls_t *tt_tls_new(tt_tls_client_t *tc, int fd)
 tt_tls_step_t tt_tls_handshake(tt_tls_t *t)
 {
     ERR_clear_error();
+    errno = 0;
     int r = SSL_do_handshake(t);
     if (r == 1)
         return TT_TLS_DONE;
@@ -462,18 +482,15 @@ static ssize_t io_failed(tt_tls_t *t, int r, int reading)
         errno = EPIPE;
         return -1;
     case SSL_ERROR_SYSCALL:
-        if (saved_errno == 0 || saved_errno == EAGAIN) { /* EOF without close_notify */
-            if (reading)
-                return 0;
-            saved_errno = EPIPE;
-        }
+        if (saved_errno == 0 || saved_errno == EAGAIN) /* EOF without close_notify */
+            saved_errno = reading ? TT_TLS_ETRUNCATED : EPIPE;
         errno = saved_errno;
         return -1;
     default:
-        /* Many servers close without close_notify; HTTP framing tells a truncated message. */
         if (reading && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-            return 0;
-        errno = EPROTO;
+            errno = TT_TLS_ETRUNCATED;
+        else
+            errno = EPROTO;
         return -1;
     }
 }
@@ -501,6 +518,11 @@ ssize_t tt_tls_write(tt_tls_t *t, const void *buf, size_t len)
     if (n > 0)
         return n;
     return io_failed(t, n, 0);
+}
+
+int tt_tls_pending(const tt_tls_t *t)
+{
+    return SSL_has_pending(t);
 }
 
 int tt_tls_wants_write(const tt_tls_t *t)

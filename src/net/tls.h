@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "net/tls_failure.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -31,6 +32,9 @@ void tt_tls_client_free(tt_tls_client_t *tc);
  * reloaded, 0 if nothing changed, -1 (with err; the old setup stays) if the new files are bad.
  * Any thread. */
 int tt_tls_client_reload(tt_tls_client_t *tc, char *err, size_t errlen);
+
+/* Forgets the endpoint's session (a handshake offering it failed: it may be the cause). */
+void tt_tls_client_drop_session(tt_tls_client_t *tc);
 
 /* Whether session reuse is on but no session has arrived yet: connections opened now would all
  * pay a full handshake. Any thread. */
@@ -54,12 +58,18 @@ int tt_tls_awaits_verdict(tt_tls_t *t);
 /* Whether the finished handshake resumed a session. */
 int tt_tls_resumed(tt_tls_t *t);
 
-/* Reads decrypted bytes. Returns n > 0; 0 at the end of the stream (close_notify, or a plain
- * close); -1 with errno EAGAIN (see tt_tls_wants_write) or EPROTO/ECONNRESET. *more is set when
- * OpenSSL holds bytes already read from the socket, which epoll will not report. */
+/* errno of a read that met the end of the stream without close_notify: the upstream, or anyone on
+ * the path, cut the stream; a body that ends at the close may be truncated. */
+#define TT_TLS_ETRUNCATED ECONNABORTED
+
+/* Reads decrypted bytes. Returns n > 0; 0 after close_notify; -1 with errno EAGAIN (see
+ * tt_tls_wants_write), TT_TLS_ETRUNCATED, EPROTO or a socket error. *more is set when OpenSSL
+ * holds bytes already read from the socket, which epoll will not report. */
 ssize_t tt_tls_read(tt_tls_t *t, void *buf, size_t len, uint8_t *more);
 /* Writes; may write part. Returns n >= 0, or -1 with errno as tt_tls_read. */
 ssize_t tt_tls_write(tt_tls_t *t, const void *buf, size_t len);
+/* Whether OpenSSL holds bytes already taken from the socket (epoll will not report them). */
+int tt_tls_pending(const tt_tls_t *t);
 /* After EAGAIN: whether the call waits for the socket to be writable rather than readable (a
  * TLS read can need to write, and a write to read). */
 int tt_tls_wants_write(const tt_tls_t *t);

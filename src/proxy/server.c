@@ -42,9 +42,11 @@ static void log_ready(const tt_conf_t *conf, size_t nworkers)
 static void reload_tls(tt_upstream_t *ups, size_t nup)
 {
     char err[512];
+    int any_tls = 0;
     for (size_t i = 0; i < nup; i++) {
         if (ups[i].tls == NULL)
             continue;
+        any_tls = 1;
         int rc = tt_tls_client_reload(ups[i].tls, err, sizeof(err));
         if (rc > 0)
             tt_info("SIGHUP: upstream %s: reloaded TLS certificates and keys; new connections use "
@@ -54,8 +56,9 @@ static void reload_tls(tt_upstream_t *ups, size_t nup)
             tt_error("SIGHUP: upstream %s: keeping the TLS files loaded before: %s",
                      ups[i].conf->name, err);
     }
-    tt_warn("SIGHUP: only TLS certificates and keys are reloaded; restart tetherd to apply other "
-            "configuration changes");
+    tt_warn("SIGHUP: %s; restart tetherd to apply configuration changes",
+            any_tls ? "only TLS certificates and keys are reloaded"
+                    : "configuration reload is not supported");
 }
 
 int tt_server_run(const tt_conf_t *conf)

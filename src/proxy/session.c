@@ -58,6 +58,7 @@ typedef struct tt_session {
     uint8_t resp_done;
     uint8_t resp_keepalive;
     uint8_t close_after;
+    uint8_t ends_at_close; /* the client learns the response's end from the close alone */
     uint8_t client_eof;
     /* epoll said readable and no read has returned EAGAIN since: reading is worth a syscall. */
     uint8_t client_readable;
@@ -171,6 +172,11 @@ static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
     end_request(s);
     drop_conn(s, conn_verdict);
     s->state = S_CLOSED;
+    /* A response cut short whose end the client learns from the close alone ends in a reset,
+     * never a FIN, which would make it look complete. */
+    if (conn_verdict == TT_CLOSE_RESPONSE_PARTIAL && s->resp_head_done && s->ends_at_close &&
+        s->io.fd >= 0)
+        setsockopt(s->io.fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0}, sizeof(struct linger));
     tt_io_close(loop_of(s), &s->io);
     tt_loop_timer_stop(loop_of(s), &s->timer);
     release_buffers(s);
@@ -725,6 +731,7 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
         tt_upstream_learn_hint(s->up, tt_http_keepalive_timeout(base + ka->value, ka->value_len));
     int needs_eof = tt_http_reader_needs_eof(&s->resp);
     int dechunk = s->http10 && h->chunked;
+    s->ends_at_close = needs_eof || dechunk;
     s->resp_keepalive = h->keep_alive && !needs_eof;
     s->close_after =
         !s->client_keepalive || needs_eof || dechunk || w->draining || !s->req_read_done;
@@ -773,6 +780,14 @@ static int parse_response_head(tt_session_t *s)
         tt_http_head_release(&w->heads, s->head);
         s->head = NULL;
         return 1;
+    }
+    if (h->status == 101 && !s->req_sent) {
+        /* The tunnel would interleave its bytes with the rest of the request (and over TLS
+         * break OpenSSL's rule that a pending write is retried with the same bytes). */
+        reply_error(s, 502, TT_CLOSE_ERROR,
+                    "upstream %s switched protocols before the request was sent whole",
+                    s->up->conf->name);
+        return -1;
     }
     if (h->status == 101) {
         tt_http_response_out_t out = {.tunnel = 1};
@@ -910,7 +925,9 @@ static int step_response(tt_session_t *s)
                             n == 0 ? "closed" : io_why(s, err, why, sizeof(why)));
             return -1;
         }
-        if (s->resp_head_done && tt_http_reader_eof(&s->resp) == TT_HTTP_MESSAGE_DONE) {
+        /* Only an orderly end completes a body delimited by the close: a reset, or over TLS an
+         * end without close_notify, may have cut it. */
+        if (n == 0 && s->resp_head_done && tt_http_reader_eof(&s->resp) == TT_HTTP_MESSAGE_DONE) {
             s->resp_done = 1; /* close-delimited body */
             s->resp_keepalive = 0;
             continue;

@@ -67,11 +67,17 @@ const char *tt_conn_tls_failure(tt_upconn_t *c, int err, char *buf, size_t len)
         if (tt_tls_read(c->tls, scratch, sizeof(scratch), &more) < 0 && errno == EPROTO)
             err = EPROTO;
     }
+    if (err == TT_TLS_ETRUNCATED)
+        return "closed without a TLS close_notify";
     if (err != EPROTO)
         return NULL;
     char detail[160];
-    tt_tls_failure_t why = c->tls_unconfirmed ? tt_conn_tls_refused(c, detail, sizeof(detail))
-                                              : tt_tls_failure(c->tls, detail, sizeof(detail));
-    snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+    if (c->tls_unconfirmed) { /* the upstream refused the handshake after all */
+        tt_tls_failure_t why = tt_conn_tls_refused(c, detail, sizeof(detail));
+        snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+    } else {
+        tt_tls_failure(c->tls, detail, sizeof(detail));
+        snprintf(buf, len, "failed with a TLS error (%s)", detail);
+    }
     return buf;
 }

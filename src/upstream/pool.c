@@ -123,6 +123,7 @@ static int close_is_orderly(tt_close_reason_t reason)
     case TT_CLOSE_LIFETIME:
     case TT_CLOSE_MAX_REQUESTS:
     case TT_CLOSE_NOT_KEEPALIVE:
+    case TT_CLOSE_UPGRADED:
     case TT_CLOSE_POOL_FULL:
     case TT_CLOSE_TRIMMED:
     case TT_CLOSE_SHUTDOWN:
@@ -326,6 +327,7 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     c->owner = NULL;
     tt_buf_release(pool->bufs, c->in);
     c->in = NULL;
+    c->tls_read_wants_write = c->tls_write_wants_read = 0;
     if (c->tls != NULL)
         tt_tls_release_buffers(c->tls);
     tt_msec_t expire = now + tt_upstream_idle_timeout(up);
@@ -381,6 +383,7 @@ static void conn_open_failed(tt_upconn_t *c, tt_close_reason_t reason, tt_pool_r
 
 static void conn_tls_failed(tt_upconn_t *c, tt_tls_failure_t why, const char *detail)
 {
+    tt_tls_client_drop_session(c->pool->up->tls); /* if it offered one, that may be the cause */
     c->pool->stats.tls_failures[why]++;
     tt_upstream_tls_failed(c->pool->up, why, detail);
     tt_pool_error_t err = {.tls = why, .detail = detail};
@@ -670,6 +673,13 @@ void tt_pool_release(tt_upconn_t *c, tt_close_reason_t verdict)
     TT_ASSERT(c->state == TT_CONN_ACTIVE);
     if (verdict == TT_REUSE_OK && c->in != NULL && tt_buf_len(c->in) > 0)
         verdict = TT_CLOSE_STRAY_DATA;
+    /* Over TLS, bytes after the response may wait inside OpenSSL, where neither c->in nor epoll
+     * shows them: a body sent with a HEAD or 304, or a close_notify. */
+    if (verdict == TT_REUSE_OK && c->tls != NULL && tt_tls_pending(c->tls)) {
+        int state = tt_tls_probe_idle(c->tls);
+        if (state != 0)
+            verdict = state > 0 ? TT_CLOSE_STRAY_DATA : TT_CLOSE_PEER_CLOSED;
+    }
     if (verdict == TT_REUSE_OK && pool->shutting_down)
         verdict = TT_CLOSE_SHUTDOWN;
     if (verdict == TT_REUSE_OK && (c->retired || tt_loop_now(pool->loop) >= c->retire_at))

@@ -232,6 +232,42 @@ def test_close_delimited_response_over_tls(start_tls):
     assert fetch(s.tetherd.port).conn_id == 2
 
 
+def test_bytes_after_a_response_never_reach_the_next_request_over_tls(start_tls):
+    """Bytes the framing does not account for arrive as a TLS record of their own, which OpenSSL
+    may already hold when the response is done (neither the buffer nor epoll shows them). A
+    request queued behind (max_connections = 1) must not take the connection and read them as
+    its response: it gets its own response, on a new connection."""
+    s = start_tls(upstream_cfg="max_connections = 1\n")
+    for _ in range(3):
+        with Client(s.tetherd.port) as first, Client(s.tetherd.port) as second:
+            first.send(build_request("GET", "/first", [("X-Extra-Bytes", "40"),
+                                                       ("X-Delay-Ms", "150")]))
+            time.sleep(0.05)  # the first request holds the only connection: the second queues
+            second.send(build_request("GET", "/second"))
+            a, b = first.read_response(), second.read_response()
+        assert a.status == 200 and a.body == b"ok\n"
+        assert b.status == 200 and b.body == b"ok\n", b
+        assert b.header("X-Upstream-Target") == "/second"
+        assert b.header("X-Upstream-Conn") != a.header("X-Upstream-Conn")
+
+
+def test_close_delimited_body_cut_without_close_notify_is_not_complete(start_tls):
+    """A body delimited by the close, ended by a bare FIN with no close_notify, may have been
+    cut on the path: the client sees a reset, never a complete-looking response."""
+    s = start_tls()
+    headers = [("X-Close-Delimited", "1"), ("X-Body-Size", "3000"), ("X-No-Close-Notify", "1")]
+    with Client(s.tetherd.port) as client:
+        client.send(build_request("GET", "/", headers))
+        received = bytearray()
+        with pytest.raises(ConnectionResetError):
+            while chunk := client.sock.recv(65536):
+                received += chunk
+            raise AssertionError(f"a clean end after {len(received)} bytes: looks complete")
+    # With close_notify the same body is complete.
+    resp = fetch(s.tetherd.port, headers=headers[:2])
+    assert resp.status == 200 and len(resp.body) == 3000
+
+
 def test_pipelined_requests_over_tls(start_tls):
     s = start_tls()
     requests_bytes = b"".join([

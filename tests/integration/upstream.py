@@ -31,6 +31,10 @@ Request headers that script the response:
     X-Echo: 1                stream the request body back as it arrives (chunked if it was)
     X-Delay-Ms: N            wait N ms before the status line
     X-Close-Mid-Response: 1  send the head and half of the body, then close
+    X-Extra-Bytes: N         N more bytes the framing does not account for, in the response's
+                             TCP segment (in TLS mode: a record of their own)
+    X-No-Close-Notify: 1     in TLS mode, when the server closes after this response: a bare FIN,
+                             no close_notify (a cut stream, as an attacker on the path makes it)
     X-Reset: 1               reset the connection (RST) instead of responding
     X-Reset-If-Reused: 1     reset, unread, if the connection already carried a request
     X-Add-Header: N: V       append header "N: V" to the response (repeatable, kept in order)
@@ -530,7 +534,7 @@ class Connection:
 
     def _close(self):
         if self.close_how == "closed_by_server":
-            if self.tls_info is not None:
+            if self.tls_info is not None and not getattr(self, "no_close_notify", False):
                 self._tls_close()
             else:
                 self._linger()
@@ -673,7 +677,15 @@ class Connection:
         if req.flag("X-Close-Mid-Response"):
             body, keep = body[: len(body) // 2], False
         self._delay(req)
+        extra = req.int_header("X-Extra-Bytes", 0)
+        if extra:  # corked: the extra bytes arrive with the response, in the same segment
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         self.sock.sendall(self._head(status, req, headers + conn_headers) + body)
+        if extra:
+            self.sock.sendall(b"X" * extra)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        if req.flag("X-No-Close-Notify"):
+            self.no_close_notify = True
         if not keep:
             self.close_how = "closed_by_server"
         return keep
