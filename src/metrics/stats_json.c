@@ -62,6 +62,33 @@ static void histogram(tt_buf_t *b, const char *k, const tt_hist_t *h)
     tt_buf_append(b, "]}", 2);
 }
 
+/* The names of the counted enumerations, for named_counts. */
+static const char *close_reason_name(int i)
+{
+    return tt_close_reason_name((tt_close_reason_t)i);
+}
+
+static const char *reject_reason_name(int i)
+{
+    return tt_reject_reason_name((tt_reject_reason_t)i);
+}
+
+static const char *tls_failure_name(int i)
+{
+    return tt_tls_failure_name((tt_tls_failure_t)i);
+}
+
+/* "k":{"name":count,...} for counts[from..to), every value, zeros included. */
+static void named_counts(tt_buf_t *b, const char *k, const uint64_t *counts, int from, int to,
+                         const char *(*name)(int))
+{
+    key(b, k);
+    tt_buf_append(b, "{", 1);
+    for (int i = from; i < to; i++)
+        kv_u(b, name(i), counts[i], i < to - 1);
+    tt_buf_append(b, "}", 1);
+}
+
 /* "tls": handshakes, failures by cause and handshake time; null for an http:// upstream. */
 static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 {
@@ -74,12 +101,8 @@ static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "{", 1);
     kv_u(b, "handshakes_full", st->tls_full, 1);
     kv_u(b, "handshakes_resumed", st->tls_resumed, 1);
-    key(b, "failures");
-    tt_buf_append(b, "{", 1);
-    for (int f = 0; f < TT_TLS_FAIL__COUNT; f++)
-        kv_u(b, tt_tls_failure_name((tt_tls_failure_t)f), st->tls_failures[f],
-             f < TT_TLS_FAIL__COUNT - 1);
-    tt_buf_append(b, "},", 2);
+    named_counts(b, "failures", st->tls_failures, 0, TT_TLS_FAIL__COUNT, tls_failure_name);
+    tt_buf_append(b, ",", 1);
     histogram(b, "handshake_duration_us", &st->tls_handshake_us);
     tt_buf_append(b, "},", 2);
 }
@@ -106,12 +129,8 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "{", 1);
     kv_u(b, "opened_total", st->conns_opened, 1);
     kv_u(b, "handed_over_total", st->handed_over, 1);
-    key(b, "closed");
-    tt_buf_append(b, "{", 1);
-    for (int r = 1; r < TT_CLOSE__COUNT; r++)
-        kv_u(b, tt_close_reason_name((tt_close_reason_t)r), st->conns_closed[r],
-             r < TT_CLOSE__COUNT - 1);
-    tt_buf_append(b, "},", 2);
+    named_counts(b, "closed", st->conns_closed, 1, TT_CLOSE__COUNT, close_reason_name);
+    tt_buf_append(b, ",", 1);
     uint64_t live = u->live.idle + u->live.active + u->live.connecting;
     kv_u(b, "idle", u->live.idle, 1);
     kv_u(b, "active", u->live.active, 1);
@@ -130,12 +149,8 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "{", 1);
     kv_u(b, "length", u->live.queued, 1);
     kv_u(b, "queued_total", st->queued, 1);
-    key(b, "rejected");
-    tt_buf_append(b, "{", 1);
-    for (int r = 0; r < TT_REJECT__COUNT; r++)
-        kv_u(b, tt_reject_reason_name((tt_reject_reason_t)r), st->rejected[r],
-             r < TT_REJECT__COUNT - 1);
-    tt_buf_append(b, "}},", 3);
+    named_counts(b, "rejected", st->rejected, 0, TT_REJECT__COUNT, reject_reason_name);
+    tt_buf_append(b, "},", 2);
 
     kv_u(b, "lease_warnings_total", st->lease_warnings, 1);
     key(b, "idle_timeout");

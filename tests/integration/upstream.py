@@ -546,18 +546,11 @@ class Connection:
         """Half-close and drain for a while, so data the peer still sends cannot turn our
         close into a RST that destroys the response in flight. Returns whether the peer
         closed meanwhile."""
-        deadline = time.monotonic() + 1.0
         try:
             self.sock.shutdown(socket.SHUT_WR)  # on an SSLSocket: TLS is over, the rest is raw
-            while (remaining := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(remaining)
-                if not self.sock.recv(RECV_SIZE):
-                    return True
-        except ConnectionResetError:
-            return True
         except OSError:
-            pass
-        return False
+            return False
+        return self._drain_until_closed(1.0, self.sock.recv)
 
     def _tls_close(self):
         """close_notify, then the FIN and the linger (or, with --tls-close-without-fin, no FIN:
@@ -578,11 +571,17 @@ class Connection:
     def _await_peer_close(self):
         """Reads raw bytes (the peer's close_notify, or a request it should not send any more)
         until the peer closes, for up to NOTIFY_WAIT seconds; returns whether it closed."""
-        deadline = time.monotonic() + NOTIFY_WAIT
+        return self._drain_until_closed(NOTIFY_WAIT,
+                                        lambda size: socket.socket.recv(self.sock, size))
+
+    def _drain_until_closed(self, seconds, recv):
+        """Reads and drops what arrives until the peer closes (or resets) or `seconds` pass;
+        returns whether it closed."""
+        deadline = time.monotonic() + seconds
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 self.sock.settimeout(remaining)
-                if not socket.socket.recv(self.sock, RECV_SIZE):
+                if not recv(RECV_SIZE):
                     return True
         except ConnectionResetError:
             return True
