@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from upstream import HeaderList
+from upstream import HeaderList, body_pattern
 
 IO_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -266,3 +266,19 @@ class Sender:
         assert not self._thread.is_alive(), "sender still blocked"
         if self._error:
             raise self._error
+
+
+def expect_100_continue(port):
+    """POSTs 100 kB with Expect: 100-continue, sending the body only after the interim 100
+    arrives (X-Request-Id "expect"); asserts the 100 and the upstream's digest of the body."""
+    body = body_pattern(100_000)
+    with Client(port, timeout=5) as client:
+        client.send(build_request("POST", "/", [("Expect", "100-continue"),
+                                                ("Content-Length", str(len(body))),
+                                                ("X-Request-Id", "expect")]))
+        interim = client.read_head()  # the body is withheld until 100 Continue arrives
+        client.send(body)
+        resp = client.read_response()
+    assert interim.status == 100
+    assert resp.status == 200
+    assert resp.header("X-Request-Body-Sha256") == sha256(body)

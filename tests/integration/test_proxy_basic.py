@@ -3,7 +3,8 @@
 import pytest
 import requests
 
-from helpers import Client, Sender, build_request, chunk_encode, fetch, sha256
+from helpers import (Client, Sender, build_request, chunk_encode, expect_100_continue, fetch,
+                     sha256)
 from upstream import body_pattern
 
 TEN_MIB = 10 << 20
@@ -130,17 +131,7 @@ def test_head_response_has_no_body(proxy):
 
 def test_expect_100_continue(proxy):
     tetherd, upstream = proxy
-    body = body_pattern(100_000)
-    with Client(tetherd.port, timeout=5) as client:
-        client.send(build_request("POST", "/", [("Expect", "100-continue"),
-                                                ("Content-Length", str(len(body))),
-                                                ("X-Request-Id", "expect")]))
-        interim = client.read_head()  # the body is withheld until 100 Continue arrives
-        client.send(body)
-        resp = client.read_response()
-    assert interim.status == 100
-    assert resp.status == 200
-    assert resp.header("X-Request-Body-Sha256") == sha256(body)
+    expect_100_continue(tetherd.port)
     assert len(upstream.stats()["bodies"]["expect"]) == 1
 
 

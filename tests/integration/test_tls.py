@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import pytest
 
 from helpers import (Client, ConnectionClosed, Sender, assert_tether_error, build_request,
-                     chunk_encode, fetch, free_port, sha256, tetherd_binary, wait_for)
+                     chunk_encode, expect_100_continue, fetch, free_port, sha256, tetherd_binary,
+                     wait_for)
 from test_metrics import PROMTOOL, admin_json, metric, parse_prom, scrape
 from upstream import body_pattern
 
@@ -287,17 +288,7 @@ def test_pipelined_requests_over_tls(start_tls):
 
 def test_expect_100_continue_over_tls(start_tls):
     s = start_tls()
-    body = body_pattern(100_000)
-    with Client(s.tetherd.port, timeout=5) as client:
-        client.send(build_request("POST", "/", [("Expect", "100-continue"),
-                                                ("Content-Length", str(len(body))),
-                                                ("X-Request-Id", "expect")]))
-        interim = client.read_head()  # the body is withheld until 100 Continue arrives
-        client.send(body)
-        resp = client.read_response()
-    assert interim.status == 100
-    assert resp.status == 200
-    assert resp.header("X-Request-Body-Sha256") == sha256(body)
+    expect_100_continue(s.tetherd.port)
 
 
 def test_upgrade_tunnel_over_tls(start_tls):
