@@ -72,7 +72,8 @@ typedef struct {
     int64_t client_header_timeout;
     int64_t client_idle_timeout;
     int64_t drain_timeout;
-    char *access_log; /* path; NULL: off */
+    int64_t tcp_defer_accept; /* ms; 0: off */
+    char *access_log;         /* path; NULL: off */
 
     tt_upstream_conf_t *upstreams;
     size_t nupstreams;

@@ -115,7 +115,7 @@ int tt_addr_is_loopback(const tt_addr_t *a)
     return 0;
 }
 
-int tt_sock_listen(const tt_addr_t *a, int backlog)
+int tt_sock_listen(const tt_addr_t *a, int backlog, int defer_accept_s)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -125,6 +125,8 @@ int tt_sock_listen(const tt_addr_t *a, int backlog)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         /* Accepted sockets inherit it: no setsockopt per client connection. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        (defer_accept_s > 0 && setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s,
+                                          sizeof(defer_accept_s)) < 0) ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, backlog) < 0) {
         int saved = errno;
         close(fd);

@@ -24,8 +24,11 @@ const char *tt_addr_format(const tt_addr_t *a, char *buf);
 int tt_addr_is_loopback(const tt_addr_t *a);
 
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, so each worker binds its
- * own, and TCP_NODELAY, which accepted sockets inherit. Returns the fd, or -1 with errno set. */
-int tt_sock_listen(const tt_addr_t *a, int backlog);
+ * own, and TCP_NODELAY, which accepted sockets inherit. With defer_accept_s > 0, TCP_DEFER_ACCEPT:
+ * a connection is handed to accept() when its first data arrives (or after about that many
+ * seconds), so an HTTP connection is accepted with its request. Returns the fd, or -1 with errno
+ * set. */
+int tt_sock_listen(const tt_addr_t *a, int backlog, int defer_accept_s);
 /* Starts a non-blocking connect. Returns the fd (connected or in progress), or -1 with errno. */
 int tt_sock_connect(const tt_addr_t *a);
 /* Returns 0 if a non-blocking connect completed, else the pending socket error. */

@@ -43,7 +43,8 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
                         size_t errlen)
 {
     char a[TT_ADDR_STRLEN];
-    int fd = tt_sock_listen(addr, LISTEN_BACKLOG);
+    int defer_s = (int)((w->conf->tcp_defer_accept + 999) / 1000);
+    int fd = tt_sock_listen(addr, LISTEN_BACKLOG, defer_s);
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
         return -1;

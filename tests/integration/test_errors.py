@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from helpers import wait_for, Client, ConnectionClosed, assert_tether_error, build_request, fetch, free_port
+from helpers import (wait_for, Client, ConnectionClosed, assert_tether_error, build_request, fetch,
+                     free_port, get_json)
 from upstream import body_pattern
 
 MALFORMED = {
@@ -151,6 +152,26 @@ def test_upstream_closing_mid_response_is_never_complete(proxy, framing):
     if resp is not None:
         assert_tether_error(resp, 502)
     assert fetch(tetherd.port).status == 200
+
+
+@pytest.mark.parametrize("defer", ["1s", "off"])
+def test_tcp_defer_accept_hands_over_connections_with_their_request(start_proxy, defer):
+    """With tcp_defer_accept (the default) the kernel hands a connection to tetherd when its
+    request arrives, not when the handshake completes: a silent connection is not accepted yet.
+    Either way the request is served."""
+    admin = free_port()
+    tetherd, _ = start_proxy(tether_cfg=f"tcp_defer_accept = {defer}\nadmin = 127.0.0.1:{admin}")
+
+    def accepted():
+        return get_json(admin, "/stats")["downstream"]["connections_accepted_total"]
+
+    before = accepted()
+    with Client(tetherd.port) as client:
+        time.sleep(0.3)
+        silent = accepted() - before  # admin requests are not downstream connections
+        assert silent == (0 if defer != "off" else 1)
+        resp = client.request("GET", "/")
+    assert resp.status == 200
 
 
 def test_silent_client_is_closed_after_client_header_timeout(start_proxy):
