@@ -1,7 +1,9 @@
 """The contender table: how to run each proxy in front of the upstream, pooling connections to it.
 
 Every proxy gets the same number of worker threads or processes and keeps idle keep-alive
-connections to the upstream. `direct` is the baseline: wrk talks to the upstream itself.
+connections to the upstream. Every proxy's listener uses TCP_DEFER_ACCEPT (tether's and h2o's
+default; nginx `deferred`, haproxy `defer-accept`), so none is woken for a handshake whose
+request has not arrived. `direct` is the baseline: wrk talks to the upstream itself.
 To add a contender, write a `_launch_*` function (config file + argv) and add a row to
 `contenders()`.
 
@@ -102,7 +104,7 @@ defaults
     timeout http-keep-alive 60s
 
 frontend bench
-    bind 127.0.0.1:{ctx.port}
+    bind 127.0.0.1:{ctx.port} defer-accept
     default_backend upstream
 
 backend upstream
@@ -130,7 +132,7 @@ def _launch_nginx(ctx: Launch) -> list[str]:
         keepalive_timeout 60s;
     }}
     server {{
-        listen 127.0.0.1:{ctx.port} backlog=4096;
+        listen 127.0.0.1:{ctx.port} backlog=4096 deferred;
         location / {{
             proxy_pass {'https' if ctx.tls else 'http'}://bench_upstream;
             proxy_http_version 1.1;
