@@ -210,7 +210,11 @@ static int flush_client(tt_session_t *s)
             iov[n++] = (struct iovec){tt_buf_rptr(s->cout), head};
         if (s->resp_pending > 0)
             iov[n++] = (struct iovec){tt_buf_rptr(s->conn->in), s->resp_pending};
-        ssize_t w = writev(s->io.fd, iov, n);
+        /* The last bytes before a close: MSG_MORE holds them back until close(), so the FIN
+         * leaves in the same segment and the client acknowledges both at once. */
+        int last = s->close_after && s->resp_done;
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | (last ? MSG_MORE : 0));
         if (w < 0) {
             if (errno == EINTR)
                 continue;
