@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free)
@@ -112,13 +113,13 @@ void tt_buf_appendf(tt_buf_t *b, const char *fmt, ...)
     b->wpos += (size_t)n;
 }
 
-ssize_t tt_buf_read_fd(tt_buf_t *b, int fd)
+ssize_t tt_buf_recv(tt_buf_t *b, int fd)
 {
     if (tt_buf_room(b) == 0)
         tt_buf_compact(b);
     ssize_t n;
     do {
-        n = read(fd, b->data + b->wpos, tt_buf_room(b));
+        n = recv(fd, b->data + b->wpos, tt_buf_room(b), 0);
     } while (n < 0 && errno == EINTR);
     if (n > 0)
         b->wpos += (size_t)n;
@@ -130,7 +131,7 @@ ssize_t tt_buf_fill(tt_buf_t *b, int fd, uint8_t *readable)
     if (tt_buf_room(b) == 0)
         tt_buf_compact(b);
     size_t room = tt_buf_room(b);
-    ssize_t n = tt_buf_read_fd(b, fd);
+    ssize_t n = tt_buf_recv(b, fd);
     if (n > 0 && (size_t)n < room)
         *readable = 0;
     else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

@@ -1041,7 +1041,7 @@ static int tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
         return 0;
     uint8_t readable = 1;
     ssize_t n =
-        end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_read_fd(dst, s->io.fd);
+        end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_recv(dst, s->io.fd);
     if (n > 0)
         return 1;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;

@@ -1,5 +1,5 @@
 /* I/O buffers: the free list recycles standard buffers up to its bound and frees the rest,
- * reserve grows up to a limit and no further, compact, append/appendf, and read_fd on a pipe. */
+ * reserve grows up to a limit and no further, compact, append/appendf, and recv on a socket. */
 #include "core/buf.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -247,7 +248,7 @@ static void test_append_and_appendf(void **state)
     tt_leakcheck_end(lc);
 }
 
-static void test_read_fd_on_pipe(void **state)
+static void test_recv_on_socket(void **state)
 {
     (void)state;
     tt_leakcheck_t lc = tt_leakcheck_begin();
@@ -255,22 +256,22 @@ static void test_read_fd_on_pipe(void **state)
     tt_bufpool_init(&bp, 1);
     tt_buf_t *b = tt_buf_acquire(&bp);
     int p[2];
-    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p), 0);
 
     /* Nothing to read yet. */
     errno = 0;
-    assert_int_equal(tt_buf_read_fd(b, p[0]), -1);
+    assert_int_equal(tt_buf_recv(b, p[0]), -1);
     assert_int_equal(errno, EAGAIN);
     assert_int_equal(tt_buf_len(b), 0);
 
     assert_int_equal(write(p[1], "abcdef", 6), 6);
-    assert_int_equal(tt_buf_read_fd(b, p[0]), 6);
+    assert_int_equal(tt_buf_recv(b, p[0]), 6);
     assert_int_equal(tt_buf_len(b), 6);
     assert_memory_equal(tt_buf_rptr(b), "abcdef", 6);
 
     /* Reads go after what is there. */
     assert_int_equal(write(p[1], "ghi", 3), 3);
-    assert_int_equal(tt_buf_read_fd(b, p[0]), 3);
+    assert_int_equal(tt_buf_recv(b, p[0]), 3);
     assert_memory_equal(tt_buf_rptr(b), "abcdefghi", 9);
 
     /* A buffer with no tail room but consumed bytes compacts before reading. */
@@ -278,7 +279,7 @@ static void test_read_fd_on_pipe(void **state)
     fill_pattern(b, tt_buf_room(b), 9);
     assert_int_equal(tt_buf_room(b), 0);
     assert_int_equal(write(p[1], "XYZ", 3), 3);
-    assert_int_equal(tt_buf_read_fd(b, p[0]), 3);
+    assert_int_equal(tt_buf_recv(b, p[0]), 3);
     assert_int_equal(b->rpos, 0);
     assert_int_equal(tt_buf_len(b), TT_BUF_SIZE - 4 + 3);
     assert_memory_equal(b->data, "efghi", 5);
@@ -290,20 +291,20 @@ static void test_read_fd_on_pipe(void **state)
     char chunk[TT_BUF_SIZE + 100];
     memset(chunk, 'z', sizeof(chunk));
     assert_int_equal(write(p[1], chunk, sizeof(chunk)), (ssize_t)sizeof(chunk));
-    assert_int_equal(tt_buf_read_fd(b, p[0]), TT_BUF_SIZE);
+    assert_int_equal(tt_buf_recv(b, p[0]), TT_BUF_SIZE);
     assert_int_equal(b->cap, TT_BUF_SIZE);
     tt_buf_consume(b, TT_BUF_SIZE);
-    assert_int_equal(tt_buf_read_fd(b, p[0]), 100);
+    assert_int_equal(tt_buf_recv(b, p[0]), 100);
 
     /* End of stream. */
     close(p[1]);
-    assert_int_equal(tt_buf_read_fd(b, p[0]), 0);
+    assert_int_equal(tt_buf_recv(b, p[0]), 0);
     assert_int_equal(tt_buf_len(b), 100);
 
     /* A bad descriptor is an error with errno, not EOF. */
     close(p[0]);
     errno = 0;
-    assert_int_equal(tt_buf_read_fd(b, p[0]), -1);
+    assert_int_equal(tt_buf_recv(b, p[0]), -1);
     assert_int_equal(errno, EBADF);
 
     tt_buf_release(&bp, b);
@@ -319,7 +320,7 @@ int main(void)
         cmocka_unit_test(test_reserve_grows_to_limit),
         cmocka_unit_test(test_compact_and_consume),
         cmocka_unit_test(test_append_and_appendf),
-        cmocka_unit_test(test_read_fd_on_pipe),
+        cmocka_unit_test(test_recv_on_socket),
     };
     return cmocka_run_group_tests_name("buf", tests, NULL, NULL);
 }
