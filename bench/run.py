@@ -3,7 +3,8 @@
 
 Every contender pools keep-alive connections to the same upstream nginx and gets the same number
 of workers. The tls-* scenarios put TLS between the contender and the upstream (certificates
-made at run time). Each (contender, scenario) run starts a fresh proxy. Results go to
+made at run time). Each (contender, scenario) run starts a fresh proxy; every pair runs
+--repeat times, the rounds interleaved, and the table shows medians. Results go to
 bench/results/<timestamp>/ (table.md, results.json, chart.png) and bench/results/latest/.
 Run through `make bench` (BENCH_ARGS='--quick' for a run under two minutes); see bench/README.md.
 """
@@ -15,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from harness import procfs, report
+from harness import aggregate, procfs, report
 from harness.contenders import Contender, contenders
 from harness.memprobe import MemoryProbe, probe_memory
 from harness.procs import HarnessError, Services, exit_on_sigterm, raise_fd_limit
@@ -28,6 +29,8 @@ RESULTS = REPO / "bench" / "results"
 TETHERD_CANDIDATES = (REPO / "build-release" / "tetherd", REPO / "build" / "tetherd")
 FULL_DURATION_S = 10.0
 QUICK_DURATION_S = 3.0
+FULL_REPEAT = 3
+QUICK_REPEAT = 1
 FD_LIMIT = 65536  # the memory probe holds 10,000 upstream connections
 PUBLISHED_FILES = ("table.md", "results.json", "chart.png")
 
@@ -53,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=_positive(float),
                         help=f"seconds per run (default {FULL_DURATION_S:g}, "
                              f"{QUICK_DURATION_S:g} with --quick)")
+    parser.add_argument("--repeat", type=_positive(int),
+                        help=f"runs per (contender, scenario), interleaved; the table shows "
+                             f"medians (default {FULL_REPEAT}, {QUICK_REPEAT} with --quick)")
     parser.add_argument("--connections", type=_positive(int), default=64, help="wrk connections")
     parser.add_argument("--threads", type=_positive(int), default=1, help="wrk threads")
     parser.add_argument("--workers", type=_positive(int), default=1,
@@ -68,6 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = QUICK_DURATION_S if args.quick else FULL_DURATION_S
+    if args.repeat is None:
+        args.repeat = QUICK_REPEAT if args.quick else FULL_REPEAT
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections")
     return args
@@ -98,7 +106,7 @@ def cpu_layout(nproc: int) -> tuple[str | None, str | None]:
 
 
 def header_lines(machine: dict, settings: LoadSettings, tetherd: str,
-                 scenarios: list[Scenario]) -> list[str]:
+                 scenarios: list[Scenario], repeat: int) -> list[str]:
     if settings.load_cpus:
         pinning = (f"wrk and the upstream pinned to CPU {settings.load_cpus}, the proxy to CPU "
                    f"{settings.proxy_cpus} (taskset)")
@@ -110,6 +118,9 @@ def header_lines(machine: dict, settings: LoadSettings, tetherd: str,
         f"Load: wrk, {settings.threads} thread(s), {settings.connections} connections, "
         f"{settings.duration_s:g} s per run; every proxy has {settings.workers} worker(s) and "
         f"starts fresh (empty pool) for each run.",
+        (f"Each (contender, scenario) ran {repeat} times, in interleaved rounds: every figure is "
+         f"the median of its runs, `req/s ±` half the range of their req/s, errors the sum, "
+         f"RSS the largest." if repeat > 1 else "One run per (contender, scenario)."),
         f"Upstream: nginx, 1 worker, {RESPONSE_SIZE}-byte 200 response. tetherd: `{tetherd}`.",
     ]
     if any(scenario.upstream_tls for scenario in scenarios):
@@ -135,16 +146,29 @@ def progress(index: int, total: int, result: RunResult) -> None:
           flush=True)
 
 
+def running_order(runnable: list[Contender], scenarios: list[Scenario],
+                  repeat: int) -> list[tuple[Scenario, Contender]]:
+    """Every pair once per round. Within a scenario each round starts one contender later, so no
+    contender always runs first (on a fresh machine) or right after the same neighbour."""
+    order = []
+    for round_index in range(repeat):
+        for scenario in scenarios:
+            present = [c for c in runnable if c.runs_in(scenario.name)]
+            shift = round_index % len(present) if present else 0
+            order += [(scenario, c) for c in present[shift:] + present[:shift]]
+    return order
+
+
 def run_all(runnable: list[Contender], scenarios: list[Scenario], services: Services,
-            upstream: Upstream, workdir: Path, settings: LoadSettings) -> list[RunResult]:
-    pairs = [(scenario, contender) for scenario in scenarios for contender in runnable
-             if contender.runs_in(scenario.name)]
-    results = []
-    for index, (scenario, contender) in enumerate(pairs, 1):
-        result = run_one(contender, scenario, services, upstream, workdir, settings)
-        progress(index, len(pairs), result)
-        results.append(result)
-    return results
+            upstream: Upstream, workdir: Path, settings: LoadSettings,
+            repeat: int) -> list[RunResult]:
+    order = running_order(runnable, scenarios, repeat)
+    runs = []
+    for index, (scenario, contender) in enumerate(order, 1):
+        run = run_one(contender, scenario, services, upstream, workdir, settings)
+        progress(index, len(order), run)
+        runs.append(run)
+    return runs
 
 
 def tls_protocol_line(results: list[RunResult]) -> list[str]:
@@ -173,27 +197,29 @@ def run_memory_probe(tether: Contender | None, services: Services, upstream: Ups
     return probe
 
 
-def json_context(stamp: str, machine: dict, settings: LoadSettings, tetherd: str,
+def json_context(stamp: str, machine: dict, settings: LoadSettings, repeat: int, tetherd: str,
                  skipped: list[str], probe: MemoryProbe | None) -> dict:
     probe_json = None
     if probe:
         probe_json = asdict(probe) | {"bytes_per_connection": probe.bytes_per_connection}
-    return {"timestamp": stamp, "machine": machine, "settings": asdict(settings),
-            "tetherd": tetherd, "skipped": skipped, "memory_probe": probe_json}
+    return {"timestamp": stamp, "machine": machine,
+            "settings": asdict(settings) | {"repeat": repeat}, "tetherd": tetherd,
+            "skipped": skipped, "memory_probe": probe_json}
 
 
 def save(run_dir: Path, title: str, context: dict, results: list[RunResult],
-         table: str, order: list[str]) -> None:
+         runs: list[RunResult], table: str, order: list[str]) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "table.md").write_text(table)
-    report.write_json(run_dir / "results.json", context, results)
+    report.write_json(run_dir / "results.json", context, results, runs)
     report.write_chart(run_dir, title, results, order)
     report.publish_latest(run_dir, RESULTS / "latest", PUBLISHED_FILES)
 
 
 def measure(runnable: list[Contender], scenarios: list[Scenario], settings: LoadSettings,
-            with_memory_probe: bool) -> tuple[list[RunResult], MemoryProbe | None]:
-    """Runs every (scenario, contender) pair, then the memory probe; stops all it started."""
+            repeat: int, with_memory_probe: bool) -> tuple[list[RunResult], MemoryProbe | None]:
+    """Runs every (scenario, contender) pair `repeat` times, then the memory probe; stops all it
+    started. Returns every run, unfolded."""
     raise_fd_limit(FD_LIMIT)
     probe = None
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as scratch, \
@@ -201,11 +227,11 @@ def measure(runnable: list[Contender], scenarios: list[Scenario], settings: Load
         workdir = Path(scratch)
         print("starting the upstream nginx", flush=True)
         upstream = start_upstream(services, workdir, settings.load_cpus)
-        results = run_all(runnable, scenarios, services, upstream, workdir, settings)
+        runs = run_all(runnable, scenarios, services, upstream, workdir, settings, repeat)
         if with_memory_probe:
             tether = next((c for c in runnable if c.name == "tether"), None)
             probe = run_memory_probe(tether, services, upstream, workdir, settings)
-    return results, probe
+    return runs, probe
 
 
 def main(argv: list[str]) -> int:
@@ -226,15 +252,17 @@ def main(argv: list[str]) -> int:
                             *cpu_layout(machine["nproc"]))
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
-    results, probe = measure(runnable, scenarios, settings, args.memory_probe)
+    runs, probe = measure(runnable, scenarios, settings, args.repeat, args.memory_probe)
+    results = aggregate.fold_all(runs)
 
     title = f"tether benchmark {stamp}"
     footer = skipped + tls_protocol_line(results) + ([probe.summary()] if probe else [])
-    table = report.markdown_report(title, header_lines(machine, settings, tetherd, scenarios),
-                                   results, footer)
+    table = report.markdown_report(
+        title, header_lines(machine, settings, tetherd, scenarios, args.repeat), results, footer,
+        aggregate.standings(results))
     run_dir = RESULTS / stamp
-    save(run_dir, title, json_context(stamp, machine, settings, tetherd, skipped, probe),
-         results, table, [c.name for c in runnable])
+    context = json_context(stamp, machine, settings, args.repeat, tetherd, skipped, probe)
+    save(run_dir, title, context, results, runs, table, [c.name for c in runnable])
     print("\n" + table)
     print(f"saved to {run_dir.relative_to(REPO)}/ and bench/results/latest/")
     probe_failed = probe is not None and probe.outcome == "failed"

@@ -6,13 +6,14 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from .aggregate import Standing
 from .runner import RunResult
 
 GNUPLOT = "/usr/bin/gnuplot"
 
-_COLUMNS = ("contender", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "upstream conns",
-            "conns/req", "proxy CPU s/100k", "upstream CPU s/100k", "proxy RSS MiB",
-            "upstream TLS handshakes", "resumed")
+_COLUMNS = ("contender", "scenario", "req/s", "req/s ±", "p50 ms", "p99 ms", "errors",
+            "upstream conns", "conns/req", "proxy CPU s/100k", "upstream CPU s/100k",
+            "proxy RSS MiB", "upstream TLS handshakes", "resumed")
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -27,6 +28,7 @@ def _row(result: RunResult) -> list[str]:
     return [
         result.contender, result.scenario,
         _number(result.requests_per_s, 0),
+        _spread(result),
         _number(result.latency_ms["p50"], 3),
         _number(result.latency_ms["p99"], 3),
         f"{result.error_count:,}",
@@ -40,6 +42,12 @@ def _row(result: RunResult) -> list[str]:
     ]
 
 
+def _spread(result: RunResult) -> str:
+    if result.runs < 2 or result.requests_per_s_spread is None:
+        return "—"
+    return f"{result.requests_per_s_spread * 100:.1f}%"
+
+
 def _count(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
@@ -50,16 +58,43 @@ def markdown_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _standing_cell(standing: Standing) -> str:
+    digits = 0 if standing.figure == "req/s" else (3 if standing.figure == "p99 ms" else 2)
+    mark = "" if standing.tether_leads else " (behind)"
+    return (f"{standing.tether:,.{digits}f} vs {standing.best_other} "
+            f"{standing.best_value:,.{digits}f}: **{standing.ratio:.2f}×**{mark}")
+
+
+def standings_table(standings: list[Standing]) -> str:
+    """tether / best other proxy per scenario and figure; empty if tether did not run."""
+    if not standings:
+        return ""
+    figures = list(dict.fromkeys(s.figure for s in standings))
+    lines = ["tether against the best other proxy (ratio tether / best; for p99 and CPU lower "
+             "is better):", "", "| scenario | " + " | ".join(figures) + " |",
+             "|---|" + "---|" * len(figures)]
+    for scenario in dict.fromkeys(s.scenario for s in standings):
+        cells = {s.figure: _standing_cell(s) for s in standings if s.scenario == scenario}
+        lines.append(f"| {scenario} | " + " | ".join(cells.get(f, "—") for f in figures) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(title: str, header_lines: list[str], results: list[RunResult],
-                    footer_lines: list[str]) -> str:
+                    footer_lines: list[str], standings: list[Standing] | None = None) -> str:
     parts = [f"# {title}", "", *header_lines, "", markdown_table(results), ""]
+    comparison = standings_table(standings or [])
+    if comparison:
+        parts += [comparison, ""]
     if footer_lines:
         parts += [*footer_lines, ""]
     return "\n".join(parts)
 
 
-def write_json(path: Path, context: dict, results: list[RunResult]) -> None:
-    document = {**context, "results": [asdict(result) for result in results]}
+def write_json(path: Path, context: dict, results: list[RunResult],
+               runs: list[RunResult]) -> None:
+    """`results`: the table's rows (medians); `runs`: every run behind them, in running order."""
+    document = {**context, "results": [asdict(result) for result in results],
+                "runs": [asdict(run) for run in runs]}
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 

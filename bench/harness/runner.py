@@ -68,6 +68,10 @@ class RunResult:
     upstream_tls_handshakes: int | None = None
     upstream_tls_resumed: int | None = None
     upstream_tls_protocols: dict[str, int] | None = None
+    # a row folded from repeated runs (harness/aggregate.py): how many, and the half-range of
+    # their req/s relative to the median
+    runs: int = 1
+    requests_per_s_spread: float | None = None
 
 
 def _per_100k(seconds: float, requests: int) -> float | None:
