@@ -5,6 +5,8 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -66,6 +68,7 @@ typedef struct tt_session {
     uint8_t client_gone; /* reset or hung up: nothing more can be written */
     uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
     uint8_t generated;   /* the response is tether's own */
+    uint8_t acked_early; /* this request's first part was acknowledged without waiting */
     uint16_t status;     /* status sent to the client; 0 before a response head */
     uint8_t reused;      /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
@@ -301,7 +304,7 @@ static void begin_request(tt_session_t *s)
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
-    s->resp_keepalive = s->close_after = s->upgrade = 0;
+    s->resp_keepalive = s->close_after = s->upgrade = s->acked_early = 0;
     s->head_parsed = 0;
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
@@ -507,6 +510,19 @@ static void start_request(tt_session_t *s)
         acquire_conn(s, 0);
 }
 
+/* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the
+ * response carries them; but a client with Nagle's algorithm on holds the rest of a request until
+ * its first part is acknowledged, so in the middle of a request the ACK goes out now rather than
+ * when the delayed-ACK timer fires (40 ms or more). Once per request. */
+static void wait_for_client(tt_session_t *s, int mid_request)
+{
+    s->want_client_in = 1;
+    if (mid_request && !s->acked_early) {
+        s->acked_early = 1;
+        setsockopt(s->io.fd, IPPROTO_TCP, TCP_QUICKACK, &(int){1}, sizeof(int));
+    }
+}
+
 /* Reads and parses a request head. Returns 1 if the state moved on. */
 static int step_head(tt_session_t *s)
 {
@@ -556,7 +572,7 @@ static int step_head(tt_session_t *s)
             return 0;
         }
         if (!s->client_readable) {
-            s->want_client_in = 1;
+            wait_for_client(s, s->cin->wpos > 0);
             return 0;
         }
         size_t before = s->cin->wpos;
@@ -567,7 +583,7 @@ static int step_head(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->want_client_in = 1;
+            wait_for_client(s, s->cin->wpos > 0);
             return 0;
         }
         /* EOF or error: a client closing between requests is ordinary. */
@@ -710,7 +726,7 @@ static int step_request(tt_session_t *s)
             return -1;
         }
         if (!s->client_readable) {
-            s->want_client_in = 1;
+            wait_for_client(s, 1);
             return moved;
         }
         ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
@@ -720,7 +736,7 @@ static int step_request(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->want_client_in = 1;
+            wait_for_client(s, 1);
             return moved;
         }
         s->client_eof = 1;

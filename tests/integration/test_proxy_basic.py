@@ -1,5 +1,8 @@
 """Request and response correctness through a dedicated tetherd port."""
 
+import socket
+import time
+
 import pytest
 import requests
 
@@ -221,3 +224,31 @@ def test_close_delimited_upstream_response(proxy):
     assert after.conn_id != resp.conn_id
     assert upstream.stats()["connections_accepted"] == 2
 
+
+
+def test_a_nagle_client_is_not_held_by_delayed_acks(proxy):
+    """Listeners delay their ACKs so that the response carries them. A client with Nagle's
+    algorithm on that writes a head, then a body, sends the body only once the head is
+    acknowledged: tetherd acknowledges a request whose rest has not arrived at once, on a new
+    connection and on one that already served a request, instead of after the delayed-ACK timer
+    (40 ms or more). The best of three tries per case, so one slow moment cannot fail it."""
+    tetherd, upstream = proxy
+
+    def exchange_ms(client, request_id):
+        head = build_request("POST", "/nagle", [("Content-Length", "5"),
+                                                ("X-Request-Id", request_id)])
+        start = time.monotonic()
+        client.send(head)
+        client.send(b"hello")
+        assert client.read_response("POST").status == 200
+        return (time.monotonic() - start) * 1000
+
+    new_conn, reused_conn = [], []
+    for attempt in range(3):
+        with Client(tetherd.port) as client:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            new_conn.append(exchange_ms(client, f"new{attempt}"))
+            reused_conn.append(exchange_ms(client, f"reused{attempt}"))
+    assert min(new_conn) < 30 and min(reused_conn) < 30, (new_conn, reused_conn)
+    bodies = upstream.stats()["bodies"]
+    assert all(bodies[f"{kind}{n}"][0]["size"] == 5 for kind in ("new", "reused") for n in range(3))
