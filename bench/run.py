@@ -119,8 +119,9 @@ def header_lines(machine: dict, settings: LoadSettings, tetherd: str,
         f"{settings.duration_s:g} s per run; every proxy has {settings.workers} worker(s) and "
         f"starts fresh (empty pool) for each run.",
         (f"Each (contender, scenario) ran {repeat} times, in interleaved rounds: every figure is "
-         f"the median of its runs, `req/s ±` half the range of their req/s, errors the sum, "
-         f"RSS the largest." if repeat > 1 else "One run per (contender, scenario)."),
+         f"the median of its runs, `req/s ±` half the range of their req/s relative to the "
+         f"median, errors the sum, RSS the largest." if repeat > 1
+         else "One run per (contender, scenario)."),
         f"Upstream: nginx, 1 worker, {RESPONSE_SIZE}-byte 200 response. tetherd: `{tetherd}`.",
     ]
     if any(scenario.upstream_tls for scenario in scenarios):
@@ -149,7 +150,7 @@ def progress(index: int, total: int, result: RunResult) -> None:
 def running_order(runnable: list[Contender], scenarios: list[Scenario],
                   repeat: int) -> list[tuple[Scenario, Contender]]:
     """Every pair once per round. Within a scenario each round starts one contender later, so no
-    contender always runs first (on a fresh machine) or right after the same neighbour."""
+    contender always runs first, on a machine that has just been idle."""
     order = []
     for round_index in range(repeat):
         for scenario in scenarios:

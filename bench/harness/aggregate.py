@@ -36,10 +36,13 @@ def fold(runs: list[RunResult]) -> RunResult:
     rates = [run.requests_per_s for run in runs]
     middle_rate = statistics.median(rates)
     errors: Counter[str] = Counter()
-    protocols: Counter[str] = Counter()
     for run in runs:
         errors.update(run.errors)
-        protocols.update(run.upstream_tls_protocols or {})
+    protocols = None
+    if first.upstream_tls_protocols is not None:  # handshakes per TLS version, like the total
+        names = {name for run in runs for name in run.upstream_tls_protocols or {}}
+        protocols = {name: _median_count([(run.upstream_tls_protocols or {}).get(name, 0)
+                                          for run in runs]) for name in sorted(names)}
     rss = [run.proxy_rss_bytes for run in runs if run.proxy_rss_bytes is not None]
     return replace(
         first,
@@ -47,7 +50,7 @@ def fold(runs: list[RunResult]) -> RunResult:
         requests=_median_count([run.requests for run in runs]),
         requests_per_s=middle_rate,
         requests_per_s_spread=(max(rates) - min(rates)) / 2 / middle_rate if middle_rate else None,
-        latency_ms={key: statistics.median(run.latency_ms[key] for run in runs)
+        latency_ms={key: _median([run.latency_ms.get(key) for run in runs])
                     for key in first.latency_ms},
         errors=dict(errors),
         error_count=sum(run.error_count for run in runs),
@@ -58,8 +61,7 @@ def fold(runs: list[RunResult]) -> RunResult:
         proxy_rss_bytes=max(rss) if rss else None,
         upstream_tls_handshakes=_median_count([run.upstream_tls_handshakes for run in runs]),
         upstream_tls_resumed=_median_count([run.upstream_tls_resumed for run in runs]),
-        upstream_tls_protocols=dict(protocols) if first.upstream_tls_protocols is not None
-        else None,
+        upstream_tls_protocols=protocols,
     )
 
 
@@ -77,17 +79,20 @@ class Standing:
 
     scenario: str
     figure: str  # "req/s", "p99 ms", "proxy CPU s/100k"
+    higher_is_better: bool
     tether: float
     best_other: str
     best_value: float
 
     @property
     def ratio(self) -> float:
-        return self.tether / self.best_value
+        return self.tether / self.best_value if self.best_value else float("inf")
 
     @property
     def tether_leads(self) -> bool:
-        return self.ratio >= 1 if self.figure == "req/s" else self.ratio <= 1
+        if self.higher_is_better:
+            return self.tether >= self.best_value
+        return self.tether <= self.best_value
 
 
 _FIGURES = (  # (name, value of a row, True if higher is better)
@@ -112,5 +117,6 @@ def standings(rows: list[RunResult]) -> list[Standing]:
             if value(tether) is None or not rivals:
                 continue
             best = (max if higher_better else min)(rivals, key=value)
-            found.append(Standing(scenario, figure, value(tether), best.contender, value(best)))
+            found.append(Standing(scenario, figure, higher_better, value(tether), best.contender,
+                                  value(best)))
     return found

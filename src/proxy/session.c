@@ -65,12 +65,12 @@ typedef struct tt_session {
     /* epoll said readable and no read has returned EAGAIN since: reading is worth a syscall. */
     uint8_t client_readable;
     uint8_t up_readable;
-    uint8_t client_gone; /* reset or hung up: nothing more can be written */
-    uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
-    uint8_t generated;   /* the response is tether's own */
-    uint8_t acked_early; /* this request's first part was acknowledged without waiting */
-    uint16_t status;     /* status sent to the client; 0 before a response head */
-    uint8_t reused;      /* the exchange ran on a connection that served a request before */
+    uint8_t client_gone;  /* reset or hung up: nothing more can be written */
+    uint8_t in_request;   /* a request head was read and its outcome is not yet counted */
+    uint8_t generated;    /* the response is tether's own */
+    uint8_t quickack_set; /* wait_for_client acknowledged this request's first part */
+    uint16_t status;      /* status sent to the client; 0 before a response head */
+    uint8_t reused;       /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
     uint64_t bytes_out; /* response bytes written to the client for this request */
@@ -304,7 +304,7 @@ static void begin_request(tt_session_t *s)
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
-    s->resp_keepalive = s->close_after = s->upgrade = s->acked_early = 0;
+    s->resp_keepalive = s->close_after = s->upgrade = s->quickack_set = 0;
     s->head_parsed = 0;
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
@@ -517,8 +517,9 @@ static void start_request(tt_session_t *s)
 static void wait_for_client(tt_session_t *s, int mid_request)
 {
     s->want_client_in = 1;
-    if (mid_request && !s->acked_early) {
-        s->acked_early = 1;
+    if (mid_request && !s->quickack_set) {
+        s->quickack_set = 1;
+        /* A failure only leaves the ACK to the kernel's timer: nothing to handle. */
         setsockopt(s->io.fd, IPPROTO_TCP, TCP_QUICKACK, &(int){1}, sizeof(int));
     }
 }

@@ -35,6 +35,14 @@ def test_fold_takes_medians_sums_errors_and_keeps_the_largest_rss():
     assert row.failure is None
 
 
+def test_tls_versions_fold_like_the_handshake_count():
+    runs = [run("tether", "tls-close", 1, 1, 1) for _ in range(3)]
+    for one, protocols in zip(runs, ({"TLSv1.3": 63}, {"TLSv1.3": 60, "TLSv1.2": 3},
+                                     {"TLSv1.3": 63})):
+        one.upstream_tls_protocols = protocols
+    assert aggregate.fold(runs).upstream_tls_protocols == {"TLSv1.2": 0, "TLSv1.3": 63}
+
+
 def test_one_failed_run_fails_the_row_and_says_which():
     row = aggregate.fold([run("nginx", "close", 20_000, 2.0, 2.5),
                           run("nginx", "close", 0, 0, None, failure="nginx exited")])

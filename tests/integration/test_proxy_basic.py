@@ -225,7 +225,6 @@ def test_close_delimited_upstream_response(proxy):
     assert upstream.stats()["connections_accepted"] == 2
 
 
-
 def test_a_nagle_client_is_not_held_by_delayed_acks(proxy):
     """Listeners delay their ACKs so that the response carries them. A client with Nagle's
     algorithm on that writes a head, then a body, sends the body only once the head is
