@@ -128,8 +128,8 @@ int tt_sock_listen(const tt_addr_t *a, int backlog, int defer_accept_s)
         (defer_accept_s > 0 && setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s,
                                           sizeof(defer_accept_s)) < 0) ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, backlog) < 0 ||
-        /* After listen(), which resets it; accepted sockets inherit it, so the kernel does not
-         * acknowledge a new connection's request by itself: the response carries the ACK. */
+        /* After listen(), which resets it; accepted sockets inherit it, so the kernel delays the
+         * ACK of a new connection's request and the response carries it. */
         setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0) {
         int saved = errno;
         close(fd);
