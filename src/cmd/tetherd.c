@@ -3,9 +3,13 @@
 #include "net/tls.h"
 #include "proxy/server.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef TETHER_VERSION
 #define TETHER_VERSION "0.1.0"
@@ -23,7 +27,9 @@ static void usage(FILE *out)
                  "  --listen ADDR:PORT  local address for the zero-config form\n"
                  "  --upstream URL      upstream for the zero-config form\n"
                  "  --workers N|auto    worker threads (zero-config form)\n"
-                 "  --log-level LEVEL   error, warn, info or debug (zero-config form)\n"
+                 "  --log-level LEVEL   error, warn, info or debug (overrides log_level)\n"
+                 "  --takeover          take the listening sockets over from the tetherd on\n"
+                 "                      control_socket, which then drains (upgrades)\n"
                  "  -h, --help          this help\n"
                  "  -V, --version       print the version\n");
 }
@@ -55,12 +61,14 @@ int main(int argc, char **argv)
         {"upstream", required_argument, NULL, 'u'},
         {"workers", required_argument, NULL, 'w'},
         {"log-level", required_argument, NULL, 'L'},
+        {"takeover", no_argument, NULL, 'T'},
+        {"takeover-fd", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *listen = NULL, *upstream = NULL, *workers = NULL, *level = NULL;
-    int check = 0, c;
+    int check = 0, takeover = 0, takeover_fd = -1, c;
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -81,6 +89,12 @@ int main(int argc, char **argv)
         case 'L':
             level = optarg;
             break;
+        case 'T':
+            takeover = 1;
+            break;
+        case 'F': /* internal: a reload's socket pair to the predecessor */
+            takeover_fd = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -97,12 +111,27 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (config != NULL && workers != NULL) {
+        fprintf(stderr, "tetherd: --workers is for the zero-config form: set workers in %s\n",
+                config);
+        return 2;
+    }
     tt_conf_error_t err;
     tt_conf_t *conf = config != NULL ? tt_conf_load(config, &err)
                                      : tt_conf_from_args(listen, upstream, workers, level, &err);
     if (conf == NULL) {
         fprintf(stderr, "tetherd: %s\n", err.msg);
         return 2;
+    }
+    if (config != NULL && level != NULL) {
+        tt_log_level_t l;
+        if (tt_log_level_parse(level, &l) < 0) {
+            fprintf(stderr, "tetherd: --log-level %s: expected error, warn, info or debug\n",
+                    level);
+            tt_conf_free(conf);
+            return 2;
+        }
+        conf->log_level = l;
     }
     if (check) {
         if (check_tls_files(conf) < 0) {
@@ -113,7 +142,18 @@ int main(int argc, char **argv)
         tt_conf_free(conf);
         return 0;
     }
-    int status = tt_server_run(conf);
+    /* The path, not /proc/self/exe itself: a reload after an upgrade runs the new binary. */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        fprintf(stderr, "tetherd: /proc/self/exe: %s\n", strerror(errno));
+        tt_conf_free(conf);
+        return 1;
+    }
+    exe[n] = '\0';
+    tt_server_opts_t run = {
+        .exe = exe, .argv = argv, .takeover = takeover, .takeover_fd = takeover_fd};
+    int status = tt_server_run(conf, &run);
     tt_conf_free(conf);
     return status;
 }

@@ -61,6 +61,7 @@ static const field_t global_fields[] = {
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
     {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
+    {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0},
 };
 
 static const field_t upstream_fields[] = {
@@ -665,7 +666,7 @@ tt_conf_t *tt_conf_from_args(const char *listen, const char *url, const char *wo
                              const char *log_level, tt_conf_error_t *err)
 {
     tt_conf_t *conf = tt_calloc(1, sizeof(*conf));
-    conf->path = tt_strdup("command line");
+    conf->path = tt_strdup(TT_CONF_COMMAND_LINE);
     init_global(conf);
     parser_t p = {.conf = conf, .err = err};
     p.in_global = 1;
@@ -700,6 +701,7 @@ void tt_conf_free(tt_conf_t *conf)
     }
     free(conf->upstreams);
     free(conf->access_log);
+    free(conf->control_socket);
     free(conf->path);
     free(conf);
 }

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -331,9 +332,15 @@ tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char
         close(fd);
         return NULL;
     }
+    return tt_admin_open_fd(fd, ops, err, errlen);
+}
+
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen)
+{
     tt_addr_t bound;
     bound.len = sizeof(bound.ss);
     getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tt_admin_t *a = tt_calloc(1, sizeof(*a));
     a->fd = fd;
     a->ops = *ops;

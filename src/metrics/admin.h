@@ -42,6 +42,9 @@ typedef struct tt_admin tt_admin_t;
 tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char *err,
                           size_t errlen);
 
+/* The same on fd, a listening socket the server takes ownership of (closed on failure too). */
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen);
+
 /* Starts the serving thread. Call after the state the ops read exists (workers started).
  * Returns 0, or an errno value. */
 int tt_admin_start(tt_admin_t *a);

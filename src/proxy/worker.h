@@ -10,6 +10,7 @@
 #include "event/loop.h"
 #include "http/message.h"
 #include "metrics/accesslog.h"
+#include "net/listeners.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -26,6 +27,7 @@ typedef struct {
 
 struct tt_worker {
     size_t id;
+    size_t nworkers;
     pthread_t thread;
     tt_loop_t *loop;
     const tt_conf_t *conf;
@@ -53,11 +55,12 @@ struct tt_worker {
     int call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
- * shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs on the main thread
- * before any worker starts. */
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, char *err, size_t errlen);
+/* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
+ * listening sockets in ls (dups; ls keeps its own); access_log_fd is the shared access log (-1:
+ * off). Returns 0, or -1 with a reason in err. Runs on the main thread before any worker starts. */
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   int access_log_fd, char *err, size_t errlen);
 
 /* Starts the worker's thread. */
 int tt_worker_start(tt_worker_t *w);

@@ -84,7 +84,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
-                           "\n"
+                           "control_socket = /run/tether/tetherd.sock\n"
                            "[upstream users]\n"
                            "url = https://127.0.0.1:8443\n"
                            "listen = 127.0.0.1:9001\n"
@@ -186,6 +186,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->client_idle_timeout, 120000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
+    assert_string_equal(c->control_socket, "/run/tether/tetherd.sock");
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
     assert_int_equal(c->nupstreams, 3);
 

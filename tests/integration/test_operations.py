@@ -1,0 +1,249 @@
+"""Operations: one tetherd per port, takeover of the listening sockets (upgrade, reload) without
+a refused or failed request, reload with an invalid file, log reopening, --log-level."""
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from helpers import fetch, free_port, tetherd_binary, wait_for
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Load:
+    """Close-per-request load from `threads` threads, each request on a fresh connection, until
+    stop() or `max_requests` per thread; every failure (refused, reset, non-200) is recorded."""
+
+    def __init__(self, port, threads=2, max_requests=4000, deadline_s=30):
+        self.port, self.done, self.failures = port, 0, []
+        self.lock, self.stopping = threading.Lock(), threading.Event()
+        self.deadline = time.monotonic() + deadline_s
+        self.threads = [threading.Thread(target=self._run, args=(max_requests,), daemon=True)
+                        for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, max_requests):
+        for _ in range(max_requests):
+            if self.stopping.is_set() or time.monotonic() > self.deadline:
+                return
+            try:
+                status = fetch(self.port, headers=[("Connection", "close")]).status
+                failure = None if status == 200 else f"status {status}"
+            except Exception as err:  # noqa: BLE001 - every failure counts
+                failure = repr(err)
+            with self.lock:
+                self.done += 1
+                if failure:
+                    self.failures.append(failure)
+
+    def wait_done(self, count, timeout=15):
+        wait_for(lambda: self.done >= count, timeout, f"{count} requests of the load")
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(15)
+        return self.done, self.failures
+
+
+@contextlib.contextmanager
+def subreaper():
+    """Makes this process the reaper of orphans for the duration, so the successor a reload
+    starts (double-forked by tetherd) can be waited for and is never left behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def ready_pids(log_text):
+    return [int(pid) for pid in re.findall(r"tetherd ready: \d+ workers? \(pid (\d+)\)", log_text)]
+
+
+def stop_pid(pid, timeout=15):
+    """SIGTERM to an adopted successor and its exit status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"successor {pid} ignored SIGTERM")
+
+
+def config(upstream, port, tmp_path, extra="", upstream_extra="", workers=2):
+    return (f"[tether]\nworkers = {workers}\ncontrol_socket = {tmp_path / 'tetherd.sock'}\n"
+            f"{extra}\n[upstream app]\nurl = {upstream.url}\nlisten = 127.0.0.1:{port}\n"
+            f"{upstream_extra}\n")
+
+
+def test_second_tetherd_on_a_held_port_is_refused(start_upstream, start_tetherd, tmp_path):
+    upstream = start_upstream()
+    port = free_port()
+    first = start_tetherd(config(upstream, port, tmp_path))
+    ini = tmp_path / "second.ini"
+    ini.write_text(config(upstream, port, tmp_path / "other"))
+    second = subprocess.run([str(tetherd_binary()), "-c", str(ini)], capture_output=True,
+                            text=True, timeout=10)
+    assert second.returncode != 0
+    assert f"127.0.0.1:{port}: in use by another process" in second.stderr, second.stderr
+    # The first one still serves everything: the second never shared the port.
+    assert all(fetch(port).status == 200 for _ in range(20))
+    assert first.proc.poll() is None
+
+
+def test_a_non_tetherd_listener_is_refused_too(start_upstream, start_tetherd, tmp_path):
+    upstream = start_upstream()
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        ini = tmp_path / "t.ini"
+        ini.write_text(config(upstream, port, tmp_path))
+        run = subprocess.run([str(tetherd_binary()), "-c", str(ini)], capture_output=True,
+                             text=True, timeout=10)
+    assert run.returncode != 0
+    assert f"127.0.0.1:{port}: in use by another process" in run.stderr, run.stderr
+
+
+def test_takeover_without_a_running_tetherd_fails_clearly(start_upstream, tmp_path):
+    upstream = start_upstream()
+    ini = tmp_path / "t.ini"
+    ini.write_text(config(upstream, free_port(), tmp_path))
+    run = subprocess.run([str(tetherd_binary()), "-c", str(ini), "--takeover"],
+                         capture_output=True, text=True, timeout=10)
+    assert run.returncode != 0
+    assert "--takeover: control_socket" in run.stderr and "tetherd.sock" in run.stderr, run.stderr
+
+
+def test_upgrade_by_takeover_under_load_fails_no_request(start_upstream, start_tetherd, tmp_path):
+    """A new binary started with --takeover takes the sockets over; the old one drains and
+    exits 0. A close-per-request load across it sees no refused or failed request."""
+    upstream = start_upstream()
+    port = free_port()
+    old = start_tetherd(config(upstream, port, tmp_path))
+    new_binary = tmp_path / "tetherd-new"
+    shutil.copy(tetherd_binary(), new_binary)
+    ini = tmp_path / "new.ini"
+    ini.write_text(config(upstream, port, tmp_path, workers=3))
+    load = Load(port)
+    new = None
+    try:
+        load.wait_done(100)
+        with open(tmp_path / "new.log", "wb") as log:
+            new = subprocess.Popen([str(new_binary), "-c", str(ini), "--takeover"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        assert old.wait(15) == 0
+        at_exit = load.done
+        load.wait_done(at_exit + 200)
+    finally:
+        done, failures = load.stop()
+        if new is not None:
+            new.send_signal(signal.SIGTERM)
+            assert new.wait(15) == 0
+    log = (tmp_path / "new.log").read_text()
+    assert "received 2 listening sockets" in log, log  # one per old worker
+    assert f"took over the listening sockets; draining" in old.log()
+    assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"
+
+
+@pytest.mark.parametrize("change", ["workers", "new upstream"])
+def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_tetherd, tmp_path,
+                                                      change):
+    """SIGHUP with a changed file starts a successor with it, which takes the sockets over;
+    the old process drains. The new configuration is in force, and nothing failed."""
+    upstream, second = start_upstream(), start_upstream("--name", "second")
+    port, port2 = free_port(), free_port()
+    with subreaper():
+        tetherd = start_tetherd(config(upstream, port, tmp_path))
+        ini = next(tmp_path.glob("tetherd-0.ini"))
+        load = Load(port)
+        successor = None
+        try:
+            load.wait_done(100)
+            if change == "workers":
+                ini.write_text(config(upstream, port, tmp_path, workers=3))
+            else:
+                ini.write_text(config(upstream, port, tmp_path) +
+                               f"[upstream second]\nurl = {second.url}\n"
+                               f"listen = 127.0.0.1:{port2}\n")
+            tetherd.signal(signal.SIGHUP)
+            assert tetherd.wait(15) == 0
+            pids = ready_pids(tetherd.log())
+            assert len(pids) == 2, tetherd.log()
+            successor = pids[1]
+            load.wait_done(load.done + 200)
+            if change == "new upstream":
+                assert fetch(port2).header("X-Upstream-Name") == "second"
+            else:
+                assert "tetherd ready: 3 workers" in tetherd.log()
+        finally:
+            done, failures = load.stop()
+            if successor is not None:
+                assert stop_pid(successor) == 0
+    assert "reload: pid %d took over" % successor in tetherd.log()
+    assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"
+
+
+def test_reload_with_an_invalid_file_keeps_the_running_configuration(start_upstream,
+                                                                       start_tetherd, tmp_path):
+    upstream = start_upstream()
+    port = free_port()
+    tetherd = start_tetherd(config(upstream, port, tmp_path))
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+    ini.write_text(config(upstream, port, tmp_path, upstream_extra="max_idle = lots"))
+    tetherd.signal(signal.SIGHUP)
+    wait_for(lambda: "the running configuration stays" in tetherd.log(), 5, "the refusal")
+    line = next(l for l in tetherd.log().splitlines() if "running configuration stays" in l)
+    assert re.search(rf"{re.escape(str(ini))}:\d+: max_idle: lots: not an integer", line), line
+    assert fetch(port).status == 200
+    assert len(ready_pids(tetherd.log())) == 1
+    assert tetherd.proc.poll() is None
+
+
+def test_sigusr1_reopens_the_access_log(start_upstream, start_tetherd, tmp_path):
+    upstream = start_upstream()
+    port = free_port()
+    log = tmp_path / "access.log"
+    tetherd = start_tetherd(config(upstream, port, tmp_path, extra=f"access_log = {log}",
+                                   workers=1))
+    assert fetch(port, target="/before").status == 200
+    wait_for(lambda: log.exists() and "/before" in log.read_text(), 5, "the first line")
+    log.rename(tmp_path / "access.log.1")  # what logrotate does without copytruncate
+    tetherd.signal(signal.SIGUSR1)
+    wait_for(lambda: "reopened access_log" in tetherd.log(), 5, "the reopen")
+    assert fetch(port, target="/after").status == 200
+    wait_for(lambda: log.exists() and "/after" in log.read_text(), 5, "a line in the new file")
+    assert json.loads(log.read_text().splitlines()[0])["path"] == "/after"
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def test_log_level_option_overrides_the_file(start_upstream, start_tetherd, tmp_path):
+    upstream = start_upstream()
+    port = free_port()
+    tetherd = start_tetherd(config(upstream, port, tmp_path, extra="log_level = error"),
+                            args=("--log-level", "info"))
+    assert "tetherd ready" in tetherd.log()
+    ini = tmp_path / "bad.ini"
+    ini.write_text(config(upstream, free_port(), tmp_path / "x"))
+    run = subprocess.run([str(tetherd_binary()), "-c", str(ini), "--log-level", "loud"],
+                         capture_output=True, text=True, timeout=10)
+    assert run.returncode == 2 and "--log-level loud" in run.stderr, run.stderr
