@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import fetch, free_port, tetherd_binary, wait_for
+from helpers import assert_tether_error, fetch, free_port, tetherd_binary, wait_for
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -247,3 +247,45 @@ def test_log_level_option_overrides_the_file(start_upstream, start_tetherd, tmp_
     run = subprocess.run([str(tetherd_binary()), "-c", str(ini), "--log-level", "loud"],
                          capture_output=True, text=True, timeout=10)
     assert run.returncode == 2 and "--log-level loud" in run.stderr, run.stderr
+
+
+# --- errors that say who failed -----------------------------------------------------------------
+
+
+def test_each_generated_error_names_its_type(start_upstream, start_tetherd, tmp_path):
+    """Proxy-Status carries the RFC 9209 type of each failure; the access log says who
+    generated the response, why, and for which Host."""
+    upstream = start_upstream()
+    dead = free_port()  # nothing listens there
+    port, dead_port, proxy_port = free_port(), free_port(), free_port()
+    log = tmp_path / "access.log"
+    tetherd = start_tetherd(
+        f"[tether]\nworkers = 1\naccess_log = {log}\nproxy_listen = 127.0.0.1:{proxy_port}\n"
+        f"[upstream app]\nurl = {upstream.url}\nlisten = 127.0.0.1:{port}\nhosts = app.test\n"
+        "max_connections = 1\nmax_queue = 0\nresponse_timeout = 300ms\n"
+        f"[upstream dead]\nurl = http://127.0.0.1:{dead}\nlisten = 127.0.0.1:{dead_port}\n")
+    assert_tether_error(fetch(dead_port), 502, "connect failed", error="connection_refused")
+    assert_tether_error(fetch(proxy_port, headers=[("Host", "other.test")]), 403,
+                        error="destination_not_found")
+    assert_tether_error(fetch(proxy_port, "CONNECT", "app.test:443",
+                              headers=[("Host", "app.test:443")]), 405,
+                        error="http_request_denied")
+    assert_tether_error(fetch(port, headers=[("X-Delay-Ms", "2000")]), 504,
+                        error="http_response_timeout")
+    # One request holds the only connection; the next finds no room in the queue.
+    held = threading.Thread(target=lambda: fetch(port, headers=[("X-Delay-Ms", "250")]))
+    held.start()
+    wait_for(lambda: upstream.stats()["requests"] >= 2, 5, "the held request")
+    assert_tether_error(fetch(port), 503, "max_queue", error="connection_limit_reached")
+    held.join(5)
+    ok = fetch(proxy_port, headers=[("Host", "app.test")])
+    assert ok.status == 200 and ok.header("Proxy-Status") is None
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 7, 5, "the log")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    by_status = {line["status"]: line for line in lines}
+    assert by_status[502]["generated_by"] == "tether"
+    assert by_status[502]["error"] == "connection_refused"
+    assert by_status[403]["host"] == "other.test"
+    assert by_status[403]["error"] == "destination_not_found"
+    assert by_status[200]["generated_by"] == "upstream" and "error" not in by_status[200]
+    assert by_status[200]["host"] == "app.test"
