@@ -296,7 +296,14 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
     }
     s->bytes_out = tt_buf_len(s->cout) - before; /* counted now: logged before it is written */
     end_request(s);
-    tt_debug("client %s: %d %s", s->peer, status, msg);
+    /* A failure of the upstream or of tetherd (5xx) is worth a warning, at most one per 5 s per
+     * worker with the count held back; the client's own mistakes (4xx) only at debug. */
+    unsigned suppressed;
+    if (status >= 500 &&
+        tt_ratelimit_allow(&s->worker->error_warn, tt_loop_now(loop_of(s)), 5000, &suppressed))
+        tt_warn("client %s: %d %s (%u similar suppressed)", s->peer, status, msg, suppressed);
+    else
+        tt_debug("client %s: %d %s", s->peer, status, msg);
     tt_loop_timer_stop(loop_of(s), &s->timer);
     s->state = S_FLUSH;
 }

@@ -368,12 +368,30 @@ static void check_in(tt_pool_t *pool, tt_upconn_t *c)
     make_idle(pool, c);
 }
 
+/* A pre-warming connect (no request waits for it) failed: nobody else would say so. At most one
+ * line per 10 s per worker and upstream, with the count of the ones held back. */
+static void warn_prewarm_failed(tt_pool_t *pool, tt_pool_result_t result,
+                                const tt_pool_error_t *err)
+{
+    unsigned suppressed;
+    if (!tt_ratelimit_allow(&pool->prewarm_warn, tt_loop_now(pool->loop), 10000, &suppressed))
+        return;
+    const char *why = result == TT_POOL_TLS_FAILED        ? tt_tls_failure_phrase(err->tls)
+                      : result == TT_POOL_CONNECT_TIMEOUT ? "connect timed out"
+                                                          : strerror(err->errno_value);
+    tt_warn("upstream %s (%s): pre-warming a connection (min_idle) failed: %s (%u similar "
+            "suppressed)",
+            pool->up->conf->name, pool->up->addr_str, why, suppressed);
+}
+
 /* Closes a connection that never got established and tells the request waiting for it. */
 static void conn_open_failed(tt_upconn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
                              const tt_pool_error_t *err)
 {
     tt_pool_waiter_t *w = c->waiter;
     c->waiter = NULL;
+    if (w == NULL)
+        warn_prewarm_failed(c->pool, result, err);
     if (w != NULL)
         w->_conn = NULL;
     tt_conn_close(c, reason);

@@ -65,6 +65,7 @@ struct tt_pool {
     tt_timer_t trim_timer;
     tt_timer_t replenish_timer; /* refills min_idle, with backoff while connects fail */
     unsigned connect_failures;  /* in a row, for that backoff */
+    tt_ratelimit_t prewarm_warn;
     int shutting_down;
     tt_upstream_stats_t stats;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.

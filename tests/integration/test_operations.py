@@ -289,3 +289,21 @@ def test_each_generated_error_names_its_type(start_upstream, start_tetherd, tmp_
     assert by_status[403]["error"] == "destination_not_found"
     assert by_status[200]["generated_by"] == "upstream" and "error" not in by_status[200]
     assert by_status[200]["host"] == "app.test"
+
+
+def test_upstream_failures_warn_at_the_default_level_rate_limited(start_tetherd, tmp_path):
+    """A down upstream shows in the log at the default level (info): the pre-warming failure and
+    the 502s, at most one line per interval, with the count of the ones held back."""
+    dead, port = free_port(), free_port()
+    tetherd = start_tetherd(f"[tether]\nworkers = 1\n[upstream dead]\n"
+                            f"url = http://127.0.0.1:{dead}\nlisten = 127.0.0.1:{port}\n"
+                            "min_idle = 2\n")
+    for _ in range(20):
+        assert fetch(port).status == 502
+    wait_for(lambda: "pre-warming a connection (min_idle) failed: Connection refused"
+             in tetherd.log(), 5, "the pre-warming warning")
+    lines = [line for line in tetherd.log().splitlines() if " warn client " in line]
+    assert len(lines) == 1, tetherd.log()
+    assert "502 upstream dead" in lines[0] and "connect failed: Connection refused" in lines[0]
+    assert "(0 similar suppressed)" in lines[0]
+    assert len([l for l in tetherd.log().splitlines() if "pre-warming" in l]) == 1
