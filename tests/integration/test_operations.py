@@ -241,7 +241,7 @@ def test_log_level_option_overrides_the_file(start_upstream, start_tetherd, tmp_
     port = free_port()
     tetherd = start_tetherd(config(upstream, port, tmp_path, extra="log_level = error"),
                             args=("--log-level", "info"))
-    assert "tetherd ready" in tetherd.log()
+    wait_for(lambda: "tetherd ready" in tetherd.log(), 5, "the info line log_level = error hides")
     ini = tmp_path / "bad.ini"
     ini.write_text(config(upstream, free_port(), tmp_path / "x"))
     run = subprocess.run([str(tetherd_binary()), "-c", str(ini), "--log-level", "loud"],
@@ -307,3 +307,19 @@ def test_upstream_failures_warn_at_the_default_level_rate_limited(start_tetherd,
     assert "502 upstream dead" in lines[0] and "connect failed: Connection refused" in lines[0]
     assert "(0 similar suppressed)" in lines[0]
     assert len([l for l in tetherd.log().splitlines() if "pre-warming" in l]) == 1
+
+
+def test_check_resolve_resolves_upstream_names(tmp_path):
+    ini = tmp_path / "t.ini"
+    ini.write_text("[upstream good]\nurl = http://localhost:8080\nlisten = 127.0.0.1:19001\n"
+                   "[upstream bad]\nurl = http://no-such-host.invalid\n"
+                   "listen = 127.0.0.1:19002\n")
+    plain = subprocess.run([str(tetherd_binary()), "--check", "-c", str(ini)],
+                           capture_output=True, text=True, timeout=20)
+    assert plain.returncode == 0, plain.stderr  # names are not looked up without --resolve
+    run = subprocess.run([str(tetherd_binary()), "--check", "--resolve", "-c", str(ini)],
+                         capture_output=True, text=True, timeout=20)
+    assert run.returncode == 2
+    assert "upstream good: localhost -> 127.0.0.1:8080" in run.stdout or "[::1]:8080" in run.stdout
+    assert f"{ini}:5: url: upstream bad: cannot resolve no-such-host.invalid" in run.stderr, \
+        run.stderr
