@@ -1,4 +1,5 @@
 /* tether: the command-line companion of tetherd. */
+#include "config/config.h"
 #include "metrics/top.h"
 
 #include <getopt.h>
@@ -22,7 +23,7 @@ static void usage(FILE *out)
 static void top_usage(FILE *out)
 {
     fprintf(out,
-            "usage: tether top [--once] [--json] [--admin ADDR:PORT] [--interval SECONDS]\n"
+            "usage: tether top [--once] [--json] [--admin ADDR:PORT] [--interval DURATION]\n"
             "  live view of a running tetherd, read from its admin endpoint's /stats:\n"
             "  one row per upstream with req/s, new connections/s (churn), reuse %%,\n"
             "  active/idle connections, mean connection age, p50/p99, queue, 5xx/s\n"
@@ -30,7 +31,8 @@ static void top_usage(FILE *out)
             "  --once              print one snapshot (two samples an interval apart), exit\n"
             "  --json              JSON instead of the table (one object per interval)\n"
             "  --admin ADDR:PORT   tetherd's admin address (default " TT_TOP_DEFAULT_ADMIN ")\n"
-            "  --interval SECONDS  refresh interval (default 1)\n");
+            "  --interval DURATION refresh interval: seconds, or with a unit (500ms, 2s, 1m;\n"
+            "                      default 1, at most 1h)\n");
 }
 
 static int cmd_top(int argc, char **argv)
@@ -53,11 +55,9 @@ static int cmd_top(int argc, char **argv)
         case 'a':
             o.admin = optarg;
             break;
-        case 'i': {
-            char *end;
-            o.interval_s = strtod(optarg, &end);
-            if (end == optarg || *end != '\0')
-                o.interval_s = -1;
+        case 'i': { /* a duration as in the configuration: a bare number is seconds */
+            int64_t ms;
+            o.interval_s = tt_parse_duration_ms(optarg, &ms) == 0 ? (double)ms / 1000 : -1;
             break;
         }
         case 'h':

@@ -151,16 +151,19 @@ double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_t
 
 /* ---- rendering ------------------------------------------------------------------------------ */
 
+/* Compact figures, at most 6 characters, so the table fits 80 columns. */
 static void fmt_ms(char *buf, size_t size, double ms)
 {
     if (ms < 0)
         snprintf(buf, size, "-");
-    else if (ms < 1)
-        snprintf(buf, size, "%.3fms", ms);
-    else if (ms < 1000)
+    else if (ms < 10)
         snprintf(buf, size, "%.2fms", ms);
+    else if (ms < 100)
+        snprintf(buf, size, "%.1fms", ms);
+    else if (ms < 1000)
+        snprintf(buf, size, "%.0fms", ms);
     else
-        snprintf(buf, size, "%.2fs", ms / 1000);
+        snprintf(buf, size, "%.1fs", ms / 1000);
 }
 
 static void fmt_age(char *buf, size_t size, double s)
@@ -171,9 +174,34 @@ static void fmt_age(char *buf, size_t size, double s)
         snprintf(buf, size, "%.1fs", s);
     else if (s < 3600)
         snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
+    else if (s < 100 * 3600)
         snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(buf, size, "%dd", (int)(s / 86400));
 }
+
+static void fmt_bytes(char *buf, size_t size, uint64_t v)
+{
+    if (v < 10000)
+        snprintf(buf, size, "%" PRIu64, v);
+    else if (v < 10000 * 1024ULL)
+        snprintf(buf, size, "%.0fK", (double)v / 1024);
+    else if (v < 10000 * 1024ULL * 1024)
+        snprintf(buf, size, "%.0fM", (double)v / (1024 * 1024));
+    else
+        snprintf(buf, size, "%.0fG", (double)v / (1024.0 * 1024 * 1024));
+}
+
+/* A rate in at most 7 characters. */
+static void fmt_rate(char *buf, size_t size, double v)
+{
+    if (v < 100000)
+        snprintf(buf, size, "%.1f", v);
+    else
+        snprintf(buf, size, "%.0fk", v / 1000);
+}
+
+#define NAME_WIDTH 10
 
 void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
                          tt_buf_t *out)
@@ -184,22 +212,17 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
     double acc = (double)delta(cur->accepted, valid_prev ? prev->accepted : 0) / dt;
     char up[32];
     fmt_age(up, sizeof(up), cur->uptime_s);
-    tt_buf_appendf(out,
-                   "tetherd %s at %s  up %s  %s  clients: %.1f new conn/s, %" PRIu64
-                   " open  (rates over %.1fs)\n",
-                   cur->version, admin, up, cur->ready ? "ready" : "NOT READY", acc, cur->active,
-                   dt);
-    size_t w = 8;
-    for (size_t i = 0; i < cur->nups; i++)
-        w = TT_MAX(w, strlen(rows[i].name));
-    if (w > 32)
-        w = 32;
-    tt_buf_appendf(out, "%-*s %9s %8s %7s %7s %6s %9s %9s %9s %6s %7s  %s\n", (int)w, "UPSTREAM",
-                   "REQ/S", "CONN/S", "REUSE%", "ACTIVE", "IDLE", "MEAN AGE", "P50", "P99", "QUEUE",
-                   "ERR/S", "ENDPOINT");
+    tt_buf_appendf(out, "tetherd %s at %s  up %s  %s  (rates over %.1fs)\n", cur->version, admin,
+                   up, cur->ready ? "ready" : "NOT READY", dt);
+    tt_buf_appendf(out, "clients: %.1f new connections/s, %" PRIu64 " open\n", acc, cur->active);
+    /* 79 columns (the P50/P99/AGE/SKMEM figures are at most 6 characters); the endpoint, of any
+     * length, goes on a line of its own under its row. */
+    tt_buf_appendf(out, "%-*s %7s %6s %6s %4s %4s %5s %6s %6s %4s %5s %5s\n", NAME_WIDTH,
+                   "UPSTREAM", "REQ/S", "CONN/S", "REUSE%", "ACT", "IDLE", "AGE", "P50", "P99",
+                   "QUE", "5XX/S", "SKMEM");
     for (size_t i = 0; i < cur->nups; i++) {
         const tt_top_row_t *r = &rows[i];
-        char reuse[16], age[16], p50[16], p99[16];
+        char reuse[16], age[16], p50[16], p99[16], mem[16], req[16], conn[16], err[16];
         if (r->reuse_pct < 0)
             snprintf(reuse, sizeof(reuse), "-");
         else
@@ -207,11 +230,17 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
         fmt_age(age, sizeof(age), r->mean_age_s);
         fmt_ms(p50, sizeof(p50), r->p50_ms);
         fmt_ms(p99, sizeof(p99), r->p99_ms);
+        fmt_bytes(mem, sizeof(mem), r->socket_mem);
+        fmt_rate(req, sizeof(req), r->req_s);
+        fmt_rate(conn, sizeof(conn), r->conn_s);
+        fmt_rate(err, sizeof(err), r->err_s);
         tt_buf_appendf(
-            out,
-            "%-*.*s %9.1f %8.1f %7s %7" PRIu64 " %6" PRIu64 " %9s %9s %9s %6" PRIu64 " %7.1f  %s\n",
-            (int)w, (int)w, r->name, r->req_s, r->conn_s, reuse, r->active + r->connecting, r->idle,
-            age, p50, p99, r->queue, r->err_s, r->endpoint);
+            out, "%-*.*s %7s %6s %6s %4" PRIu64 " %4" PRIu64 " %5s %6s %6s %4" PRIu64 " %5s %5s\n",
+            NAME_WIDTH, NAME_WIDTH, r->name, req, conn, reuse, r->active + r->connecting, r->idle,
+            age, p50, p99, r->queue, err, mem);
+        /* The full name where the row had to cut it. */
+        int cut = strlen(r->name) > NAME_WIDTH;
+        tt_buf_appendf(out, "  %s%s-> %s\n", cut ? r->name : "", cut ? " " : "", r->endpoint);
     }
     if (cur->nups == 0)
         tt_buf_appendf(out, "(no upstreams configured)\n");
@@ -489,7 +518,8 @@ int tt_top_run(const tt_top_opts_t *o, FILE *out, FILE *errf)
         return 2;
     }
     if (!(o->interval_s > 0 && o->interval_s <= 3600)) {
-        fprintf(errf, "tether top: --interval must be between 0 and 3600 seconds\n");
+        fprintf(errf, "tether top: --interval: expected a duration above 0 and up to 1h "
+                      "(examples: 1, 0.5, 500ms, 2s, 1m)\n");
         return 2;
     }
     char err[512];

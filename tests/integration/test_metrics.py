@@ -343,12 +343,16 @@ def test_top_once_shows_the_upstream_row(start_admin_proxy):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("tetherd ") and "ready" in lines[0]
-    assert lines[1].split()[:4] == ["UPSTREAM", "REQ/S", "CONN/S", "REUSE%"]
-    row = next(line for line in lines if line.startswith("app "))
-    fields = row.split()
+    assert lines[1].startswith("clients: ")
+    assert lines[2].split() == ["UPSTREAM", "REQ/S", "CONN/S", "REUSE%", "ACT", "IDLE", "AGE",
+                                "P50", "P99", "QUE", "5XX/S", "SKMEM"]
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    index = next(i for i, line in enumerate(lines) if line.startswith("app "))
+    fields = lines[index].split()
     assert float(fields[1]) > 10  # req/s under the load above
     assert 0 <= float(fields[3]) <= 100  # reuse %
-    assert fields[-1] == f"127.0.0.1:{upstream.port}"
+    assert re.fullmatch(r"\d+[KMG]?", fields[-1]), fields  # socket memory
+    assert lines[index + 1] == f"  -> 127.0.0.1:{upstream.port}"
 
     assert json_result.returncode == 0, json_result.stderr
     snap = json.loads(json_result.stdout)
@@ -368,6 +372,25 @@ def test_top_without_tetherd_says_so():
     assert result.stdout == ""
     result = run_top("--once", "--admin", "nonsense")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("value,ok", [("1", True), ("0.5", True), ("500ms", True), ("2s", True),
+                                      ("1m", True), ("0", False), ("2h", False), ("soon", False),
+                                      ("-1", False)])
+def test_top_interval_accepts_what_its_message_says(value, ok):
+    """Every example the error message gives is accepted; the rest is refused with it."""
+    result = run_top("--once", "--interval", value, "--admin", f"127.0.0.1:{free_port()}")
+    if ok:
+        assert result.returncode == 1 and "cannot reach tetherd" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 2
+        message = result.stderr
+        assert "--interval: expected a duration above 0 and up to 1h" in message, message
+        examples = re.search(r"\(examples: ([^)]*)\)", message).group(1).split(", ")
+        for example in examples:
+            again = run_top("--once", "--interval", example, "--admin",
+                            f"127.0.0.1:{free_port()}")
+            assert again.returncode == 1, (example, again.stderr)
     assert subprocess.run([str(tether_binary()), "version"], capture_output=True,
                           text=True).stdout.startswith("tether ")
 
