@@ -16,6 +16,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: tether COMMAND\n"
                  "commands:\n"
                  "  top        live view of a running tetherd (tether top --help)\n"
+                 "  reload     reload tetherd's configuration file [--admin ADDR:PORT]\n"
                  "  version    print the version\n"
                  "  help       this help\n");
 }
@@ -75,6 +76,44 @@ static int cmd_top(int argc, char **argv)
     return tt_top_run(&o, stdout, stderr);
 }
 
+/* tether reload: POST /reload on the admin endpoint, which checks the file first. */
+static int cmd_reload(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"admin", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *admin = TT_TOP_DEFAULT_ADMIN;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'a') {
+            admin = optarg;
+        } else {
+            fprintf(c == 'h' ? stdout : stderr,
+                    "usage: tether reload [--admin ADDR:PORT]\n"
+                    "  reloads the configuration of the tetherd whose admin endpoint is ADDR:PORT\n"
+                    "  (default " TT_TOP_DEFAULT_ADMIN "), as SIGHUP does: an invalid file is\n"
+                    "  refused with its error and the running configuration stays\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    tt_addr_t addr;
+    if (optind < argc || tt_top_parse_admin(admin, &addr) < 0) {
+        fprintf(stderr, "tether reload: --admin %s: expected ADDR:PORT\n", admin);
+        return 2;
+    }
+    tt_buf_t body = {0};
+    char err[1024];
+    int rc = tt_admin_request(&addr, "POST", "/reload", &body, err, sizeof(err));
+    if (rc == 0)
+        printf("%.*s", (int)tt_buf_len(&body), tt_buf_rptr(&body));
+    else
+        fprintf(stderr, "tether reload: %.*s\n", (int)strcspn(err, "\n"), err);
+    free(body.data);
+    return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -91,6 +130,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "top") == 0)
         return cmd_top(argc - 1, argv + 1);
+    if (strcmp(argv[1], "reload") == 0)
+        return cmd_reload(argc - 1, argv + 1);
     fprintf(stderr, "tether: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

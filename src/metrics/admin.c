@@ -191,20 +191,52 @@ static void serve_config(tt_admin_t *a, int fd, int head_only)
     free(safe);
 }
 
+/* POST /reload: what SIGHUP does, for `tether reload`. It changes the running process, so only
+ * a client on this host may ask, whatever admin_allow_remote lets read. */
+static void serve_reload(tt_admin_t *a, int fd, int method)
+{
+    if (method != HTTP_POST) {
+        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: POST\r\n",
+                "tether: POST /reload\n", 21);
+        return;
+    }
+    tt_addr_t peer;
+    peer.len = sizeof(peer.ss);
+    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0 ||
+        !tt_addr_is_loopback(&peer)) {
+        respond_text(a, fd, 0, 403, "Forbidden", "tether: /reload is for loopback clients only\n");
+        return;
+    }
+    char msg[600] = "";
+    int rc = a->ops.reload != NULL ? a->ops.reload(a->ops.ctx, msg, sizeof(msg) - 1) : -1;
+    size_t len = strlen(msg);
+    msg[len++] = '\n';
+    msg[len] = '\0';
+    if (rc == 0)
+        respond_text(a, fd, 0, 202, "Accepted", msg);
+    else
+        respond_text(a, fd, 0, rc == -1 ? 400 : 503,
+                     rc == -1 ? "Bad Request" : "Service Unavailable", msg);
+}
+
 static void dispatch(tt_admin_t *a, int fd, const request_t *r)
 {
     int method = llhttp_get_method((llhttp_t *)&r->parser);
     int head_only = method == HTTP_HEAD;
-    if (method != HTTP_GET && method != HTTP_HEAD) {
-        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
-                "tether: only GET and HEAD\n", 26);
-        return;
-    }
     /* Origin-form only; the query string is ignored. */
     size_t plen = strcspn(r->url, "?#");
     char path[URL_LIMIT];
     memcpy(path, r->url, plen);
     path[plen] = '\0';
+    if (strcmp(path, "/reload") == 0) {
+        serve_reload(a, fd, method);
+        return;
+    }
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
+                "tether: only GET and HEAD\n", 26);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
         serve_snapshot(a, fd, head_only, 0);
     } else if (strcmp(path, "/stats") == 0) {
@@ -223,8 +255,9 @@ static void dispatch(tt_admin_t *a, int fd, const request_t *r)
     } else if (strcmp(path, "/config") == 0) {
         serve_config(a, fd, head_only);
     } else if (strcmp(path, "/") == 0) {
-        respond_text(a, fd, head_only, 200, "OK",
-                     "tetherd admin: /metrics /stats /healthz /ready /pools /config\n");
+        respond_text(
+            a, fd, head_only, 200, "OK",
+            "tetherd admin: /metrics /stats /healthz /ready /pools /config, POST /reload\n");
     } else {
         respond_text(a, fd, head_only, 404, "Not Found", "tether: no such admin path\n");
     }

@@ -378,6 +378,12 @@ static int connect_to(const tt_addr_t *addr, const char *text, char *err, size_t
 
 int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *err, size_t errlen)
 {
+    return tt_admin_request(addr, "GET", path, body, err, errlen);
+}
+
+int tt_admin_request(const tt_addr_t *addr, const char *method, const char *path, tt_buf_t *body,
+                     char *err, size_t errlen)
+{
     char text[TT_ADDR_STRLEN];
     tt_addr_format(addr, text);
     int fd = connect_to(addr, text, err, errlen);
@@ -385,9 +391,9 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
         return -1;
     char req[512];
     int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tether-top\r\n"
-                     "Connection: close\r\n\r\n",
-                     path, text);
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tether\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     method, path, text);
     uint64_t deadline = tt_clock_monotonic_ms() + FETCH_TIMEOUT_MS;
     for (int off = 0; off < n;) {
         ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
@@ -441,9 +447,10 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
             break;
         }
     }
-    if (rc == 0 && llhttp_get_status_code(&parser) != 200) {
-        snprintf(err, errlen, "%s%s: HTTP %d: %.*s", text, path, llhttp_get_status_code(&parser),
-                 (int)TT_MIN(tt_buf_len(body), 200), tt_buf_rptr(body));
+    int status = llhttp_get_status_code(&parser);
+    if (rc == 0 && (status < 200 || status > 299)) {
+        snprintf(err, errlen, "%s%s: HTTP %d: %.*s", text, path, status,
+                 (int)TT_MIN(tt_buf_len(body), 400), tt_buf_rptr(body));
         rc = -1;
     }
     close(fd);
@@ -453,7 +460,7 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
 /* ---- the command ------------------------------------------------------------------------------
  */
 
-static int parse_admin(const char *s, tt_addr_t *out)
+int tt_top_parse_admin(const char *s, tt_addr_t *out)
 {
     if (strncmp(s, "http://", 7) == 0)
         s += 7;
@@ -512,7 +519,7 @@ static void emit(const tt_top_opts_t *o, const tt_top_sample_t *prev, const tt_t
 int tt_top_run(const tt_top_opts_t *o, FILE *out, FILE *errf)
 {
     tt_addr_t addr;
-    if (parse_admin(o->admin, &addr) < 0) {
+    if (tt_top_parse_admin(o->admin, &addr) < 0) {
         fprintf(errf, "tether top: --admin %s: expected ADDR:PORT (for example %s)\n", o->admin,
                 TT_TOP_DEFAULT_ADMIN);
         return 2;

@@ -323,3 +323,35 @@ def test_check_resolve_resolves_upstream_names(tmp_path):
     assert "upstream good: localhost -> 127.0.0.1:8080" in run.stdout or "[::1]:8080" in run.stdout
     assert f"{ini}:5: url: upstream bad: cannot resolve no-such-host.invalid" in run.stderr, \
         run.stderr
+
+
+def test_tether_reload_through_the_admin_endpoint(start_upstream, start_tetherd, tmp_path):
+    """`tether reload` checks the file through the admin endpoint: an invalid one is refused with
+    its file:line:key error; a valid changed one is taken over by a new tetherd."""
+    tether = tetherd_binary().parent / "tether"
+    upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    extra = f"admin = 127.0.0.1:{admin}"
+    with subreaper():
+        tetherd = start_tetherd(config(upstream, port, tmp_path, extra=extra))
+        ini = next(tmp_path.glob("tetherd-0.ini"))
+        ini.write_text(config(upstream, port, tmp_path, extra=extra + "\nworkers = 9"))
+        bad = subprocess.run([str(tether), "reload", "--admin", f"127.0.0.1:{admin}"],
+                             capture_output=True, text=True, timeout=10)
+        assert bad.returncode == 1
+        assert re.search(r"HTTP 400: tether: .*tetherd-0\.ini:\d+: workers: set twice", bad.stderr), \
+            bad.stderr
+        assert tetherd.proc.poll() is None
+        ini.write_text(config(upstream, port, tmp_path, extra=extra, workers=1))
+        good = subprocess.run([str(tether), "reload", "--admin", f"127.0.0.1:{admin}"],
+                              capture_output=True, text=True, timeout=10)
+        assert good.returncode == 0, good.stderr
+        assert "reloading" in good.stdout
+        assert tetherd.wait(15) == 0
+        successor = ready_pids(tetherd.log())[1]
+        try:
+            assert fetch(port).status == 200
+            stats = json.loads(fetch(admin, target="/stats").body)
+            assert stats  # the successor serves the admin endpoint on the same socket
+        finally:
+            assert stop_pid(successor) == 0

@@ -96,12 +96,23 @@ static char *fake_config(void *ctx)
                      "; api_token = commented out stays\n");
 }
 
+static int g_reloads, g_reload_rc;
+
+static int fake_reload(void *ctx, char *msg, size_t msglen)
+{
+    (void)ctx;
+    g_reloads++;
+    snprintf(msg, msglen, "%s", g_reload_rc == 0 ? "reloading" : "tether.ini:3: workers: bad");
+    return g_reload_rc;
+}
+
 static const tt_admin_ops_t fake_ops = {
     .ctx = NULL,
     .snapshot = fake_snapshot,
     .pools = fake_pools,
     .ready = fake_ready,
     .config = fake_config,
+    .reload = fake_reload,
 };
 
 typedef struct {
@@ -456,10 +467,37 @@ static void warm_up_thread_cache(void)
     }
 }
 
+/* POST /reload runs the reload op: 202 when it started, 400 with the error for a bad file; any
+ * other method is 405 with Allow: POST and never reloads. */
+static void test_reload(void **state)
+{
+    fixture_t *f = *state;
+    g_reloads = g_reload_rc = 0;
+    char *r = get(f->port, "POST", "/reload");
+    assert_int_equal(status_of(r), 202);
+    assert_string_equal(body_of(r), "reloading\n");
+    free(r);
+    g_reload_rc = -1;
+    r = get(f->port, "POST", "/reload");
+    assert_int_equal(status_of(r), 400);
+    assert_string_equal(body_of(r), "tether.ini:3: workers: bad\n");
+    free(r);
+    assert_int_equal(g_reloads, 2);
+    r = get(f->port, "GET", "/reload");
+    assert_int_equal(status_of(r), 405);
+    assert_non_null(strstr(r, "Allow: POST\r\n"));
+    free(r);
+    r = get(f->port, "POST", "/metrics");
+    assert_int_equal(status_of(r), 405);
+    free(r);
+    assert_int_equal(g_reloads, 2);
+}
+
 int main(void)
 {
     warm_up_thread_cache();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_is_redacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_methods_and_bad_requests, setup, teardown),
