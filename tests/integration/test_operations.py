@@ -165,15 +165,18 @@ def test_upgrade_by_takeover_under_load_fails_no_request(start_upstream, start_t
     assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"
 
 
-@pytest.mark.parametrize("change", ["workers", "new upstream"])
+@pytest.mark.parametrize("change", ["workers", "new upstream", "removed upstream"])
 def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_tetherd, tmp_path,
                                                       change):
     """SIGHUP with a changed file starts a successor with it, which takes the sockets over;
     the old process drains. The new configuration is in force, and nothing failed."""
     upstream, second = start_upstream(), start_upstream("--name", "second")
     port, port2 = free_port(), free_port()
+    both = (config(upstream, port, tmp_path) + f"[upstream second]\nurl = {second.url}\n"
+            f"listen = 127.0.0.1:{port2}\n")
     with subreaper():
-        tetherd = start_tetherd(config(upstream, port, tmp_path))
+        tetherd = start_tetherd(both if change == "removed upstream"
+                                else config(upstream, port, tmp_path))
         ini = next(tmp_path.glob("tetherd-0.ini"))
         load = Load(port)
         successor = None
@@ -181,10 +184,10 @@ def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_teth
             load.wait_done(100)
             if change == "workers":
                 ini.write_text(config(upstream, port, tmp_path, workers=3))
+            elif change == "new upstream":
+                ini.write_text(both)
             else:
-                ini.write_text(config(upstream, port, tmp_path) +
-                               f"[upstream second]\nurl = {second.url}\n"
-                               f"listen = 127.0.0.1:{port2}\n")
+                ini.write_text(config(upstream, port, tmp_path))
             tetherd.signal(signal.SIGHUP)
             assert tetherd.wait(15) == 0
             pids = ready_pids(tetherd.log())
@@ -193,6 +196,9 @@ def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_teth
             load.wait_done(load.done + 200)
             if change == "new upstream":
                 assert fetch(port2).header("X-Upstream-Name") == "second"
+            elif change == "removed upstream":  # its listener closed with the old process
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", port2), timeout=2)
             else:
                 assert "tetherd ready: 3 workers" in tetherd.log()
         finally:
