@@ -1,13 +1,16 @@
 #include "net/listeners.h"
 
 #include "core/invariant.h"
+#include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +50,31 @@ int tt_listenset_adopt(tt_listenset_t *s, int fd, tt_listen_kind_t kind)
     return 0;
 }
 
+int tt_listenset_adopt_systemd(tt_listenset_t *s, char *err, size_t errlen)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (pid == NULL || fds == NULL || atol(pid) != (long)getpid())
+        return 0;
+    int n = atoi(fds);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    for (int i = 0; i < n; i++) {
+        int fd = 3 + i;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        if (tt_listenset_adopt(s, fd, TT_LISTEN_PROXY) < 0) {
+            snprintf(err, errlen,
+                     "socket activation: fd %d is not a listening TCP socket (ListenStream= in "
+                     "the .socket unit takes IP:PORT addresses)",
+                     fd);
+            return -1;
+        }
+        s->socks[s->n - 1].shared = 1;
+    }
+    return n;
+}
+
 size_t tt_listenset_count(const tt_listenset_t *s, const tt_addr_t *addr)
 {
     size_t n = 0;
@@ -65,7 +93,7 @@ int tt_listenset_ensure(tt_listenset_t *s, const tt_addr_t *addr, size_t count, 
         if (ls->kind != TT_LISTEN_PROXY || !same_addr(&ls->addr, addr))
             continue;
         ls->wanted = 1;
-        have++;
+        have = ls->shared ? count : have + 1;
         setsockopt(ls->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s, sizeof(defer_accept_s));
     }
     for (; have < count; have++) {
@@ -88,6 +116,8 @@ int tt_listenset_admin(tt_listenset_t *s, const tt_addr_t *addr, char *err, size
     for (size_t i = 0; i < s->n; i++) {
         tt_listen_sock_t *ls = &s->socks[i];
         /* Port 0 asks for any port: an inherited admin socket on the same host address is it. */
+        if (ls->shared && ls->kind == TT_LISTEN_PROXY && same_addr(&ls->addr, addr))
+            ls->kind = TT_LISTEN_ADMIN; /* systemd does not say which socket is which */
         if (ls->kind == TT_LISTEN_ADMIN && ls->addr.ss.ss_family == addr->ss.ss_family) {
             tt_addr_t want = *addr, have = ls->addr;
             ((struct sockaddr_in *)&have.ss)->sin_port = 0;
@@ -124,24 +154,33 @@ void tt_listenset_prune(tt_listenset_t *s)
 {
     size_t keep = 0;
     for (size_t i = 0; i < s->n; i++) {
-        if (s->socks[i].wanted)
+        if (s->socks[i].wanted) {
             s->socks[keep++] = s->socks[i];
-        else
-            close(s->socks[i].fd);
+            continue;
+        }
+        if (s->socks[i].shared) {
+            char a[TT_ADDR_STRLEN];
+            tt_warn("socket activation: %s is not in the configuration; its connections wait "
+                    "unanswered: remove it from the .socket unit",
+                    tt_addr_format(&s->socks[i].addr, a));
+        }
+        close(s->socks[i].fd);
     }
     s->n = keep;
 }
 
 size_t tt_listenset_for_worker(const tt_listenset_t *s, const tt_addr_t *addr, size_t id,
-                               size_t nworkers, int *fds, size_t max)
+                               size_t nworkers, int *fds, int *shared, size_t max)
 {
     size_t n = 0, k = 0;
     for (size_t i = 0; i < s->n; i++) {
         const tt_listen_sock_t *ls = &s->socks[i];
         if (ls->kind != TT_LISTEN_PROXY || !same_addr(&ls->addr, addr))
             continue;
-        if (k++ % nworkers == id && n < max)
+        if ((ls->shared || k++ % nworkers == id) && n < max) {
+            shared[n] = ls->shared;
             fds[n++] = ls->fd;
+        }
     }
     return n;
 }

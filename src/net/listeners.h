@@ -19,6 +19,9 @@ typedef struct {
     int fd;
     tt_listen_kind_t kind;
     int wanted; /* the configuration names it; unwanted inherited sockets close in prune */
+    /* Every worker accepts from it (EPOLLEXCLUSIVE wakes one): a socket systemd passed (socket
+     * activation), one per address, whose accept queue outlives any tetherd process. */
+    int shared;
 } tt_listen_sock_t;
 
 typedef struct {
@@ -32,9 +35,15 @@ void tt_listenset_init(tt_listenset_t *s);
  * it is not a listening TCP socket (fd is then closed). */
 int tt_listenset_adopt(tt_listenset_t *s, int fd, tt_listen_kind_t kind);
 
+/* Adopts the sockets systemd passed (LISTEN_PID is this process, LISTEN_FDS of them from fd 3,
+ * sd_listen_fds(3)) as shared proxy sockets, and unsets those variables. Returns how many, or -1
+ * with a reason in err (a passed fd that is not a listening TCP socket). */
+int tt_listenset_adopt_systemd(tt_listenset_t *s, char *err, size_t errlen);
+
 /* Makes sure count proxy sockets listen on addr: inherited ones are kept (and get defer_accept_s
  * applied, which the new configuration may have changed), missing ones are bound with
- * SO_REUSEPORT (tt_sock_listen). Returns 0, or -1 with "ADDR: reason" in err. */
+ * SO_REUSEPORT (tt_sock_listen); a shared socket on addr serves every worker alone. Returns 0, or
+ * -1 with "ADDR: reason" in err. */
 int tt_listenset_ensure(tt_listenset_t *s, const tt_addr_t *addr, size_t count, int backlog,
                         int defer_accept_s, char *err, size_t errlen);
 
@@ -52,11 +61,12 @@ void tt_listenset_prune(tt_listenset_t *s);
  * Returns 0, or -1 with the reason in err. */
 int tt_listenset_check_exclusive(const tt_listenset_t *s, char *err, size_t errlen);
 
-/* The fds of the proxy sockets on addr that worker id of nworkers accepts from: every
- * nworkers-th one, starting at id (so with more inherited sockets than workers, a worker accepts
- * from several and no socket's backlog is orphaned). Fills up to max; returns how many. */
+/* The fds of the proxy sockets on addr that worker id of nworkers accepts from: every shared
+ * one, and every nworkers-th other one starting at id (so with more inherited sockets than
+ * workers, a worker accepts from several and no socket's backlog is orphaned). Fills up to max,
+ * with shared[i] telling which are shared; returns how many. */
 size_t tt_listenset_for_worker(const tt_listenset_t *s, const tt_addr_t *addr, size_t id,
-                               size_t nworkers, int *fds, size_t max);
+                               size_t nworkers, int *fds, int *shared, size_t max);
 
 /* How many proxy sockets listen on addr. */
 size_t tt_listenset_count(const tt_listenset_t *s, const tt_addr_t *addr);

@@ -179,7 +179,10 @@ int tt_takeover_serve(int conn, const tt_listenset_t *ls, int timeout_ms, pid_t 
     if (send_msg(conn, buf, -1) < 0)
         goto send_failed;
     for (size_t i = 0; i < ls->n; i++)
-        if (send_msg(conn, ls->socks[i].kind == TT_LISTEN_ADMIN ? "admin" : "proxy",
+        if (send_msg(conn,
+                     ls->socks[i].kind == TT_LISTEN_ADMIN ? "admin"
+                     : ls->socks[i].shared                ? "proxy-shared"
+                                                          : "proxy",
                      ls->socks[i].fd) < 0)
             goto send_failed;
     if (send_msg(conn, "end", -1) < 0)
@@ -222,9 +225,10 @@ int tt_takeover_receive(int conn, tt_listenset_t *ls, int timeout_ms, pid_t *pee
         n = recv_msg(conn, buf, sizeof(buf), &fd, timeout_ms);
         if (n > 0 && strcmp(buf, "end") == 0 && fd < 0)
             return adopted;
-        int kind = n > 0 && strcmp(buf, "admin") == 0   ? TT_LISTEN_ADMIN
-                   : n > 0 && strcmp(buf, "proxy") == 0 ? TT_LISTEN_PROXY
-                                                        : -1;
+        int shared = n > 0 && strcmp(buf, "proxy-shared") == 0;
+        int kind = n > 0 && strcmp(buf, "admin") == 0               ? TT_LISTEN_ADMIN
+                   : n > 0 && (shared || strcmp(buf, "proxy") == 0) ? TT_LISTEN_PROXY
+                                                                    : -1;
         if (kind < 0 || fd < 0) {
             if (fd >= 0)
                 close(fd);
@@ -232,8 +236,10 @@ int tt_takeover_receive(int conn, tt_listenset_t *ls, int timeout_ms, pid_t *pee
                      n < 0 ? strerror(errno) : "unexpected message", adopted);
             return -1;
         }
-        if (tt_listenset_adopt(ls, fd, (tt_listen_kind_t)kind) == 0)
+        if (tt_listenset_adopt(ls, fd, (tt_listen_kind_t)kind) == 0) {
+            ls->socks[ls->n - 1].shared = shared;
             adopted++;
+        }
     }
 }
 

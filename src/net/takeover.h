@@ -6,7 +6,8 @@
  *
  *   successor    "takeover 1 pid=N"
  *   predecessor  "sockets 1 pid=N"
- *   predecessor  "proxy" or "admin", with one descriptor (SCM_RIGHTS)   ... one per socket
+ *   predecessor  "proxy", "proxy-shared" or "admin", with one descriptor (SCM_RIGHTS),
+ *                one message per socket
  *   predecessor  "end"
  *   successor    "ready"       (sent once its workers accept from the sockets)
  *

@@ -315,6 +315,15 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
     if ((opts->takeover || opts->takeover_fd >= 0) &&
         take_over(conf, opts, &ls, &takeover_conn) < 0)
         goto out;
+    if (takeover_conn < 0) {
+        int n = tt_listenset_adopt_systemd(&ls, err, sizeof(err));
+        if (n < 0) {
+            tt_error("%s", err);
+            goto out;
+        }
+        if (n > 0)
+            tt_info("socket activation: %d listening socket%s from systemd", n, n == 1 ? "" : "s");
+    }
     if (open_listeners(conf, nworkers, &ls, err, sizeof(err)) < 0) {
         tt_error("%s", err);
         goto out;

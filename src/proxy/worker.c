@@ -44,8 +44,9 @@ static void accept_cb(tt_io_t *io, uint32_t events)
 static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr_t *addr,
                          tt_upstream_t *up, char *err, size_t errlen)
 {
-    int fds[64];
-    size_t n = tt_listenset_for_worker(ls, addr, w->id, w->nworkers, fds, TT_ARRAY_SIZE(fds));
+    int fds[64], shared[64];
+    size_t n =
+        tt_listenset_for_worker(ls, addr, w->id, w->nworkers, fds, shared, TT_ARRAY_SIZE(fds));
     for (size_t i = 0; i < n; i++) {
         int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
         if (fd < 0) {
@@ -55,7 +56,9 @@ static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr
         tt_listener_t *l = &w->listeners[w->nlisteners++];
         l->worker = w;
         l->upstream = up;
-        if (tt_io_start(w->loop, &l->io, fd, EPOLLIN, accept_cb) < 0) {
+        /* A socket every worker accepts from wakes one of them per connection, not all. */
+        uint32_t events = EPOLLIN | (shared[i] ? EPOLLEXCLUSIVE : 0);
+        if (tt_io_start(w->loop, &l->io, fd, events, accept_cb) < 0) {
             snprintf(err, errlen, "epoll: %s", strerror(errno));
             close(fd);
             w->nlisteners--;

@@ -44,12 +44,29 @@ def test_meson_install_lays_out_a_daemon(tmp_path):
     for path in ["bin/tetherd", "bin/tether", "share/man/man8/tetherd.8",
                  "share/man/man1/tether.1", "share/man/man5/tether.ini.5",
                  "share/doc/tether/examples/tether.ini",
-                 "share/doc/tether/systemd/tetherd.service"]:
+                 "share/doc/tether/systemd/tetherd.service",
+                 "share/doc/tether/systemd/tetherd.socket"]:
         assert (prefix / path).is_file(), path
     run = subprocess.run([str(prefix / "bin" / "tetherd"), "--check", "-c",
                           str(prefix / "share/doc/tether/examples/tether.ini")],
                          capture_output=True, text=True, timeout=10)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_units_verify(tmp_path):
+    """The unit and the socket unit pass systemd-analyze verify (with the binary under test in
+    place of /usr/local/bin/tetherd)."""
+    units = REPO_ROOT / "deploy" / "systemd"
+    service = (units / "tetherd.service").read_text()
+    assert "Type=notify" in service and "NotifyAccess=all" in service
+    assert "ExecReload=/usr/local/bin/tetherd --check" in service
+    (tmp_path / "tetherd.service").write_text(
+        service.replace("/usr/local/bin/tetherd", str(tetherd_binary())))
+    shutil.copy(units / "tetherd.socket", tmp_path)
+    run = subprocess.run(["systemd-analyze", "verify", "./tetherd.service", "./tetherd.socket"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 def containerfile_instructions():

@@ -361,3 +361,54 @@ def test_tether_reload_through_the_admin_endpoint(start_upstream, start_tetherd,
             assert stats  # the successor serves the admin endpoint on the same socket
         finally:
             assert stop_pid(successor) == 0
+
+
+def start_activated(binary, ini, sock, log_path):
+    """tetherd as systemd starts a socket-activated service: the listening socket as fd 3,
+    LISTEN_FDS=1 and LISTEN_PID set to the new process's own pid."""
+    def as_systemd():
+        os.dup2(sock.fileno(), 3)
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        os.environ["LISTEN_FDS"] = "1"
+
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([str(binary), "-c", str(ini)], stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=as_systemd,
+                                pass_fds=(3,))
+
+
+def test_restart_with_socket_activation_refuses_nothing(start_upstream, tmp_path):
+    """With the socket held by systemd (here: this test), a restart is a stop and a start, and
+    the connections that arrive in between wait in the socket's queue: none is refused."""
+    upstream = start_upstream()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    port = sock.getsockname()[1]
+    ini = tmp_path / "t.ini"
+    ini.write_text(f"[tether]\nworkers = 2\ndrain_timeout = 2s\n[upstream app]\n"
+                   f"url = {upstream.url}\nlisten = 127.0.0.1:{port}\n")
+    log_path = tmp_path / "tetherd.log"
+    first = start_activated(tetherd_binary(), ini, sock, log_path)
+    second = None
+    load = None
+    try:
+        wait_for(lambda: "tetherd ready" in log_path.read_text(), 10, "the first tetherd")
+        assert "socket activation: 1 listening socket from systemd" in log_path.read_text()
+        load = Load(port)
+        load.wait_done(100)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(10) == 0
+        time.sleep(0.3)  # nobody accepts now: connections queue in the socket systemd holds
+        second = start_activated(tetherd_binary(), ini, sock, log_path)
+        load.wait_done(load.done + 200)
+    finally:
+        done, failures = load.stop() if load else (0, [])
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(10)
+        sock.close()
+    assert second is not None and second.returncode == 0
+    assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"

@@ -61,15 +61,40 @@ static void test_one_socket_per_worker_spread_over_workers(void **state)
     assert_int_equal(tt_listenset_count(&ls, &a), 3);
     assert_int_equal(tt_listenset_check_exclusive(&ls, err, sizeof(err)), 0);
     /* Two workers over three sockets: worker 0 takes the first and third. */
-    int fds[4];
-    assert_int_equal(tt_listenset_for_worker(&ls, &a, 0, 2, fds, 4), 2);
+    int fds[4], shared[4];
+    assert_int_equal(tt_listenset_for_worker(&ls, &a, 0, 2, fds, shared, 4), 2);
+    assert_false(shared[0] || shared[1]);
     assert_int_equal(fds[0], ls.socks[0].fd);
     assert_int_equal(fds[1], ls.socks[2].fd);
-    assert_int_equal(tt_listenset_for_worker(&ls, &a, 1, 2, fds, 4), 1);
+    assert_int_equal(tt_listenset_for_worker(&ls, &a, 1, 2, fds, shared, 4), 1);
     assert_int_equal(fds[0], ls.socks[1].fd);
     /* Asking again for as many binds nothing more. */
     assert_int_equal(tt_listenset_ensure(&ls, &a, 3, 16, 0, err, sizeof(err)), 0);
     assert_int_equal(ls.n, 3);
+    tt_listenset_close(&ls);
+    tt_leakcheck_end(lc);
+}
+
+/* A socket systemd passed is shared: it alone serves every worker, nothing more is bound. */
+static void test_a_shared_socket_serves_every_worker(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_listenset_t ls;
+    tt_listenset_init(&ls);
+    char err[256];
+    int fd;
+    tt_addr_t a = bound_port(&fd);
+    assert_int_equal(tt_listenset_adopt(&ls, fd, TT_LISTEN_PROXY), 0);
+    ls.socks[0].shared = 1;
+    assert_int_equal(tt_listenset_ensure(&ls, &a, 4, 16, 0, err, sizeof(err)), 0);
+    assert_int_equal(ls.n, 1);
+    for (size_t id = 0; id < 4; id++) {
+        int fds[2], shared[2];
+        assert_int_equal(tt_listenset_for_worker(&ls, &a, id, 4, fds, shared, 2), 1);
+        assert_int_equal(fds[0], fd);
+        assert_true(shared[0]);
+    }
     tt_listenset_close(&ls);
     tt_leakcheck_end(lc);
 }
@@ -213,6 +238,7 @@ int main(void)
     pthread_join(t, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_socket_per_worker_spread_over_workers),
+        cmocka_unit_test(test_a_shared_socket_serves_every_worker),
         cmocka_unit_test(test_a_foreign_listener_on_the_port_is_refused),
         cmocka_unit_test(test_adopt_refuses_what_is_not_a_listener),
         cmocka_unit_test(test_takeover_passes_the_same_sockets),
