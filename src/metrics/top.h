@@ -9,8 +9,8 @@
 #ifndef TT_METRICS_TOP_H
 #define TT_METRICS_TOP_H
 
+#include "core/addr.h"
 #include "core/buf.h"
-#include "event/sock.h"
 #include "metrics/histogram.h"
 
 #include <stdint.h>
