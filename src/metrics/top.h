@@ -11,7 +11,7 @@
 
 #include "core/addr.h"
 #include "core/buf.h"
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 
 #include <stdint.h>
 #include <stdio.h>

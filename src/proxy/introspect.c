@@ -50,7 +50,7 @@ static void collect_cb(tt_worker_t *w, void *arg)
     for (size_t i = 0; i < w->nupstreams; i++) {
         tt_pool_t *pool = &w->pools[i];
         tt_upstream_snapshot_t *u = &s->ups[i];
-        tt_stats_merge(&u->stats, &pool->stats);
+        tt_upstream_stats_merge(&u->stats, &pool->stats);
         tt_pool_gauges_t g;
         tt_pool_gauges(pool, &g);
         u->live.idle += g.idle;

@@ -11,7 +11,7 @@
 
 #include "core/buf.h"
 #include "event/loop.h"
-#include "metrics/stats.h"
+#include "upstream/stats.h"
 #include "upstream/conn.h"
 #include "upstream/upstream.h"
 
