@@ -6,7 +6,7 @@
 
 #include "core/invariant.h"
 #include "core/json.h"
-#include "metrics/top.h"
+#include "cli/top.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

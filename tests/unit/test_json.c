@@ -6,7 +6,7 @@
 
 #include "core/invariant.h"
 #include "metrics/stats_json.h"
-#include "metrics/top.h"
+#include "cli/top.h"
 
 #include <math.h>
 #include <setjmp.h>
