@@ -34,7 +34,7 @@ void tt_introspect_set_running(tt_introspect_t *in)
 
 /* ---- snapshot: runs on each worker's thread ----------------------------------------------- */
 
-static void add_live_requests(const tt_upconn_t *c, void *arg)
+static void add_live_requests(const tt_conn_t *c, void *arg)
 {
     uint64_t *n = arg;
     *n += c->requests;
@@ -106,7 +106,7 @@ typedef struct {
     tt_msec_t now;
 } pools_walk_t;
 
-static void add_row(const tt_upconn_t *c, void *arg)
+static void add_row(const tt_conn_t *c, void *arg)
 {
     pools_walk_t *pw = arg;
     tt_conn_row_t *r = tt_conn_list_push(pw->out);

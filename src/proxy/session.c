@@ -39,7 +39,7 @@ typedef struct tt_session {
 
     /* The exchange in progress. */
     tt_upstream_t *up;
-    tt_upconn_t *conn;
+    tt_conn_t *conn;
     tt_pool_waiter_t waiter;
     tt_buf_t *uout; /* request head, plus the body kept for a safe retry */
     size_t uout_sent;
@@ -84,9 +84,9 @@ typedef struct tt_session {
 #define METHOD_UNKNOWN 0xff
 
 static void session_run(tt_session_t *s);
-static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
                       const tt_pool_error_t *err);
-static void upstream_handler(tt_upconn_t *conn, uint32_t events);
+static void upstream_handler(tt_conn_t *conn, uint32_t events);
 
 static tt_loop_t *loop_of(tt_session_t *s)
 {
@@ -115,7 +115,7 @@ static void drop_conn(tt_session_t *s, tt_close_reason_t verdict)
     tt_pool_cancel(&s->waiter);
     if (s->conn == NULL)
         return;
-    tt_upconn_t *c = s->conn;
+    tt_conn_t *c = s->conn;
     s->conn = NULL;
     if (verdict == TT_REUSE_OK)
         tt_pool_release(c, verdict);
@@ -322,7 +322,7 @@ static void begin_request(tt_session_t *s)
     arm_timer(s, s->worker->conf->client_idle_timeout);
 }
 
-static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
+static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
     s->conn = conn;
     s->reused = tt_conn_reused(conn);
@@ -347,7 +347,7 @@ static void acquire_conn(tt_session_t *s, int flags)
 {
     tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
     const tt_upstream_conf_t *conf = s->up->conf;
-    tt_upconn_t *conn = NULL;
+    tt_conn_t *conn = NULL;
     s->waiter.cb = waiter_cb;
     switch (tt_pool_acquire(pool, &s->waiter, flags, &conn)) {
     case TT_POOL_OK:
@@ -372,7 +372,7 @@ static void acquire_conn(tt_session_t *s, int flags)
     }
 }
 
-static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
                       const tt_pool_error_t *err)
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
@@ -601,7 +601,7 @@ static int step_head(tt_session_t *s)
  * that is safe; anything else gets 502. */
 static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const char *why)
 {
-    tt_upconn_t *c = s->conn;
+    tt_conn_t *c = s->conn;
     const tt_upstream_conf_t *conf = s->up->conf;
     if (!s->resp_started && c != NULL && tt_conn_reused(c)) {
         tt_upstream_learn_idle_close(s->up, c->leased_at - c->idle_since);
@@ -771,7 +771,7 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
  * -1 if the exchange ended. */
 static int parse_response_head(tt_session_t *s)
 {
-    tt_upconn_t *c = s->conn;
+    tt_conn_t *c = s->conn;
     tt_worker_t *w = s->worker;
     if (s->head == NULL) {
         s->head = tt_http_head_acquire(&w->heads);
@@ -882,7 +882,7 @@ static int parse_response_body(tt_session_t *s)
  * ended (or moved to another state). */
 static int step_response(tt_session_t *s)
 {
-    tt_upconn_t *c = s->conn;
+    tt_conn_t *c = s->conn;
     int moved = 0;
     for (;;) {
         /* Parse everything already read before writing, so the head and the body it arrived
@@ -1066,7 +1066,7 @@ static int tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
 
 static void step_tunnel(tt_session_t *s)
 {
-    tt_upconn_t *c = s->conn;
+    tt_conn_t *c = s->conn;
     for (int progress = 1; progress;) {
         progress = 0;
         s->want_client_in = s->want_client_out = s->want_up_in = s->want_up_out = 0;
@@ -1191,7 +1191,7 @@ static void keep_response_drop_conn(tt_session_t *s)
     drop_conn(s, TT_CLOSE_ERROR);
 }
 
-static void upstream_handler(tt_upconn_t *conn, uint32_t events)
+static void upstream_handler(tt_conn_t *conn, uint32_t events)
 {
     tt_session_t *s = conn->owner;
     const tt_upstream_conf_t *conf = s->up->conf;

@@ -18,7 +18,7 @@
 
 typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
-typedef struct tt_upconn tt_upconn_t;
+typedef struct tt_conn tt_conn_t;
 
 typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED } tt_conn_state_t;
 
@@ -27,9 +27,9 @@ typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED 
 #define TT_CONN_EV_LEASE_TIMEOUT (1u << 29)
 
 /* Called for I/O events (and the lease pseudo-events) while the connection is leased. */
-typedef void (*tt_conn_handler_t)(tt_upconn_t *conn, uint32_t events);
+typedef void (*tt_conn_handler_t)(tt_conn_t *conn, uint32_t events);
 
-struct tt_upconn {
+struct tt_conn {
     tt_io_t io;
     tt_pool_t *pool;
     tt_list_t link; /* pool's idle LRU, or its busy list */
@@ -63,7 +63,7 @@ struct tt_upconn {
 
 /* Whether the connection could have gone stale before the current request (a failure on such a
  * connection may be a keep-alive race; on a brand-new one it is not). */
-static inline int tt_conn_reused(const tt_upconn_t *c)
+static inline int tt_conn_reused(const tt_conn_t *c)
 {
     /* Served a request before, or waited in the pool (a pre-warmed connection): either way the
      * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
@@ -73,28 +73,31 @@ static inline int tt_conn_reused(const tt_upconn_t *c)
 /* Reads what the upstream sent into b's free tail (recv conventions: bytes, 0 at the end, -1 with
  * errno, EAGAIN included). *readable is cleared once the socket is known drained, so no read is
  * tried until epoll reports it again; over TLS it stays set while OpenSSL holds unread bytes. */
-ssize_t tt_conn_read(tt_upconn_t *c, tt_buf_t *b, uint8_t *readable);
+ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable);
 /* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
-ssize_t tt_conn_send(tt_upconn_t *c, const void *p, size_t len);
+ssize_t tt_conn_send(tt_conn_t *c, const void *p, size_t len);
 /* The upstream accepted the TLS handshake: counts it (full or resumed, and its time) and re-arms
  * failure logging. */
-void tt_conn_tls_established(tt_upconn_t *c);
+void tt_conn_tls_established(tt_conn_t *c);
 /* The upstream refused a handshake it had let finish (TLS 1.3 client authentication; call right
  * after the failed read): counts and logs it like a failed handshake. Returns the cause. */
-tt_tls_failure_t tt_conn_tls_refused(tt_upconn_t *c, char *detail, size_t len);
+tt_tls_failure_t tt_conn_tls_refused(tt_conn_t *c, char *detail, size_t len);
 /* Explains a failed read or write (errno err) when TLS is the cause, as "failed with a TLS error:
  * PHRASE (DETAIL)" in buf. On a connection still awaiting the upstream's verdict, what the
  * upstream sent is read first: its alert explains the reset that follows it. NULL when TLS is not
  * the cause. */
-const char *tt_conn_tls_failure(tt_upconn_t *c, int err, char *buf, size_t len);
+const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */
-void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);
-void tt_conn_set_events(tt_upconn_t *c, uint32_t events);
+void tt_conn_set_handler(tt_conn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);
+void tt_conn_set_events(tt_conn_t *c, uint32_t events);
+
+/* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
+uint64_t tt_conn_socket_memory(const tt_conn_t *c);
 
 /* Closes the connection for reason: stops its watcher and timer, closes the fd, returns its
  * buffer, updates the pool's counts and frees the memory after the current event batch. The
  * connection must not be idle-listed or queued elsewhere by the caller (the pool unlinks it). */
-void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason);
+void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason);
 
 #endif

@@ -11,8 +11,8 @@
 
 #include "core/buf.h"
 #include "event/loop.h"
-#include "upstream/stats.h"
 #include "upstream/conn.h"
+#include "upstream/stats.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -40,12 +40,12 @@ struct tt_pool_waiter {
     tt_list_t _link;
     tt_timer_t _timer;
     tt_pool_t *_pool;
-    tt_upconn_t *_conn; /* the new connection being opened for this waiter */
+    tt_conn_t *_conn; /* the new connection being opened for this waiter */
     tt_msec_t _queued_at;
     /* Delivers a leased connection (result OK) or a failure (conn NULL; err says more for
      * CONNECT_FAILED, CONNECT_TIMEOUT and TLS_FAILED, else is NULL). Called from the event loop;
      * the waiter is no longer linked anywhere. */
-    void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+    void (*cb)(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
                const tt_pool_error_t *err);
 };
 
@@ -90,8 +90,7 @@ enum { TT_ACQUIRE_FRESH = 1 /* never reuse an idle connection (a retry) */ };
  * its checkout check). WAIT: a new connection is being opened or the request is queued; w->cb
  * delivers the outcome later. QUEUE_FULL: answer 503 now. The caller owns a leased connection
  * until tt_pool_release(). */
-tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
-                                 tt_upconn_t **conn);
+tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags, tt_conn_t **conn);
 
 /* Withdraws a waiting request (the client went away). Harmless if not waiting. */
 void tt_pool_cancel(tt_pool_waiter_t *w);
@@ -100,7 +99,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w);
  * complete and keep-alive, request fully sent, no error); the pool adds its own items (lifetime,
  * max_requests, max_idle, shutdown) and then hands the connection to a queued request, keeps it
  * idle, or closes it with the first failing reason. */
-void tt_pool_release(tt_upconn_t *conn, tt_close_reason_t verdict);
+void tt_pool_release(tt_conn_t *conn, tt_close_reason_t verdict);
 
 /* Closes idle connections and fails queued requests; later releases close. Used when draining. */
 void tt_pool_shutdown(tt_pool_t *pool);
@@ -120,10 +119,7 @@ void tt_pool_gauges(tt_pool_t *pool, tt_pool_gauges_t *g);
 
 /* Calls fn for every connection of the pool (idle, then connecting and leased). Worker thread
  * only; fn must not close connections. */
-void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_upconn_t *c, void *arg), void *arg);
-
-/* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
-uint64_t tt_conn_socket_memory(const tt_upconn_t *c);
+void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_conn_t *c, void *arg), void *arg);
 
 /* Number of connections this pool owns (idle + connecting + leased). */
 static inline size_t tt_pool_size(const tt_pool_t *pool)
