@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -243,24 +242,4 @@ void tt_worker_destroy(tt_worker_t *w)
     tt_bufpool_destroy(&w->bufs);
     pthread_mutex_destroy(&w->call_lock);
     pthread_cond_destroy(&w->call_done);
-}
-
-static int host_matches(const char *pattern, const char *host, size_t len)
-{
-    return strlen(pattern) == len && strncasecmp(pattern, host, len) == 0;
-}
-
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len)
-{
-    /* "name:80" and "name" are the same origin for plain HTTP. */
-    size_t bare = len;
-    if (len > 3 && strncmp(host + len - 3, ":80", 3) == 0)
-        bare = len - 3;
-    for (size_t i = 0; i < w->nupstreams; i++) {
-        const tt_upstream_conf_t *u = w->upstreams[i].conf;
-        for (size_t h = 0; h < u->nhosts; h++)
-            if (host_matches(u->hosts[h], host, len) || host_matches(u->hosts[h], host, bare))
-                return &w->upstreams[i];
-    }
-    return NULL;
 }

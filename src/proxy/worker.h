@@ -86,7 +86,4 @@ static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)
     return &w->pools[up->index];
 }
 
-/* Finds the upstream serving host (Host header or absolute-URI authority), or NULL. */
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len);
-
 #endif
