@@ -577,9 +577,9 @@ static void upstream_cb(tt_conn_t *conn, uint32_t events)
         return;
     }
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
-        ((events & EPOLLOUT) && conn->tls_read_wants_write))
+        ((events & EPOLLOUT) && tt_conn_read_waits_write(conn)))
         s->up_readable = 1;
-    if ((events & (EPOLLERR | EPOLLHUP)) && !(conn->io.events & EPOLLIN)) {
+    if ((events & (EPOLLERR | EPOLLHUP)) && !tt_conn_reading(conn)) {
         if (s->resp_done) { /* only the client is slow: the response is all here */
             keep_response_drop_conn(s);
             tt_session_run(s);

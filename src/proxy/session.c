@@ -31,8 +31,6 @@ static void release_buffers(tt_session_t *s)
     s->head = NULL;
 }
 
-static void maybe_finish_drain(tt_worker_t *w);
-
 static void log_access(tt_session_t *s, uint64_t duration_us)
 {
     tt_accesslog_t *al = &s->worker->access_log;
@@ -92,9 +90,8 @@ void tt_session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
     tt_loop_timer_stop(tt_session_loop(s), &s->timer);
     release_buffers(s);
     tt_list_remove(&s->link);
-    s->worker->nsessions--;
     tt_loop_defer(tt_session_loop(s), &s->free_later, session_free_cb);
-    maybe_finish_drain(s->worker);
+    tt_worker_session_closed(s->worker);
 }
 
 void tt_session_arm_timer(tt_session_t *s, int64_t ms)
@@ -293,11 +290,12 @@ static void session_timer_cb(tt_timer_t *t)
     }
 }
 
-void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream)
+void tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer)
 {
+    tt_worker_t *w = l->worker;
     tt_session_t *s = tt_calloc(1, sizeof(*s));
     s->worker = w;
-    s->listener_upstream = upstream;
+    s->listener_upstream = l->upstream;
     tt_addr_format(peer, s->peer);
     tt_timer_init(&s->timer, session_timer_cb);
     tt_list_init(&s->link);
@@ -308,18 +306,12 @@ void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream
         return;
     }
     tt_list_push_back(&w->sessions, &s->link);
-    w->nsessions++;
+    tt_worker_session_opened(w);
     s->client_readable = 1; /* the request usually arrives with the connection: try at once */
     tt_session_begin_request(s);
     /* The first request must start within the header timeout; later ones within the idle one. */
     tt_session_arm_timer(s, w->conf->client_header_timeout);
     tt_session_run(s);
-}
-
-static void maybe_finish_drain(tt_worker_t *w)
-{
-    if (w->draining && w->nsessions == 0)
-        tt_loop_stop(w->loop);
 }
 
 void tt_session_drain(tt_worker_t *w)
@@ -333,7 +325,6 @@ void tt_session_drain(tt_worker_t *w)
         else
             s->close_after = 1;
     }
-    maybe_finish_drain(w);
 }
 
 void tt_session_close_all(tt_worker_t *w)
@@ -342,3 +333,9 @@ void tt_session_close_all(tt_worker_t *w)
         tt_session_close(tt_container_of(tt_list_first(&w->sessions), tt_session_t, link),
                          TT_CLOSE_SHUTDOWN);
 }
+
+const tt_worker_handlers_t tt_session_handlers = {
+    .accept_cb = tt_session_start,
+    .drain_cb = tt_session_drain,
+    .close_all_cb = tt_session_close_all,
+};

@@ -29,33 +29,36 @@ typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED 
 /* Called for I/O events (and the lease pseudo-events) while the connection is leased. */
 typedef void (*tt_conn_handler_t)(tt_conn_t *conn, uint32_t events);
 
+/* Fields without a leading underscore may be read by the connection's owner and the admin
+ * endpoint; only src/upstream/ writes any field, and only it reads the _private ones. */
 struct tt_conn {
-    tt_io_t io;
-    tt_pool_t *pool;
-    tt_list_t link; /* pool's idle LRU, or its busy list */
-    tt_conn_state_t state;
     uint64_t id;
+    tt_conn_state_t state;
     tt_msec_t created_at;
-    tt_msec_t retire_at;  /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
-    tt_msec_t idle_since; /* when it last became idle */
+    tt_msec_t idle_since; /* when it last became idle; 0 until it first does */
     tt_msec_t leased_at;
-    uint64_t requests;        /* requests started on it */
-    tt_timer_t timer;         /* connect timeout, or idle expiry */
-    tt_buf_t *in;             /* bytes from the upstream; only while leased */
-    tt_pool_waiter_t *waiter; /* the request this new connection was opened for */
-    tt_conn_handler_t handler;
-    void *owner;
-    int connect_error; /* errno of a failed connect */
-    tt_tls_t *tls;     /* NULL over plain TCP */
-    uint64_t tls_started_us;
-    uint32_t tls_handshake_us; /* counted once the upstream accepted the handshake */
-    uint8_t retired;           /* do not reuse after the current request */
-    uint8_t lease_warned;
-    uint8_t tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
-    uint8_t tls_write_wants_read; /* the last TLS write waits for it to be readable */
-    uint8_t tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint64_t requests; /* requests started on it */
+    tt_buf_t *in;      /* bytes from the upstream; only while leased */
+    void *owner;       /* the lease holder's argument to tt_conn_set_handler */
+
+    tt_io_t _io;
+    tt_pool_t *_pool;
+    tt_list_t _link;           /* pool's idle LRU, or its busy list */
+    tt_msec_t _retire_at;      /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
+    tt_timer_t _timer;         /* connect timeout, idle expiry, or the lease timer */
+    tt_pool_waiter_t *_waiter; /* the request this new connection was opened for */
+    tt_conn_handler_t _handler;
+    int _connect_error; /* errno of a failed connect */
+    tt_tls_t *_tls;     /* NULL over plain TCP */
+    uint64_t _tls_started_us;
+    uint32_t _tls_handshake_us; /* counted once the upstream accepted the handshake */
+    uint8_t _retired;           /* do not reuse after the current request */
+    uint8_t _lease_warned;
+    uint8_t _tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
+    uint8_t _tls_write_wants_read; /* the last TLS write waits for it to be readable */
+    uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
     tt_deferred_t _free;
-    /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
+    /* While handed over to another worker: the socket (_io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
     int _handoff_fd;
     tt_deferred_t _handoff;
@@ -68,6 +71,19 @@ static inline int tt_conn_reused(const tt_conn_t *c)
     /* Served a request before, or waited in the pool (a pre-warmed connection): either way the
      * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
     return c->requests > 1 || c->idle_since != 0;
+}
+
+/* Whether the owner's interest includes reading (so a hang-up will also show as a failed read). */
+static inline int tt_conn_reading(const tt_conn_t *c)
+{
+    return (c->_io.events & EPOLLIN) != 0;
+}
+
+/* Whether the last read (over TLS) waits for the socket to become writable: then EPOLLOUT means
+ * a read is worth trying. */
+static inline int tt_conn_read_waits_write(const tt_conn_t *c)
+{
+    return c->_tls_read_wants_write;
 }
 
 /* Reads what the upstream sent into b's free tail (recv conventions: bytes, 0 at the end, -1 with

@@ -14,13 +14,13 @@
 void tt_pool_announce_capacity(tt_pool_t *self)
 {
     tt_upstream_t *up = self->up;
-    if (atomic_load_explicit(&up->nwaiting, memory_order_acquire) <= (int64_t)self->nwaiters)
+    if (atomic_load_explicit(&up->nwaiting, memory_order_acquire) <= (int64_t)self->_nwaiters)
         return;
     for (size_t i = 0; i < up->nworkers; i++) {
         tt_pool_t *p = up->pools[i];
         if (p == NULL || p == self)
             continue;
-        atomic_store_explicit(&p->capacity_freed, 1, memory_order_release);
+        atomic_store_explicit(&p->_capacity_freed, 1, memory_order_release);
         tt_loop_wakeup(p->loop);
     }
 }
@@ -41,7 +41,7 @@ void tt_pool_request_takeover(tt_pool_t *self)
         tt_pool_t *p = up->pools[i];
         if (p == NULL || p == self)
             continue;
-        atomic_store_explicit(&p->takeover_requested, v, memory_order_release);
+        atomic_store_explicit(&p->_takeover_requested, v, memory_order_release);
         tt_loop_wakeup(p->loop);
     }
 }
@@ -51,10 +51,10 @@ void tt_pool_request_takeover(tt_pool_t *self)
 static void deliver_handoff_cb(tt_deferred_t *d)
 {
     tt_conn_t *c = tt_container_of(d, tt_conn_t, _handoff);
-    tt_pool_t *to = c->pool;
-    pthread_mutex_lock(&to->handoff_lock);
-    tt_list_push_back(&to->handoff, &c->link);
-    pthread_mutex_unlock(&to->handoff_lock);
+    tt_pool_t *to = c->_pool;
+    pthread_mutex_lock(&to->_handoff_lock);
+    tt_list_push_back(&to->_handoff, &c->_link);
+    pthread_mutex_unlock(&to->_handoff_lock);
     tt_loop_wakeup(to->loop);
 }
 
@@ -64,26 +64,26 @@ static void deliver_handoff_cb(tt_deferred_t *d)
 void tt_pool_try_hand_over(tt_pool_t *pool)
 {
     tt_upstream_t *up = pool->up;
-    int64_t v = atomic_load_explicit(&pool->takeover_requested, memory_order_acquire);
-    if (v == 0 || pool->nidle == 0 || pool->shutting_down)
+    int64_t v = atomic_load_explicit(&pool->_takeover_requested, memory_order_acquire);
+    if (v == 0 || pool->_nidle == 0 || pool->_shutting_down)
         return;
     size_t requester = TAKEOVER_WORKER(v);
     if (requester >= up->nworkers || tt_pool_size(pool) < TAKEOVER_SIZE(v) + 2 ||
-        !atomic_load_explicit(&up->pools[requester]->has_waiters, memory_order_acquire)) {
-        atomic_compare_exchange_strong(&pool->takeover_requested, &v, 0);
+        !atomic_load_explicit(&up->pools[requester]->_has_waiters, memory_order_acquire)) {
+        atomic_compare_exchange_strong(&pool->_takeover_requested, &v, 0);
         return;
     }
-    if (!atomic_compare_exchange_strong(&pool->takeover_requested, &v, 0))
+    if (!atomic_compare_exchange_strong(&pool->_takeover_requested, &v, 0))
         return; /* a newer request arrived: decide on that one next time */
     tt_pool_t *to = up->pools[requester];
-    tt_conn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_conn_t, link);
-    tt_list_remove(&c->link);
-    pool->nidle--;
+    tt_conn_t *c = tt_container_of(tt_list_last(&pool->_idle), tt_conn_t, _link);
+    tt_list_remove(&c->_link);
+    pool->_nidle--;
     /* It changes hands, not state: still open, still counted as idle. */
-    c->_handoff_fd = c->io.fd;
-    tt_io_stop(pool->loop, &c->io);
-    tt_loop_timer_stop(pool->loop, &c->timer);
-    c->pool = to;
+    c->_handoff_fd = c->_io.fd;
+    tt_io_stop(pool->loop, &c->_io);
+    tt_loop_timer_stop(pool->loop, &c->_timer);
+    c->_pool = to;
     tt_loop_defer(pool->loop, &c->_handoff, deliver_handoff_cb);
 }
 
@@ -92,32 +92,32 @@ void tt_pool_adopt_handoffs(tt_pool_t *pool)
 {
     tt_list_t incoming;
     tt_list_init(&incoming);
-    pthread_mutex_lock(&pool->handoff_lock);
-    tt_list_splice_back(&incoming, &pool->handoff);
-    pthread_mutex_unlock(&pool->handoff_lock);
+    pthread_mutex_lock(&pool->_handoff_lock);
+    tt_list_splice_back(&incoming, &pool->_handoff);
+    pthread_mutex_unlock(&pool->_handoff_lock);
     while (!tt_list_empty(&incoming)) {
-        tt_conn_t *c = tt_container_of(tt_list_first(&incoming), tt_conn_t, link);
-        tt_list_remove(&c->link);
+        tt_conn_t *c = tt_container_of(tt_list_first(&incoming), tt_conn_t, _link);
+        tt_list_remove(&c->_link);
         int fd = c->_handoff_fd;
         c->_handoff_fd = -1;
-        tt_list_push_front(&pool->idle, &c->link);
-        pool->nidle++;
-        if (tt_io_start(pool->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, tt_conn_idle_cb) < 0) {
+        tt_list_push_front(&pool->_idle, &c->_link);
+        pool->_nidle++;
+        if (tt_io_start(pool->loop, &c->_io, fd, EPOLLIN | EPOLLRDHUP, tt_conn_idle_cb) < 0) {
             close(fd);
             tt_conn_close(c, TT_CLOSE_ERROR);
             continue;
         }
         pool->stats.handed_over++;
-        if (pool->shutting_down) {
+        if (pool->_shutting_down) {
             tt_conn_close(c, TT_CLOSE_SHUTDOWN);
             continue;
         }
         tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
-        tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
+        tt_timer_start(tt_loop_timers(pool->loop), &c->_timer, TT_MIN(expire, c->_retire_at));
     }
-    while (!tt_list_empty(&pool->waiters)) {
+    while (!tt_list_empty(&pool->_waiters)) {
         tt_conn_t *c = tt_pool_warmest_live_idle(pool);
-        if (c == NULL || tt_list_empty(&pool->waiters)) /* a close may have served them */
+        if (c == NULL || tt_list_empty(&pool->_waiters)) /* a close may have served them */
             break;
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         tt_conn_lease(pool, c);
@@ -129,17 +129,17 @@ void tt_pool_on_wakeup(tt_pool_t *pool)
 {
     tt_pool_try_hand_over(pool);
     tt_pool_adopt_handoffs(pool);
-    if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&
-        !pool->shutting_down)
+    if (atomic_exchange_explicit(&pool->_capacity_freed, 0, memory_order_acq_rel) &&
+        !pool->_shutting_down)
         tt_pool_service_waiters(pool);
 }
 
 void tt_pool_drop_handoffs(tt_pool_t *pool)
 {
-    while (!tt_list_empty(&pool->handoff)) {
-        tt_conn_t *c = tt_container_of(tt_list_first(&pool->handoff), tt_conn_t, link);
-        tt_list_remove(&c->link);
-        tt_tls_free(c->tls, 0);
+    while (!tt_list_empty(&pool->_handoff)) {
+        tt_conn_t *c = tt_container_of(tt_list_first(&pool->_handoff), tt_conn_t, _link);
+        tt_list_remove(&c->_link);
+        tt_tls_free(c->_tls, 0);
         close(c->_handoff_fd);
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&pool->up->nconns, 1, memory_order_acq_rel);

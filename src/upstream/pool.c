@@ -15,7 +15,7 @@ static void replenish_cb(tt_timer_t *t);
  * ours that is no longer needed is dropped instead of moving a connection. */
 void tt_pool_publish_waiting(tt_pool_t *pool)
 {
-    atomic_store_explicit(&pool->has_waiters, pool->nwaiters > 0, memory_order_release);
+    atomic_store_explicit(&pool->_has_waiters, pool->_nwaiters > 0, memory_order_release);
 }
 
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
@@ -24,25 +24,25 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     memset(pool, 0, sizeof(*pool));
     pool->up = up;
     pool->loop = loop;
-    pool->bufs = bufs;
+    pool->_bufs = bufs;
     pool->worker = worker;
-    tt_list_init(&pool->idle);
-    tt_list_init(&pool->busy);
-    tt_list_init(&pool->waiters);
+    tt_list_init(&pool->_idle);
+    tt_list_init(&pool->_busy);
+    tt_list_init(&pool->_waiters);
     /* Spread min_idle over workers, the remainder to the first ones. */
     size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
-    pool->min_idle = total / n + (worker < total % n ? 1 : 0);
-    tt_timer_init(&pool->trim_timer, NULL);
-    tt_timer_init(&pool->replenish_timer, replenish_cb);
-    pthread_mutex_init(&pool->handoff_lock, NULL);
-    tt_list_init(&pool->handoff);
+    pool->_min_idle = total / n + (worker < total % n ? 1 : 0);
+    tt_timer_init(&pool->_trim_timer, NULL);
+    tt_timer_init(&pool->_replenish_timer, replenish_cb);
+    pthread_mutex_init(&pool->_handoff_lock, NULL);
+    tt_list_init(&pool->_handoff);
 }
 
 void tt_pool_destroy(tt_pool_t *pool)
 {
-    TT_ASSERT(tt_list_empty(&pool->idle) && tt_list_empty(&pool->busy));
+    TT_ASSERT(tt_list_empty(&pool->_idle) && tt_list_empty(&pool->_busy));
     tt_pool_drop_handoffs(pool);
-    pthread_mutex_destroy(&pool->handoff_lock);
+    pthread_mutex_destroy(&pool->_handoff_lock);
 }
 
 int tt_pool_reserve_capacity(tt_upstream_t *up)
@@ -58,8 +58,8 @@ int tt_pool_reserve_capacity(tt_upstream_t *up)
  * closed on the way. NULL when none is left. */
 tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool)
 {
-    while (!tt_list_empty(&pool->idle)) {
-        tt_conn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_conn_t, link);
+    while (!tt_list_empty(&pool->_idle)) {
+        tt_conn_t *c = tt_container_of(tt_list_first(&pool->_idle), tt_conn_t, _link);
         tt_close_reason_t why = tt_conn_checkout_check(pool, c);
         if (why == TT_REUSE_OK)
             return c;
@@ -71,9 +71,9 @@ tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool)
 /* Takes the first queued request off the queue, recording how long it waited. */
 tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 {
-    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->waiters), tt_pool_waiter_t, _link);
+    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->_waiters), tt_pool_waiter_t, _link);
     tt_list_remove(&w->_link);
-    pool->nwaiters--;
+    pool->_nwaiters--;
     tt_pool_publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     tt_loop_timer_stop(pool->loop, &w->_timer);
@@ -84,7 +84,7 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
-    if (!tt_list_empty(&pool->waiters)) {
+    if (!tt_list_empty(&pool->_waiters)) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
         w->cb(w, c, TT_POOL_OK, NULL);
@@ -106,7 +106,7 @@ static void queue_timer_cb(tt_timer_t *t)
     tt_pool_waiter_t *w = tt_container_of(t, tt_pool_waiter_t, _timer);
     tt_pool_t *pool = w->_pool;
     tt_list_remove(&w->_link);
-    pool->nwaiters--;
+    pool->_nwaiters--;
     tt_pool_publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
@@ -122,8 +122,8 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
         pool->stats.rejected[TT_REJECT_QUEUE_FULL]++;
         return TT_POOL_QUEUE_FULL;
     }
-    tt_list_push_back(&pool->waiters, &w->_link);
-    pool->nwaiters++;
+    tt_list_push_back(&pool->_waiters, &w->_link);
+    pool->_nwaiters++;
     tt_pool_publish_waiting(pool);
     pool->stats.queued++;
     w->_queued_at = tt_loop_now(pool->loop);
@@ -140,7 +140,7 @@ tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags
     w->_pool = pool;
     w->_conn = NULL;
     tt_list_init(&w->_link);
-    if (pool->shutting_down)
+    if (pool->_shutting_down)
         return TT_POOL_SHUTDOWN;
     if (!(flags & TT_ACQUIRE_FRESH)) {
         tt_conn_t *c = tt_pool_warmest_live_idle(pool);
@@ -150,7 +150,7 @@ tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags
             return TT_POOL_OK;
         }
     }
-    if (!tt_list_empty(&pool->waiters) || tt_pool_reserve_capacity(pool->up) < 0)
+    if (!tt_list_empty(&pool->_waiters) || tt_pool_reserve_capacity(pool->up) < 0)
         return enqueue(pool, w);
     int err;
     if (tt_conn_open(pool, w, &err) == NULL) {
@@ -167,39 +167,39 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
         return;
     if (tt_list_linked(&w->_link)) {
         tt_list_remove(&w->_link);
-        pool->nwaiters--;
+        pool->_nwaiters--;
         tt_pool_publish_waiting(pool);
         atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
         tt_loop_timer_stop(pool->loop, &w->_timer);
     }
     if (w->_conn != NULL) { /* it will join the pool when it connects */
-        w->_conn->waiter = NULL;
+        w->_conn->_waiter = NULL;
         w->_conn = NULL;
     }
 }
 
 void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
 {
-    tt_pool_t *pool = c->pool;
+    tt_pool_t *pool = c->_pool;
     const tt_upstream_conf_t *conf = pool->up->conf;
     TT_ASSERT(c->state == TT_CONN_ACTIVE);
     if (verdict == TT_REUSE_OK && c->in != NULL && tt_buf_len(c->in) > 0)
         verdict = TT_CLOSE_STRAY_DATA;
     /* Over TLS, bytes after the response may wait inside OpenSSL, where neither c->in nor epoll
      * shows them: a body sent with a HEAD or 304, or a close_notify. */
-    if (verdict == TT_REUSE_OK && c->tls != NULL && tt_tls_pending(c->tls)) {
-        int state = tt_tls_probe_idle(c->tls);
+    if (verdict == TT_REUSE_OK && c->_tls != NULL && tt_tls_pending(c->_tls)) {
+        int state = tt_tls_probe_idle(c->_tls);
         if (state != 0)
             verdict = state > 0 ? TT_CLOSE_STRAY_DATA : TT_CLOSE_PEER_CLOSED;
     }
-    if (verdict == TT_REUSE_OK && pool->shutting_down)
+    if (verdict == TT_REUSE_OK && pool->_shutting_down)
         verdict = TT_CLOSE_SHUTDOWN;
-    if (verdict == TT_REUSE_OK && (c->retired || tt_loop_now(pool->loop) >= c->retire_at))
+    if (verdict == TT_REUSE_OK && (c->_retired || tt_loop_now(pool->loop) >= c->_retire_at))
         verdict = TT_CLOSE_LIFETIME;
     if (verdict == TT_REUSE_OK && conf->max_requests > 0 &&
         c->requests >= (uint64_t)conf->max_requests)
         verdict = TT_CLOSE_MAX_REQUESTS;
-    c->handler = NULL;
+    c->_handler = NULL;
     c->owner = NULL;
     if (verdict != TT_REUSE_OK) {
         tt_conn_close(c, verdict);
@@ -211,7 +211,7 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
 /* Opens connections for queued requests while capacity allows. */
 void tt_pool_service_waiters(tt_pool_t *pool)
 {
-    while (!tt_list_empty(&pool->waiters) && tt_pool_reserve_capacity(pool->up) == 0) {
+    while (!tt_list_empty(&pool->_waiters) && tt_pool_reserve_capacity(pool->up) == 0) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         int err;
         if (tt_conn_open(pool, w, &err) == NULL)
@@ -223,9 +223,9 @@ static size_t warming(const tt_pool_t *pool)
 {
     size_t n = 0;
     const tt_list_t *l;
-    for (l = pool->busy.next; l != &pool->busy; l = l->next) {
-        const tt_conn_t *c = tt_container_of(l, tt_conn_t, link);
-        if (c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+    for (l = pool->_busy.next; l != &pool->_busy; l = l->next) {
+        const tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
+        if (c->state == TT_CONN_CONNECTING && c->_waiter == NULL)
             n++;
     }
     return n;
@@ -234,16 +234,16 @@ static size_t warming(const tt_pool_t *pool)
 /* Keeps this worker's share of min_idle open, so the first requests never pay a handshake. */
 void tt_pool_replenish(tt_pool_t *pool)
 {
-    if (pool->shutting_down || pool->min_idle == 0)
+    if (pool->_shutting_down || pool->_min_idle == 0)
         return;
     size_t busy_warming = warming(pool);
-    size_t have = pool->nidle + busy_warming;
+    size_t have = pool->_nidle + busy_warming;
     /* Over TLS the first connection alone, then the rest: they resume its session instead of
      * each paying a full handshake. conn_established() calls back here. */
     int one_first = pool->up->tls != NULL && tt_tls_client_awaits_session(pool->up->tls);
     if (one_first && busy_warming > 0)
         return;
-    while (have < pool->min_idle && tt_pool_reserve_capacity(pool->up) == 0) {
+    while (have < pool->_min_idle && tt_pool_reserve_capacity(pool->up) == 0) {
         int err;
         if (tt_conn_open(pool, NULL, &err) == NULL || one_first)
             break;
@@ -254,22 +254,22 @@ void tt_pool_replenish(tt_pool_t *pool)
 /* Closes idle connections beyond what recent demand needs, coldest first. */
 static void trim_cb(tt_timer_t *t)
 {
-    tt_pool_t *pool = tt_container_of(t, tt_pool_t, trim_timer);
-    size_t estimate = TT_MAX(pool->peak_busy, pool->prev_peak);
-    size_t keep = estimate > pool->nbusy ? estimate - pool->nbusy : 0;
-    keep = TT_MAX(keep, pool->min_idle);
-    while (pool->nidle > keep) {
-        tt_conn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_conn_t, link);
+    tt_pool_t *pool = tt_container_of(t, tt_pool_t, _trim_timer);
+    size_t estimate = TT_MAX(pool->_peak_busy, pool->_prev_peak);
+    size_t keep = estimate > pool->_nbusy ? estimate - pool->_nbusy : 0;
+    keep = TT_MAX(keep, pool->_min_idle);
+    while (pool->_nidle > keep) {
+        tt_conn_t *c = tt_container_of(tt_list_last(&pool->_idle), tt_conn_t, _link);
         tt_conn_close(c, TT_CLOSE_TRIMMED);
     }
-    pool->prev_peak = pool->peak_busy;
-    pool->peak_busy = pool->nbusy;
-    tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
+    pool->_prev_peak = pool->_peak_busy;
+    pool->_peak_busy = pool->_nbusy;
+    tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
 }
 
 static void replenish_cb(tt_timer_t *t)
 {
-    tt_pool_replenish(tt_container_of(t, tt_pool_t, replenish_timer));
+    tt_pool_replenish(tt_container_of(t, tt_pool_t, _replenish_timer));
 }
 
 /* Replaces closed connections up to min_idle from a timer: at once after an ordinary close, with
@@ -277,41 +277,41 @@ static void replenish_cb(tt_timer_t *t)
  * down is not hammered with connects. */
 void tt_pool_schedule_replenish(tt_pool_t *pool, int failed)
 {
-    if (pool->min_idle == 0)
+    if (pool->_min_idle == 0)
         return;
-    if (failed && pool->connect_failures < 7)
-        pool->connect_failures++;
-    tt_msec_t delay = pool->connect_failures ? (tt_msec_t)100 << (pool->connect_failures - 1) : 0;
-    if (!tt_timer_armed(&pool->replenish_timer))
-        tt_loop_timer_after(pool->loop, &pool->replenish_timer, delay);
+    if (failed && pool->_connect_failures < 7)
+        pool->_connect_failures++;
+    tt_msec_t delay = pool->_connect_failures ? (tt_msec_t)100 << (pool->_connect_failures - 1) : 0;
+    if (!tt_timer_armed(&pool->_replenish_timer))
+        tt_loop_timer_after(pool->loop, &pool->_replenish_timer, delay);
 }
 
 void tt_pool_start(tt_pool_t *pool)
 {
-    tt_timer_init(&pool->trim_timer, trim_cb);
-    tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
+    tt_timer_init(&pool->_trim_timer, trim_cb);
+    tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
     tt_pool_replenish(pool);
 }
 
 void tt_pool_shutdown(tt_pool_t *pool)
 {
-    pool->shutting_down = 1;
+    pool->_shutting_down = 1;
     tt_pool_adopt_handoffs(pool);
-    tt_loop_timer_stop(pool->loop, &pool->trim_timer);
-    tt_loop_timer_stop(pool->loop, &pool->replenish_timer);
-    while (!tt_list_empty(&pool->waiters)) {
+    tt_loop_timer_stop(pool->loop, &pool->_trim_timer);
+    tt_loop_timer_stop(pool->loop, &pool->_replenish_timer);
+    while (!tt_list_empty(&pool->_waiters)) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         w->cb(w, NULL, TT_POOL_SHUTDOWN, NULL);
     }
-    while (!tt_list_empty(&pool->idle))
-        tt_conn_close(tt_container_of(tt_list_first(&pool->idle), tt_conn_t, link),
+    while (!tt_list_empty(&pool->_idle))
+        tt_conn_close(tt_container_of(tt_list_first(&pool->_idle), tt_conn_t, _link),
                       TT_CLOSE_SHUTDOWN);
     /* Connections still connecting for no request are not needed any more. */
     tt_list_t *l, *tmp;
-    tt_list_foreach_safe(l, tmp, &pool->busy)
+    tt_list_foreach_safe(l, tmp, &pool->_busy)
     {
-        tt_conn_t *c = tt_container_of(l, tt_conn_t, link);
-        if (c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+        tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
+        if (c->state == TT_CONN_CONNECTING && c->_waiter == NULL)
             tt_conn_close(c, TT_CLOSE_SHUTDOWN);
     }
 }
@@ -319,10 +319,10 @@ void tt_pool_shutdown(tt_pool_t *pool)
 void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_conn_t *c, void *arg), void *arg)
 {
     const tt_list_t *l;
-    for (l = pool->idle.next; l != &pool->idle; l = l->next)
-        fn(tt_container_of(l, tt_conn_t, link), arg);
-    for (l = pool->busy.next; l != &pool->busy; l = l->next)
-        fn(tt_container_of(l, tt_conn_t, link), arg);
+    for (l = pool->_idle.next; l != &pool->_idle; l = l->next)
+        fn(tt_container_of(l, tt_conn_t, _link), arg);
+    for (l = pool->_busy.next; l != &pool->_busy; l = l->next)
+        fn(tt_container_of(l, tt_conn_t, _link), arg);
 }
 
 typedef struct {
@@ -349,5 +349,5 @@ void tt_pool_gauges(tt_pool_t *pool, tt_pool_gauges_t *g)
     memset(g, 0, sizeof(*g));
     gauge_walk_t walk = {g, tt_loop_now(pool->loop)};
     tt_pool_foreach_conn(pool, add_gauges, &walk);
-    g->queued = pool->nwaiters;
+    g->queued = pool->_nwaiters;
 }

@@ -49,31 +49,34 @@ struct tt_pool_waiter {
                const tt_pool_error_t *err);
 };
 
+/* up, loop, worker and stats may be read by the pool's worker; the _private fields are
+ * src/upstream/'s alone. */
 struct tt_pool {
     tt_upstream_t *up;
     tt_loop_t *loop;
-    tt_bufpool_t *bufs;
     size_t worker;
-    tt_list_t idle; /* LRU: head is warmest */
-    tt_list_t busy; /* connecting and leased */
-    size_t nidle, nbusy;
-    tt_list_t waiters; /* FIFO */
-    size_t nwaiters;
-    size_t min_idle;  /* this worker's share of min_idle */
-    size_t peak_busy; /* most connections leased at once this trim window */
-    size_t prev_peak; /* of the window before */
-    tt_timer_t trim_timer;
-    tt_timer_t replenish_timer; /* refills min_idle, with backoff while connects fail */
-    unsigned connect_failures;  /* in a row, for that backoff */
-    int shutting_down;
     tt_upstream_stats_t stats;
+
+    tt_bufpool_t *_bufs;
+    tt_list_t _idle; /* LRU: head is warmest */
+    tt_list_t _busy; /* connecting and leased */
+    size_t _nidle, _nbusy;
+    tt_list_t _waiters; /* FIFO */
+    size_t _nwaiters;
+    size_t _min_idle;  /* this worker's share of min_idle */
+    size_t _peak_busy; /* most connections leased at once this trim window */
+    size_t _prev_peak; /* of the window before */
+    tt_timer_t _trim_timer;
+    tt_timer_t _replenish_timer; /* refills min_idle, with backoff while connects fail */
+    unsigned _connect_failures;  /* in a row, for that backoff */
+    int _shutting_down;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
-    _Atomic int64_t takeover_requested;
-    _Atomic int has_waiters;      /* nwaiters > 0, for other workers */
-    _Atomic int capacity_freed;   /* a connection closed somewhere: retry queued requests */
-    pthread_mutex_t handoff_lock; /* guards handoff only; never taken on the request path */
-    tt_list_t handoff;            /* connections other workers handed to this pool */
+    _Atomic int64_t _takeover_requested;
+    _Atomic int _has_waiters;      /* nwaiters > 0, for other workers */
+    _Atomic int _capacity_freed;   /* a connection closed somewhere: retry queued requests */
+    pthread_mutex_t _handoff_lock; /* guards _handoff only; never taken on the request path */
+    tt_list_t _handoff;            /* connections other workers handed to this pool */
 };
 
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
@@ -124,7 +127,7 @@ void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_conn_t *c, void *
 /* Number of connections this pool owns (idle + connecting + leased). */
 static inline size_t tt_pool_size(const tt_pool_t *pool)
 {
-    return pool->nidle + pool->nbusy;
+    return pool->_nidle + pool->_nbusy;
 }
 
 #endif
