@@ -181,9 +181,9 @@ static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
     return -1;
 }
 
-/* Sends the request head and body. Returns 1 on progress, 0 when waiting, -1 if the exchange
+/* Sends the request head and body. OK on progress, AGAIN when waiting, DECLINED if the exchange
  * ended. */
-static int step_request(tt_session_t *s)
+static tt_step_t step_request(tt_session_t *s)
 {
     int moved = 0;
     for (;;) {
@@ -191,7 +191,7 @@ static int step_request(tt_session_t *s)
             ssize_t n =
                 send_upstream(s, s->uout->data + s->uout_sent, s->uout->wpos - s->uout_sent);
             if (n <= 0)
-                return n < 0 ? -1 : moved;
+                return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
             s->uout_sent += (size_t)n;
             moved = 1;
             continue;
@@ -215,7 +215,7 @@ static int step_request(tt_session_t *s)
             }
             ssize_t n = send_upstream(s, tt_buf_rptr(s->cin), s->req_pending);
             if (n <= 0)
-                return n < 0 ? -1 : moved;
+                return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
             tt_buf_consume(s->cin, (size_t)n);
             s->req_pending -= (size_t)n;
             moved = 1;
@@ -225,7 +225,7 @@ static int step_request(tt_session_t *s)
             s->req_sent = 1;
             if (!s->resp_head_done)
                 tt_session_arm_timer(s, s->up->conf->response_timeout);
-            return 1;
+            return TT_STEP_OK;
         }
         size_t avail = tt_buf_len(s->cin);
         if (avail > 0) {
@@ -235,7 +235,7 @@ static int step_request(tt_session_t *s)
             if (st == TT_HTTP_ERROR) {
                 tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL,
                                        "malformed request body: %s", tt_http_reader_error(&s->req));
-                return -1;
+                return TT_STEP_DECLINED;
             }
             s->req_pending = consumed;
             if (st == TT_HTTP_MESSAGE_DONE)
@@ -245,11 +245,11 @@ static int step_request(tt_session_t *s)
         }
         if (s->client_eof) {
             tt_session_close(s, TT_CLOSE_REQUEST_PARTIAL);
-            return -1;
+            return TT_STEP_DECLINED;
         }
         if (!s->client_readable) {
             tt_session_wait_for_client(s, 1);
-            return moved;
+            return tt_step_progress(moved);
         }
         ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
         if (n > 0) {
@@ -259,7 +259,7 @@ static int step_request(tt_session_t *s)
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             tt_session_wait_for_client(s, 1);
-            return moved;
+            return tt_step_progress(moved);
         }
         s->client_eof = 1;
     }
@@ -288,9 +288,9 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
         tt_http_reader_decode_into(&s->resp, s->cout);
 }
 
-/* Parses a response head in conn->in. Returns 1 if it completed, 0 if more bytes are needed,
- * -1 if the exchange ended. */
-static int parse_response_head(tt_session_t *s)
+/* Parses a response head in conn->in. OK if it completed, AGAIN if more bytes are needed,
+ * DECLINED if the exchange ended. */
+static tt_step_t parse_response_head(tt_session_t *s)
 {
     tt_conn_t *c = s->conn;
     tt_worker_t *w = s->worker;
@@ -303,12 +303,12 @@ static int parse_response_head(tt_session_t *s)
     tt_http_status_t st =
         tt_http_reader_head(&s->resp, c->in, &s->head_parsed, (size_t)w->conf->max_head_size);
     if (st == TT_HTTP_AGAIN)
-        return 0;
+        return TT_STEP_AGAIN;
     if (st != TT_HTTP_HEAD_DONE) {
         tt_session_reply_error(s, 502, TT_CLOSE_ERROR,
                                "upstream %s sent an invalid response head: %s", s->up->conf->name,
                                st == TT_HTTP_ERROR ? tt_http_reader_error(&s->resp) : "too large");
-        return -1;
+        return TT_STEP_DECLINED;
     }
     tt_http_head_t *h = s->head;
     const char *base = c->in->data;
@@ -321,7 +321,7 @@ static int parse_response_head(tt_session_t *s)
         tt_buf_consume(c->in, h->head_len);
         tt_http_head_release(&w->heads, s->head);
         s->head = NULL;
-        return 1;
+        return TT_STEP_OK;
     }
     if (h->status == 101 && !s->req_sent) {
         /* The tunnel would interleave its bytes with the rest of the request (and over TLS
@@ -329,7 +329,7 @@ static int parse_response_head(tt_session_t *s)
         tt_session_reply_error(s, 502, TT_CLOSE_ERROR,
                                "upstream %s switched protocols before the request was sent whole",
                                s->up->conf->name);
-        return -1;
+        return TT_STEP_DECLINED;
     }
     if (h->status == 101) {
         tt_http_response_out_t out = {.tunnel = 1};
@@ -346,7 +346,7 @@ static int parse_response_head(tt_session_t *s)
     tt_loop_timer_stop(tt_session_loop(s), &s->timer);
     if (s->state != S_TUNNEL && tt_http_reader_message_done(&s->resp))
         s->resp_done = 1;
-    return 1;
+    return TT_STEP_OK;
 }
 
 static void finish_exchange(tt_session_t *s)
@@ -377,8 +377,8 @@ static int response_parseable(const tt_session_t *s)
 }
 
 /* Parses the response body bytes read so far: they stay in conn->in to be relayed raw, or for an
- * HTTP/1.0 client their de-chunked copy goes to cout. Returns 1, or -1 if the exchange ended. */
-static int parse_response_body(tt_session_t *s)
+ * HTTP/1.0 client their de-chunked copy goes to cout. OK, or DECLINED if the exchange ended. */
+static tt_step_t parse_response_body(tt_session_t *s)
 {
     tt_buf_t *in = s->conn->in;
     size_t consumed;
@@ -388,7 +388,7 @@ static int parse_response_body(tt_session_t *s)
         tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
                  tt_http_reader_error(&s->resp));
         tt_session_close(s, TT_CLOSE_ERROR);
-        return -1;
+        return TT_STEP_DECLINED;
     }
     if (tt_http_reader_decoding(&s->resp))
         tt_buf_consume(in, consumed);
@@ -396,12 +396,12 @@ static int parse_response_body(tt_session_t *s)
         s->resp_pending += consumed;
     if (st == TT_HTTP_MESSAGE_DONE)
         s->resp_done = 1;
-    return 1;
+    return TT_STEP_OK;
 }
 
-/* Reads the response and relays it. Returns 1 on progress, 0 when waiting, -1 if the exchange
+/* Reads the response and relays it. OK on progress, AGAIN when waiting, DECLINED if the exchange
  * ended (or moved to another state). */
-static int step_response(tt_session_t *s)
+static tt_step_t step_response(tt_session_t *s)
 {
     tt_conn_t *c = s->conn;
     int moved = 0;
@@ -409,26 +409,26 @@ static int step_response(tt_session_t *s)
         /* Parse everything already read before writing, so the head and the body it arrived
          * with leave in one writev. */
         if (!response_parseable(s) && tt_session_output_pending(s)) {
-            int r = tt_session_flush_client(s);
-            if (r < 0) {
+            tt_step_t r = tt_session_flush_client(s);
+            if (r == TT_STEP_ERROR) {
                 tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
-                return -1;
+                return TT_STEP_DECLINED;
             }
-            if (r == 0)
-                return moved; /* the client is slow: stop reading the upstream */
+            if (r == TT_STEP_AGAIN)
+                return tt_step_progress(moved); /* the client is slow: stop reading the upstream */
             moved = 1;
         }
         if (s->resp_done) {
             finish_exchange(s);
-            return -1;
+            return TT_STEP_DECLINED;
         }
         if (s->state == S_TUNNEL)
-            return 1;
+            return TT_STEP_OK;
         if (response_parseable(s)) {
-            int r = s->resp_head_done ? parse_response_body(s) : parse_response_head(s);
-            if (r < 0)
-                return -1;
-            if (r > 0) {
+            tt_step_t r = s->resp_head_done ? parse_response_body(s) : parse_response_head(s);
+            if (r == TT_STEP_DECLINED)
+                return TT_STEP_DECLINED;
+            if (r == TT_STEP_OK) {
                 moved = 1;
                 continue;
             }
@@ -441,14 +441,14 @@ static int step_response(tt_session_t *s)
                 tt_session_reply_error(
                     s, 502, TT_CLOSE_ERROR, "upstream %s sent a response head over %lld bytes",
                     s->up->conf->name, (long long)s->worker->conf->max_head_size);
-                return -1;
+                return TT_STEP_DECLINED;
             }
             if (tt_buf_room(c->in) == 0)
-                return moved;
+                return tt_step_progress(moved);
         }
         if (!s->up_readable) {
             s->want_up_in = 1;
-            return moved;
+            return tt_step_progress(moved);
         }
         ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
         if (n > 0) {
@@ -458,14 +458,14 @@ static int step_response(tt_session_t *s)
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             s->want_up_in = 1;
-            return moved;
+            return tt_step_progress(moved);
         }
         int err = n < 0 ? errno : 0;
         if (!s->resp_started) {
             char why[256];
             upstream_failed(s, n == 0 ? TT_CLOSE_PEER_CLOSED : TT_CLOSE_ERROR,
                             n == 0 ? "closed" : io_why(s, err, why, sizeof(why)));
-            return -1;
+            return TT_STEP_DECLINED;
         }
         /* Only an orderly end completes a body delimited by the close: a reset, or over TLS an
          * end without close_notify, may have cut it. */
@@ -479,42 +479,42 @@ static int step_response(tt_session_t *s)
                 s, 502, TT_CLOSE_RESPONSE_PARTIAL,
                 "upstream %s closed the connection in the middle of the response head",
                 s->up->conf->name);
-            return -1;
+            return TT_STEP_DECLINED;
         }
         /* Truncated body: the client must see the connection end, never a complete-looking
          * response. */
         tt_session_flush_client(s);
         tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
-        return -1;
+        return TT_STEP_DECLINED;
     }
 }
 
 /* Once the request is read, the client stays readable while the response is relayed: what it
  * sends next (a pipelined request) waits in cin and its EOF or reset is noticed, and its epoll
- * interest never has to change. Returns 1 on data, 0 when waiting, -1 if the client is gone. */
-static int read_ahead(tt_session_t *s)
+ * interest never has to change. OK on data, AGAIN when waiting, ERROR if the client is gone. */
+static tt_step_t read_ahead(tt_session_t *s)
 {
     if (s->client_eof)
-        return 0;
+        return TT_STEP_AGAIN;
     if (tt_buf_room(s->cin) == 0)
         tt_buf_compact(s->cin);
     if (tt_buf_room(s->cin) == 0)
-        return 0; /* full: the client waits until this response is done */
+        return TT_STEP_AGAIN; /* full: the client waits until this response is done */
     s->want_client_in = 1;
     if (!s->client_readable)
-        return 0;
+        return TT_STEP_AGAIN;
     ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
     if (n > 0)
-        return 1;
+        return TT_STEP_OK;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
+        return TT_STEP_AGAIN;
     if (n == 0) { /* a half-close still gets its response */
         s->client_eof = 1;
         s->want_client_in = 0;
-        return 0;
+        return TT_STEP_AGAIN;
     }
     s->client_gone = 1;
-    return -1;
+    return TT_STEP_ERROR;
 }
 
 void tt_session_step_exchange(tt_session_t *s)
@@ -522,24 +522,24 @@ void tt_session_step_exchange(tt_session_t *s)
     for (;;) {
         int progress = 0;
         if (!s->req_sent) {
-            int r = step_request(s);
-            if (r < 0 || s->state != S_EXCHANGE)
+            tt_step_t r = step_request(s);
+            if (r == TT_STEP_DECLINED || s->state != S_EXCHANGE)
                 return;
-            progress |= r;
+            progress |= r == TT_STEP_OK;
         }
         if (s->req_read_done) {
-            int r = read_ahead(s);
-            if (r < 0) {
+            tt_step_t r = read_ahead(s);
+            if (r == TT_STEP_ERROR) {
                 tt_session_close(s, s->resp_head_done ? TT_CLOSE_RESPONSE_PARTIAL
                                                       : TT_CLOSE_REQUEST_PARTIAL);
                 return;
             }
-            progress |= r;
+            progress |= r == TT_STEP_OK;
         }
-        int r = step_response(s);
-        if (r < 0 || s->state != S_EXCHANGE)
+        tt_step_t r = step_response(s);
+        if (r == TT_STEP_DECLINED || s->state != S_EXCHANGE)
             return;
-        progress |= r;
+        progress |= r == TT_STEP_OK;
         if (!progress)
             return;
         s->want_client_in = s->want_client_out = s->want_up_in = s->want_up_out = 0;

@@ -164,8 +164,9 @@ void tt_session_wait_for_client(tt_session_t *s, int mid_request)
     }
 }
 
-/* Reads and parses a request head. Returns 1 if the state moved on. */
-int tt_session_step_head(tt_session_t *s)
+/* Reads and parses a request head. OK when the state moved on, AGAIN while waiting for the
+ * client, ERROR when the session closed. */
+tt_step_t tt_session_step_head(tt_session_t *s)
 {
     tt_worker_t *w = s->worker;
     const tt_conf_t *conf = w->conf;
@@ -184,38 +185,38 @@ int tt_session_step_head(tt_session_t *s)
             switch (tt_http_reader_head(&s->req, s->cin, &s->head_parsed, max_head)) {
             case TT_HTTP_HEAD_DONE:
                 start_request(s);
-                return 1;
+                return TT_STEP_OK;
             case TT_HTTP_ERROR:
                 tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request: %s",
                                        tt_http_reader_error(&s->req));
-                return 1;
+                return TT_STEP_OK;
             case TT_HTTP_HEAD_TOO_LARGE:
                 tt_session_reply_error(
                     s, 431, TT_CLOSE_ERROR,
                     "request head larger than max_head_size (%zu bytes) or with too many "
                     "header fields",
                     max_head);
-                return 1;
+                return TT_STEP_OK;
             default:
                 break;
             }
         }
         if (w->draining && s->cin->wpos == 0) {
             tt_session_close(s, TT_CLOSE_SHUTDOWN);
-            return 0;
+            return TT_STEP_ERROR;
         }
         if (tt_buf_room(s->cin) == 0 && tt_buf_reserve(s->cin, TT_BUF_SIZE, max_head) < 0) {
             tt_session_reply_error(s, 431, TT_CLOSE_ERROR,
                                    "request head larger than max_head_size (%zu bytes)", max_head);
-            return 1;
+            return TT_STEP_OK;
         }
         if (s->client_eof) { /* closed after its last (pipelined) request */
             tt_session_close(s, TT_CLOSE_ERROR);
-            return 0;
+            return TT_STEP_ERROR;
         }
         if (!s->client_readable) {
             tt_session_wait_for_client(s, s->cin->wpos > 0);
-            return 0;
+            return TT_STEP_AGAIN;
         }
         size_t before = s->cin->wpos;
         ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
@@ -226,10 +227,10 @@ int tt_session_step_head(tt_session_t *s)
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             tt_session_wait_for_client(s, s->cin->wpos > 0);
-            return 0;
+            return TT_STEP_AGAIN;
         }
         /* EOF or error: a client closing between requests is ordinary. */
         tt_session_close(s, TT_CLOSE_ERROR);
-        return 0;
+        return TT_STEP_ERROR;
     }
 }

@@ -106,9 +106,9 @@ int tt_session_output_pending(const tt_session_t *s)
     return (s->cout != NULL && tt_buf_len(s->cout) > 0) || s->resp_pending > 0;
 }
 
-/* Writes cout, then the raw response body waiting in conn->in. Returns 1 when all is written,
- * 0 when the socket is full, -1 when the client is gone. */
-int tt_session_flush_client(tt_session_t *s)
+/* Writes cout, then the raw response body waiting in conn->in. OK when all is written, AGAIN
+ * when the socket is full, ERROR when the client is gone. */
+tt_step_t tt_session_flush_client(tt_session_t *s)
 {
     while (tt_session_output_pending(s)) {
         struct iovec iov[2];
@@ -128,10 +128,10 @@ int tt_session_flush_client(tt_session_t *s)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->want_client_out = 1;
-                return 0;
+                return TT_STEP_AGAIN;
             }
             s->client_gone = 1;
-            return -1;
+            return TT_STEP_ERROR;
         }
         size_t done = (size_t)w;
         s->bytes_out += done;
@@ -144,7 +144,7 @@ int tt_session_flush_client(tt_session_t *s)
             s->resp_pending -= done;
         }
     }
-    return 1;
+    return TT_STEP_OK;
 }
 
 tt_buf_t *tt_session_cout(tt_session_t *s)
@@ -209,7 +209,7 @@ void tt_session_run(tt_session_t *s)
         s->want_client_in = s->want_client_out = s->want_up_in = s->want_up_out = 0;
         switch (s->state) {
         case S_HEAD:
-            if (tt_session_step_head(s))
+            if (tt_session_step_head(s) == TT_STEP_OK)
                 continue;
             break;
         case S_WAIT_CONN:
@@ -224,12 +224,12 @@ void tt_session_run(tt_session_t *s)
             tt_session_step_tunnel(s);
             break;
         case S_FLUSH: {
-            int r = tt_session_flush_client(s);
-            if (r < 0 || (r > 0 && s->close_after)) {
+            tt_step_t r = tt_session_flush_client(s);
+            if (r == TT_STEP_ERROR || (r == TT_STEP_OK && s->close_after)) {
                 tt_session_close(s, TT_CLOSE_ERROR);
                 return;
             }
-            if (r > 0) {
+            if (r == TT_STEP_OK) {
                 tt_session_begin_request(s);
                 continue;
             }
