@@ -1,6 +1,6 @@
 /* tether: the command-line companion of tetherd. */
+#include "cli/top.h"
 #include "config/config.h"
-#include "metrics/top.h"
 
 #include <getopt.h>
 #include <stdio.h>

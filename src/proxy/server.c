@@ -5,6 +5,7 @@
 #include "metrics/accesslog.h"
 #include "metrics/admin.h"
 #include "proxy/introspect.h"
+#include "proxy/session.h"
 #include "proxy/worker.h"
 
 #include "net/takeover.h"
@@ -330,7 +331,7 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
     }
     for (; inited_w < nworkers; inited_w++) {
         if (tt_worker_init(&workers[inited_w], inited_w, nworkers, conf, ups, nup, &ls,
-                           access_log_fd, err, sizeof(err)) < 0) {
+                           &tt_session_handlers, access_log_fd, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
