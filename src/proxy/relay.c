@@ -144,17 +144,22 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
         tt_session_close(s, reason);
         return;
     }
+    /* A TLS error on a read or write (a TLS 1.3 upstream refusing the client certificate after
+     * the handshake) is the TLS layer's failure, and is logged as such, once per cause. */
+    const char *perr = strncmp(why, TT_CONN_TLS_ERROR, strlen(TT_CONN_TLS_ERROR)) == 0
+                           ? "tls_protocol_error"
+                           : "connection_terminated";
     if (!s->retryable && tt_conn_reused(c) && !s->resp_started)
         tt_session_reply_error(
-            s, 502, reason, "connection_terminated",
+            s, 502, reason, perr,
             "upstream %s (%s): connection %s before responding; not retried because "
             "%s %s",
             conf->name, s->up->addr_str, why, llhttp_method_name((llhttp_method_t)s->method),
             s->retaining ? "is not idempotent"
                          : "is not idempotent or its body exceeds retry_buffer");
     else
-        tt_session_reply_error(s, 502, reason, "connection_terminated",
-                               "upstream %s (%s): connection %s", conf->name, s->up->addr_str, why);
+        tt_session_reply_error(s, 502, reason, perr, "upstream %s (%s): connection %s", conf->name,
+                               s->up->addr_str, why);
 }
 
 /* Words for a failed upstream read or write, as in "connection %s before responding". */

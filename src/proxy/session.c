@@ -192,10 +192,12 @@ void tt_session_reply_error(tt_session_t *s, int status, tt_close_reason_t conn_
     s->bytes_out = tt_buf_len(s->cout) - before; /* counted now: logged before it is written */
     tt_session_end_request(s);
     /* A failure of the upstream or of tetherd (5xx) is worth a warning, at most one per 5 s per
-     * worker with the count held back; the client's own mistakes (4xx) only at debug. */
+     * worker with the count held back; the client's own mistakes (4xx) only at debug. Failed
+     * TLS handshakes have their own log line, once per cause (tt_upstream_tls_failed). */
     unsigned suppressed;
-    if (status >= 500 && tt_ratelimit_allow(&s->worker->error_warn, tt_loop_now(tt_session_loop(s)),
-                                            5000, &suppressed))
+    if (status >= 500 && strncmp(proxy_error, "tls_", 4) != 0 &&
+        tt_ratelimit_allow(&s->worker->error_warn, tt_loop_now(tt_session_loop(s)), 5000,
+                           &suppressed))
         tt_warn("client %s: %d %s (%u similar suppressed)", s->peer, status, msg, suppressed);
     else
         tt_debug("client %s: %d %s", s->peer, status, msg);

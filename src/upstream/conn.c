@@ -252,16 +252,17 @@ void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
 }
 
 /* A pre-warming connect (no request waits for it) failed: nobody else would say so. At most one
- * line per 10 s per worker and upstream, with the count of the ones held back. */
+ * line per 10 s per worker and upstream, with the count of the ones held back. A failed TLS
+ * handshake has its own line, once per cause (tt_upstream_tls_failed). */
 static void warn_prewarm_failed(tt_pool_t *pool, tt_pool_result_t result,
                                 const tt_pool_error_t *err)
 {
     unsigned suppressed;
-    if (!tt_ratelimit_allow(&pool->_prewarm_warn, tt_loop_now(pool->loop), 10000, &suppressed))
+    if (result == TT_POOL_TLS_FAILED ||
+        !tt_ratelimit_allow(&pool->_prewarm_warn, tt_loop_now(pool->loop), 10000, &suppressed))
         return;
-    const char *why = result == TT_POOL_TLS_FAILED        ? tt_tls_failure_phrase(err->tls)
-                      : result == TT_POOL_CONNECT_TIMEOUT ? "connect timed out"
-                                                          : strerror(err->errno_value);
+    const char *why =
+        result == TT_POOL_CONNECT_TIMEOUT ? "connect timed out" : strerror(err->errno_value);
     tt_warn("upstream %s (%s): pre-warming a connection (min_idle) failed: %s (%u similar "
             "suppressed)",
             pool->up->conf->name, pool->up->addr_str, why, suppressed);
@@ -544,10 +545,10 @@ const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len)
     char detail[160];
     if (c->_tls_unconfirmed) { /* the upstream refused the handshake after all */
         tt_tls_failure_t why = tt_conn_tls_refused(c, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR ": %s (%s)", tt_tls_failure_phrase(why), detail);
     } else {
         tt_tls_failure(c->_tls, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error (%s)", detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR " (%s)", detail);
     }
     return buf;
 }
