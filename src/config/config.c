@@ -274,6 +274,9 @@ typedef struct {
     int admin_line;
 } parser_t;
 
+/* How much of the configuration path an error shows: its last bytes. */
+#define TT_CONF_PATH_SHOWN 200
+
 static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -282,11 +285,20 @@ static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     if (p->failed)
         return;
     p->failed = 1;
-    int n = snprintf(p->err->msg, sizeof(p->err->msg), "%s:%d: %s%s", p->conf->path, line,
-                     key ? key : "", key ? ": " : "");
+    /* A very long path keeps its tail (the file's name), so line, key and reason still fit. */
+    const char *path = p->conf->path;
+    size_t plen = strlen(path);
+    const char *cut = plen > TT_CONF_PATH_SHOWN ? "..." : "";
+    if (plen > TT_CONF_PATH_SHOWN)
+        path += plen - TT_CONF_PATH_SHOWN;
+    char *msg = p->err->msg;
+    size_t room = sizeof(p->err->msg);
+    int n = snprintf(msg, room, "%s%s:%d: %s%s", cut, path, line, key ? key : "", key ? ": " : "");
+    if (n < 0 || (size_t)n >= room) /* cannot happen with the cut path, but never write past */
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err->msg + n, sizeof(p->err->msg) - (size_t)n, fmt, ap);
+    vsnprintf(msg + n, room - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
