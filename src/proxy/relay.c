@@ -8,6 +8,7 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static void upstream_cb(tt_conn_t *conn, uint32_t events);
@@ -31,7 +32,9 @@ void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
     s->conn = conn;
-    s->reused = tt_conn_reused(conn);
+    /* For the access log, as for requests_on_reused: served a request before this one (the lease
+     * counted this one). A pre-warmed connection's first request is not a reuse. */
+    s->reused = conn->requests > 1;
     s->uout_sent = 0;
     s->resp_pending = 0;
     s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -142,15 +145,21 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
         tt_session_close(s, reason);
         return;
     }
-    if (!s->retryable && tt_conn_reused(c) && !s->resp_started)
-        tt_session_reply_error(
-            s, 502, reason,
-            "upstream %s (%s): connection %s before responding; not retried because "
-            "%s %s",
-            conf->name, s->up->addr_str, why, llhttp_method_name((llhttp_method_t)s->method),
-            s->retaining ? "is not idempotent"
-                         : "is not idempotent or its body exceeds retry_buffer");
-    else
+    if (!s->retryable && tt_conn_reused(c) && !s->resp_started) {
+        char because[96];
+        if (!s->idempotent)
+            snprintf(because, sizeof(because), "%s is not idempotent",
+                     llhttp_method_name((llhttp_method_t)s->method));
+        else if (s->upgrade)
+            snprintf(because, sizeof(because), "it asks for a protocol upgrade");
+        else
+            snprintf(because, sizeof(because), "its body exceeds retry_buffer (%lld bytes)",
+                     (long long)conf->retry_buffer);
+        tt_session_reply_error(s, 502, reason,
+                               "upstream %s (%s): connection %s before responding; not retried "
+                               "because %s",
+                               conf->name, s->up->addr_str, why, because);
+    } else
         tt_session_reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name,
                                s->up->addr_str, why);
 }

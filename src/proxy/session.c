@@ -284,6 +284,18 @@ static void session_timer_cb(tt_timer_t *t)
         }
         tt_session_run(s);
         return;
+    case S_WAIT_CONN: {
+        /* Only a retry waits with the timer armed: the first attempt's deadline still holds, and
+         * the client is owed an answer (the pool withdraws the queued request). */
+        int64_t ms =
+            s->req_sent ? s->up->conf->response_timeout : s->worker->conf->client_idle_timeout;
+        tt_session_reply_error(s, 504, TT_CLOSE_ERROR,
+                               "upstream %s (%s) did not respond within %lldms: its connection "
+                               "failed and the retry found no connection in time",
+                               s->up->conf->name, s->up->addr_str, (long long)ms);
+        tt_session_run(s);
+        return;
+    }
     default:
         tt_session_close(s, TT_CLOSE_ERROR);
         return;
