@@ -6,6 +6,8 @@
 #ifndef TT_CORE_BUF_H
 #define TT_CORE_BUF_H
 
+#include "core/recycle.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -17,13 +19,11 @@ typedef struct tt_buf {
     size_t rpos; /* first unread byte */
     size_t wpos; /* one past the last written byte */
     size_t cap;
-    struct tt_buf *next_free;
+    void *_next_free; /* while kept by a tt_bufpool_t */
 } tt_buf_t;
 
 typedef struct {
-    tt_buf_t *free;
-    size_t nfree;
-    size_t max_free; /* bound on cached buffers: nothing grows without a limit */
+    tt_recycle_t recycle; /* of buffers of TT_BUF_SIZE */
 } tt_bufpool_t;
 
 void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free);
