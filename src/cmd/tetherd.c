@@ -8,10 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tetherd -c FILE            run with a configuration file\n"

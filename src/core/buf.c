@@ -28,6 +28,13 @@ void tt_bufpool_destroy(tt_bufpool_t *bp)
         buf_free(b);
 }
 
+void tt_buf_init(tt_buf_t *b, size_t cap)
+{
+    memset(b, 0, sizeof(*b));
+    b->data = tt_malloc(cap);
+    b->cap = cap;
+}
+
 tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp)
 {
     tt_buf_t *b = tt_recycle_pop(&bp->recycle);

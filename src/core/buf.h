@@ -30,6 +30,10 @@ void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free);
 /* Frees every cached buffer. Buffers still lent out must have been returned first. */
 void tt_bufpool_destroy(tt_bufpool_t *bp);
 
+/* Sets up a buffer of its own (not from a pool) with room for cap bytes; it grows with
+ * tt_buf_reserve. The caller frees b->data. */
+void tt_buf_init(tt_buf_t *b, size_t cap);
+
 /* Lends an empty buffer of TT_BUF_SIZE. The caller returns it with tt_buf_release(). */
 tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp);
 /* Returns a buffer (or NULL, ignored) to the pool, or frees it when oversized or the pool is full.

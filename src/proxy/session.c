@@ -59,7 +59,7 @@ void tt_session_end_request(tt_session_t *s)
     if (!s->in_request)
         return;
     s->in_request = 0;
-    unsigned cls = s->status >= 100 && s->status < 600 ? s->status / 100 : 0;
+    unsigned cls = tt_status_class(s->status);
     if (s->up == NULL) {
         s->worker->unrouted[cls]++;
         log_access(s, tt_clock_monotonic_us() - s->started_us);

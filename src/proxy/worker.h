@@ -56,8 +56,9 @@ struct tt_worker {
     size_t nsessions;   /* counted by tt_worker_session_opened/closed */
     int draining;
     tt_accesslog_t access_log;
-    uint64_t accepted;    /* client connections accepted */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* client connections accepted */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
 
     pthread_t _thread;
     tt_listener_t *_listeners;
