@@ -414,34 +414,6 @@ static void test_top_reads_the_endpoint(void **state)
     fclose(errf);
 }
 
-static void test_top_without_tetherd(void **state)
-{
-    (void)state;
-    tt_leakcheck_t lc = tt_leakcheck_begin();
-    /* A port that was free a moment ago: bind, read it, close. */
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    getsockname(s, (struct sockaddr *)&sin, &len);
-    close(s);
-    char admin[64];
-    snprintf(admin, sizeof(admin), "127.0.0.1:%d", ntohs(sin.sin_port));
-    FILE *out = tmpfile(), *errf = tmpfile();
-    tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
-    assert_int_equal(tt_top_run(&o, out, errf), 1);
-    char *msg = read_all(errf);
-    assert_non_null(strstr(msg, "cannot reach tetherd"));
-    assert_non_null(strstr(msg, "connection refused"));
-    free(msg);
-    o.admin = "not-an-address";
-    assert_int_equal(tt_top_run(&o, out, errf), 2);
-    fclose(out);
-    fclose(errf);
-    tt_leakcheck_end(lc);
-}
-
 /* glibc keeps a finished thread's stack and TLS for the next thread: run the admin thread once
  * before any leak check so that one-time cache is not counted against the first test. */
 static void warm_up_thread_cache(void)
@@ -465,7 +437,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_methods_and_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_operations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_top_reads_the_endpoint, setup, teardown),
-        cmocka_unit_test(test_top_without_tetherd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
