@@ -304,6 +304,7 @@ static void conn_handshake_cb(tt_io_t *io, uint32_t events)
 static void conn_connect_cb(tt_io_t *io, uint32_t events)
 {
     tt_conn_t *c = conn_of_io(io);
+    TT_ASSERT(c->state == TT_CONN_CONNECTING);
     tt_pool_t *pool = c->_pool;
     int err = tt_sock_connect_result(io->fd);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
