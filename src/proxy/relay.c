@@ -31,6 +31,7 @@ void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
+    TT_ASSERT(s->conn == NULL && conn->state == TT_CONN_ACTIVE && s->uout != NULL);
     s->conn = conn;
     /* For the access log, as for requests_on_reused: served a request before this one (the lease
      * counted this one). A pre-warmed connection's first request is not a reuse. */
@@ -54,6 +55,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 
 void tt_session_acquire_conn(tt_session_t *s, int flags)
 {
+    TT_ASSERT(s->up != NULL && s->conn == NULL && s->state != S_CLOSED);
     tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
     const tt_upstream_conf_t *conf = s->up->conf;
     tt_conn_t *conn = NULL;
@@ -87,6 +89,7 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
                       const tt_pool_error_t *err)
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
+    TT_ASSERT(s->state == S_WAIT_CONN && s->conn == NULL);
     const tt_upstream_conf_t *conf = s->up->conf;
     switch (result) {
     case TT_POOL_OK:
@@ -360,6 +363,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
 
 static void finish_exchange(tt_session_t *s)
 {
+    TT_ASSERT(s->resp_done && s->resp_pending == 0 && s->state == S_EXCHANGE);
     tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
                                 : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
                                                      : TT_REUSE_OK;
@@ -570,6 +574,7 @@ static void keep_response_drop_conn(tt_session_t *s)
 static void upstream_cb(tt_conn_t *conn, uint32_t events)
 {
     tt_session_t *s = conn->owner;
+    TT_ASSERT(s->conn == conn && (s->state == S_EXCHANGE || s->state == S_TUNNEL));
     const tt_upstream_conf_t *conf = s->up->conf;
     if (events & TT_CONN_EV_LEASE_WARN) {
         tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "

@@ -21,6 +21,7 @@ static int method_is_idempotent(uint8_t m)
 
 void tt_session_begin_request(tt_session_t *s)
 {
+    TT_ASSERT(s->conn == NULL && !s->in_request && s->state != S_CLOSED);
     s->state = S_HEAD;
     s->up = NULL;
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;

@@ -213,6 +213,7 @@ void tt_session_run(tt_session_t *s)
                 continue;
             break;
         case S_WAIT_CONN:
+            TT_ASSERT(s->conn == NULL);
             break;
         case S_EXCHANGE: {
             tt_session_step_exchange(s);

@@ -91,6 +91,7 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && c->_handler == NULL);
     if (!tt_list_empty(&pool->_waiters)) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
@@ -141,6 +142,7 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
 
 tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags, tt_conn_t **conn)
 {
+    TT_ASSERT(w->cb != NULL && (w->_pool == NULL || !tt_list_linked(&w->_link)));
     w->_pool = pool;
     w->_conn = NULL;
     tt_list_init(&w->_link);
