@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "leakcheck.h"
+#include "testutil.h"
 
 static int g_ready = 1;
 static int g_fail = 0;
@@ -353,16 +354,6 @@ static void test_failing_operations(void **state)
     free(r);
 }
 
-static char *read_all(FILE *fp)
-{
-    fflush(fp);
-    long n = ftell(fp);
-    rewind(fp);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, fp), (size_t)n);
-    return s;
-}
-
 static void test_top_reads_the_endpoint(void **state)
 {
     fixture_t *f = *state;
@@ -383,7 +374,7 @@ static void test_top_reads_the_endpoint(void **state)
     FILE *out = tmpfile(), *errf = tmpfile();
     tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    char *text = read_all(out);
+    char *text = tt_test_read_all(out);
     /* Two scrapes, 1 s apart in the fake's uptime, 100 requests apart. */
     assert_non_null(strstr(text, "tetherd 0.0.test at 127.0.0.1:"));
     assert_non_null(strstr(text, "UPSTREAM"));
@@ -401,7 +392,7 @@ static void test_top_reads_the_endpoint(void **state)
     out = tmpfile();
     o.json = 1;
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    text = read_all(out);
+    text = tt_test_read_all(out);
     tt_json_t *j = tt_json_parse(text, strlen(text), NULL, 0);
     assert_non_null(j);
     const tt_json_t *u = tt_json_at(tt_json_get(j, "upstreams"), 0);

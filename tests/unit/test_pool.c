@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "leakcheck.h"
+#include "testutil.h"
 
 #define NWORKERS 2
 
@@ -71,23 +72,10 @@ static fixture_t *fixture_new(void (*tune)(tt_upstream_conf_t *u))
     fixture_t *f = tt_calloc(1, sizeof(*f));
     f->lc = tt_leakcheck_begin();
     f->now = 1000000;
-    f->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(listen(f->listen_fd, 64), 0);
-    getsockname(f->listen_fd, (struct sockaddr *)&sin, &len);
-    char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sin.sin_port));
-    tt_conf_error_t err;
-    f->conf = tt_conf_from_args("127.0.0.1:1", url, "2", NULL, &err);
-    assert_non_null(f->conf);
+    f->conf = tt_test_origin(0, "2", &f->listen_fd);
     f->uconf = &f->conf->upstreams[0];
-    f->uconf->idle_timeout = 60000;
     f->uconf->connect_timeout = 5000;
     f->uconf->max_lifetime = 0;
-    f->uconf->min_idle = 0;
     if (tune != NULL)
         tune(f->uconf);
     char msg[256];
@@ -117,8 +105,7 @@ static void fixture_free(fixture_t *f)
     }
     assert_int_equal(atomic_load(&f->up.nconns), 0);
     tt_upstream_destroy(&f->up);
-    tt_conf_free(f->conf);
-    close(f->listen_fd);
+    tt_test_origin_free(f->conf, f->listen_fd);
     tt_leakcheck_t lc = f->lc;
     free(f);
     tt_leakcheck_end(lc);

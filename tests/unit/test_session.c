@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "leakcheck.h"
+#include "testutil.h"
 
 typedef struct {
     tt_msec_t now;
@@ -50,21 +51,8 @@ static fixture_t *fixture_new(void)
     f->lc = tt_leakcheck_begin();
     f->now = 5000000;
     f->upstream = -1;
-    f->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(listen(f->listen_fd, 8), 0);
-    getsockname(f->listen_fd, (struct sockaddr *)&sin, &len);
-    char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sin.sin_port));
-    tt_conf_error_t err;
-    f->conf = tt_conf_from_args("127.0.0.1:1", url, "1", NULL, &err);
-    assert_non_null(f->conf);
+    f->conf = tt_test_origin(SOCK_NONBLOCK, "1", &f->listen_fd);
     tt_upstream_conf_t *u = &f->conf->upstreams[0];
-    u->idle_timeout = 60000;
-    u->min_idle = 0;
     u->response_timeout = 3000;
     f->conf->client_header_timeout = 2000;
     char msg[256];
@@ -115,8 +103,7 @@ static void fixture_free(fixture_t *f)
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
     tt_upstream_destroy(&f->up);
-    tt_conf_free(f->conf);
-    close(f->listen_fd);
+    tt_test_origin_free(f->conf, f->listen_fd);
     tt_leakcheck_t lc = f->lc;
     free(f);
     tt_leakcheck_end(lc);

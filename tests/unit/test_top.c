@@ -23,16 +23,7 @@
 #include <cmocka.h>
 
 #include "leakcheck.h"
-
-static char *read_all(FILE *fp)
-{
-    fflush(fp);
-    long n = ftell(fp);
-    rewind(fp);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, fp), (size_t)n);
-    return s;
-}
+#include "testutil.h"
 
 static tt_snapshot_t *stats_at(double uptime, uint64_t requests, uint64_t opened, uint64_t fast,
                                uint64_t slow)
@@ -168,7 +159,7 @@ static void test_top_without_tetherd(void **state)
     FILE *out = tmpfile(), *errf = tmpfile();
     tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
     assert_int_equal(tt_top_run(&o, out, errf), 1);
-    char *msg = read_all(errf);
+    char *msg = tt_test_read_all(errf);
     assert_non_null(strstr(msg, "cannot reach tetherd"));
     assert_non_null(strstr(msg, "connection refused"));
     free(msg);
