@@ -120,8 +120,11 @@ def test_counters_equal_both_sides(start_admin_proxy):
         for j in range(50):
             statuses[client.request("GET", f"/ka/{j}").status] += 1
     client_conns += 1
-    # Let the upstream close idle pooled connections (--idle-close 1), then use the pool again.
-    time.sleep(1.6)
+    # Let the upstream close idle pooled connections (--idle-close 1) and tetherd see it, then
+    # use the pool again.
+    wait_for(lambda: upstream.stats()["connections_open"] == 0
+             and admin_json(admin, "/stats")["upstreams"][0]["connections"]["idle"] == 0, 10,
+             "the upstream to close the idle pooled connections")
     for j in range(10):
         statuses[fetch(tetherd.port, "GET", f"/after/{j}").status] += 1
     client_conns += 10
