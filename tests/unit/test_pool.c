@@ -69,8 +69,9 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
  * the handshakes) with settings the test adjusts in tune before the pools start. */
 static fixture_t *fixture_new(void (*tune)(tt_upstream_conf_t *u))
 {
+    tt_leakcheck_t lc = tt_leakcheck_begin(); /* before the fixture, which is freed too */
     fixture_t *f = tt_calloc(1, sizeof(*f));
-    f->lc = tt_leakcheck_begin();
+    f->lc = lc;
     f->now = 1000000;
     f->conf = tt_test_origin(0, "2", &f->listen_fd);
     f->uconf = &f->conf->upstreams[0];
@@ -341,5 +342,5 @@ int main(void)
         cmocka_unit_test(test_queue_deadline),
         cmocka_unit_test(test_takeover_moves_an_idle_connection_to_the_worker_at_the_cap),
     };
-    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("pool", tests, tt_test_warm_up, NULL);
 }

@@ -47,8 +47,9 @@ static tt_msec_t fake_clock(void *arg)
 
 static fixture_t *fixture_new(void)
 {
+    tt_leakcheck_t lc = tt_leakcheck_begin(); /* before the fixture, which is freed too */
     fixture_t *f = tt_calloc(1, sizeof(*f));
-    f->lc = tt_leakcheck_begin();
+    f->lc = lc;
     f->now = 5000000;
     f->upstream = -1;
     f->conf = tt_test_origin(SOCK_NONBLOCK, "1", &f->listen_fd);
@@ -227,5 +228,5 @@ int main(void)
         cmocka_unit_test(test_partial_head_gets_408_at_client_header_timeout),
         cmocka_unit_test(test_silent_upstream_gets_504_at_response_timeout),
     };
-    return cmocka_run_group_tests_name("session", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("session", tests, tt_test_warm_up, NULL);
 }

@@ -47,6 +47,24 @@ static inline void tt_test_origin_free(tt_conf_t *conf, int listen_fd)
     tt_conf_free(conf);
     close(listen_fd);
 }
+
+#ifdef TT_UPSTREAM_UPSTREAM_H
+/* Resolving the endpoint (getaddrinfo) loads the resolver's state once per process: done before
+ * the first test, so that test's leak check sees only what the test itself left. */
+static inline int tt_test_warm_up(void **state)
+{
+    (void)state;
+    int fd;
+    tt_conf_t *conf = tt_test_origin(0, "1", &fd);
+    tt_upstream_t up;
+    char msg[256];
+    int rc = tt_upstream_init(&up, &conf->upstreams[0], "test", 0, 1, msg, sizeof(msg));
+    if (rc == 0)
+        tt_upstream_destroy(&up);
+    tt_test_origin_free(conf, fd);
+    return rc;
+}
+#endif
 #endif
 
 /* Everything written to fp so far, NUL-terminated; the caller frees it. */
