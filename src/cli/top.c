@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "core/json.h"
+#include "event/sock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -330,16 +331,7 @@ static int on_message_complete(llhttp_t *p)
 
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
-    for (;;) {
-        uint64_t now = tt_clock_monotonic_ms();
-        if (now >= deadline)
-            return -1;
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int n = poll(&pfd, 1, (int)(deadline - now));
-        if (n < 0 && errno == EINTR)
-            continue;
-        return n > 0 ? 0 : -1;
-    }
+    return tt_sock_wait(fd, events, deadline, -1);
 }
 
 static int connect_to(const tt_addr_t *addr, const char *text, char *err, size_t errlen)

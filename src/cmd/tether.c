@@ -7,10 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tether COMMAND\n"

@@ -12,10 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tetherd -c FILE            run with a configuration file\n"

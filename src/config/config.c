@@ -278,6 +278,9 @@ typedef struct {
     const field_t *last_list; /* the list key the previous key line set, for continuations */
 } parser_t;
 
+/* How much of the configuration path an error shows: its last bytes. */
+#define TT_CONF_PATH_SHOWN 200
+
 static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -290,11 +293,20 @@ static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     char where[32] = "";
     if (line > 0)
         snprintf(where, sizeof(where), ":%d", line);
-    int n = snprintf(p->err->msg, sizeof(p->err->msg), "%s%s: %s%s", p->conf->path, where,
-                     key ? key : "", key ? ": " : "");
+    /* A very long path keeps its tail (the file's name), so line, key and reason still fit. */
+    const char *path = p->conf->path;
+    size_t plen = strlen(path);
+    const char *cut = plen > TT_CONF_PATH_SHOWN ? "..." : "";
+    if (plen > TT_CONF_PATH_SHOWN)
+        path += plen - TT_CONF_PATH_SHOWN;
+    char *msg = p->err->msg;
+    size_t room = sizeof(p->err->msg);
+    int n = snprintf(msg, room, "%s%s%s: %s%s", cut, path, where, key ? key : "", key ? ": " : "");
+    if (n < 0 || (size_t)n >= room) /* cannot happen with the cut path, but never write past */
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err->msg + n, sizeof(p->err->msg) - (size_t)n, fmt, ap);
+    vsnprintf(msg + n, room - (size_t)n, fmt, ap);
     va_end(ap);
 }
 

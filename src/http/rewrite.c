@@ -19,9 +19,11 @@ typedef struct {
         s, sizeof(s) - 1                                                                           \
     }
 
+/* Upgrade comes first: a tunnel keeps it (see is_hop_by_hop). */
+enum { HOP_UPGRADE = 0 };
 static const name_t hop_by_hop[] = {
-    NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
-    NAME("te"),         NAME("trailer"),    NAME("upgrade"),
+    [HOP_UPGRADE] = NAME("upgrade"), NAME("connection"), NAME("keep-alive"),
+    NAME("proxy-connection"),        NAME("te"),         NAME("trailer"),
 };
 
 static const name_t never_hop_by_hop[] = {
@@ -53,7 +55,7 @@ static int is_hop_by_hop(const tt_http_head_t *h, const char *base, const tt_htt
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(hop_by_hop); i++) {
         if (tt_http_header_is(base, hdr, hop_by_hop[i].name, hop_by_hop[i].len))
-            return !(keep_upgrade && i == 5);
+            return !(keep_upgrade && i == HOP_UPGRADE);
     }
     /* "Connection: content-length" must not strip the framing tether relays the body by (the
      * body would reach the upstream as a second, smuggled request), nor the Host it routed by. */

@@ -65,29 +65,11 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED; /* the head is all we need; a body, if any, is never read */
 }
 
-static int64_t remaining(uint64_t deadline_ms)
-{
-    uint64_t now = tt_clock_monotonic_ms();
-    return now >= deadline_ms ? 0 : (int64_t)(deadline_ms - now);
-}
-
 /* Waits until fd is ready for events or the deadline passes; 0 when ready, -1 on timeout, error
  * or a stop request. */
 static int wait_fd(tt_admin_t *a, int fd, short events, uint64_t deadline_ms)
 {
-    for (;;) {
-        int64_t left = remaining(deadline_ms);
-        if (left == 0)
-            return -1;
-        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = a->stop_fd, .events = POLLIN}};
-        int n = poll(pfd, 2, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || pfd[1].revents != 0)
-            return -1;
-        if (pfd[0].revents != 0)
-            return 0;
-    }
+    return tt_sock_wait(fd, events, deadline_ms, a->stop_fd);
 }
 
 static int send_all(tt_admin_t *a, int fd, const char *p, size_t len)
@@ -129,13 +111,6 @@ static void respond_text(tt_admin_t *a, int fd, int head_only, int status, const
     respond(a, fd, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
 }
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
 static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
 {
     char err[256] = "";
@@ -147,7 +122,7 @@ static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 65536);
+    tt_buf_init(&b, 65536);
     if (json)
         tt_stats_json_render(s, &b);
     else
@@ -170,7 +145,7 @@ static void serve_pools(tt_admin_t *a, int fd, int head_only)
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 4096 + l.n * 200);
+    tt_buf_init(&b, 4096 + l.n * 200);
     tt_pools_json_render(&l, &b);
     respond(a, fd, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
     free(b.data);
@@ -470,7 +445,7 @@ static void put_value(tt_buf_t *b, const char *v, size_t n)
 char *tt_admin_redact_config(const char *text)
 {
     tt_buf_t b;
-    buf_init(&b, strlen(text) + 64);
+    tt_buf_init(&b, strlen(text) + 64);
     const char *line = text;
     while (*line != '\0') {
         const char *eol = strchr(line, '\n');

@@ -9,10 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
-
 void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
                         tt_worker_t *workers, size_t nworkers)
 {

@@ -8,6 +8,7 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static void upstream_cb(tt_conn_t *conn, uint32_t events);
@@ -30,8 +31,11 @@ void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
+    TT_ASSERT(s->conn == NULL && conn->state == TT_CONN_ACTIVE && s->uout != NULL);
     s->conn = conn;
-    s->reused = tt_conn_reused(conn);
+    /* For the access log, as for requests_on_reused: served a request before this one (the lease
+     * counted this one). A pre-warmed connection's first request is not a reuse. */
+    s->reused = conn->requests > 1;
     s->uout_sent = 0;
     s->resp_pending = 0;
     s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -51,6 +55,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 
 void tt_session_acquire_conn(tt_session_t *s, int flags)
 {
+    TT_ASSERT(s->up != NULL && s->conn == NULL && s->state != S_CLOSED);
     tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
     const tt_upstream_conf_t *conf = s->up->conf;
     tt_conn_t *conn = NULL;
@@ -85,6 +90,7 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
                       const tt_pool_error_t *err)
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
+    TT_ASSERT(s->state == S_WAIT_CONN && s->conn == NULL);
     const tt_upstream_conf_t *conf = s->up->conf;
     switch (result) {
     case TT_POOL_OK:
@@ -149,15 +155,21 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
     const char *perr = strncmp(why, TT_CONN_TLS_ERROR, strlen(TT_CONN_TLS_ERROR)) == 0
                            ? "tls_protocol_error"
                            : "connection_terminated";
-    if (!s->retryable && tt_conn_reused(c) && !s->resp_started)
-        tt_session_reply_error(
-            s, 502, reason, perr,
-            "upstream %s (%s): connection %s before responding; not retried because "
-            "%s %s",
-            conf->name, s->up->addr_str, why, llhttp_method_name((llhttp_method_t)s->method),
-            s->retaining ? "is not idempotent"
-                         : "is not idempotent or its body exceeds retry_buffer");
-    else
+    if (!s->retryable && tt_conn_reused(c) && !s->resp_started) {
+        char because[96];
+        if (!s->idempotent)
+            snprintf(because, sizeof(because), "%s is not idempotent",
+                     llhttp_method_name((llhttp_method_t)s->method));
+        else if (s->upgrade)
+            snprintf(because, sizeof(because), "it asks for a protocol upgrade");
+        else
+            snprintf(because, sizeof(because), "its body exceeds retry_buffer (%lld bytes)",
+                     (long long)conf->retry_buffer);
+        tt_session_reply_error(s, 502, reason, perr,
+                               "upstream %s (%s): connection %s before responding; not retried "
+                               "because %s",
+                               conf->name, s->up->addr_str, why, because);
+    } else
         tt_session_reply_error(s, 502, reason, perr, "upstream %s (%s): connection %s", conf->name,
                                s->up->addr_str, why);
 }
@@ -358,6 +370,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
 
 static void finish_exchange(tt_session_t *s)
 {
+    TT_ASSERT(s->resp_done && s->resp_pending == 0 && s->state == S_EXCHANGE);
     tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
                                 : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
                                                      : TT_REUSE_OK;
@@ -569,6 +582,7 @@ static void keep_response_drop_conn(tt_session_t *s)
 static void upstream_cb(tt_conn_t *conn, uint32_t events)
 {
     tt_session_t *s = conn->owner;
+    TT_ASSERT(s->conn == conn && (s->state == S_EXCHANGE || s->state == S_TUNNEL));
     const tt_upstream_conf_t *conf = s->up->conf;
     if (events & TT_CONN_EV_LEASE_WARN) {
         tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "

@@ -21,10 +21,11 @@ static int method_is_idempotent(uint8_t m)
 
 void tt_session_begin_request(tt_session_t *s)
 {
+    TT_ASSERT(s->conn == NULL && !s->in_request && s->state != S_CLOSED);
     s->state = S_HEAD;
     s->up = NULL;
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
-    s->retryable = s->retaining = s->retried = 0;
+    s->idempotent = s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
     s->resp_keepalive = s->close_after = s->upgrade = s->quickack_set = 0;
     s->head_parsed = 0;
@@ -142,10 +143,10 @@ static void start_request(tt_session_t *s)
     if (routed) {
         s->upgrade = h->upgrade;
         int has_body = h->chunked || (h->has_length && h->content_length > 0);
-        int idempotent = method_is_idempotent(h->method) ||
-                         tt_http_head_find(h, base, "idempotency-key") != NULL;
+        s->idempotent = method_is_idempotent(h->method) ||
+                        tt_http_head_find(h, base, "idempotency-key") != NULL;
         int64_t limit = s->up->conf->retry_buffer;
-        s->retryable = idempotent && !s->upgrade &&
+        s->retryable = s->idempotent && !s->upgrade &&
                        (!has_body || h->chunked || (int64_t)h->content_length <= limit);
         s->retaining = s->retryable && has_body;
         s->uout = tt_buf_acquire(&s->worker->bufs);

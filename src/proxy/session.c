@@ -65,7 +65,7 @@ void tt_session_end_request(tt_session_t *s)
     if (!s->in_request)
         return;
     s->in_request = 0;
-    unsigned cls = s->status >= 100 && s->status < 600 ? s->status / 100 : 0;
+    unsigned cls = tt_status_class(s->status);
     if (s->up == NULL) {
         s->worker->unrouted[cls]++;
         log_access(s, tt_clock_monotonic_us() - s->started_us);
@@ -229,6 +229,7 @@ void tt_session_run(tt_session_t *s)
                 continue;
             break;
         case S_WAIT_CONN:
+            TT_ASSERT(s->conn == NULL);
             break;
         case S_EXCHANGE: {
             tt_session_step_exchange(s);
@@ -301,6 +302,18 @@ static void session_timer_cb(tt_timer_t *t)
         }
         tt_session_run(s);
         return;
+    case S_WAIT_CONN: {
+        /* Only a retry waits with the timer armed: the first attempt's deadline still holds, and
+         * the client is owed an answer (the pool withdraws the queued request). */
+        int64_t ms =
+            s->req_sent ? s->up->conf->response_timeout : s->worker->conf->client_idle_timeout;
+        tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "http_response_timeout",
+                               "upstream %s (%s) did not respond within %lldms: its connection "
+                               "failed and the retry found no connection in time",
+                               s->up->conf->name, s->up->addr_str, (long long)ms);
+        tt_session_run(s);
+        return;
+    }
     default:
         tt_session_close(s, TT_CLOSE_ERROR);
         return;

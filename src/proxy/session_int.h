@@ -44,6 +44,7 @@ typedef struct tt_session {
     uint8_t http10;
     uint8_t client_keepalive;
     uint8_t upgrade;
+    uint8_t idempotent; /* by method, or an Idempotency-Key header */
     uint8_t retryable;
     uint8_t retaining;
     uint8_t retried;

@@ -59,8 +59,9 @@ struct tt_worker {
     int draining;
     tt_ratelimit_t error_warn; /* the 5xx its sessions generate */
     tt_accesslog_t access_log;
-    uint64_t accepted;    /* client connections accepted */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* client connections accepted */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
 
     pthread_t _thread;
     tt_listener_t *_listeners;

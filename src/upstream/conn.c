@@ -64,6 +64,8 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     TT_ASSERT(c->state != TT_CONN_CLOSED);
     tt_pool_t *pool = c->_pool;
     tt_upstream_t *up = pool->up;
+    TT_ASSERT(c->state == TT_CONN_IDLE ? pool->_nidle > 0 : pool->_nbusy > 0);
+    TT_ASSERT(c->state != TT_CONN_CONNECTING || c->in == NULL);
     if (c->state == TT_CONN_IDLE) {
         pool->_nidle--;
         atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
@@ -166,6 +168,7 @@ static void arm_lease_timer(tt_pool_t *pool, tt_conn_t *c)
 
 void tt_conn_lease(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state != TT_CONN_CLOSED && c->_pool == pool);
     tt_msec_t now = tt_loop_now(pool->loop);
     if (c->state == TT_CONN_IDLE) {
         tt_list_remove(&c->_link);
@@ -229,6 +232,7 @@ tt_close_reason_t tt_conn_checkout_check(tt_pool_t *pool, tt_conn_t *c)
 
 void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && pool->_nbusy > 0);
     tt_upstream_t *up = pool->up;
     tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_remove(&c->_link);
@@ -324,6 +328,7 @@ static void conn_handshake_cb(tt_io_t *io, uint32_t events)
 static void conn_connect_cb(tt_io_t *io, uint32_t events)
 {
     tt_conn_t *c = conn_of_io(io);
+    TT_ASSERT(c->state == TT_CONN_CONNECTING);
     tt_pool_t *pool = c->_pool;
     int err = tt_sock_connect_result(io->fd);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {

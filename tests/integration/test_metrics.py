@@ -120,8 +120,11 @@ def test_counters_equal_both_sides(start_admin_proxy):
         for j in range(50):
             statuses[client.request("GET", f"/ka/{j}").status] += 1
     client_conns += 1
-    # Let the upstream close idle pooled connections (--idle-close 1), then use the pool again.
-    time.sleep(1.6)
+    # Let the upstream close idle pooled connections (--idle-close 1) and tetherd see it, then
+    # use the pool again.
+    wait_for(lambda: upstream.stats()["connections_open"] == 0
+             and admin_json(admin, "/stats")["upstreams"][0]["connections"]["idle"] == 0, 10,
+             "the upstream to close the idle pooled connections")
     for j in range(10):
         statuses[fetch(tetherd.port, "GET", f"/after/{j}").status] += 1
     client_conns += 10
@@ -528,6 +531,28 @@ def test_dashboard_and_documented_queries_return_data(start_admin_proxy, tmp_pat
         except subprocess.TimeoutExpired:
             prom.kill()
             prom.wait()
+
+
+def test_access_log_reused_is_false_on_a_prewarmed_connections_first_request(
+        start_upstream, start_tetherd, tmp_path):
+    """reused means "served a request before", as requests_reused_total counts it: a connection
+    opened ahead of demand (min_idle) that then waited idle is not reused on its first request."""
+    upstream = start_upstream()
+    log = tmp_path / "access.log"
+    port, admin = free_port(), free_port()
+    tetherd = start_tetherd(f"[tether]\nworkers = 1\naccess_log = {log}\n"
+                            f"admin = 127.0.0.1:{admin}\n"
+                            f"[upstream app]\nurl = http://127.0.0.1:{upstream.port}\n"
+                            f"listen = 127.0.0.1:{port}\nmin_idle = 1\n")
+    wait_for(lambda: _answers(admin), 5, "the admin endpoint")
+    wait_for(lambda: admin_json(admin, "/stats")["upstreams"][0]["connections"]["idle"] == 1, 5,
+             "the pre-warmed connection to be idle")
+    assert fetch(port).conn_id == 1
+    assert fetch(port).conn_id == 1
+    wait_for(lambda: log.exists() and log.read_text().count("\n") == 2, 3, "two log lines")
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (first["reused"], second["reused"]) == (False, True)
+    assert admin_json(admin, "/stats")["upstreams"][0]["requests_reused_total"] == 1
 
 
 def test_access_log_writes_one_json_line_per_request(start_upstream, start_tetherd, tmp_path):

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "leakcheck.h"
+#include "testutil.h"
 
 static int g_ready = 1;
 static int g_fail = 0;
@@ -364,16 +365,6 @@ static void test_failing_operations(void **state)
     free(r);
 }
 
-static char *read_all(FILE *fp)
-{
-    fflush(fp);
-    long n = ftell(fp);
-    rewind(fp);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, fp), (size_t)n);
-    return s;
-}
-
 static void test_top_reads_the_endpoint(void **state)
 {
     fixture_t *f = *state;
@@ -394,7 +385,7 @@ static void test_top_reads_the_endpoint(void **state)
     FILE *out = tmpfile(), *errf = tmpfile();
     tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    char *text = read_all(out);
+    char *text = tt_test_read_all(out);
     /* Two scrapes, 1 s apart in the fake's uptime, 100 requests apart. */
     assert_non_null(strstr(text, "tetherd 0.0.test at 127.0.0.1:"));
     assert_non_null(strstr(text, "UPSTREAM"));
@@ -412,7 +403,7 @@ static void test_top_reads_the_endpoint(void **state)
     out = tmpfile();
     o.json = 1;
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    text = read_all(out);
+    text = tt_test_read_all(out);
     tt_json_t *j = tt_json_parse(text, strlen(text), NULL, 0);
     assert_non_null(j);
     const tt_json_t *u = tt_json_at(tt_json_get(j, "upstreams"), 0);
@@ -423,34 +414,6 @@ static void test_top_reads_the_endpoint(void **state)
     free(text);
     fclose(out);
     fclose(errf);
-}
-
-static void test_top_without_tetherd(void **state)
-{
-    (void)state;
-    tt_leakcheck_t lc = tt_leakcheck_begin();
-    /* A port that was free a moment ago: bind, read it, close. */
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    getsockname(s, (struct sockaddr *)&sin, &len);
-    close(s);
-    char admin[64];
-    snprintf(admin, sizeof(admin), "127.0.0.1:%d", ntohs(sin.sin_port));
-    FILE *out = tmpfile(), *errf = tmpfile();
-    tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
-    assert_int_equal(tt_top_run(&o, out, errf), 1);
-    char *msg = read_all(errf);
-    assert_non_null(strstr(msg, "cannot reach tetherd"));
-    assert_non_null(strstr(msg, "connection refused"));
-    free(msg);
-    o.admin = "not-an-address";
-    assert_int_equal(tt_top_run(&o, out, errf), 2);
-    fclose(out);
-    fclose(errf);
-    tt_leakcheck_end(lc);
 }
 
 /* glibc keeps a finished thread's stack and TLS for the next thread: run the admin thread once
@@ -503,7 +466,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_methods_and_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_operations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_top_reads_the_endpoint, setup, teardown),
-        cmocka_unit_test(test_top_without_tetherd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

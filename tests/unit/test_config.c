@@ -920,6 +920,34 @@ static void test_error_after_a_full_file_frees_everything(void **state)
     tt_leakcheck_end(lc);
 }
 
+/* A configuration path longer than the error buffer: the error keeps the path's tail, the line,
+ * key and reason, and nothing is written past the buffer (fail() once wrote at msg + n after a
+ * truncated snprintf: a stack overflow with a path of about 500 characters). */
+static void test_error_with_a_very_long_path_stays_in_its_buffer(void **state)
+{
+    (void)state;
+    char path[256], longpath[700];
+    write_ini("long.ini", "[tether]\nno_such_key = 1\n", path);
+    /* "/./" repeated names the same file by a path of about 600 characters. */
+    size_t n = (size_t)snprintf(longpath, sizeof(longpath), "%s", g_dir);
+    while (n < 600)
+        n += (size_t)snprintf(longpath + n, sizeof(longpath) - n, "/.");
+    snprintf(longpath + n, sizeof(longpath) - n, "/long.ini");
+    struct {
+        tt_conf_error_t err;
+        char guard[512];
+    } out;
+    memset(&out, 'G', sizeof(out));
+    tt_conf_t *c = tt_conf_load(longpath, &out.err);
+    assert_int_equal(unlink(path), 0);
+    assert_null(c);
+    for (size_t i = 0; i < sizeof(out.guard); i++)
+        assert_int_equal(out.guard[i], 'G');
+    assert_non_null(memchr(out.err.msg, '\0', sizeof(out.err.msg)));
+    assert_true(strncmp(out.err.msg, "...", 3) == 0);
+    assert_non_null(strstr(out.err.msg, "/./long.ini:2: no_such_key: "));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -941,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_dump_has_every_key_and_loads_back),
         cmocka_unit_test(test_error_after_a_full_file_frees_everything),
+        cmocka_unit_test(test_error_with_a_very_long_path_stays_in_its_buffer),
     };
     return cmocka_run_group_tests_name("config", tests, setup_dir, remove_dir);
 }
