@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define NO_PAIR UINT32_MAX
+#define NO_PAIR   UINT32_MAX
 #define NS_PER_MS 1000000ULL
 
 void tt_churn_init(tt_churn_t *c, tt_churn_source_t source, uint64_t netns, uint64_t start_ns,
@@ -211,7 +211,9 @@ void tt_churn_on_event(tt_churn_t *c, const tt_trace_event_t *ev)
         return;
     c->events++;
     if (ev->newstate == TT_TCP_SYN_SENT) {
-        const tt_proc_t *proc = tt_procs_by_tid(&c->procs, ev->pid);
+        tt_proc_t unresolved = {.pid = ev->pid, .comm = "?"};
+        const tt_proc_t *proc =
+            c->resolve_procs ? tt_procs_by_tid(&c->procs, ev->pid) : &unresolved;
         if (c->netns && proc->netns && proc->netns != c->netns) {
             c->ignored_events++;
             return;
@@ -233,7 +235,7 @@ void tt_churn_on_event(tt_churn_t *c, const tt_trace_event_t *ev)
             p->closes++;
             if (ev->oldstate == TT_TCP_SYN_SENT)
                 p->failed++;
-            else
+            else if (ev->ts_ns >= c->conns[i].birth_ns) /* cross-CPU stamps never run back */
                 tt_hist_record(&p->lifetime_us, (ev->ts_ns - c->conns[i].birth_ns) / 1000);
             conn_release(c, i);
         } else if (ev->oldstate != TT_TCP_LISTEN &&
@@ -323,7 +325,8 @@ static int needs_owner_scan(const tt_churn_t *c, const tt_sockdiag_sock_t *socks
         if (!socks[i].inode || tt_procs_by_inode(&c->procs, socks[i].inode))
             continue;
         uint32_t k;
-        if (socks[i].state == TT_TCP_LISTEN || !tt_u64map_get(&c->cookie_index, socks[i].cookie, &k))
+        if (socks[i].state == TT_TCP_LISTEN ||
+            !tt_u64map_get(&c->cookie_index, socks[i].cookie, &k))
             return 1;
     }
     return 0;
@@ -383,8 +386,8 @@ static void follow_cookie(tt_churn_t *c, const tt_sockdiag_sock_t *s, uint32_t p
     k->last_snap = c->nsnap;
 }
 
-void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t n,
-                          uint64_t now_ns, int with_time_wait)
+void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t n, uint64_t now_ns,
+                          int with_time_wait)
 {
     if (c->resolve_procs && needs_owner_scan(c, socks, n))
         tt_procs_refresh(&c->procs);

@@ -34,9 +34,9 @@ typedef enum { TT_CHURN_SOURCE_TRACE, TT_CHURN_SOURCE_SAMPLE } tt_churn_source_t
 typedef struct {
     tt_churn_dir_t dir;
     char process[TT_PROCS_COMM_LEN];
-    int pid; /* first process seen (0: unknown) */
-    tt_churn_addr_t local;  /* in: the listening socket's address; out: unset */
-    tt_churn_addr_t remote; /* out: the peer; in: unset */
+    int pid;                        /* first process seen (0: unknown) */
+    tt_churn_addr_t local;          /* in: the listening socket's address; out: unset */
+    tt_churn_addr_t remote;         /* out: the peer; in: unset */
     uint64_t opens, closes, failed; /* failed: connects that ended in SYN_SENT */
     tt_hist_t lifetime_us;          /* connections both opened and closed while sampling */
     uint32_t *opens_per_sec;        /* one counter per second of the window */
@@ -75,7 +75,7 @@ typedef struct {
     unsigned window_s; /* size of opens_per_sec */
     tt_churn_pair_t *pairs;
     uint32_t npairs, cap_pairs;
-    tt_u64map_t pair_index; /* hash of the key -> pair */
+    tt_u64map_t pair_index;   /* hash of the key -> pair */
     tt_u64map_t remote_index; /* hash of a remote -> the out pair with a known process */
     tt_churn_conn_t *conns;   /* trace: connections opened while sampling */
     uint32_t nconns, cap_conns, free_conn;
@@ -89,7 +89,7 @@ typedef struct {
     uint32_t nsnap;
     uint64_t events, ignored_events, lost_events;
     tt_procs_t procs;
-    int resolve_procs; /* scan /proc for owners (off in tests of recorded data) */
+    int resolve_procs; /* look owners up in /proc (off for recorded data in tests) */
     uint16_t ephemeral_lo, ephemeral_hi; /* net.ipv4.ip_local_port_range */
 } tt_churn_t;
 
@@ -104,8 +104,8 @@ void tt_churn_on_event(tt_churn_t *c, const tt_trace_event_t *ev);
 /* One complete sock_diag dump (IPv4 and IPv6 together) taken at now_ns. with_time_wait says
  * whether TIME_WAIT sockets were asked for (the trace source skips them between the first and the
  * last dump: they cost a netlink message each and the trace already counts the closes). */
-void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t n,
-                          uint64_t now_ns, int with_time_wait);
+void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t n, uint64_t now_ns,
+                          int with_time_wait);
 
 /* Ends the window at end_ns: ages of connections still open are taken here. */
 void tt_churn_finish(tt_churn_t *c, uint64_t end_ns);

@@ -46,8 +46,7 @@ static int pair_selected(const tt_churn_pair_t *p, const tt_churn_filter_t *f)
         return 0;
     if (f && f->pid && p->pid != f->pid)
         return 0;
-    return p->opens || p->closes || p->established || p->time_wait || p->close_wait ||
-           p->syn_sent;
+    return p->opens || p->closes || p->established || p->time_wait || p->close_wait || p->syn_sent;
 }
 
 void tt_churn_report_build(const tt_churn_t *c, const tt_churn_filter_t *f, const char *netns,
@@ -138,12 +137,11 @@ static const char *human_ms(double ms, char *out, size_t len)
 
 static void source_line(const tt_churn_report_t *r, tt_buf_t *out)
 {
-    tt_buf_appendf(out, "tether churn: %.1f s, %llu connections opened, source: %s%s%s\n",
-                   r->seconds, (unsigned long long)r->total_opens, source_name(r->source),
+    tt_buf_appendf(out, "tether churn: %.1f s, %llu connections opened\nsource: %s%s\n", r->seconds,
+                   (unsigned long long)r->total_opens, source_name(r->source),
                    r->source == TT_CHURN_SOURCE_TRACE
-                       ? " (sock:inet_sock_set_state, exact)"
-                       : " (sock_diag snapshots each second: opens and lifetimes estimated)",
-                   r->netns[0] ? "" : "");
+                       ? " (tracepoint sock:inet_sock_set_state: exact)"
+                       : " (sock_diag each second: opens and lifetimes estimated)");
     if (r->netns[0])
         tt_buf_appendf(out, "network namespace: %s\n", r->netns);
     if (r->lost_events)
@@ -184,7 +182,8 @@ void tt_churn_report_table(const tt_churn_report_t *r, size_t top, tt_buf_t *out
                        row->dir == TT_CHURN_OUT ? "out" : "in", proc, ep, row->opens_per_s,
                        row->closes_per_s, row->share_pct);
         tt_buf_appendf(out, "    %-26s %7u %9u %10u %7s %7llu\n", life, row->established,
-                       row->time_wait, row->close_wait, human_bytes(row->mem_bytes, mem, sizeof(mem)),
+                       row->time_wait, row->close_wait,
+                       human_bytes(row->mem_bytes, mem, sizeof(mem)),
                        (unsigned long long)row->retransmits);
     }
     if (n < r->nrows)
@@ -354,6 +353,8 @@ static void upstream_name(const tt_churn_addr_t *ep, char *out, size_t len)
     char s[TT_CHURN_ADDR_STRLEN];
     tt_churn_addr_str(ep, s);
     size_t j = 0;
+    if (ep->family == AF_INET6) /* "v6-" keeps the name from starting with the '-' of "::" */
+        j = (size_t)snprintf(out, len, "v6-");
     for (const char *c = s; *c && j + 1 < len; c++) {
         if (*c == '[' || *c == ']')
             continue;
@@ -375,9 +376,9 @@ void tt_churn_suggest(const tt_churn_report_t *r, size_t top, tt_buf_t *out)
             break; /* ranked: the rest churn even less */
         int dup = 0;
         for (size_t k = 0; k < nseen; k++)
-            dup |= seen[k].port == ep->port && (tt_churn_addr_eq(&seen[k], ep) ||
-                                                tt_churn_addr_is_any(&seen[k]) ||
-                                                tt_churn_addr_is_any(ep));
+            dup |= seen[k].port == ep->port &&
+                   (tt_churn_addr_eq(&seen[k], ep) || tt_churn_addr_is_any(&seen[k]) ||
+                    tt_churn_addr_is_any(ep));
         if (dup) /* loopback: the client's side and the server's side of one service */
             continue;
         seen[nseen++] = *ep;
@@ -387,8 +388,8 @@ void tt_churn_suggest(const tt_churn_report_t *r, size_t top, tt_buf_t *out)
         double tw = 0, mem = 0, estab = 0;
         for (size_t k = 0; k < r->nrows; k++) {
             const tt_churn_addr_t *e2 = tt_churn_row_endpoint(&r->rows[k]);
-            if (e2->port == ep->port &&
-                (tt_churn_addr_eq(e2, ep) || tt_churn_addr_is_any(e2) || tt_churn_addr_is_any(ep))) {
+            if (e2->port == ep->port && (tt_churn_addr_eq(e2, ep) || tt_churn_addr_is_any(e2) ||
+                                         tt_churn_addr_is_any(ep))) {
                 tw += r->rows[k].time_wait;
                 mem += (double)r->rows[k].mem_bytes;
                 estab += r->rows[k].established;
@@ -396,8 +397,9 @@ void tt_churn_suggest(const tt_churn_report_t *r, size_t top, tt_buf_t *out)
         }
         /* Little's law: connections busy at once = arrival rate x time each is held. A pooled
          * connection is held for about what a whole short connection lived. */
-        double hold_s = (row->lifetimes ? row->p90_ms : 1000.0 * row->mean_established /
-                                                             (row->opens_per_s ? row->opens_per_s : 1)) /
+        double hold_s = (row->lifetimes ? row->p90_ms
+                                        : 1000.0 * row->mean_established /
+                                              (row->opens_per_s ? row->opens_per_s : 1)) /
                         1000.0;
         double peak = TT_MAX(row->peak_opens_per_s * hold_s, (double)row->peak_established);
         double mean = row->opens_per_s * (row->lifetimes ? row->mean_ms / 1000.0 : hold_s);
@@ -418,8 +420,9 @@ void tt_churn_suggest(const tt_churn_report_t *r, size_t top, tt_buf_t *out)
         tt_buf_appendf(out,
                        "; %s %s[%d] -> %s: %.1f new connections/s (peak %.0f/s), lifetime p90 "
                        "%.1f ms\n",
-                       row->dir == TT_CHURN_OUT ? "outbound" : "inbound (run tetherd next to "
-                                                              "its clients)",
+                       row->dir == TT_CHURN_OUT ? "outbound"
+                                                : "inbound (run tetherd next to "
+                                                  "its clients)",
                        row->process, row->pid, epstr, row->opens_per_s, row->peak_opens_per_s,
                        row->p90_ms);
         tt_buf_appendf(out,
@@ -429,7 +432,8 @@ void tt_churn_suggest(const tt_churn_report_t *r, size_t top, tt_buf_t *out)
         tt_buf_appendf(out,
                        "; %.0f TIME_WAIT sockets now -> near 0, %.0f sockets now (%s of socket "
                        "memory) -> at most %ld pooled\n",
-                       tw, tw + estab, human_bytes((uint64_t)mem, memstr, sizeof(memstr)), max_conn);
+                       tw, tw + estab, human_bytes((uint64_t)mem, memstr, sizeof(memstr)),
+                       max_conn);
         tt_buf_appendf(out, "[upstream %s]\n", name);
         tt_buf_appendf(out, "url = %s://%s\n", tls ? "https" : "http", epstr);
         tt_buf_appendf(out, "listen = 127.0.0.1:%d ; point the client here\n", next_port++);

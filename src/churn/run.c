@@ -13,11 +13,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define TRACE_BUFFER_KB  8192 /* per CPU: ~0.1 s of 100k events/s with room to spare */
-#define DRAIN_INTERVAL   50   /* ms between reads of the ring buffers */
-#define SNAPSHOT_EVERY   1000 /* ms */
-#define ALL_STATES       0xffffffffU
-#define NO_TW_STATES     (ALL_STATES & ~(1U << TT_TCP_TIME_WAIT))
+#define TRACE_BUFFER_KB 8192 /* per CPU: ~0.1 s of 100k events/s with room to spare */
+#define DRAIN_INTERVAL  50   /* ms between reads of the ring buffers */
+#define SNAPSHOT_EVERY  1000 /* ms */
+#define ALL_STATES      0xffffffffU
+#define NO_TW_STATES    (ALL_STATES & ~(1U << TT_TCP_TIME_WAIT))
 
 /* ceil() for the small non-negative values here, without linking libm. */
 static long ceil_pos(double v)
@@ -153,15 +153,15 @@ int tt_churn_run(const tt_churn_opts_t *o, FILE *out, FILE *err)
             return 1;
         }
         if (!trace)
-            fprintf(err, "tether churn: no tracepoint (%s); sampling sock_diag instead: opens and "
-                         "lifetimes are estimates\n",
+            fprintf(err,
+                    "tether churn: no tracepoint (%s); sampling sock_diag instead: opens and "
+                    "lifetimes are estimates\n",
                     why);
     }
     unsigned window = (unsigned)ceil_pos(o->seconds);
     tt_churn_t c;
     uint64_t start = tt_tracefs_now_ns();
-    tt_churn_init(&c, trace ? TT_CHURN_SOURCE_TRACE : TT_CHURN_SOURCE_SAMPLE, netns, start,
-                  window);
+    tt_churn_init(&c, trace ? TT_CHURN_SOURCE_TRACE : TT_CHURN_SOURCE_SAMPLE, netns, start, window);
     sockvec_t sv = {0};
     eventvec_t evs = {0};
     int status = 0, progress = isatty(fileno(err));
@@ -234,8 +234,8 @@ static char *slurp(const char *path, size_t *len, FILE *err)
     return buf;
 }
 
-int tt_churn_compare_files(const char *before, const char *after, unsigned top, int json,
-                           FILE *out, FILE *err)
+int tt_churn_compare_files(const char *before, const char *after, unsigned top, int json, FILE *out,
+                           FILE *err)
 {
     const char *paths[2] = {before, after};
     tt_churn_report_t r[2];

@@ -26,7 +26,7 @@ typedef struct {
 int tt_churn_run(const tt_churn_opts_t *o, FILE *out, FILE *err);
 
 /* --compare BEFORE AFTER. Returns the exit status. */
-int tt_churn_compare_files(const char *before, const char *after, unsigned top, int json,
-                           FILE *out, FILE *err);
+int tt_churn_compare_files(const char *before, const char *after, unsigned top, int json, FILE *out,
+                           FILE *err);
 
 #endif

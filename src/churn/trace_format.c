@@ -18,8 +18,8 @@
 static int find_field(const char *text, const char *name, tt_trace_field_t *out)
 {
     size_t nlen = strlen(name);
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1
-                                                                            : NULL) {
+    for (const char *line = text; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
         const char *f = strstr(line, "field:");
         const char *eol = strchr(line, '\n');
         if (!f || (eol && f > eol))
@@ -86,8 +86,8 @@ int tt_trace_format_parse(tt_trace_format_t *f, const char *event_format, const 
         }
         /* skaddr is a pointer: 4 bytes on a 32-bit kernel are fine too. */
         if (fld->size != want[i].size && !(i == 2 && fld->size == 4)) {
-            snprintf(err, errlen, "event format: field %s has size %d, expected %d",
-                     want[i].name, fld->size, want[i].size);
+            snprintf(err, errlen, "event format: field %s has size %d, expected %d", want[i].name,
+                     fld->size, want[i].size);
             return -1;
         }
     }

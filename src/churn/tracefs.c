@@ -178,8 +178,8 @@ tt_tracefs_t *tt_tracefs_open(size_t buffer_kb_per_cpu, char *err, size_t errlen
     find_mount(t->root, sizeof(t->root));
     if (!t->root[0]) {
         if (mount("nodev", DEFAULT_MOUNT, "tracefs", 0, NULL) < 0) {
-            snprintf(err, errlen, "tracefs is not mounted and mounting it at " DEFAULT_MOUNT
-                                  " failed: %s",
+            snprintf(err, errlen,
+                     "tracefs is not mounted and mounting it at " DEFAULT_MOUNT " failed: %s",
                      strerror(errno));
             free(t);
             return NULL;
