@@ -159,7 +159,7 @@ void tt_churn_report_table(const tt_churn_report_t *r, size_t top, tt_buf_t *out
         return;
     }
     size_t n = top && top < r->nrows ? top : r->nrows;
-    tt_buf_appendf(out, "\n%-3s %-3s %-24s %-25s %8s %8s %5s\n", "#", "DIR", "PROCESS[PID]",
+    tt_buf_appendf(out, "\n%-3s %-3s %-22s %-25s %8s %8s %5s\n", "#", "DIR", "PROCESS[PID]",
                    "REMOTE / LISTENER", "OPENS/s", "CLOSES/s", "SHARE");
     tt_buf_appendf(out, "    %-26s %7s %9s %10s %7s %7s\n",
                    r->source == TT_CHURN_SOURCE_TRACE ? "lifetime p50/p90/max"
@@ -178,7 +178,7 @@ void tt_churn_report_table(const tt_churn_report_t *r, size_t top, tt_buf_t *out
                      human_ms(row->p90_ms, b, sizeof(b)), human_ms(row->max_ms, c, sizeof(c)));
         else
             snprintf(life, sizeof(life), "-");
-        tt_buf_appendf(out, "%-3zu %-3s %-24.24s %-25.25s %8.1f %8.1f %4.0f%%\n", i + 1,
+        tt_buf_appendf(out, "%-3zu %-3s %-22.22s %-25.25s %8.1f %8.1f %4.0f%%\n", i + 1,
                        row->dir == TT_CHURN_OUT ? "out" : "in", proc, ep, row->opens_per_s,
                        row->closes_per_s, row->share_pct);
         tt_buf_appendf(out, "    %-26s %7u %9u %10u %7s %7llu\n", life, row->established,
