@@ -347,8 +347,39 @@ static void sample_close(tt_churn_t *c, tt_churn_cookie_t *k, uint64_t now_ns)
         tt_hist_record(&p->lifetime_us, (now_ns - k->before_first_ns) / 1000);
 }
 
+static int is_loopback(const tt_churn_addr_t *a)
+{
+    static const uint8_t v6_loopback[16] = {[15] = 1};
+    return a->family == AF_INET ? a->addr[0] == 127 : memcmp(a->addr, v6_loopback, 16) == 0;
+}
+
+/* Sample source: a connection between two sockets of this host that was born and ended between
+ * two dumps leaves one TIME_WAIT socket, on the side that closed first; the other side is gone
+ * without a trace. Its open and close are counted for that other side's pair too, unless the
+ * dump lists the other side itself. */
+static void mirror_short_connection(tt_churn_t *c, const tt_sockdiag_sock_t *s,
+                                    const tt_u64map_t *listed, uint64_t now_ns)
+{
+    uint32_t any;
+    if (!is_loopback(&s->remote) && !tt_churn_addr_eq(&s->remote, &s->local))
+        return;
+    if (tt_u64map_get(listed, tuple_hash(&s->remote, &s->local), &any))
+        return;
+    const tt_churn_listener_t *l = find_listener(c, &s->local);
+    uint32_t peer;
+    if (l) /* the server side closed first: the peer was a client connecting to l */
+        peer = orphan_pair(c, &s->local);
+    else if ((l = find_listener(c, &s->remote)))
+        peer = inbound_pair(c, l, &s->remote);
+    else
+        return;
+    count_open(c, peer, now_ns);
+    c->pairs[peer].closes++;
+    tt_hist_record(&c->pairs[peer].lifetime_us, (now_ns - c->last_snap_ns) / 1000);
+}
+
 static void follow_cookie(tt_churn_t *c, const tt_sockdiag_sock_t *s, uint32_t pair,
-                          uint64_t now_ns)
+                          uint64_t now_ns, const tt_u64map_t *listed)
 {
     int sample = c->source == TT_CHURN_SOURCE_SAMPLE;
     uint32_t i;
@@ -369,8 +400,10 @@ static void follow_cookie(tt_churn_t *c, const tt_sockdiag_sock_t *s, uint32_t p
         tt_u64map_put(&c->cookie_index, s->cookie, i);
         if (sample && c->nsnap > 0) {
             count_open(c, pair, now_ns);
-            if (is_closed_state(s->state))
+            if (is_closed_state(s->state)) {
                 sample_close(c, k, now_ns);
+                mirror_short_connection(c, s, listed, now_ns);
+            }
         }
     } else {
         k = &c->cookies[i];
@@ -403,6 +436,11 @@ void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t
             p->time_wait = 0;
     }
     tt_u64map_clear(&c->tuple_index);
+    tt_u64map_t listed; /* sample source: every (local, remote) of this dump */
+    tt_u64map_init(&listed);
+    for (size_t i = 0; c->source == TT_CHURN_SOURCE_SAMPLE && i < n; i++)
+        if (socks[i].state != TT_TCP_LISTEN)
+            tt_u64map_put(&listed, tuple_hash(&socks[i].local, &socks[i].remote), 1);
     for (size_t i = 0; i < n; i++) {
         const tt_sockdiag_sock_t *s = &socks[i];
         if (s->state == TT_TCP_LISTEN)
@@ -412,7 +450,7 @@ void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t
             pair = c->cookies[known].pair;
         else
             pair = classify(c, s);
-        follow_cookie(c, s, pair, now_ns);
+        follow_cookie(c, s, pair, now_ns, &listed);
         tt_churn_pair_t *p = &c->pairs[pair];
         p->mem_bytes += s->mem_bytes;
         switch (s->state) {
@@ -434,6 +472,7 @@ void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t
         if (s->state != TT_TCP_TIME_WAIT)
             tt_u64map_put(&c->tuple_index, tuple_hash(&s->local, &s->remote), pair);
     }
+    tt_u64map_free(&listed);
     for (uint32_t i = 0; i < c->npairs; i++) {
         tt_churn_pair_t *p = &c->pairs[i];
         p->peak_established = TT_MAX(p->peak_established, p->established);
@@ -453,6 +492,44 @@ void tt_churn_on_snapshot(tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t
     }
     c->nsnap++;
     c->last_snap_ns = now_ns;
+}
+
+/* Folds an ownerless outbound pair into the pair of the process that turned out to talk to that
+ * remote (its TIME_WAIT sockets were listed before the process's first connect was). */
+static void merge_orphans(tt_churn_t *c)
+{
+    for (uint32_t i = 0; i < c->npairs; i++) {
+        tt_churn_pair_t *o = &c->pairs[i];
+        uint32_t k;
+        if (o->dir != TT_CHURN_OUT || o->pid != 0 ||
+            !tt_u64map_get(&c->remote_index, nonzero(tt_churn_addr_hash(&o->remote, 7)), &k) ||
+            k == i)
+            continue;
+        tt_churn_pair_t *p = &c->pairs[k];
+        p->opens += o->opens;
+        p->closes += o->closes;
+        p->failed += o->failed;
+        tt_hist_merge(&p->lifetime_us, &o->lifetime_us);
+        for (unsigned s = 0; s <= c->window_s; s++)
+            p->opens_per_sec[s] += o->opens_per_sec[s];
+        p->established += o->established;
+        p->time_wait += o->time_wait;
+        p->close_wait += o->close_wait;
+        p->syn_sent += o->syn_sent;
+        p->mem_bytes += o->mem_bytes;
+        p->peak_established = TT_MAX(p->peak_established, o->peak_established);
+        p->established_sum += o->established_sum;
+        p->retransmits += o->retransmits;
+        p->open_age_sum_ms += o->open_age_sum_ms;
+        p->open_count += o->open_count;
+        p->open_preexisting += o->open_preexisting;
+        uint32_t *per_sec = o->opens_per_sec;
+        memset(o, 0, sizeof(*o)); /* empty: left out of every report */
+        o->dir = TT_CHURN_OUT;
+        memset(per_sec, 0, sizeof(uint32_t) * (c->window_s + 1));
+        o->opens_per_sec = per_sec;
+        snprintf(o->process, sizeof(o->process), "?");
+    }
 }
 
 void tt_churn_finish(tt_churn_t *c, uint64_t end_ns)
@@ -484,4 +561,5 @@ void tt_churn_finish(tt_churn_t *c, uint64_t end_ns)
             p->open_count++;
         }
     }
+    merge_orphans(c);
 }

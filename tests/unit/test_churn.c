@@ -332,6 +332,11 @@ static void test_aggregate_sample(void **state)
     assert_int_equal(in4->opens, 4); /* three in TIME_WAIT, one open */
     assert_int_equal(in4->closes, 3);
     assert_int_equal(in4->lifetime_us.max, 1000000); /* the bound: one interval */
+    /* The clients' sides of the three closed connections left nothing in the dump: they are
+     * counted from the servers' TIME_WAIT; the kept one is listed itself. */
+    const tt_churn_pair_t *out4 = find_pair(&c, TT_CHURN_OUT, "127.0.0.1:40001");
+    assert_int_equal(out4->opens, 4);
+    assert_int_equal(out4->closes, 3);
     /* The same dump again: nothing new. Then everything gone: the open ones closed. */
     tt_churn_on_snapshot(&c, v.s, v.n, s2, 1);
     in4 = find_pair(&c, TT_CHURN_IN, "127.0.0.1:40001");
