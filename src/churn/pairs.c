@@ -319,14 +319,21 @@ static uint32_t classify(tt_churn_t *c, const tt_sockdiag_sock_t *s)
     return orphan_pair(c, &s->remote);
 }
 
+/* Whether the owners must be looked up again (a readlink per open file of the host): on the
+ * first dump, for a new listener, and with the sample source for sockets not seen before. The
+ * trace source knows the connecting process from the event, so its later dumps file unknown
+ * client sockets under the traced pair of the same remote (orphan_pair). */
 static int needs_owner_scan(const tt_churn_t *c, const tt_sockdiag_sock_t *socks, size_t n)
 {
+    if (c->nsnap == 0)
+        return 1;
     for (size_t i = 0; i < n; i++) {
         if (!socks[i].inode || tt_procs_by_inode(&c->procs, socks[i].inode))
             continue;
         uint32_t k;
         if (socks[i].state == TT_TCP_LISTEN ||
-            !tt_u64map_get(&c->cookie_index, socks[i].cookie, &k))
+            (c->source == TT_CHURN_SOURCE_SAMPLE &&
+             !tt_u64map_get(&c->cookie_index, socks[i].cookie, &k)))
             return 1;
     }
     return 0;
