@@ -23,7 +23,7 @@
 #include "churn/sockdiag.h"
 #include "churn/trace_format.h"
 #include "churn/u64map.h"
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* tether: the command-line companion of tetherd. */
 #include "churn/run.h"
-#include "metrics/top.h"
+#include "cli/top.h"
 
 #include <getopt.h>
 #include <signal.h>
