@@ -80,7 +80,8 @@ static int drain(tt_tracefs_t *trace, eventvec_t *evs, tt_churn_t *c, char *why,
     evs->n = 0;
     if (tt_tracefs_drain(trace, event_cb, evs, why, len) < 0)
         return -1;
-    qsort(evs->v, evs->n, sizeof(*evs->v), event_ts_cmp);
+    if (evs->n > 1)
+        qsort(evs->v, evs->n, sizeof(*evs->v), event_ts_cmp);
     for (size_t i = 0; i < evs->n; i++)
         tt_churn_on_event(c, &evs->v[i]);
     return 0;

@@ -57,13 +57,25 @@ static void parse_msg(const struct nlmsghdr *h, tt_sockdiag_sock_cb cb, void *ar
     cb(&s, arg);
 }
 
+/* NLMSG_OK and NLMSG_NEXT with an unsigned length (the macros mix signs). */
+static int message_ok(const struct nlmsghdr *h, size_t rest)
+{
+    return rest >= sizeof(*h) && h->nlmsg_len >= sizeof(*h) && h->nlmsg_len <= rest;
+}
+
+static const struct nlmsghdr *next_message(const struct nlmsghdr *h, size_t *rest)
+{
+    size_t step = NLMSG_ALIGN(h->nlmsg_len);
+    *rest = step < *rest ? *rest - step : 0;
+    return (const struct nlmsghdr *)((const char *)h + step);
+}
+
 int tt_sockdiag_parse(const uint8_t *buf, size_t len, tt_sockdiag_sock_cb cb, void *arg, char *err,
                       size_t errlen)
 {
-    /* NLMSG_OK/NLMSG_NEXT take an int-sized length. */
-    int rest = (int)len;
+    size_t rest = len;
     const struct nlmsghdr *h = (const struct nlmsghdr *)buf;
-    for (; NLMSG_OK(h, rest); h = NLMSG_NEXT(h, rest)) {
+    for (; message_ok(h, rest); h = next_message(h, &rest)) {
         if (h->nlmsg_type == NLMSG_DONE)
             return 1;
         if (h->nlmsg_type == NLMSG_ERROR) {
@@ -163,9 +175,9 @@ long tt_sockdiag_dump(int fd, int family, uint32_t states, tt_sockdiag_sock_cb c
             return -1;
         }
         /* Count messages to report how many sockets the dump held. */
-        int rest = (int)got;
-        for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; NLMSG_OK(h, rest);
-             h = NLMSG_NEXT(h, rest))
+        size_t rest = (size_t)got;
+        for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; message_ok(h, rest);
+             h = next_message(h, &rest))
             n += h->nlmsg_type == SOCK_DIAG_BY_FAMILY;
         int rc = tt_sockdiag_parse(buf, (size_t)got, cb, arg, err, errlen);
         if (rc < 0)

@@ -29,7 +29,10 @@ SECONDS = 3
 
 
 def tether_binary():
-    return Path(os.environ.get("TETHER", REPO_ROOT / "build" / "tether")).resolve()
+    """$TETHER, else the tether beside the tetherd under test (the sanitizer pass builds both)."""
+    if "TETHER" in os.environ:
+        return Path(os.environ["TETHER"]).resolve()
+    return tetherd_binary().parent / "tether"
 
 
 def tracefs_mounted():

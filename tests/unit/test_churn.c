@@ -417,7 +417,7 @@ static void test_report_json_and_compare(void **state)
     const tt_json_t *c0 = tt_json_at(tt_json_get(root, "pairs"), 0);
     assert_string_equal(tt_json_str(tt_json_get(c0, "endpoint"), ""), "127.0.0.1:40001");
     assert_int_equal(tt_json_num(tt_json_path(c0, "before.opens_per_s"), -1), 4);
-    assert_int_equal(tt_json_num(tt_json_path(c0, "change_pct.opens_per_s"), 0), -100);
+    assert_true(tt_json_num(tt_json_path(c0, "change_pct.opens_per_s"), 0) == -100);
     tt_json_free(root);
     tt_churn_report_t bad;
     assert_int_equal(tt_churn_report_load("{\"x\":1}", 7, &bad, err, sizeof(err)), -1);
