@@ -230,9 +230,11 @@ def run_once(name: str, args, hosts: TwoHosts, work: Path, certs,
         metrics_before = tetherd_metrics(hosts) if name == "tetherd" else None
         if tether is not None:
             churn_file = work / f"{name}.churn.json"
-            churn = subprocess.Popen(hosts.run_in(hosts.a, [
-                str(tether), "churn", "--seconds", str(int(args.seconds)), "--save",
-                str(churn_file), "--json"]), stdout=subprocess.DEVNULL,
+            # From the root namespace with --netns: the tracepoint sees every namespace and
+            # churn keeps host A's connections only.
+            churn = subprocess.Popen([
+                str(tether), "churn", "--netns", hosts.a, "--seconds", str(int(args.seconds)),
+                "--save", str(churn_file), "--json"], stdout=subprocess.DEVNULL,
                 stderr=open(work / f"{name}.churn.log", "w"), start_new_session=True)
         time.sleep(max(0.0, args.seconds - 1.0))
         cpu_after = {k: procfs.cpu_seconds(procfs.process_tree(pid)) for k, pid in trees.items()}
@@ -324,8 +326,8 @@ def prove(args) -> Path:
         compare = None
         files = {r["run"]: r.get("churn_file") for r in results}
         if tether is not None and files.get("straight") and files.get("tetherd"):
-            compare = run_bounded([str(tether), "churn", "--compare", files["straight"],
-                                   files["tetherd"]], 30)
+            compare = run_bounded([str(tether), "churn", "--compare", "--top", "3",
+                                   files["straight"], files["tetherd"]], 30)
     settings = {k: getattr(args, k) for k in ("seconds", "warmup", "rate", "workers", "delay_ms")}
     (out / "results.json").write_text(json.dumps({"settings": settings, "runs": results,
                                                   "churn_compare": compare}, indent=2))

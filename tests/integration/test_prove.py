@@ -182,5 +182,8 @@ def test_a_short_prove_run_shows_the_figures_move_the_right_way(tmp_path):
     assert straight["hosts"]["A"]["time_wait_to_service"] > 50
     assert tetherd["hosts"]["A"]["time_wait_to_service"] == 0
     assert session["connections"]["opened"] <= 10
-    assert (out / "table.md").read_text().count("−80–95%") == 1
+    table = (out / "table.md").read_text()
+    assert table.count("−80–95%") == 1
+    # tether churn saw the same: the pair to the service churns in the straight run only.
+    assert "tether churn --compare" in table and "to 198.18.0.2:443" in table
     assert (out / "chart.png").stat().st_size > 0
