@@ -167,7 +167,7 @@ void tt_churn_report_table(const tt_churn_report_t *r, size_t top, tt_buf_t *out
                    "ESTAB", "TIME_WAIT", "CLOSE_WAIT", "SKMEM", "RETRANS");
     for (size_t i = 0; i < n; i++) {
         const tt_churn_row_t *row = &r->rows[i];
-        char proc[64], ep[TT_CHURN_ADDR_STRLEN], a[16], b[16], c[16], mem[16], life[48];
+        char proc[64], ep[TT_CHURN_ADDR_STRLEN], a[16], b[16], c[16], mem[16], life[3 * 16 + 8];
         if (row->pid > 0)
             snprintf(proc, sizeof(proc), "%s[%d]", row->process, row->pid);
         else
