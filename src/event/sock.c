@@ -102,6 +102,32 @@ const char *tt_addr_format(const tt_addr_t *a, char *buf)
     return buf;
 }
 
+int tt_addr_compare(const tt_addr_t *a, const tt_addr_t *b)
+{
+    int fa = a->ss.ss_family, fb = b->ss.ss_family;
+    if (fa != fb)
+        return fa < fb ? -1 : 1;
+    const void *pa, *pb;
+    size_t len;
+    in_port_t porta, portb;
+    if (fa == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        pa = &x->sin_addr, pb = &y->sin_addr, len = sizeof(x->sin_addr);
+        porta = x->sin_port, portb = y->sin_port;
+    } else if (fa == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        pa = &x->sin6_addr, pb = &y->sin6_addr, len = sizeof(x->sin6_addr);
+        porta = x->sin6_port, portb = y->sin6_port;
+    } else {
+        return memcmp(&a->ss, &b->ss, sizeof(a->ss));
+    }
+    int c = memcmp(pa, pb, len);
+    if (c != 0)
+        return c < 0 ? -1 : 1;
+    porta = ntohs(porta), portb = ntohs(portb);
+    return porta == portb ? 0 : porta < portb ? -1 : 1;
+}
+
 int tt_addr_is_loopback(const tt_addr_t *a)
 {
     if (a->ss.ss_family == AF_INET) {

@@ -22,6 +22,8 @@ int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const c
 /* Formats "1.2.3.4:80" or "[::1]:80" into buf (TT_ADDR_STRLEN bytes). */
 const char *tt_addr_format(const tt_addr_t *a, char *buf);
 int tt_addr_is_loopback(const tt_addr_t *a);
+/* Orders addresses by family, address bytes, then port. Returns <0, 0 or >0. */
+int tt_addr_compare(const tt_addr_t *a, const tt_addr_t *b);
 
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, so each worker binds its
  * own, and TCP_NODELAY, which accepted sockets inherit. With defer_accept_s > 0, TCP_DEFER_ACCEPT:

@@ -2,39 +2,12 @@
 
 #include "core/invariant.h"
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
-int tt_endpoint_addr_cmp(const tt_addr_t *a, const tt_addr_t *b)
-{
-    int fa = a->ss.ss_family, fb = b->ss.ss_family;
-    if (fa != fb)
-        return fa < fb ? -1 : 1;
-    const void *pa, *pb;
-    size_t len;
-    in_port_t porta, portb;
-    if (fa == AF_INET) {
-        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-        pa = &x->sin_addr, pb = &y->sin_addr, len = sizeof(x->sin_addr);
-        porta = x->sin_port, portb = y->sin_port;
-    } else if (fa == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-        pa = &x->sin6_addr, pb = &y->sin6_addr, len = sizeof(x->sin6_addr);
-        porta = x->sin6_port, portb = y->sin6_port;
-    } else {
-        return memcmp(&a->ss, &b->ss, sizeof(a->ss));
-    }
-    int c = memcmp(pa, pb, len);
-    if (c != 0)
-        return c < 0 ? -1 : 1;
-    porta = ntohs(porta), portb = ntohs(portb);
-    return porta == portb ? 0 : porta < portb ? -1 : 1;
-}
-
 static int cmp_addr_cb(const void *a, const void *b)
 {
-    return tt_endpoint_addr_cmp(a, b);
+    return tt_addr_compare(a, b);
 }
 
 void tt_endpoint_set_init(tt_endpoint_set_t *set)
@@ -58,7 +31,7 @@ tt_endpoint_t *tt_endpoint_set_find(const tt_endpoint_set_t *set, const tt_addr_
     size_t lo = 0, hi = set->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = tt_endpoint_addr_cmp(&set->_items[mid]->addr, addr);
+        int c = tt_addr_compare(&set->_items[mid]->addr, addr);
         if (c == 0)
             return set->_items[mid];
         if (c < 0)
@@ -88,7 +61,7 @@ tt_endpoint_diff_t tt_endpoint_set_update(tt_endpoint_set_t *set, const tt_addr_
     qsort(want, naddrs, sizeof(*want), cmp_addr_cb);
     size_t nwant = 0;
     for (size_t i = 0; i < naddrs; i++)
-        if (nwant == 0 || tt_endpoint_addr_cmp(&want[nwant - 1], &want[i]) != 0)
+        if (nwant == 0 || tt_addr_compare(&want[nwant - 1], &want[i]) != 0)
             want[nwant++] = want[i];
     if (nwant > TT_ENDPOINTS_MAX)
         nwant = TT_ENDPOINTS_MAX;
@@ -101,7 +74,7 @@ tt_endpoint_diff_t tt_endpoint_set_update(tt_endpoint_set_t *set, const tt_addr_
     while (i < set->n || j < nwant) {
         int c = i == set->n  ? 1
                 : j == nwant ? -1
-                             : tt_endpoint_addr_cmp(&set->_items[i]->addr, &want[j]);
+                             : tt_addr_compare(&set->_items[i]->addr, &want[j]);
         if (c < 0) { /* no longer listed */
             tt_endpoint_t *ep = set->_items[i++];
             if (ep->state == TT_ENDPOINT_ACTIVE) {

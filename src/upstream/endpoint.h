@@ -85,9 +85,6 @@ tt_endpoint_t *tt_endpoint_set_find(const tt_endpoint_set_t *set, const tt_addr_
 /* Whether a new request may go to ep now: active, not down, breaker allowing. */
 int tt_endpoint_usable(tt_endpoint_t *ep, tt_msec_t now);
 
-/* Orders addresses by family, address bytes, then port (the set's order). */
-int tt_endpoint_addr_cmp(const tt_addr_t *a, const tt_addr_t *b);
-
 const char *tt_endpoint_state_name(tt_endpoint_state_t s);
 
 #endif
