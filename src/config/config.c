@@ -2,7 +2,9 @@
 
 #include "core/buf.h"
 #include "core/invariant.h"
+#include "net/dns.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -23,9 +25,13 @@ typedef enum {
     F_ADDR,
     F_URL,
     F_HOSTS,
-    F_PATH,   /* a file name */
-    F_STRING, /* free text */
-    F_TLSVER, /* 1.2 or 1.3, kept as 12 or 13 */
+    F_PATH,        /* a file name */
+    F_STRING,      /* free text */
+    F_TLSVER,      /* 1.2 or 1.3, kept as 12 or 13 */
+    F_ENUM,        /* one of names, kept as its index */
+    F_DNS_REFRESH, /* ttl, off, or a duration */
+    F_ENDPOINTS,   /* IP[:PORT], ... */
+    F_RESOLVERS,   /* IP[:PORT], ... */
 } field_type_t;
 
 typedef struct {
@@ -35,24 +41,33 @@ typedef struct {
     size_t has_offset; /* F_ADDR: int flag set when present */
     int64_t def;
     int64_t min, max;
+    const char *const *names; /* F_ENUM, NULL-terminated */
 } field_t;
 
 #define G(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi                                                 \
+        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi, NULL                                           \
     }
 #define U(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi                                        \
+        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi, NULL                                  \
+    }
+#define E(k, f, d, n)                                                                              \
+    {                                                                                              \
+        k, F_ENUM, offsetof(tt_upstream_conf_t, f), 0, d, 0, 0, n                                  \
     }
 #define DAY (24LL * 3600 * 1000)
+
+/* Index order matches tt_dns_empty_t and tt_balance_t. */
+static const char *const dns_empty_names[] = {"keep", "clear", NULL};
+static const char *const balance_names[] = {"least_request", "round_robin", "random", NULL};
 
 /* Every key, its type and its default: the one place defaults live (docs/configuration.md). */
 static const field_t global_fields[] = {
     G("workers", F_WORKERS, workers, 0, 0, 256),
     {"proxy_listen", F_ADDR, offsetof(tt_conf_t, proxy_listen),
-     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0},
-    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0},
+     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0, NULL},
+    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0, NULL},
     G("admin_allow_remote", F_BOOL, admin_allow_remote, 0, 0, 1),
     G("log_level", F_LOGLEVEL, log_level, TT_LOG_INFO, 0, 3),
     G("max_head_size", F_SIZE, max_head_size, 65536, 1024, 1 << 24),
@@ -60,15 +75,23 @@ static const field_t global_fields[] = {
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
-    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
+    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0, NULL},
+    {"resolver", F_RESOLVERS, offsetof(tt_conf_t, resolvers), 0, 0, 0, 0, NULL},
 };
 
 static const field_t upstream_fields[] = {
-    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0},
+    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0, NULL},
     {"listen", F_ADDR, offsetof(tt_upstream_conf_t, listen),
-     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0},
-    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0},
+     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0, NULL},
+    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0, NULL},
     U("preserve_host", F_BOOL, preserve_host, 0, 0, 1),
+    {"endpoints", F_ENDPOINTS, offsetof(tt_upstream_conf_t, endpoints), 0, 0, 0, 0, NULL},
+    U("dns_refresh", F_DNS_REFRESH, dns_refresh, TT_DNS_REFRESH_BY_TTL, 100, DAY),
+    U("dns_min_ttl", F_DURATION, dns_min_ttl, 1000, 100, DAY),
+    U("dns_max_ttl", F_DURATION, dns_max_ttl, 300000, 100, DAY),
+    E("dns_empty", dns_empty, 0, dns_empty_names),
+    E("balance", balance, 0, balance_names),
+    U("connect_retries", F_INT, connect_retries, 2, 0, 16),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -97,7 +120,8 @@ _Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line
 /* Fields that hold a pointer or an address rather than an int64_t (no UNSET, no default). */
 static int is_scalar(field_type_t t)
 {
-    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING;
+    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING &&
+           t != F_ENDPOINTS && t != F_RESOLVERS;
 }
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -259,6 +283,65 @@ static const char *parse_hosts(const char *value, char ***out, size_t *n)
     *out = hosts;
     *n = count;
     return NULL;
+}
+
+/* "IP[:PORT], ..." (no port: 0, the url's port filled in later). */
+static const char *parse_endpoints(const char *value, tt_addr_t **out, size_t *n)
+{
+    tt_addr_t *list = NULL;
+    size_t count = 0;
+    const char *p = value;
+    for (;;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            break;
+        size_t len = strcspn(p, ", \t");
+        char one[80], with_port[96];
+        if (len >= sizeof(one)) {
+            free(list);
+            return "expected IP:PORT or [IPv6]:PORT, separated by commas";
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        p += len;
+        /* Without a port: "10.0.0.5" or "[::1]" take the url's port. */
+        int bare = (one[0] == '[' && one[len - 1] == ']') || strchr(one, ':') == NULL;
+        snprintf(with_port, sizeof(with_port), "%s%s", one, bare ? ":0" : "");
+        if (count == TT_CONF_ENDPOINTS_MAX) {
+            free(list);
+            return "too many endpoints (at most 256)";
+        }
+        list = tt_realloc(list, (count + 1) * sizeof(*list));
+        if (tt_addr_parse(with_port, &list[count]) < 0 ||
+            (!bare && strcmp(strrchr(with_port, ':'), ":0") == 0)) {
+            free(list);
+            return "expected IP:PORT or [IPv6]:PORT, separated by commas (names belong in url)";
+        }
+        count++;
+    }
+    if (count == 0) {
+        free(list);
+        return "empty list";
+    }
+    *out = list;
+    *n = count;
+    return NULL;
+}
+
+static void set_port(tt_addr_t *a, int port)
+{
+    if (a->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
+}
+
+static int port_of(const tt_addr_t *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 }
 
 /* Parsing state shared by the line reader and the inih handler. */
@@ -453,6 +536,40 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     case F_STRING:
         *(char **)slot = tt_strdup(value);
         return NULL;
+    case F_ENUM:
+        for (int64_t i = 0; f->names[i] != NULL; i++) {
+            if (strcmp(value, f->names[i]) == 0) {
+                *slot = i;
+                return NULL;
+            }
+        }
+        return f->names == balance_names ? "expected least_request, round_robin or random"
+                                         : "expected keep or clear";
+    case F_DNS_REFRESH:
+        if (strcasecmp(value, "ttl") == 0) {
+            *slot = TT_DNS_REFRESH_BY_TTL;
+            return NULL;
+        }
+        if (strcasecmp(value, "off") == 0) {
+            *slot = 0;
+            return NULL;
+        }
+        if (tt_parse_duration_ms(value, &v) < 0)
+            return "expected ttl, off or a duration (examples: 30s, 5m)";
+        break;
+    case F_ENDPOINTS: {
+        tt_upstream_conf_t *u = base;
+        return parse_endpoints(value, &u->endpoints, &u->nendpoints);
+    }
+    case F_RESOLVERS: {
+        tt_conf_t *c = base;
+        const char *why;
+        int n = tt_dns_parse_servers(value, c->resolvers, TT_CONF_RESOLVERS_MAX, &why);
+        if (n < 0)
+            return why;
+        c->nresolvers = (size_t)n;
+        return NULL;
+    }
     case F_TLSVER:
         if (strcmp(value, "1.2") == 0)
             *slot = 12;
@@ -558,6 +675,39 @@ static int check_tls_keys(parser_t *p, tt_upstream_conf_t *u)
     return 0;
 }
 
+static int host_is_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Where the endpoints come from: an explicit list or an IP literal are fixed, so dns_refresh
+ * (other than off) has nothing to do there; a name is followed unless dns_refresh = off. */
+static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
+{
+    int fixed = u->endpoints != NULL || host_is_literal(u->host);
+    int line = tt_conf_key_line(u, "dns_refresh");
+    if (fixed && line != u->line && u->dns_refresh != 0) {
+        fail(p, line, "dns_refresh",
+             "%s: nothing to re-resolve ([upstream %s] has %s); remove it or set off",
+             u->endpoints ? "endpoints" : "an IP address in url", u->name,
+             u->endpoints ? "an endpoints list" : "an IP address in url");
+        return -1;
+    }
+    if (fixed)
+        u->dns_refresh = 0;
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (port_of(&u->endpoints[i]) == 0)
+            set_port(&u->endpoints[i], u->port);
+    if (u->dns_min_ttl > u->dns_max_ttl) {
+        fail(p, tt_conf_key_line(u, "dns_min_ttl"), "dns_min_ttl",
+             "%lldms exceeds dns_max_ttl %lldms in [upstream %s]", (long long)u->dns_min_ttl,
+             (long long)u->dns_max_ttl, u->name);
+        return -1;
+    }
+    return 0;
+}
+
 int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++)
@@ -600,7 +750,7 @@ static int conf_finish(parser_t *p)
                 snprintf(hp, sizeof(hp), "%s:%d", host, u->port);
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
-        if (check_tls_keys(p, u) < 0)
+        if (check_tls_keys(p, u) < 0 || check_endpoints(p, u) < 0)
             return -1;
         if (u->max_idle > u->max_connections)
             u->max_idle = u->max_connections;
@@ -697,6 +847,7 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->tls_ca);
         free(u->tls_cert);
         free(u->tls_key);
+        free(u->endpoints);
     }
     free(conf->upstreams);
     free(conf->access_log);
@@ -718,6 +869,31 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
         case F_TLSVER:
             tt_buf_appendf(b, "%s = 1.%d\n", f->key, (int)(v - 10));
             break;
+        case F_ENUM:
+            tt_buf_appendf(b, "%s = %s\n", f->key, f->names[v]);
+            break;
+        case F_DNS_REFRESH:
+            if (v == TT_DNS_REFRESH_BY_TTL)
+                tt_buf_appendf(b, "%s = ttl\n", f->key);
+            else if (v == 0)
+                tt_buf_appendf(b, "%s = off\n", f->key);
+            else
+                tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_ENDPOINTS:
+        case F_RESOLVERS: {
+            const tt_addr_t *list =
+                f->type == F_ENDPOINTS ? u->endpoints : ((const tt_conf_t *)base)->resolvers;
+            size_t count =
+                f->type == F_ENDPOINTS ? u->nendpoints : ((const tt_conf_t *)base)->nresolvers;
+            if (count == 0)
+                break;
+            tt_buf_appendf(b, "%s = ", f->key);
+            for (size_t k = 0; k < count; k++)
+                tt_buf_appendf(b, "%s%s", k ? ", " : "", tt_addr_format(&list[k], addr));
+            tt_buf_appendf(b, "\n");
+            break;
+        }
         case F_PATH:
         case F_STRING:
             if (*(char *const *)p != NULL)
