@@ -91,7 +91,7 @@ static const field_t upstream_fields[] = {
     U("dns_max_ttl", F_DURATION, dns_max_ttl, 300000, 100, DAY),
     E("dns_empty", dns_empty, 0, dns_empty_names),
     E("balance", balance, 0, balance_names),
-    U("connect_retries", F_INT, connect_retries, 2, 0, 16),
+    U("connect_retries", F_INT, connect_retries, 2, 0, 8),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),

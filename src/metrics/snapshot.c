@@ -20,6 +20,8 @@ void tt_snapshot_free(tt_snapshot_t *s)
 {
     if (s == NULL)
         return;
+    for (size_t i = 0; i < s->nupstreams; i++)
+        free(s->ups[i].endpoints);
     free(s->ups);
     free(s);
 }
@@ -32,6 +34,7 @@ void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
     }
     dst->requests_on_reused += src->requests_on_reused;
     dst->retries += src->retries;
+    dst->connect_failovers += src->connect_failovers;
     dst->conns_opened += src->conns_opened;
     for (size_t i = 0; i < TT_CLOSE__COUNT; i++)
         dst->conns_closed[i] += src->conns_closed[i];
@@ -49,6 +52,19 @@ void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
     tt_hist_merge(&dst->queue_wait_us, &src->queue_wait_us);
     tt_hist_merge(&dst->conn_age_ms, &src->conn_age_ms);
     tt_hist_merge(&dst->conn_requests, &src->conn_requests);
+}
+
+tt_endpoint_row_t *tt_snapshot_endpoint(tt_upstream_snapshot_t *u, const char *address)
+{
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (strcmp(u->endpoints[i].address, address) == 0)
+            return &u->endpoints[i];
+    u->endpoints = tt_realloc(u->endpoints, (u->nendpoints + 1) * sizeof(*u->endpoints));
+    tt_endpoint_row_t *r = &u->endpoints[u->nendpoints++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->address, sizeof(r->address), "%s", address);
+    r->draining = 1;
+    return r;
 }
 
 uint64_t tt_snapshot_sent(const tt_upstream_snapshot_t *u)

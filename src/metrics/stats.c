@@ -7,6 +7,8 @@ const char *tt_reject_reason_name(tt_reject_reason_t r)
         return "queue_full";
     case TT_REJECT_QUEUE_TIMEOUT:
         return "queue_timeout";
+    case TT_REJECT_NO_ENDPOINTS:
+        return "no_endpoints";
     default:
         return "unknown";
     }

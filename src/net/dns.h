@@ -81,7 +81,7 @@ tt_msec_t tt_dns_watch_next_lookup(const tt_dns_watch_t *w);
 
 /* Lookups by result, and the wall-clock time of the last change of the set (0: never), for
  * metrics. Readable from any thread. */
-typedef struct {
+typedef struct tt_dns_stats {
     _Atomic uint64_t lookups[TT_DNS_RESULTS];
     _Atomic uint64_t last_change_wall_ms;
 } tt_dns_stats_t;

@@ -6,6 +6,7 @@
 #include "metrics/admin.h"
 #include "proxy/introspect.h"
 #include "proxy/worker.h"
+#include "upstream/discovery.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -74,6 +75,7 @@ int tt_server_run(const tt_conf_t *conf)
     tt_introspect_t introspect;
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
+    tt_discovery_t *discovery = NULL;
 
     int access_log_fd = -1;
     if (conf->access_log != NULL && (access_log_fd = tt_accesslog_open(conf->access_log)) < 0) {
@@ -86,6 +88,11 @@ int tt_server_run(const tt_conf_t *conf)
             tt_error("%s", err);
             goto out;
         }
+    }
+    discovery = tt_discovery_new(conf, ups, nup, err, sizeof(err));
+    if (discovery == NULL && err[0] != '\0') {
+        tt_error("%s", err);
+        goto out;
     }
     /* Workers inherit this mask: signals are taken by the main thread alone, with sigwait. */
     sigset_t sigs;
@@ -119,6 +126,13 @@ int tt_server_run(const tt_conf_t *conf)
             goto out;
         }
     }
+    if (discovery != NULL) {
+        int rc = tt_discovery_start(discovery);
+        if (rc != 0) {
+            tt_error("cannot start the DNS thread: %s", strerror(rc));
+            goto out;
+        }
+    }
     tt_introspect_set_running(&introspect);
     if (admin != NULL) {
         int rc = tt_admin_start(admin);
@@ -147,6 +161,8 @@ int tt_server_run(const tt_conf_t *conf)
 out:
     /* The admin thread reads workers through tt_worker_call: stop it before they drain. */
     tt_admin_close(admin);
+    /* Discovery wakes workers when it publishes: stop it while they all exist. */
+    tt_discovery_free(discovery);
     for (size_t i = 0; i < started; i++)
         tt_worker_request_drain(&workers[i]);
     for (size_t i = 0; i < started; i++)

@@ -41,7 +41,8 @@ typedef struct tt_session {
     tt_upstream_t *up;
     tt_upconn_t *conn;
     tt_pool_waiter_t waiter;
-    tt_buf_t *uout; /* request head, plus the body kept for a safe retry */
+    char endpoint[TT_ADDR_STRLEN]; /* the endpoint of this exchange, once known */
+    tt_buf_t *uout;                /* request head, plus the body kept for a safe retry */
     size_t uout_sent;
     size_t req_pending;  /* parsed request body bytes at the front of cin, not yet sent */
     size_t resp_pending; /* parsed response body bytes at the front of conn->in, not yet sent */
@@ -125,6 +126,12 @@ static void drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void maybe_finish_drain(tt_worker_t *w);
 
+/* The endpoint for logs and errors: the one the request went to, else the upstream's url. */
+static const char *endpoint_of(const tt_session_t *s)
+{
+    return s->endpoint[0] != '\0' ? s->endpoint : s->up->addr_str;
+}
+
 static void log_access(tt_session_t *s, uint64_t duration_us)
 {
     tt_accesslog_t *al = &s->worker->access_log;
@@ -133,7 +140,7 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
     tt_access_entry_t e = {
         .client = s->peer,
         .upstream = s->up != NULL ? s->up->conf->name : NULL,
-        .endpoint = s->up != NULL ? s->up->addr_str : NULL,
+        .endpoint = s->up != NULL ? endpoint_of(s) : NULL,
         .method =
             s->method == METHOD_UNKNOWN ? "-" : llhttp_method_name((llhttp_method_t)s->method),
         .path = s->path,
@@ -301,6 +308,7 @@ static void begin_request(tt_session_t *s)
 {
     s->state = S_HEAD;
     s->up = NULL;
+    s->endpoint[0] = '\0';
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -325,6 +333,7 @@ static void begin_request(tt_session_t *s)
 static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
 {
     s->conn = conn;
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", conn->ep->name);
     s->reused = tt_conn_reused(conn);
     s->uout_sent = 0;
     s->resp_pending = 0;
@@ -341,6 +350,19 @@ static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
     else
         tt_loop_timer_stop(loop_of(s), &s->timer);
     s->state = S_EXCHANGE;
+}
+
+/* The upstream has no endpoint at all (a name that has not resolved yet, or whose answer was
+ * emptied with dns_empty = clear): fail at once, with no connect attempt and no queueing. */
+static void reply_no_endpoints(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (conf->endpoints == NULL && conf->dns_refresh != 0)
+        reply_error(s, 503, TT_CLOSE_ERROR,
+                    "upstream %s: no endpoints yet (%s has no address from DNS)", conf->name,
+                    conf->host);
+    else
+        reply_error(s, 503, TT_CLOSE_ERROR, "upstream %s: no endpoints", conf->name);
 }
 
 static void acquire_conn(tt_session_t *s, int flags)
@@ -363,7 +385,10 @@ static void acquire_conn(tt_session_t *s, int flags)
         return;
     case TT_POOL_CONNECT_FAILED:
         reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): connect failed: %s", conf->name,
-                    s->up->addr_str, strerror(errno));
+                    endpoint_of(s), strerror(errno));
+        return;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
         return;
     case TT_POOL_SHUTDOWN:
     default:
@@ -377,6 +402,8 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
     const tt_upstream_conf_t *conf = s->up->conf;
+    if (err != NULL && err->endpoint != NULL)
+        snprintf(s->endpoint, sizeof(s->endpoint), "%s", err->endpoint);
     switch (result) {
     case TT_POOL_OK:
         attach_conn(s, conn);
@@ -389,15 +416,18 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
         break;
     case TT_POOL_CONNECT_TIMEOUT:
         reply_error(s, 504, TT_CLOSE_ERROR, "upstream %s (%s): connect timed out after %lldms",
-                    conf->name, s->up->addr_str, (long long)conf->connect_timeout);
+                    conf->name, endpoint_of(s), (long long)conf->connect_timeout);
         break;
     case TT_POOL_CONNECT_FAILED:
         reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): connect failed: %s", conf->name,
-                    s->up->addr_str, strerror(err->errno_value));
+                    endpoint_of(s), strerror(err->errno_value));
         break;
     case TT_POOL_TLS_FAILED:
         reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): TLS handshake failed: %s (%s)",
-                    conf->name, s->up->addr_str, tt_tls_failure_phrase(err->tls), err->detail);
+                    conf->name, endpoint_of(s), tt_tls_failure_phrase(err->tls), err->detail);
+        break;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
         break;
     default:
         reply_error(s, 503, TT_CLOSE_ERROR, "shutting down");
@@ -625,12 +655,11 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
         reply_error(s, 502, reason,
                     "upstream %s (%s): connection %s before responding; not retried because "
                     "%s %s",
-                    conf->name, s->up->addr_str, why,
-                    llhttp_method_name((llhttp_method_t)s->method),
+                    conf->name, endpoint_of(s), why, llhttp_method_name((llhttp_method_t)s->method),
                     s->retaining ? "is not idempotent"
                                  : "is not idempotent or its body exceeds retry_buffer");
     else
-        reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name, s->up->addr_str,
+        reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name, endpoint_of(s),
                     why);
 }
 
@@ -1198,7 +1227,7 @@ static void upstream_handler(tt_upconn_t *conn, uint32_t events)
     if (events & TT_CONN_EV_LEASE_WARN) {
         tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "
                 "(a client not reading its response?)",
-                conf->name, (unsigned long long)conn->id, s->up->addr_str,
+                conf->name, (unsigned long long)conn->id, endpoint_of(s),
                 (long long)conf->lease_warn, s->peer);
         tt_worker_pool(s->worker, s->up)->stats.lease_warnings++;
         return;
@@ -1245,7 +1274,7 @@ static void session_timer_cb(tt_timer_t *t)
         } else {
             reply_error(s, 504, TT_CLOSE_RESPONSE_TIMEOUT,
                         "upstream %s (%s) did not respond within %lldms", s->up->conf->name,
-                        s->up->addr_str, (long long)s->up->conf->response_timeout);
+                        endpoint_of(s), (long long)s->up->conf->response_timeout);
         }
         session_run(s);
         return;

@@ -13,6 +13,7 @@
 #include "event/loop.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
+#include "upstream/endpoint.h"
 
 #include <stdint.h>
 
@@ -32,7 +33,8 @@ typedef void (*tt_conn_handler_t)(tt_upconn_t *conn, uint32_t events);
 struct tt_upconn {
     tt_io_t io;
     tt_pool_t *pool;
-    tt_list_t link; /* pool's idle LRU, or its busy list */
+    tt_endpoint_t *ep; /* where it leads, in its pool's view (NULL only while handed over) */
+    tt_list_t link;    /* pool's idle LRU, or its busy list */
     tt_conn_state_t state;
     uint64_t id;
     tt_msec_t created_at;
@@ -54,6 +56,7 @@ struct tt_upconn {
     uint8_t tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
     uint8_t tls_write_wants_read; /* the last TLS write waits for it to be readable */
     uint8_t tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint8_t counted;              /* counts in ep->outstanding (leased, or opened for a request) */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */

@@ -2,6 +2,7 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
+#include "upstream/pool_endpoints.h"
 
 #include <errno.h>
 #include <linux/sock_diag.h>
@@ -65,6 +66,7 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     tt_timer_init(&pool->replenish_timer, replenish_cb);
     pthread_mutex_init(&pool->handoff_lock, NULL);
     tt_list_init(&pool->handoff);
+    tt_pool_endpoints_init(pool);
 }
 
 void tt_pool_destroy(tt_pool_t *pool)
@@ -81,6 +83,7 @@ void tt_pool_destroy(tt_pool_t *pool)
         free(c);
     }
     pthread_mutex_destroy(&pool->handoff_lock);
+    tt_pool_endpoints_destroy(pool);
 }
 
 /* ---- connection lifecycle ---------------------------------------------------------------- */
@@ -138,11 +141,20 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     TT_ASSERT(c->state != TT_CONN_CLOSED);
     tt_pool_t *pool = c->pool;
     tt_upstream_t *up = pool->up;
+    tt_endpoint_t *ep = c->ep;
     if (c->state == TT_CONN_IDLE) {
         pool->nidle--;
         atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
+        if (ep != NULL)
+            ep->nidle--;
     } else {
         pool->nbusy--;
+    }
+    if (ep != NULL) {
+        ep->nconns--;
+        if (c->counted)
+            ep->outstanding--;
+        c->counted = 0;
     }
     tt_list_remove(&c->link);
     c->state = TT_CONN_CLOSED;
@@ -160,8 +172,9 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     tt_hist_record(&pool->stats.conn_requests, c->requests);
     atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
     tt_debug("upstream %s: connection %llu to %s closed: %s (age %llums, %llu requests)",
-             up->conf->name, (unsigned long long)c->id, up->addr_str, tt_close_reason_name(reason),
-             (unsigned long long)age, (unsigned long long)c->requests);
+             up->conf->name, (unsigned long long)c->id, ep ? ep->name : up->addr_str,
+             tt_close_reason_name(reason), (unsigned long long)age,
+             (unsigned long long)c->requests);
     tt_loop_defer(pool->loop, &c->_free, conn_free_cb);
     announce_capacity(pool); /* other workers' queued requests may take the slot, even now */
     if (!pool->shutting_down) {
@@ -172,11 +185,17 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     }
 }
 
-/* Opens a connection under capacity already reserved by the caller. */
-static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
+/* Gives back a connection slot reserved for a connection that will not be opened. */
+static void unreserve_capacity(tt_upstream_t *up)
+{
+    atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+}
+
+/* Opens a connection to ep under capacity already reserved by the caller. */
+static tt_upconn_t *conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter_t *w, int *err)
 {
     tt_upstream_t *up = pool->up;
-    int fd = tt_sock_connect(&up->addr);
+    int fd = tt_sock_connect(&ep->addr);
     if (fd < 0) {
         *err = errno;
         atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
@@ -186,6 +205,12 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     }
     tt_upconn_t *c = tt_calloc(1, sizeof(*c));
     c->pool = pool;
+    c->ep = ep;
+    ep->nconns++;
+    if (w != NULL) { /* a request is waiting for it: it counts as that request's */
+        c->counted = 1;
+        ep->outstanding++;
+    }
     c->id = atomic_fetch_add_explicit(&up->next_conn_id, 1, memory_order_relaxed) + 1;
     c->state = TT_CONN_CONNECTING;
     c->created_at = tt_loop_now(pool->loop);
@@ -243,8 +268,13 @@ static void lease(tt_pool_t *pool, tt_upconn_t *c)
         tt_list_remove(&c->link);
         pool->nidle--;
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        c->ep->nidle--;
         tt_list_push_back(&pool->busy, &c->link);
         pool->nbusy++;
+    }
+    if (!c->counted) {
+        c->counted = 1;
+        c->ep->outstanding++;
     }
     if (pool->nbusy > pool->peak_busy)
         pool->peak_busy = pool->nbusy;
@@ -299,12 +329,18 @@ static tt_close_reason_t checkout_check(tt_pool_t *pool, tt_upconn_t *c)
     return TT_CLOSE_CHECKOUT_FAILED;
 }
 
-/* The warmest idle connection that passes its checkout check, left idle; the ones that fail are
- * closed on the way. NULL when none is left. */
-static tt_upconn_t *warmest_live_idle(tt_pool_t *pool)
+/* The warmest idle connection to ep (any endpoint when NULL) that passes its checkout check,
+ * left idle; the ones that fail are closed on the way. NULL when none is left. The idle list is
+ * shared by the endpoints; ep->nidle stops the walk once ep has none, and with connections spread
+ * over E endpoints the first match is about E steps from the warm end. */
+static tt_upconn_t *warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep)
 {
-    while (!tt_list_empty(&pool->idle)) {
-        tt_upconn_t *c = tt_container_of(tt_list_first(&pool->idle), tt_upconn_t, link);
+    tt_list_t *l = pool->idle.next;
+    while (l != &pool->idle && (ep == NULL || ep->nidle > 0)) {
+        tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
+        l = l->next;
+        if (ep != NULL && c->ep != ep)
+            continue;
         tt_close_reason_t why = checkout_check(pool, c);
         if (why == TT_REUSE_OK)
             return c;
@@ -321,6 +357,11 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     pool->nbusy--;
     tt_list_push_front(&pool->idle, &c->link);
     pool->nidle++;
+    c->ep->nidle++;
+    if (c->counted) {
+        c->counted = 0;
+        c->ep->outstanding--;
+    }
     c->state = TT_CONN_IDLE;
     c->idle_since = now;
     c->handler = NULL;
@@ -353,6 +394,10 @@ static tt_pool_waiter_t *dequeue(tt_pool_t *pool)
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 static void check_in(tt_pool_t *pool, tt_upconn_t *c)
 {
+    if (c->ep->state == TT_ENDPOINT_DRAINING) {
+        tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
+        return;
+    }
     if (!tt_list_empty(&pool->waiters)) {
         tt_pool_waiter_t *w = dequeue(pool);
         lease(pool, c); /* stays on the busy list; lease() counts the new request */
@@ -369,16 +414,29 @@ static void check_in(tt_pool_t *pool, tt_upconn_t *c)
 }
 
 /* Closes a connection that never got established and tells the request waiting for it. */
+static int connect_elsewhere(tt_pool_t *pool, tt_pool_waiter_t *w, tt_endpoint_t *failed, int *err);
+
+/* Closes a connection that never got established and tells the request waiting for it, unless
+ * another endpoint takes the request (nothing of it was sent, so any method may go elsewhere). */
 static void conn_open_failed(tt_upconn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
-                             const tt_pool_error_t *err)
+                             tt_pool_error_t *err)
 {
+    tt_pool_t *pool = c->pool;
     tt_pool_waiter_t *w = c->waiter;
+    tt_endpoint_t *ep = c->ep;
+    char name[sizeof(ep->name)];
+    memcpy(name, ep->name, sizeof(name));
     c->waiter = NULL;
     if (w != NULL)
         w->_conn = NULL;
     tt_conn_close(c, reason);
-    if (w != NULL)
-        w->cb(w, NULL, result, err);
+    if (w == NULL)
+        return;
+    int open_err;
+    if (connect_elsewhere(pool, w, ep, &open_err))
+        return;
+    err->endpoint = name;
+    w->cb(w, NULL, result, err);
 }
 
 static void conn_tls_failed(tt_upconn_t *c, tt_tls_failure_t why, const char *detail)
@@ -622,30 +680,69 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     return TT_POOL_WAIT;
 }
 
+/* Another endpoint for a request whose connect to failed did not work out: up to
+ * connect_retries others, each tried once. Opens the connection (or queues the request when the
+ * upstream is at its cap) and returns 1; 0 when there is none left to try. *err is the errno of
+ * the last connect that failed at once. */
+static int connect_elsewhere(tt_pool_t *pool, tt_pool_waiter_t *w, tt_endpoint_t *failed, int *err)
+{
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    if (failed != NULL && w->_ntried < TT_POOL_MAX_TRIES)
+        w->_tried[w->_ntried++] = failed;
+    while (!pool->shutting_down && w->_ntried <= conf->connect_retries &&
+           w->_ntried < TT_POOL_MAX_TRIES) {
+        tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
+        if (ep == NULL)
+            return 0;
+        pool->stats.connect_failovers++;
+        tt_debug("upstream %s: connect to %s failed; trying %s", conf->name,
+                 failed != NULL ? failed->name : "?", ep->name);
+        if (reserve_capacity(pool->up) < 0)
+            return enqueue(pool, w) == TT_POOL_WAIT;
+        if (conn_open(pool, ep, w, err) != NULL)
+            return 1;
+        w->_tried[w->_ntried++] = failed = ep;
+    }
+    return 0;
+}
+
 tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
                                  tt_upconn_t **conn)
 {
     w->_pool = pool;
     w->_conn = NULL;
+    w->_ntried = 0;
     tt_list_init(&w->_link);
     if (pool->shutting_down)
         return TT_POOL_SHUTDOWN;
-    if (!(flags & TT_ACQUIRE_FRESH)) {
-        tt_upconn_t *c = warmest_live_idle(pool);
-        if (c != NULL) {
+    tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, NULL, 0);
+    if (ep == NULL) {
+        pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
+        return TT_POOL_NO_ENDPOINTS;
+    }
+    tt_upconn_t *c = NULL;
+    if (!(flags & TT_ACQUIRE_FRESH) && (c = warmest_live_idle(pool, ep)) != NULL) {
+        lease(pool, c);
+        *conn = c;
+        return TT_POOL_OK;
+    }
+    if (!tt_list_empty(&pool->waiters) || reserve_capacity(pool->up) < 0) {
+        /* At the cap: a warm connection to another endpoint beats waiting for a slot. */
+        if (!(flags & TT_ACQUIRE_FRESH) && tt_list_empty(&pool->waiters) &&
+            (c = warmest_live_idle(pool, NULL)) != NULL) {
             lease(pool, c);
             *conn = c;
             return TT_POOL_OK;
         }
-    }
-    if (!tt_list_empty(&pool->waiters) || reserve_capacity(pool->up) < 0)
         return enqueue(pool, w);
-    int err;
-    if (conn_open(pool, w, &err) == NULL) {
-        errno = err;
-        return TT_POOL_CONNECT_FAILED;
     }
-    return TT_POOL_WAIT;
+    int err;
+    if (conn_open(pool, ep, w, &err) != NULL)
+        return TT_POOL_WAIT;
+    if (connect_elsewhere(pool, w, ep, &err))
+        return TT_POOL_WAIT;
+    errno = err;
+    return TT_POOL_CONNECT_FAILED;
 }
 
 void tt_pool_cancel(tt_pool_waiter_t *w)
@@ -661,7 +758,12 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
         tt_loop_timer_stop(pool->loop, &w->_timer);
     }
     if (w->_conn != NULL) { /* it will join the pool when it connects */
-        w->_conn->waiter = NULL;
+        tt_upconn_t *c = w->_conn;
+        c->waiter = NULL;
+        if (c->counted) {
+            c->counted = 0;
+            c->ep->outstanding--;
+        }
         w->_conn = NULL;
     }
 }
@@ -682,6 +784,8 @@ void tt_pool_release(tt_upconn_t *c, tt_close_reason_t verdict)
     }
     if (verdict == TT_REUSE_OK && pool->shutting_down)
         verdict = TT_CLOSE_SHUTDOWN;
+    if (verdict == TT_REUSE_OK && c->ep->state == TT_ENDPOINT_DRAINING)
+        verdict = TT_CLOSE_ENDPOINT_REMOVED;
     if (verdict == TT_REUSE_OK && (c->retired || tt_loop_now(pool->loop) >= c->retire_at))
         verdict = TT_CLOSE_LIFETIME;
     if (verdict == TT_REUSE_OK && conf->max_requests > 0 &&
@@ -701,9 +805,17 @@ static void service_waiters(tt_pool_t *pool)
 {
     while (!tt_list_empty(&pool->waiters) && reserve_capacity(pool->up) == 0) {
         tt_pool_waiter_t *w = dequeue(pool);
+        tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
+        if (ep == NULL) {
+            unreserve_capacity(pool->up);
+            pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
+            w->cb(w, NULL, TT_POOL_NO_ENDPOINTS, NULL);
+            continue;
+        }
         int err;
-        if (conn_open(pool, w, &err) == NULL)
-            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, &(tt_pool_error_t){.errno_value = err});
+        if (conn_open(pool, ep, w, &err) == NULL && !connect_elsewhere(pool, w, ep, &err))
+            w->cb(w, NULL, TT_POOL_CONNECT_FAILED,
+                  &(tt_pool_error_t){.endpoint = ep->name, .errno_value = err});
     }
 }
 
@@ -732,8 +844,13 @@ static void replenish(tt_pool_t *pool)
     if (one_first && busy_warming > 0)
         return;
     while (have < pool->min_idle && reserve_capacity(pool->up) == 0) {
+        tt_endpoint_t *ep = tt_pool_warm_endpoint(pool);
+        if (ep == NULL) {
+            unreserve_capacity(pool->up);
+            break;
+        }
         int err;
-        if (conn_open(pool, NULL, &err) == NULL || one_first)
+        if (conn_open(pool, ep, NULL, &err) == NULL || one_first)
             break;
         have++;
     }
@@ -752,6 +869,8 @@ static void trim_cb(tt_timer_t *t)
     }
     pool->prev_peak = pool->peak_busy;
     pool->peak_busy = pool->nbusy;
+    /* Removed endpoints whose last connection has closed since. */
+    tt_endpoint_set_reap(&pool->endpoints, NULL, NULL);
     tt_loop_timer_after(pool->loop, &pool->trim_timer, TRIM_INTERVAL_MS);
 }
 
@@ -837,6 +956,10 @@ static void try_hand_over(tt_pool_t *pool)
     tt_upconn_t *c = tt_container_of(tt_list_last(&pool->idle), tt_upconn_t, link);
     tt_list_remove(&c->link);
     pool->nidle--;
+    /* Endpoint objects are per worker: the adopter finds its own by the socket's peer. */
+    c->ep->nidle--;
+    c->ep->nconns--;
+    c->ep = NULL;
     /* It changes hands, not state: still open, still counted as idle. */
     c->_handoff_fd = c->io.fd;
     tt_io_stop(pool->loop, &c->io);
@@ -860,21 +983,26 @@ static void adopt_handoffs(tt_pool_t *pool)
         c->_handoff_fd = -1;
         tt_list_push_front(&pool->idle, &c->link);
         pool->nidle++;
+        c->ep = tt_pool_endpoint_of_socket(pool, fd);
+        if (c->ep != NULL) {
+            c->ep->nidle++;
+            c->ep->nconns++;
+        }
         if (tt_io_start(pool->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, conn_idle_cb) < 0) {
             close(fd);
             tt_conn_close(c, TT_CLOSE_ERROR);
             continue;
         }
         pool->stats.handed_over++;
-        if (pool->shutting_down) {
-            tt_conn_close(c, TT_CLOSE_SHUTDOWN);
+        if (pool->shutting_down || c->ep == NULL) {
+            tt_conn_close(c, c->ep == NULL ? TT_CLOSE_ENDPOINT_REMOVED : TT_CLOSE_SHUTDOWN);
             continue;
         }
         tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
         tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
     }
     while (!tt_list_empty(&pool->waiters)) {
-        tt_upconn_t *c = warmest_live_idle(pool);
+        tt_upconn_t *c = warmest_live_idle(pool, NULL);
         if (c == NULL || tt_list_empty(&pool->waiters)) /* a close may have served them */
             break;
         tt_pool_waiter_t *w = dequeue(pool);
@@ -885,6 +1013,8 @@ static void adopt_handoffs(tt_pool_t *pool)
 
 void tt_pool_on_wakeup(tt_pool_t *pool)
 {
+    if (!pool->shutting_down && tt_pool_endpoints_sync(pool))
+        replenish(pool); /* new endpoints get their share of min_idle */
     try_hand_over(pool);
     adopt_handoffs(pool);
     if (atomic_exchange_explicit(&pool->capacity_freed, 0, memory_order_acq_rel) &&

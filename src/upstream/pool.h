@@ -12,7 +12,9 @@
 #include "core/buf.h"
 #include "event/loop.h"
 #include "metrics/stats.h"
+#include "upstream/balancer.h"
 #include "upstream/conn.h"
+#include "upstream/endpoint.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -27,10 +29,16 @@ typedef enum {
     TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
     TT_POOL_TLS_FAILED,      /* TLS handshake failed or timed out */
     TT_POOL_SHUTDOWN,
+    TT_POOL_NO_ENDPOINTS, /* the upstream has no endpoint that can take a request */
 } tt_pool_result_t;
+
+/* Bound on the endpoints one request tries before its connect failure is final (the first one
+ * and connect_retries others). */
+#define TT_POOL_MAX_TRIES 9
 
 /* Why a new connection failed, for the client's error response. */
 typedef struct {
+    const char *endpoint; /* the endpoint that failed ("10.0.0.5:8080"); valid during the call */
     int errno_value;      /* CONNECT_FAILED, CONNECT_TIMEOUT */
     tt_tls_failure_t tls; /* TLS_FAILED */
     const char *detail;   /* TLS_FAILED: OpenSSL's words; valid during the callback only */
@@ -42,6 +50,8 @@ struct tt_pool_waiter {
     tt_pool_t *_pool;
     tt_upconn_t *_conn; /* the new connection being opened for this waiter */
     tt_msec_t _queued_at;
+    tt_endpoint_t *_tried[TT_POOL_MAX_TRIES]; /* endpoints whose connect failed for it */
+    uint8_t _ntried;
     /* Delivers a leased connection (result OK) or a failure (conn NULL; err says more for
      * CONNECT_FAILED, CONNECT_TIMEOUT and TLS_FAILED, else is NULL). Called from the event loop;
      * the waiter is no longer linked anywhere. */
@@ -67,6 +77,9 @@ struct tt_pool {
     unsigned connect_failures;  /* in a row, for that backoff */
     int shutting_down;
     tt_upstream_stats_t stats;
+    tt_endpoint_set_t endpoints; /* this worker's view of the upstream's endpoints */
+    tt_balancer_t balancer;
+    uint64_t ep_version; /* of the upstream's addresses last applied */
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
     _Atomic int64_t takeover_requested;
