@@ -32,6 +32,7 @@ typedef enum {
     F_DNS_REFRESH, /* ttl, off, or a duration */
     F_ENDPOINTS,   /* IP[:PORT], ... */
     F_RESOLVERS,   /* IP[:PORT], ... */
+    F_PERCENT,     /* 0..100, with or without a trailing % */
 } field_type_t;
 
 typedef struct {
@@ -92,6 +93,10 @@ static const field_t upstream_fields[] = {
     E("dns_empty", dns_empty, 0, dns_empty_names),
     E("balance", balance, 0, balance_names),
     U("connect_retries", F_INT, connect_retries, 2, 0, 8),
+    U("breaker_failures", F_INT, breaker_failures, 5, 0, 1000),
+    U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
+    U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
+    U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -557,6 +562,19 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
         if (tt_parse_duration_ms(value, &v) < 0)
             return "expected ttl, off or a duration (examples: 30s, 5m)";
         break;
+    case F_PERCENT: {
+        char num[24];
+        size_t len = strlen(value);
+        if (len > 0 && value[len - 1] == '%')
+            len--;
+        if (len == 0 || len >= sizeof(num))
+            return "expected a percentage (examples: 50%, 100)";
+        memcpy(num, value, len);
+        num[len] = '\0';
+        if (parse_int(num, &v) < 0)
+            return "expected a percentage (examples: 50%, 100)";
+        break;
+    }
     case F_ENDPOINTS: {
         tt_upstream_conf_t *u = base;
         return parse_endpoints(value, &u->endpoints, &u->nendpoints);
@@ -699,6 +717,12 @@ static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
     for (size_t i = 0; i < u->nendpoints; i++)
         if (port_of(&u->endpoints[i]) == 0)
             set_port(&u->endpoints[i], u->port);
+    if (u->breaker_cooldown > u->breaker_max_cooldown) {
+        fail(p, tt_conf_key_line(u, "breaker_cooldown"), "breaker_cooldown",
+             "%lldms exceeds breaker_max_cooldown %lldms in [upstream %s]",
+             (long long)u->breaker_cooldown, (long long)u->breaker_max_cooldown, u->name);
+        return -1;
+    }
     if (u->dns_min_ttl > u->dns_max_ttl) {
         fail(p, tt_conf_key_line(u, "dns_min_ttl"), "dns_min_ttl",
              "%lldms exceeds dns_max_ttl %lldms in [upstream %s]", (long long)u->dns_min_ttl,
@@ -934,6 +958,9 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
                 tt_buf_appendf(b, "%s = off\n", f->key);
             else
                 tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_PERCENT:
+            tt_buf_appendf(b, "%s = %lld%%\n", f->key, (long long)v);
             break;
         case F_INT:
         case F_SIZE:

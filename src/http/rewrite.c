@@ -183,21 +183,42 @@ const char *tt_http_reason(int status)
     }
 }
 
-void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, ...)
+static void write_error(tt_buf_t *out, int status, int close, unsigned retry_after_s,
+                        const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+
+static void write_error(tt_buf_t *out, int status, int close, unsigned retry_after_s,
+                        const char *fmt, va_list ap)
 {
-    char body[512];
+    char body[512], retry[40] = "";
     int n = snprintf(body, sizeof(body), "tether: ");
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(body + n, sizeof(body) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
     size_t len = TT_MIN((size_t)n + (size_t)(m < 0 ? 0 : m), sizeof(body) - 2);
     body[len++] = '\n';
+    if (retry_after_s > 0)
+        snprintf(retry, sizeof(retry), "Retry-After: %u\r\n", retry_after_s);
     tt_buf_appendf(out,
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\n%s\r\n",
-                   status, tt_http_reason(status), len, close ? "Connection: close\r\n" : "");
+                   "Content-Length: %zu\r\n%s%s\r\n",
+                   status, tt_http_reason(status), len, retry,
+                   close ? "Connection: close\r\n" : "");
     tt_buf_append(out, body, len);
+}
+
+void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_error(out, status, close, 0, fmt, ap);
+    va_end(ap);
+}
+
+void tt_http_write_error_retry(tt_buf_t *out, int status, int close, unsigned retry_after_s,
+                               const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_error(out, status, close, retry_after_s, fmt, ap);
+    va_end(ap);
 }
 
 int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *path)

@@ -38,6 +38,9 @@ void tt_http_write_response_head(tt_buf_t *out, const tt_http_head_t *h, const c
  * followed by the message and a newline. */
 void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same with "Retry-After: retry_after_s" (when not 0): when a retry can make sense. */
+void tt_http_write_error_retry(tt_buf_t *out, int status, int close, unsigned retry_after_s,
+                               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Standard reason phrase for a status code. */
 const char *tt_http_reason(int status);

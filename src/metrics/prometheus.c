@@ -366,6 +366,12 @@ static void emit_failovers(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
     sample_u(b, "tether_upstream_connect_failovers_total", l->up.data, u->stats.connect_failovers);
 }
 
+static void emit_ejections(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    tt_buf_appendf(b, "tether_ejections_total{%s,cause=\"connect\"} %" PRIu64 "\n", l->up.data,
+                   u->stats.ejections);
+}
+
 static void emit_endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     tt_buf_appendf(b, "tether_upstream_endpoints{%s,state=\"active\"} %" PRIu64 "\n", l->up.data,
@@ -478,6 +484,10 @@ static const struct {
      emit_endpoint_requests},
     {"tether_upstream_connect_failovers_total", "counter",
      "Failed connects tried again on another endpoint (connect_retries).", emit_failovers},
+    {"tether_ejections_total", "counter",
+     "Endpoints ejected by their circuit breaker, by cause (re-ejections after a failed trial "
+     "included).",
+     emit_ejections},
     {"tether_dns_lookups_total", "counter",
      "DNS lookups of the upstream's host, by result (ok, empty: NXDOMAIN or no address, error).",
      emit_dns_lookups},

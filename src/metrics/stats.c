@@ -9,6 +9,8 @@ const char *tt_reject_reason_name(tt_reject_reason_t r)
         return "queue_timeout";
     case TT_REJECT_NO_ENDPOINTS:
         return "no_endpoints";
+    case TT_REJECT_BREAKER_OPEN:
+        return "breaker_open";
     default:
         return "unknown";
     }

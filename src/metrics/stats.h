@@ -14,6 +14,7 @@ typedef enum {
     TT_REJECT_QUEUE_FULL,
     TT_REJECT_QUEUE_TIMEOUT,
     TT_REJECT_NO_ENDPOINTS,
+    TT_REJECT_BREAKER_OPEN,
     TT_REJECT__COUNT,
 } tt_reject_reason_t;
 
@@ -25,6 +26,7 @@ typedef struct {
     uint64_t requests_on_reused; /* requests sent on a connection that served one before */
     uint64_t retries;            /* stale-connection retries */
     uint64_t connect_failovers;  /* connects tried again on another endpoint */
+    uint64_t ejections;          /* endpoints ejected by their breaker (re-ejections included) */
     uint64_t conns_opened;       /* TCP connects started */
     uint64_t conns_closed[TT_CLOSE__COUNT];
     uint64_t rejected[TT_REJECT__COUNT];

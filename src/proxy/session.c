@@ -42,6 +42,7 @@ typedef struct tt_session {
     tt_upconn_t *conn;
     tt_pool_waiter_t waiter;
     char endpoint[TT_ADDR_STRLEN]; /* the endpoint of this exchange, once known */
+    uint32_t retry_after_s;        /* for the error response: Retry-After (0: none) */
     tt_buf_t *uout;                /* request head, plus the body kept for a safe retry */
     size_t uout_sent;
     size_t req_pending;  /* parsed request body bytes at the front of cin, not yet sent */
@@ -282,7 +283,7 @@ static void reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verd
     s->status = (uint16_t)status;
     s->generated = 1;
     size_t before = tt_buf_len(cout_of(s));
-    tt_http_write_error(s->cout, status, s->close_after, "%s", msg);
+    tt_http_write_error_retry(s->cout, status, s->close_after, s->retry_after_s, "%s", msg);
     if (!s->in_request) { /* refused while its head was read */
         s->in_request = 1;
         s->started_us = tt_clock_monotonic_us();
@@ -309,6 +310,7 @@ static void begin_request(tt_session_t *s)
     s->state = S_HEAD;
     s->up = NULL;
     s->endpoint[0] = '\0';
+    s->retry_after_s = 0;
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -365,6 +367,18 @@ static void reply_no_endpoints(tt_session_t *s)
         reply_error(s, 503, TT_CLOSE_ERROR, "upstream %s: no endpoints", conf->name);
 }
 
+/* Every endpoint is ejected: fail fast, and say when the next trial is due. */
+static void reply_breaker_open(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up));
+    s->retry_after_s = (uint32_t)((ms + 999) / 1000);
+    reply_error(s, 503, TT_CLOSE_ERROR,
+                "upstream %s: circuit breaker open: every endpoint failed %lld connects in a row; "
+                "next trial in %llums",
+                conf->name, (long long)conf->breaker_failures, (unsigned long long)ms);
+}
+
 static void acquire_conn(tt_session_t *s, int flags)
 {
     tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
@@ -389,6 +403,9 @@ static void acquire_conn(tt_session_t *s, int flags)
         return;
     case TT_POOL_NO_ENDPOINTS:
         reply_no_endpoints(s);
+        return;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         return;
     case TT_POOL_SHUTDOWN:
     default:
@@ -428,6 +445,9 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
         break;
     case TT_POOL_NO_ENDPOINTS:
         reply_no_endpoints(s);
+        break;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         break;
     default:
         reply_error(s, 503, TT_CLOSE_ERROR, "shutting down");

@@ -155,6 +155,10 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
         if (c->counted)
             ep->outstanding--;
         c->counted = 0;
+        /* A connect closed before its outcome (shutdown, endpoint removed) decides nothing. */
+        if (c->state == TT_CONN_CONNECTING && reason != TT_CLOSE_CONNECT_FAILED &&
+            reason != TT_CLOSE_TLS_FAILED)
+            tt_breaker_on_abandon(&ep->breaker);
     }
     tt_list_remove(&c->link);
     c->state = TT_CONN_CLOSED;
@@ -207,6 +211,7 @@ static tt_upconn_t *conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter
     c->pool = pool;
     c->ep = ep;
     ep->nconns++;
+    tt_breaker_on_attempt(&ep->breaker, tt_loop_now(pool->loop)); /* the trial, if half-open */
     if (w != NULL) { /* a request is waiting for it: it counts as that request's */
         c->counted = 1;
         ep->outstanding++;
@@ -429,6 +434,7 @@ static void conn_open_failed(tt_upconn_t *c, tt_close_reason_t reason, tt_pool_r
     c->waiter = NULL;
     if (w != NULL)
         w->_conn = NULL;
+    tt_pool_endpoint_failed(pool, ep, reason, err->errno_value);
     tt_conn_close(c, reason);
     if (w == NULL)
         return;
@@ -513,6 +519,7 @@ static void conn_established(tt_upconn_t *c)
     tt_pool_waiter_t *w = c->waiter;
     tt_loop_timer_stop(pool->loop, &c->timer);
     pool->connect_failures = 0;
+    tt_pool_endpoint_succeeded(pool, c->ep);
     if (w != NULL) {
         w->_conn = NULL;
         lease(pool, c);
@@ -706,6 +713,17 @@ static int connect_elsewhere(tt_pool_t *pool, tt_pool_waiter_t *w, tt_endpoint_t
     return 0;
 }
 
+/* Why no endpoint can take a request: none at all, or every one ejected. Counted. */
+static tt_pool_result_t no_endpoint(tt_pool_t *pool)
+{
+    if (pool->endpoints.nactive == 0) {
+        pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
+        return TT_POOL_NO_ENDPOINTS;
+    }
+    pool->stats.rejected[TT_REJECT_BREAKER_OPEN]++;
+    return TT_POOL_BREAKER_OPEN;
+}
+
 tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
                                  tt_upconn_t **conn)
 {
@@ -716,10 +734,8 @@ tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags
     if (pool->shutting_down)
         return TT_POOL_SHUTDOWN;
     tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, NULL, 0);
-    if (ep == NULL) {
-        pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
-        return TT_POOL_NO_ENDPOINTS;
-    }
+    if (ep == NULL)
+        return no_endpoint(pool);
     tt_upconn_t *c = NULL;
     if (!(flags & TT_ACQUIRE_FRESH) && (c = warmest_live_idle(pool, ep)) != NULL) {
         lease(pool, c);
@@ -808,8 +824,7 @@ static void service_waiters(tt_pool_t *pool)
         tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
         if (ep == NULL) {
             unreserve_capacity(pool->up);
-            pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
-            w->cb(w, NULL, TT_POOL_NO_ENDPOINTS, NULL);
+            w->cb(w, NULL, no_endpoint(pool), NULL);
             continue;
         }
         int err;

@@ -29,7 +29,8 @@ typedef enum {
     TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
     TT_POOL_TLS_FAILED,      /* TLS handshake failed or timed out */
     TT_POOL_SHUTDOWN,
-    TT_POOL_NO_ENDPOINTS, /* the upstream has no endpoint that can take a request */
+    TT_POOL_NO_ENDPOINTS, /* the upstream has no endpoint at all */
+    TT_POOL_BREAKER_OPEN, /* every endpoint is ejected (breaker open or its trial out) */
 } tt_pool_result_t;
 
 /* Bound on the endpoints one request tries before its connect failure is final (the first one
@@ -79,6 +80,7 @@ struct tt_pool {
     tt_upstream_stats_t stats;
     tt_endpoint_set_t endpoints; /* this worker's view of the upstream's endpoints */
     tt_balancer_t balancer;
+    tt_breaker_conf_t breaker;
     uint64_t ep_version; /* of the upstream's addresses last applied */
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
@@ -121,6 +123,10 @@ void tt_pool_shutdown(tt_pool_t *pool);
 /* Handles requests from other workers (hand over an idle connection, adopt one handed over,
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
+
+/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for a
+ * Retry-After. */
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
 typedef struct {

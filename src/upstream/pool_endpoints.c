@@ -3,12 +3,19 @@
 #include "core/invariant.h"
 #include "core/log.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 void tt_pool_endpoints_init(tt_pool_t *pool)
 {
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    pool->breaker = (tt_breaker_conf_t){
+        .failures = (unsigned)conf->breaker_failures,
+        .cooldown = (tt_msec_t)conf->breaker_cooldown,
+        .max_cooldown = (tt_msec_t)conf->breaker_max_cooldown,
+    };
     tt_endpoint_set_init(&pool->endpoints);
     /* Seeded per worker and upstream: workers do not draw the same endpoints in step. */
     tt_balancer_init(&pool->balancer, (tt_balance_t)pool->up->conf->balance,
@@ -108,6 +115,59 @@ tt_endpoint_t *tt_pool_endpoint_of_socket(tt_pool_t *pool, int fd)
         return NULL;
     tt_endpoint_t *ep = tt_endpoint_set_find(&pool->endpoints, &peer);
     return ep != NULL && ep->state == TT_ENDPOINT_ACTIVE ? ep : NULL;
+}
+
+static size_t count_ejected(tt_pool_t *pool, tt_msec_t now)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < pool->endpoints.n; i++) {
+        tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, i);
+        n += ep->state == TT_ENDPOINT_ACTIVE &&
+             tt_breaker_state(&ep->breaker, now) != TT_BREAKER_CLOSED;
+    }
+    return n;
+}
+
+void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason, int err)
+{
+    tt_msec_t now = tt_loop_now(pool->loop);
+    int may = tt_breaker_may_eject(pool->endpoints.nactive, count_ejected(pool, now),
+                                   (unsigned)pool->up->conf->max_ejected);
+    int retrial = tt_breaker_state(&ep->breaker, now) == TT_BREAKER_HALF_OPEN;
+    if (!tt_breaker_on_failure(&ep->breaker, &pool->breaker, now, may))
+        return;
+    pool->stats.ejections++;
+    tt_msec_t cooldown = tt_breaker_open_until(&ep->breaker) - now;
+    const char *why = reason == TT_CLOSE_TLS_FAILED ? "TLS handshake failed"
+                      : err == ETIMEDOUT            ? "connect timed out"
+                                                    : strerror(err);
+    if (retrial)
+        tt_warn("upstream %s: endpoint %s still failing (trial connect: %s); ejected again for "
+                "%llums (worker %zu)",
+                pool->up->conf->name, ep->name, why, (unsigned long long)cooldown, pool->worker);
+    else
+        tt_warn("upstream %s: endpoint %s ejected for %llums: %u connects in a row failed (%s) "
+                "(worker %zu)",
+                pool->up->conf->name, ep->name, (unsigned long long)cooldown,
+                pool->breaker.failures, why, pool->worker);
+}
+
+void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep)
+{
+    if (tt_breaker_on_success(&ep->breaker, &pool->breaker, tt_loop_now(pool->loop)))
+        tt_info("upstream %s: endpoint %s back: its trial connect succeeded (worker %zu)",
+                pool->up->conf->name, ep->name, pool->worker);
+}
+
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool)
+{
+    tt_msec_t now = tt_loop_now(pool->loop), next = TT_TIME_NEVER;
+    for (size_t i = 0; i < pool->endpoints.n; i++) {
+        tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, i);
+        if (ep->state == TT_ENDPOINT_ACTIVE)
+            next = TT_MIN(next, tt_breaker_open_until(&ep->breaker));
+    }
+    return next == TT_TIME_NEVER || next <= now ? 1 : next - now;
 }
 
 void tt_pool_endpoint_counts(const tt_pool_t *pool, size_t *active, size_t *draining)

@@ -228,3 +228,79 @@ def test_dns_empty_clear_empties_the_set(three, start_tetherd, dns):
     dns.mode = "nxdomain"
     wait_for(lambda: fetch(tetherd.port).status == 503, 5, "the set to empty")
     assert_tether_error(fetch(tetherd.port), 503, "no endpoints")
+
+
+def metric(admin, name, **labels):
+    """The value of one series from /metrics (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in fetch(admin, "GET", "/metrics").text.splitlines():
+        if line.startswith(name + "{") and want in line:
+            return float(line.split()[-1])
+    return 0
+
+
+def test_refusing_endpoint_is_ejected(three, start_tetherd):
+    """After breaker_failures refused connects in a row an endpoint is ejected: no further
+    connect goes to it during the cooldown, and clients never notice (failover)."""
+    port, ups = three
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS + ("127.0.0.5",))
+    tetherd = start_tetherd(config(
+        listen, f"http://127.0.0.1:{port}",
+        f"endpoints = {endpoints}\nbalance = round_robin\nmax_idle = 0\nbreaker_failures = 3\n"
+        "breaker_cooldown = 30s\nbreaker_max_cooldown = 60s",
+        f"admin = 127.0.0.1:{admin}"))
+    statuses = collections.Counter(fetch(tetherd.port).status for _ in range(60))
+    assert statuses == {200: 60}, statuses
+    assert metric(admin, "tether_upstream_connections_closed_total", reason="connect_failed") == 3
+    assert metric(admin, "tether_ejections_total") == 1
+    assert metric(admin, "tether_upstream_connect_failovers_total") == 3
+    assert f"endpoint 127.0.0.5:{port} ejected for 30000ms: 3 connects in a row failed" \
+        in tetherd.log()
+
+
+def test_all_endpoints_ejected_fail_fast_then_recover(start_upstream, start_tetherd):
+    """A single endpoint that refuses: after breaker_failures failures requests get 503 at once
+    with Retry-After, a failed trial doubles the cooldown, and once the endpoint listens again
+    the next trial brings it back."""
+    port = common_port()
+    listen, admin = free_port(), free_port()
+    tetherd = start_tetherd(config(
+        listen, f"http://127.0.0.2:{port}",
+        "connect_retries = 0\nbreaker_failures = 2\nbreaker_cooldown = 1s\n"
+        "breaker_max_cooldown = 8s\nmin_idle = 0", f"admin = 127.0.0.1:{admin}"))
+    for _ in range(2):
+        assert_tether_error(fetch(tetherd.port), 502, "connect failed")
+    started = time.monotonic()
+    resp = fetch(tetherd.port)
+    elapsed = time.monotonic() - started
+    assert_tether_error(resp, 503, "circuit breaker open")
+    assert resp.header("Retry-After") == "1", resp
+    assert elapsed < 0.5, elapsed  # no connect attempt (the failure value is a connect + 502)
+    time.sleep(1.1)
+    assert_tether_error(fetch(tetherd.port), 502, "connect failed")  # the trial
+    resp = fetch(tetherd.port)
+    assert_tether_error(resp, 503, "circuit breaker open")
+    assert resp.header("Retry-After") == "2", resp  # doubled
+    assert metric(admin, "tether_upstream_rejected_total", reason="breaker_open") == 2
+    start_upstream("--host", "127.0.0.2", "--port", port, "--name", "back")
+    time.sleep(2.1)
+    resp = fetch(tetherd.port)
+    assert resp.status == 200 and resp.header("X-Upstream-Name") == "back", resp
+    assert "back: its trial connect succeeded" in tetherd.log()
+
+
+def test_max_ejected_keeps_half_the_endpoints_in(start_tetherd):
+    """Two endpoints, both refusing, max_ejected = 50%: only one is ejected, so the upstream is
+    never emptied by the breaker alone (clients see 502, not 503)."""
+    port = common_port()
+    listen, admin = free_port(), free_port()
+    tetherd = start_tetherd(config(
+        listen, f"http://127.0.0.1:{port}",
+        f"endpoints = 127.0.0.2:{port}, 127.0.0.3:{port}\nbreaker_failures = 1\n"
+        "breaker_cooldown = 30s\nbreaker_max_cooldown = 30s\nmax_ejected = 50%",
+        f"admin = 127.0.0.1:{admin}"))
+    statuses = collections.Counter(fetch(tetherd.port).status for _ in range(10))
+    assert statuses == {502: 10}, statuses
+    assert metric(admin, "tether_ejections_total") == 1
+    assert tetherd.log().count("ejected for") == 1

@@ -119,6 +119,10 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "dns_empty = clear\n"
                            "balance = round_robin\n"
                            "connect_retries = 1\n"
+                           "breaker_failures = 3\n"
+                           "breaker_cooldown = 2s\n"
+                           "breaker_max_cooldown = 30s\n"
+                           "max_ejected = 34%\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
@@ -246,6 +250,10 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->dns_empty, 1);
     assert_int_equal(u->balance, 1);
     assert_int_equal(u->connect_retries, 1);
+    assert_int_equal(u->breaker_failures, 3);
+    assert_int_equal(u->breaker_cooldown, 2000);
+    assert_int_equal(u->breaker_max_cooldown, 30000);
+    assert_int_equal(u->max_ejected, 34);
     assert_int_equal(c->nresolvers, 2);
     assert_addr(&c->resolvers[0], "127.0.0.1:5353");
     assert_addr(&c->resolvers[1], "[::1]:53");
@@ -315,6 +323,10 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->dns_empty, 0); /* keep */
     assert_int_equal(u->balance, 0);   /* least_request */
     assert_int_equal(u->connect_retries, 2);
+    assert_int_equal(u->breaker_failures, 5);
+    assert_int_equal(u->breaker_cooldown, 5000);
+    assert_int_equal(u->breaker_max_cooldown, 60000);
+    assert_int_equal(u->max_ejected, 50);
     assert_int_equal(c->nresolvers, 0);
     /* hosts defaults to the url's authority (whether the bare host is added too is open). */
     int authority = 0;
@@ -460,6 +472,10 @@ static const bad_t bad[] = {
      5, "dns_min_ttl", "exceeds dns_max_ttl"},
     {"bad dns_empty", UP_A "dns_empty = drop\n", 4, "dns_empty", "keep or clear"},
     {"bad balance", UP_A "balance = leastconn\n", 4, "balance", "least_request, round_robin"},
+    {"bad max_ejected", UP_A "max_ejected = half\n", 4, "max_ejected", "percentage"},
+    {"max_ejected over 100", UP_A "max_ejected = 150%\n", 4, "max_ejected", "out of range"},
+    {"cooldown over max", UP_A "breaker_max_cooldown = 1s\nbreaker_cooldown = 2s\n", 5,
+     "breaker_cooldown", "exceeds breaker_max_cooldown"},
     {"connect_retries too high", UP_A "connect_retries = 100\n", 4, "connect_retries",
      "out of range"},
     {"resolver with a name", "[tether]\nresolver = dns.internal\n" UP_A, 2, "resolver",

@@ -381,6 +381,14 @@ static void test_write_error(void **state)
     tt_buf_consume(f.out, 25);
     tt_buf_compact(f.out);
     check_error_response(&f, 504, 1, "tether: timeout\n");
+
+    /* With Retry-After, for a fast failure that a later retry may get past. */
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error_retry(f.out, 503, 0, 7, "breaker open");
+    tt_buf_append(f.out, "", 1);
+    assert_non_null(strstr(tt_buf_rptr(f.out), "\r\nRetry-After: 7\r\n"));
+    f.out->wpos--;
+    check_error_response(&f, 503, 0, "tether: breaker open\n");
     fx_done(&f);
 }
 
