@@ -48,9 +48,9 @@ typedef struct {
     int64_t dns_refresh; /* ms, TT_DNS_REFRESH_BY_TTL, or 0: off (always 0 for literals) */
     int64_t dns_min_ttl;
     int64_t dns_max_ttl;
-    int64_t dns_empty;       /* tt_dns_empty_t: 0 keep, 1 clear */
-    int64_t balance;         /* tt_balance_t */
-    int64_t connect_retries; /* other endpoints tried after a failed connect */
+    int64_t dns_empty;            /* tt_dns_empty_t: 0 keep, 1 clear */
+    int64_t balance;              /* tt_balance_t */
+    int64_t connect_retries;      /* other endpoints tried after a failed connect */
     int64_t breaker_failures;     /* failed connects in a row that eject an endpoint; 0: off */
     int64_t breaker_cooldown;     /* ms */
     int64_t breaker_max_cooldown; /* ms */
