@@ -2,6 +2,7 @@
 
 #include "core/buf.h"
 #include "core/invariant.h"
+#include "health/check.h"
 #include "net/dns.h"
 
 #include <arpa/inet.h>
@@ -33,6 +34,8 @@ typedef enum {
     F_ENDPOINTS,   /* IP[:PORT], ... */
     F_RESOLVERS,   /* IP[:PORT], ... */
     F_PERCENT,     /* 0..100, with or without a trailing % */
+    F_REQLINE,     /* "METHOD TARGET" or off, kept as text (NULL: off) */
+    F_STATUSES,    /* "200-399,404", kept as text */
 } field_type_t;
 
 typedef struct {
@@ -97,6 +100,10 @@ static const field_t upstream_fields[] = {
     U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
     U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
     U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
+    U("probe", F_REQLINE, probe, 0, 0, 0),
+    U("probe_interval", F_DURATION, probe_interval, 10000, 100, 3600000),
+    U("probe_timeout", F_DURATION, probe_timeout, 1000, 10, 60000),
+    U("probe_expect", F_STATUSES, probe_expect, 0, 0, 0),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -126,7 +133,7 @@ _Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line
 static int is_scalar(field_type_t t)
 {
     return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING &&
-           t != F_ENDPOINTS && t != F_RESOLVERS;
+           t != F_ENDPOINTS && t != F_RESOLVERS && t != F_REQLINE && t != F_STATUSES;
 }
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -541,6 +548,24 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     case F_STRING:
         *(char **)slot = tt_strdup(value);
         return NULL;
+    case F_REQLINE: {
+        tt_request_line_t rl;
+        const char *why;
+        if (strcasecmp(value, "off") == 0)
+            return NULL;
+        if (tt_request_line_parse(value, &rl, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
+    case F_STATUSES: {
+        tt_status_set_t set;
+        const char *why;
+        if (tt_status_set_parse(value, &set, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
     case F_ENUM:
         for (int64_t i = 0; f->names[i] != NULL; i++) {
             if (strcmp(value, f->names[i]) == 0) {
@@ -872,6 +897,8 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->tls_cert);
         free(u->tls_key);
         free(u->endpoints);
+        free(u->probe);
+        free(u->probe_expect);
     }
     free(conf->upstreams);
     free(conf->access_log);
@@ -918,8 +945,12 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
             tt_buf_appendf(b, "\n");
             break;
         }
+        case F_REQLINE:
+            tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p ? *(char *const *)p : "off");
+            break;
         case F_PATH:
         case F_STRING:
+        case F_STATUSES:
             if (*(char *const *)p != NULL)
                 tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;

@@ -55,6 +55,10 @@ typedef struct {
     int64_t breaker_cooldown;     /* ms */
     int64_t breaker_max_cooldown; /* ms */
     int64_t max_ejected;          /* percent of the endpoints */
+    char *probe;                  /* request line of idle-connection probes; NULL: off */
+    int64_t probe_interval;
+    int64_t probe_timeout;
+    char *probe_expect; /* status set; NULL: any status */
 
     int64_t max_connections;
     int64_t max_idle;

@@ -372,6 +372,13 @@ static void emit_ejections(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
                    u->stats.ejections);
 }
 
+static void emit_probes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    for (int r = 0; r < TT_PROBE_RESULTS; r++)
+        tt_buf_appendf(b, "tether_probes_total{%s,result=\"%s\"} %" PRIu64 "\n", l->up.data,
+                       tt_probe_result_name((tt_probe_result_t)r), u->stats.probes[r]);
+}
+
 static void emit_endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     tt_buf_appendf(b, "tether_upstream_endpoints{%s,state=\"active\"} %" PRIu64 "\n", l->up.data,
@@ -484,6 +491,9 @@ static const struct {
      emit_endpoint_requests},
     {"tether_upstream_connect_failovers_total", "counter",
      "Failed connects tried again on another endpoint (connect_retries).", emit_failovers},
+    {"tether_probes_total", "counter",
+     "Probes of idle upstream connections, by result (anything but ok closed the connection).",
+     emit_probes},
     {"tether_ejections_total", "counter",
      "Endpoints ejected by their circuit breaker, by cause (re-ejections after a failed trial "
      "included).",

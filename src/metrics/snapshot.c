@@ -36,6 +36,8 @@ void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
     dst->retries += src->retries;
     dst->connect_failovers += src->connect_failovers;
     dst->ejections += src->ejections;
+    for (size_t i = 0; i < TT_PROBE_RESULTS; i++)
+        dst->probes[i] += src->probes[i];
     dst->conns_opened += src->conns_opened;
     for (size_t i = 0; i < TT_CLOSE__COUNT; i++)
         dst->conns_closed[i] += src->conns_closed[i];

@@ -4,6 +4,7 @@
 #ifndef TT_METRICS_STATS_H
 #define TT_METRICS_STATS_H
 
+#include "health/probe.h"
 #include "metrics/histogram.h"
 #include "net/tls_failure.h"
 #include "upstream/close_reason.h"
@@ -27,7 +28,8 @@ typedef struct {
     uint64_t retries;            /* stale-connection retries */
     uint64_t connect_failovers;  /* connects tried again on another endpoint */
     uint64_t ejections;          /* endpoints ejected by their breaker (re-ejections included) */
-    uint64_t conns_opened;       /* TCP connects started */
+    uint64_t probes[TT_PROBE_RESULTS]; /* probes of idle connections, by result */
+    uint64_t conns_opened;             /* TCP connects started */
     uint64_t conns_closed[TT_CLOSE__COUNT];
     uint64_t rejected[TT_REJECT__COUNT];
     uint64_t queued;

@@ -137,11 +137,13 @@ static void add_row(const tt_upconn_t *c, void *arg)
     snprintf(r->endpoint, sizeof(r->endpoint), "%s", c->ep != NULL ? c->ep->name : "?");
     r->worker = (uint32_t)pw->worker;
     r->id = c->id;
-    r->state = c->state == TT_CONN_IDLE         ? TT_ROW_IDLE
-               : c->state == TT_CONN_CONNECTING ? TT_ROW_CONNECTING
-                                                : TT_ROW_ACTIVE;
+    r->state = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING ? TT_ROW_IDLE
+               : c->state == TT_CONN_CONNECTING                        ? TT_ROW_CONNECTING
+                                                                       : TT_ROW_ACTIVE;
     r->age_ms = pw->now - c->created_at;
-    r->idle_ms = c->state == TT_CONN_IDLE ? (int64_t)(pw->now - c->idle_since) : -1;
+    r->idle_ms = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING
+                     ? (int64_t)(pw->now - c->idle_since)
+                     : -1;
     r->requests = c->requests;
     r->socket_mem_bytes = tt_conn_socket_memory(c);
 }

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "health/probe.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
 #include "upstream/endpoint.h"
@@ -21,7 +22,15 @@ typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
 typedef struct tt_upconn tt_upconn_t;
 
-typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED } tt_conn_state_t;
+/* PROBING: an idle connection whose probe is out (health/probe.h): off the idle list, so no
+ * request takes it, and back to IDLE with its idle clock unchanged when the answer is good. */
+typedef enum {
+    TT_CONN_CONNECTING,
+    TT_CONN_ACTIVE,
+    TT_CONN_IDLE,
+    TT_CONN_PROBING,
+    TT_CONN_CLOSED
+} tt_conn_state_t;
 
 /* Pseudo-events delivered to the handler by the lease timer (outside the epoll bit range). */
 #define TT_CONN_EV_LEASE_WARN    (1u << 28)
@@ -41,6 +50,8 @@ struct tt_upconn {
     tt_msec_t retire_at;  /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
     tt_msec_t idle_since; /* when it last became idle */
     tt_msec_t leased_at;
+    tt_msec_t probed_at;      /* last probe sent since it went idle (0: none) */
+    tt_probe_t *probe;        /* while PROBING */
     uint64_t requests;        /* requests started on it */
     tt_timer_t timer;         /* connect timeout, or idle expiry */
     tt_buf_t *in;             /* bytes from the upstream; only while leased */

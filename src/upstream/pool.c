@@ -14,6 +14,10 @@
 #define TRIM_INTERVAL_MS 5000
 
 static void conn_connect_cb(tt_io_t *io, uint32_t events);
+static void probe_start(tt_pool_t *pool, tt_upconn_t *c);
+static void probe_finish(tt_pool_t *pool, tt_upconn_t *c, tt_probe_result_t result);
+static void arm_idle_timer(tt_pool_t *pool, tt_upconn_t *c);
+static tt_pool_waiter_t *dequeue(tt_pool_t *pool);
 static void conn_idle_cb(tt_io_t *io, uint32_t events);
 static void conn_timer_cb(tt_timer_t *t);
 static void conn_io_cb(tt_io_t *io, uint32_t events);
@@ -170,6 +174,11 @@ void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason)
     tt_loop_timer_stop(pool->loop, &c->timer);
     tt_buf_release(pool->bufs, c->in);
     c->in = NULL;
+    if (c->probe != NULL) {
+        tt_probe_end(c->probe);
+        free(c->probe);
+        c->probe = NULL;
+    }
     tt_msec_t age = tt_loop_now(pool->loop) - c->created_at;
     pool->stats.conns_closed[reason]++;
     tt_hist_record(&pool->stats.conn_age_ms, age);
@@ -354,9 +363,29 @@ static tt_upconn_t *warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep)
     return NULL;
 }
 
+/* When an idle connection must close: its idle expiry or its lifetime, whichever is first. */
+static tt_msec_t idle_deadline(tt_pool_t *pool, const tt_upconn_t *c)
+{
+    return TT_MIN(c->idle_since + tt_upstream_idle_timeout(pool->up), c->retire_at);
+}
+
+/* The next probe, if probes are on and one can finish before the idle deadline. */
+static tt_msec_t next_probe(tt_pool_t *pool, const tt_upconn_t *c)
+{
+    if (pool->up->probe == NULL)
+        return TT_TIME_NEVER;
+    return tt_probe_next(pool->up->probe, c->idle_since, c->probed_at, idle_deadline(pool, c));
+}
+
+/* Arms an idle connection's timer for its next probe or its idle deadline. */
+static void arm_idle_timer(tt_pool_t *pool, tt_upconn_t *c)
+{
+    tt_timer_start(tt_loop_timers(pool->loop), &c->timer,
+                   TT_MIN(idle_deadline(pool, c), next_probe(pool, c)));
+}
+
 static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
 {
-    tt_upstream_t *up = pool->up;
     tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_remove(&c->link);
     pool->nbusy--;
@@ -376,8 +405,8 @@ static void make_idle(tt_pool_t *pool, tt_upconn_t *c)
     c->tls_read_wants_write = c->tls_write_wants_read = 0;
     if (c->tls != NULL)
         tt_tls_release_buffers(c->tls);
-    tt_msec_t expire = now + tt_upstream_idle_timeout(up);
-    tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
+    c->probed_at = 0;
+    arm_idle_timer(pool, c);
     c->io.cb = conn_idle_cb;
     tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
     try_hand_over(pool);
@@ -564,6 +593,107 @@ static void conn_idle_cb(tt_io_t *io, uint32_t events)
     tt_conn_close(c, TT_CLOSE_PEER_CLOSED);
 }
 
+/* ---- probes of idle connections (health/probe.h) ----------------------------------------- */
+
+/* The probe's answer is in (or it failed): back to the idle list with its idle clock unchanged,
+ * or closed. A request queued meanwhile takes it at once. */
+static void probe_finish(tt_pool_t *pool, tt_upconn_t *c, tt_probe_result_t result)
+{
+    pool->stats.probes[result]++;
+    tt_probe_end(c->probe);
+    free(c->probe);
+    c->probe = NULL;
+    tt_buf_release(pool->bufs, c->in);
+    c->in = NULL;
+    if (result != TT_PROBE_OK) {
+        tt_debug("upstream %s: connection %llu to %s: probe failed (%s)", pool->up->conf->name,
+                 (unsigned long long)c->id, c->ep->name, tt_probe_result_name(result));
+        tt_conn_close(c, TT_CLOSE_PROBE_FAILED);
+        return;
+    }
+    if (pool->shutting_down || c->ep->state == TT_ENDPOINT_DRAINING) {
+        tt_conn_close(c, pool->shutting_down ? TT_CLOSE_SHUTDOWN : TT_CLOSE_ENDPOINT_REMOVED);
+        return;
+    }
+    if (!tt_list_empty(&pool->waiters)) {
+        tt_pool_waiter_t *w = dequeue(pool);
+        c->state = TT_CONN_ACTIVE;
+        lease(pool, c);
+        w->cb(w, c, TT_POOL_OK, NULL);
+        return;
+    }
+    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+    if (idle >= pool->up->conf->max_idle) {
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        tt_conn_close(c, TT_CLOSE_POOL_FULL);
+        return;
+    }
+    tt_list_remove(&c->link);
+    pool->nbusy--;
+    tt_list_push_front(&pool->idle, &c->link);
+    pool->nidle++;
+    c->ep->nidle++;
+    c->state = TT_CONN_IDLE;
+    if (c->tls != NULL)
+        tt_tls_release_buffers(c->tls);
+    c->io.cb = conn_idle_cb;
+    tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+    arm_idle_timer(pool, c);
+}
+
+static void conn_probe_cb(tt_io_t *io, uint32_t events)
+{
+    tt_upconn_t *c = conn_of_io(io);
+    tt_pool_t *pool = c->pool;
+    uint8_t readable = 1;
+    while (readable) {
+        ssize_t n = tt_conn_read(c, c->in, &readable);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            probe_finish(pool, c, tt_probe_closed(c->probe));
+            return;
+        }
+        if (n < 0)
+            return;
+        tt_probe_result_t result;
+        int decided = tt_probe_feed(c->probe, tt_buf_rptr(c->in), (size_t)n, &result);
+        c->in->rpos = c->in->wpos = 0; /* the judge keeps what it needs */
+        if (decided) {
+            probe_finish(pool, c, result);
+            return;
+        }
+    }
+}
+
+/* Sends a probe on an idle connection, taking it off the idle list meanwhile. */
+static void probe_start(tt_pool_t *pool, tt_upconn_t *c)
+{
+    tt_upstream_t *up = pool->up;
+    tt_msec_t now = tt_loop_now(pool->loop);
+    tt_list_remove(&c->link);
+    pool->nidle--;
+    c->ep->nidle--;
+    atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
+    tt_list_push_back(&pool->busy, &c->link);
+    pool->nbusy++;
+    c->state = TT_CONN_PROBING;
+    c->probed_at = now;
+    c->in = tt_buf_acquire(pool->bufs);
+    c->probe = tt_malloc(sizeof(*c->probe));
+    tt_buf_t req = {0};
+    tt_probe_begin(c->probe, up->probe, up->host_header, now, &req);
+    /* A few dozen bytes on an idle socket: they fit in its send buffer, or the path is bad. */
+    ssize_t sent = tt_conn_send(c, req.data, req.wpos);
+    int complete = sent == (ssize_t)req.wpos;
+    free(req.data);
+    if (!complete) {
+        probe_finish(pool, c, TT_PROBE_CLOSED);
+        return;
+    }
+    c->io.cb = conn_probe_cb;
+    tt_io_set_events(pool->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+    tt_timer_start(tt_loop_timers(pool->loop), &c->timer, c->probe->deadline);
+}
+
 static void conn_timer_cb(tt_timer_t *t)
 {
     tt_upconn_t *c = tt_container_of(t, tt_upconn_t, timer);
@@ -581,9 +711,17 @@ static void conn_timer_cb(tt_timer_t *t)
         conn_open_failed(c, TT_CLOSE_CONNECT_FAILED, TT_POOL_CONNECT_TIMEOUT,
                          &(tt_pool_error_t){.errno_value = ETIMEDOUT});
         return;
-    case TT_CONN_IDLE:
-        tt_conn_close(c, tt_loop_now(pool->loop) >= c->retire_at ? TT_CLOSE_LIFETIME
-                                                                 : TT_CLOSE_IDLE_EXPIRED);
+    case TT_CONN_IDLE: {
+        tt_msec_t now = tt_loop_now(pool->loop);
+        if (now < idle_deadline(pool, c) && now >= next_probe(pool, c)) {
+            probe_start(pool, c);
+            return;
+        }
+        tt_conn_close(c, now >= c->retire_at ? TT_CLOSE_LIFETIME : TT_CLOSE_IDLE_EXPIRED);
+        return;
+    }
+    case TT_CONN_PROBING:
+        probe_finish(pool, c, TT_PROBE_TIMEOUT);
         return;
     case TT_CONN_ACTIVE: {
         if (c->handler == NULL)
@@ -933,7 +1071,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
     tt_list_foreach_safe(l, tmp, &pool->busy)
     {
         tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
-        if (c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+        if ((c->state == TT_CONN_CONNECTING && c->waiter == NULL) || c->state == TT_CONN_PROBING)
             tt_conn_close(c, TT_CLOSE_SHUTDOWN);
     }
 }
@@ -1013,8 +1151,7 @@ static void adopt_handoffs(tt_pool_t *pool)
             tt_conn_close(c, c->ep == NULL ? TT_CLOSE_ENDPOINT_REMOVED : TT_CLOSE_SHUTDOWN);
             continue;
         }
-        tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
-        tt_timer_start(tt_loop_timers(pool->loop), &c->timer, TT_MIN(expire, c->retire_at));
+        arm_idle_timer(pool, c);
     }
     while (!tt_list_empty(&pool->waiters)) {
         tt_upconn_t *c = warmest_live_idle(pool, NULL);
@@ -1065,7 +1202,7 @@ static void add_gauges(const tt_upconn_t *c, void *arg)
 {
     gauge_walk_t *walk = arg;
     tt_pool_gauges_t *g = walk->g;
-    if (c->state == TT_CONN_IDLE)
+    if (c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING)
         g->idle++;
     else if (c->state == TT_CONN_CONNECTING)
         g->connecting++;

@@ -44,7 +44,8 @@ static void drain_endpoint(tt_pool_t *pool, tt_endpoint_t *ep)
     tt_list_foreach_safe(l, tmp, &pool->busy)
     {
         tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
-        if (c->ep == ep && c->state == TT_CONN_CONNECTING && c->waiter == NULL)
+        if (c->ep == ep &&
+            ((c->state == TT_CONN_CONNECTING && c->waiter == NULL) || c->state == TT_CONN_PROBING))
             tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
     }
 }

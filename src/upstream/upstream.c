@@ -116,6 +116,16 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
         pthread_mutex_destroy(&up->ep_lock);
         return -1;
     }
+    if (conf->probe != NULL) {
+        /* Validated when the configuration was read. */
+        const char *why;
+        up->probe = tt_calloc(1, sizeof(*up->probe));
+        tt_request_line_parse(conf->probe, &up->probe->line, &why);
+        if (conf->probe_expect != NULL)
+            tt_status_set_parse(conf->probe_expect, &up->probe->expect, &why);
+        up->probe->interval = (tt_msec_t)conf->probe_interval;
+        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
+    }
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
@@ -129,6 +139,8 @@ void tt_upstream_destroy(tt_upstream_t *up)
     up->pools = NULL;
     free(up->ep_addrs);
     up->ep_addrs = NULL;
+    free(up->probe);
+    up->probe = NULL;
     pthread_mutex_destroy(&up->ep_lock);
 }
 

@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "core/clock.h"
 #include "event/sock.h"
+#include "health/probe.h"
 #include "net/tls.h"
 
 #include <pthread.h>
@@ -24,7 +25,8 @@ typedef struct tt_upstream {
     char addr_str[TT_ADDR_STRLEN]; /* the url's authority, "host:port" (cut if long), for logs */
     char host_header[300];         /* Host sent on dedicated ports: "host" or "host:port" */
     tt_sockopts_t sockopts;
-    tt_tls_client_t *tls; /* NULL for http:// */
+    tt_tls_client_t *tls;   /* NULL for http:// */
+    tt_probe_conf_t *probe; /* probes of idle connections; NULL: off */
 
     _Atomic int64_t nconns;      /* connecting + active + idle, all workers */
     _Atomic int64_t nidle;       /* idle, all workers */

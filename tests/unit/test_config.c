@@ -123,6 +123,10 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "breaker_cooldown = 2s\n"
                            "breaker_max_cooldown = 30s\n"
                            "max_ejected = 34%\n"
+                           "probe = OPTIONS *\n"
+                           "probe_interval = 5s\n"
+                           "probe_timeout = 500ms\n"
+                           "probe_expect = 200-299, 405\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
@@ -254,6 +258,10 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->breaker_cooldown, 2000);
     assert_int_equal(u->breaker_max_cooldown, 30000);
     assert_int_equal(u->max_ejected, 34);
+    assert_string_equal(u->probe, "OPTIONS *");
+    assert_int_equal(u->probe_interval, 5000);
+    assert_int_equal(u->probe_timeout, 500);
+    assert_string_equal(u->probe_expect, "200-299, 405");
     assert_int_equal(c->nresolvers, 2);
     assert_addr(&c->resolvers[0], "127.0.0.1:5353");
     assert_addr(&c->resolvers[1], "[::1]:53");
@@ -327,6 +335,10 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->breaker_cooldown, 5000);
     assert_int_equal(u->breaker_max_cooldown, 60000);
     assert_int_equal(u->max_ejected, 50);
+    assert_null(u->probe); /* off */
+    assert_int_equal(u->probe_interval, 10000);
+    assert_int_equal(u->probe_timeout, 1000);
+    assert_null(u->probe_expect);
     assert_int_equal(c->nresolvers, 0);
     /* hosts defaults to the url's authority (whether the bare host is added too is open). */
     int authority = 0;
@@ -472,6 +484,10 @@ static const bad_t bad[] = {
      5, "dns_min_ttl", "exceeds dns_max_ttl"},
     {"bad dns_empty", UP_A "dns_empty = drop\n", 4, "dns_empty", "keep or clear"},
     {"bad balance", UP_A "balance = leastconn\n", 4, "balance", "least_request, round_robin"},
+    {"bad probe", UP_A "probe = ping\n", 4, "probe", "METHOD TARGET"},
+    {"probe star with GET", UP_A "probe = GET *\n", 4, "probe", "OPTIONS only"},
+    {"bad probe_expect", UP_A "probe_expect = 2xx\n", 4, "probe_expect", "statuses"},
+    {"probe_timeout too short", UP_A "probe_timeout = 1ms\n", 4, "probe_timeout", "out of range"},
     {"bad max_ejected", UP_A "max_ejected = half\n", 4, "max_ejected", "percentage"},
     {"max_ejected over 100", UP_A "max_ejected = 150%\n", 4, "max_ejected", "out of range"},
     {"cooldown over max", UP_A "breaker_max_cooldown = 1s\nbreaker_cooldown = 2s\n", 5,
@@ -864,6 +880,9 @@ static void test_dump_has_every_key_and_loads_back(void **state)
                 continue; /* no listen of its own */
             if (strcmp(upstream_fields[i].key, "endpoints") == 0 && !c->upstreams[u].endpoints)
                 continue; /* the url's host */
+            if (strcmp(upstream_fields[i].key, "probe_expect") == 0 &&
+                !c->upstreams[u].probe_expect)
+                continue; /* any status */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
             char needle[64];
