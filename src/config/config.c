@@ -1,9 +1,8 @@
 #include "config/config.h"
 
+#include "config/values.h"
 #include "core/buf.h"
 #include "core/invariant.h"
-#include "health/check.h"
-#include "net/dns.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -297,63 +296,19 @@ static const char *parse_hosts(const char *value, char ***out, size_t *n)
     return NULL;
 }
 
-/* "IP[:PORT], ..." (no port: 0, the url's port filled in later). */
+/* "IP[:PORT], ..." (no port: the url's, filled in later). */
 static const char *parse_endpoints(const char *value, tt_addr_t **out, size_t *n)
 {
-    tt_addr_t *list = NULL;
-    size_t count = 0;
-    const char *p = value;
-    for (;;) {
-        while (*p == ',' || isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            break;
-        size_t len = strcspn(p, ", \t");
-        char one[80], with_port[96];
-        if (len >= sizeof(one)) {
-            free(list);
-            return "expected IP:PORT or [IPv6]:PORT, separated by commas";
-        }
-        memcpy(one, p, len);
-        one[len] = '\0';
-        p += len;
-        /* Without a port: "10.0.0.5" or "[::1]" take the url's port. */
-        int bare = (one[0] == '[' && one[len - 1] == ']') || strchr(one, ':') == NULL;
-        snprintf(with_port, sizeof(with_port), "%s%s", one, bare ? ":0" : "");
-        if (count == TT_CONF_ENDPOINTS_MAX) {
-            free(list);
-            return "too many endpoints (at most 256)";
-        }
-        list = tt_realloc(list, (count + 1) * sizeof(*list));
-        if (tt_addr_parse(with_port, &list[count]) < 0 ||
-            (!bare && strcmp(strrchr(with_port, ':'), ":0") == 0)) {
-            free(list);
-            return "expected IP:PORT or [IPv6]:PORT, separated by commas (names belong in url)";
-        }
-        count++;
-    }
-    if (count == 0) {
+    tt_addr_t *list = tt_calloc(TT_CONF_ENDPOINTS_MAX, sizeof(*list));
+    const char *why;
+    int count = tt_addr_parse_list(value, 0, list, TT_CONF_ENDPOINTS_MAX, &why);
+    if (count < 0) {
         free(list);
-        return "empty list";
+        return why;
     }
     *out = list;
-    *n = count;
+    *n = (size_t)count;
     return NULL;
-}
-
-static void set_port(tt_addr_t *a, int port)
-{
-    if (a->ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
-}
-
-static int port_of(const tt_addr_t *a)
-{
-    if (a->ss.ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 }
 
 /* Parsing state shared by the line reader and the inih handler. */
@@ -607,7 +562,7 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     case F_RESOLVERS: {
         tt_conf_t *c = base;
         const char *why;
-        int n = tt_dns_parse_servers(value, c->resolvers, TT_CONF_RESOLVERS_MAX, &why);
+        int n = tt_addr_parse_list(value, 53, c->resolvers, TT_CONF_RESOLVERS_MAX, &why);
         if (n < 0)
             return why;
         c->nresolvers = (size_t)n;
@@ -740,8 +695,8 @@ static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
     if (fixed)
         u->dns_refresh = 0;
     for (size_t i = 0; i < u->nendpoints; i++)
-        if (port_of(&u->endpoints[i]) == 0)
-            set_port(&u->endpoints[i], u->port);
+        if (tt_addr_port(&u->endpoints[i]) == 0)
+            tt_addr_set_port(&u->endpoints[i], u->port);
     if (u->breaker_cooldown > u->breaker_max_cooldown) {
         fail(p, tt_conf_key_line(u, "breaker_cooldown"), "breaker_cooldown",
              "%lldms exceeds breaker_max_cooldown %lldms in [upstream %s]",

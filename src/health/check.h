@@ -10,6 +10,7 @@
 #ifndef TT_HEALTH_CHECK_H
 #define TT_HEALTH_CHECK_H
 
+#include "config/values.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "http/message.h"
@@ -31,29 +32,6 @@ void tt_health_init(tt_health_t *h);
 
 /* Records one check's outcome. Returns 1 if the endpoint went up or down with it. */
 int tt_health_record(tt_health_t *h, const tt_health_conf_t *conf, int passed, tt_msec_t now);
-
-/* A set of expected statuses, "200-399" or "200,204,300-302"; empty means any status. */
-#define TT_STATUS_RANGES_MAX 8
-typedef struct {
-    struct {
-        uint16_t lo, hi;
-    } r[TT_STATUS_RANGES_MAX];
-    size_t n;
-} tt_status_set_t;
-
-/* Parses a status set. Returns 0, or -1 with a reason in *why. */
-int tt_status_set_parse(const char *s, tt_status_set_t *out, const char **why);
-int tt_status_set_has(const tt_status_set_t *s, unsigned status);
-
-/* The request line of a check or probe: "GET /healthz", "OPTIONS *", "HEAD /". */
-typedef struct {
-    char method[16];
-    char target[256];
-} tt_request_line_t;
-
-/* Parses a method (upper-case token) and an origin-form target ('/' ...; '*' with OPTIONS only).
- * Returns 0, or -1 with a reason in *why. */
-int tt_request_line_parse(const char *s, tt_request_line_t *out, const char **why);
 
 /* Appends the request tether sends: the line, Host, User-Agent, and "Connection: close" unless
  * keep_alive (a probe keeps its connection). */

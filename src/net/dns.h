@@ -91,8 +91,4 @@ const tt_dns_stats_t *tt_dns_watch_stats(const tt_dns_watch_t *w);
 /* "ok", "empty", "error": metric labels. */
 const char *tt_dns_result_name(tt_dns_result_t r);
 
-/* Parses a resolver list, "IP[:PORT], ..." (port 53 when omitted). Returns the count, or -1 with
- * a reason in *why. At most max entries. */
-int tt_dns_parse_servers(const char *s, tt_addr_t *out, size_t max, const char **why);
-
 #endif

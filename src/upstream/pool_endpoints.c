@@ -11,16 +11,16 @@
 void tt_pool_endpoints_init(tt_pool_t *pool)
 {
     const tt_upstream_conf_t *conf = pool->up->conf;
-    pool->breaker = (tt_breaker_conf_t){
+    pool->_breaker = (tt_breaker_conf_t){
         .failures = (unsigned)conf->breaker_failures,
         .cooldown = (tt_msec_t)conf->breaker_cooldown,
         .max_cooldown = (tt_msec_t)conf->breaker_max_cooldown,
     };
     tt_endpoint_set_init(&pool->endpoints);
     /* Seeded per worker and upstream: workers do not draw the same endpoints in step. */
-    tt_balancer_init(&pool->balancer, (tt_balance_t)pool->up->conf->balance,
+    tt_balancer_init(&pool->_balancer, (tt_balance_t)pool->up->conf->balance,
                      (uint64_t)pool->worker * 1000003u + pool->up->index);
-    pool->ep_version = 0;
+    pool->_ep_version = 0;
     tt_pool_endpoints_sync(pool);
 }
 
@@ -33,19 +33,19 @@ void tt_pool_endpoints_destroy(tt_pool_t *pool)
 static void drain_endpoint(tt_pool_t *pool, tt_endpoint_t *ep)
 {
     tt_list_t *l, *tmp;
-    tt_list_foreach_safe(l, tmp, &pool->idle)
+    tt_list_foreach_safe(l, tmp, &pool->_idle)
     {
-        tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
+        tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         if (c->ep == ep)
             tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
     }
     /* Pre-warming connections nobody waits for are not wanted either; a connection opened for a
      * request finishes it and closes at release. */
-    tt_list_foreach_safe(l, tmp, &pool->busy)
+    tt_list_foreach_safe(l, tmp, &pool->_busy)
     {
-        tt_upconn_t *c = tt_container_of(l, tt_upconn_t, link);
+        tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         if (c->ep == ep &&
-            ((c->state == TT_CONN_CONNECTING && c->waiter == NULL) || c->state == TT_CONN_PROBING))
+            ((c->state == TT_CONN_CONNECTING && c->_waiter == NULL) || c->state == TT_CONN_PROBING))
             tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
     }
 }
@@ -71,12 +71,12 @@ static void change_cb(tt_endpoint_t *ep, tt_endpoint_change_t change, void *arg)
 int tt_pool_endpoints_sync(tt_pool_t *pool)
 {
     tt_upstream_t *up = pool->up;
-    if (atomic_load_explicit(&up->ep_version, memory_order_acquire) == pool->ep_version)
+    if (atomic_load_explicit(&up->ep_version, memory_order_acquire) == pool->_ep_version)
         return 0;
     tt_addr_t *addrs;
     uint64_t version;
     size_t n = tt_upstream_copy_endpoints(up, &addrs, &version);
-    pool->ep_version = version;
+    pool->_ep_version = version;
     /* Closing connections runs pool code that looks at the set: drain once the set is
      * consistent again, not from inside the update. */
     sync_t *s = tt_calloc(1, sizeof(*s));
@@ -93,7 +93,7 @@ int tt_pool_endpoints_sync(tt_pool_t *pool)
 tt_endpoint_t *tt_pool_pick_endpoint(tt_pool_t *pool, tt_endpoint_t *const *exclude,
                                      size_t nexclude)
 {
-    return tt_balancer_pick(&pool->balancer, &pool->endpoints, exclude, nexclude,
+    return tt_balancer_pick(&pool->_balancer, &pool->endpoints, exclude, nexclude,
                             tt_loop_now(pool->loop));
 }
 
@@ -135,7 +135,7 @@ void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason
     int may = tt_breaker_may_eject(pool->endpoints.nactive, count_ejected(pool, now),
                                    (unsigned)pool->up->conf->max_ejected);
     int retrial = tt_breaker_state(&ep->breaker, now) == TT_BREAKER_HALF_OPEN;
-    if (!tt_breaker_on_failure(&ep->breaker, &pool->breaker, now, may))
+    if (!tt_breaker_on_failure(&ep->breaker, &pool->_breaker, now, may))
         return;
     pool->stats.ejections++;
     tt_msec_t cooldown = tt_breaker_open_until(&ep->breaker) - now;
@@ -150,12 +150,12 @@ void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason
         tt_warn("upstream %s: endpoint %s ejected for %llums: %u connects in a row failed (%s) "
                 "(worker %zu)",
                 pool->up->conf->name, ep->name, (unsigned long long)cooldown,
-                pool->breaker.failures, why, pool->worker);
+                pool->_breaker.failures, why, pool->worker);
 }
 
 void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep)
 {
-    if (tt_breaker_on_success(&ep->breaker, &pool->breaker, tt_loop_now(pool->loop)))
+    if (tt_breaker_on_success(&ep->breaker, &pool->_breaker, tt_loop_now(pool->loop)))
         tt_info("upstream %s: endpoint %s back: its trial connect succeeded (worker %zu)",
                 pool->up->conf->name, ep->name, pool->worker);
 }

@@ -58,6 +58,11 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
                      size_t index, size_t nworkers, char *err, size_t errlen);
 void tt_upstream_destroy(tt_upstream_t *up);
 
+/* The TLS options of an https:// upstream's configuration; errors name conf_path and the line of
+ * each key. The strings stay conf's. */
+void tt_upstream_tls_options(const tt_upstream_conf_t *conf, const char *conf_path,
+                             tt_tls_options_t *opts);
+
 /* Replaces the endpoint addresses (sorted, without duplicates) and wakes every worker to take
  * them. Thread-safe. */
 void tt_upstream_publish_endpoints(tt_upstream_t *up, const tt_addr_t *addrs, size_t n);

@@ -463,9 +463,9 @@ static const bad_t bad[] = {
      "exceeds max_idle 3"},
     {"syntax error", "[tether]\nworkers 4\n" UP_A, 2, NULL, "syntax error"},
     {"endpoint with a name", UP_A "endpoints = 127.0.0.2:80, api.internal:80\n", 4, "endpoints",
-     "names belong in url"},
-    {"endpoint with port 0", UP_A "endpoints = 127.0.0.2:0\n", 4, "endpoints", "IP:PORT"},
-    {"endpoint with a bad port", UP_A "endpoints = 127.0.0.2:70000\n", 4, "endpoints", "IP:PORT"},
+     "IP[:PORT]"},
+    {"endpoint with port 0", UP_A "endpoints = 127.0.0.2:0\n", 4, "endpoints", "IP[:PORT]"},
+    {"endpoint with a bad port", UP_A "endpoints = 127.0.0.2:70000\n", 4, "endpoints", "IP[:PORT]"},
     {"empty endpoints", UP_A "endpoints = ,\n", 4, "endpoints", "empty list"},
     {"endpoints with dns_refresh",
      "[upstream a]\nurl = http://api.internal:8080\nlisten = 127.0.0.1:9001\n"

@@ -406,16 +406,17 @@ static void test_parse_servers(void **state)
     tt_addr_t a[4];
     const char *why;
     char s[TT_ADDR_STRLEN];
-    assert_int_equal(tt_dns_parse_servers("127.0.0.1:5353, 10.0.0.1 ,[::1]:53,::2", a, 4, &why), 4);
+    assert_int_equal(tt_addr_parse_list("127.0.0.1:5353, 10.0.0.1 ,[::1]:53,::2", 53, a, 4, &why),
+                     4);
     assert_string_equal(tt_addr_format(&a[0], s), "127.0.0.1:5353");
     assert_string_equal(tt_addr_format(&a[1], s), "10.0.0.1:53");
     assert_string_equal(tt_addr_format(&a[2], s), "[::1]:53");
     assert_string_equal(tt_addr_format(&a[3], s), "[::2]:53");
-    assert_int_equal(tt_dns_parse_servers("dns.example:53", a, 4, &why), -1);
-    assert_int_equal(tt_dns_parse_servers("127.0.0.1:0", a, 4, &why), -1);
-    assert_int_equal(tt_dns_parse_servers("127.0.0.1:99999", a, 4, &why), -1);
-    assert_int_equal(tt_dns_parse_servers(" , ", a, 4, &why), -1);
-    assert_int_equal(tt_dns_parse_servers("1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5", a, 4, &why),
+    assert_int_equal(tt_addr_parse_list("dns.example:53", 53, a, 4, &why), -1);
+    assert_int_equal(tt_addr_parse_list("127.0.0.1:0", 53, a, 4, &why), -1);
+    assert_int_equal(tt_addr_parse_list("127.0.0.1:99999", 53, a, 4, &why), -1);
+    assert_int_equal(tt_addr_parse_list(" , ", 53, a, 4, &why), -1);
+    assert_int_equal(tt_addr_parse_list("1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5", 53, a, 4, &why),
                      -1);
 }
 
