@@ -67,13 +67,14 @@ static void reply_no_endpoints(tt_session_t *s)
 static void reply_breaker_open(tt_session_t *s)
 {
     const tt_upstream_conf_t *conf = s->up->conf;
-    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up));
+    const char *cause;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
     s->retry_after_s = (uint32_t)((ms + 999) / 1000);
-    tt_session_reply_error(
-        s, 503, TT_CLOSE_ERROR,
-        "upstream %s: circuit breaker open: every endpoint failed %lld connects in a row; "
-        "next trial in %llums",
-        conf->name, (long long)conf->breaker_failures, (unsigned long long)ms);
+    tt_session_reply_error(s, 503, TT_CLOSE_ERROR,
+                           "upstream %s: circuit breaker open: every endpoint failed %lld "
+                           "connects in a row (last: %s); next trial in %llums",
+                           conf->name, (long long)conf->breaker_failures, cause,
+                           (unsigned long long)ms);
 }
 
 void tt_session_acquire_conn(tt_session_t *s, int flags)

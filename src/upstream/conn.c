@@ -322,7 +322,7 @@ static void conn_open_failed(tt_conn_t *c, tt_close_reason_t reason, tt_pool_res
     c->_waiter = NULL;
     if (w != NULL)
         w->_conn = NULL;
-    tt_pool_endpoint_failed(pool, ep, reason, err->errno_value);
+    tt_pool_endpoint_failed(pool, ep, reason, err);
     tt_conn_close(c, reason);
     if (w == NULL)
         return;

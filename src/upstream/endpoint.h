@@ -31,11 +31,12 @@ typedef struct tt_endpoint {
     char name[TT_ADDR_STRLEN]; /* "10.0.0.5:8080", for logs and metric labels */
     tt_endpoint_state_t state;
     /* Maintained by the owner (the pool), read by the balancer and by reaping. */
-    uint32_t outstanding; /* requests assigned to it and not finished (queued ones included) */
-    uint32_t nidle;       /* idle connections ready for reuse */
-    uint32_t nconns;      /* all its connections */
-    uint8_t down;         /* an active health check failed it */
-    uint64_t picked;      /* times the balancer chose it, for its share in /stats */
+    uint32_t outstanding;     /* requests assigned to it and not finished (queued ones included) */
+    uint32_t nidle;           /* idle connections ready for reuse */
+    uint32_t nconns;          /* all its connections */
+    uint8_t down;             /* an active health check failed it */
+    uint64_t picked;          /* times the balancer chose it, for its share in /stats */
+    const char *last_failure; /* why its last connect failed (a static phrase), or NULL */
     tt_breaker_t breaker;
     void *data; /* the owner's per-endpoint state */
 } tt_endpoint_t;

@@ -127,8 +127,8 @@ void tt_pool_shutdown(tt_pool_t *pool);
 void tt_pool_on_wakeup(tt_pool_t *pool);
 
 /* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for a
- * Retry-After. */
-tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool);
+ * Retry-After; *cause is why that endpoint's last connect failed (a static phrase). */
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
 typedef struct {

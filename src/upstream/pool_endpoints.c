@@ -129,9 +129,14 @@ static size_t count_ejected(tt_pool_t *pool, tt_msec_t now)
     return n;
 }
 
-void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason, int err)
+void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
+                             const tt_pool_error_t *err)
 {
     tt_msec_t now = tt_loop_now(pool->loop);
+    const char *why = reason == TT_CLOSE_TLS_FAILED   ? tt_tls_failure_phrase(err->tls)
+                      : err->errno_value == ETIMEDOUT ? "connect timed out"
+                                                      : strerror(err->errno_value);
+    ep->last_failure = why;
     int may = tt_breaker_may_eject(pool->endpoints.nactive, count_ejected(pool, now),
                                    (unsigned)pool->up->conf->max_ejected);
     int retrial = tt_breaker_state(&ep->breaker, now) == TT_BREAKER_HALF_OPEN;
@@ -139,9 +144,6 @@ void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason
         return;
     pool->stats.ejections++;
     tt_msec_t cooldown = tt_breaker_open_until(&ep->breaker) - now;
-    const char *why = reason == TT_CLOSE_TLS_FAILED ? "TLS handshake failed"
-                      : err == ETIMEDOUT            ? "connect timed out"
-                                                    : strerror(err);
     if (retrial)
         tt_warn("upstream %s: endpoint %s still failing (trial connect: %s); ejected again for "
                 "%llums (worker %zu)",
@@ -160,13 +162,17 @@ void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep)
                 pool->up->conf->name, ep->name, pool->worker);
 }
 
-tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool)
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause)
 {
     tt_msec_t now = tt_loop_now(pool->loop), next = TT_TIME_NEVER;
+    *cause = "connect failed";
     for (size_t i = 0; i < pool->endpoints.n; i++) {
         tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, i);
-        if (ep->state == TT_ENDPOINT_ACTIVE)
-            next = TT_MIN(next, tt_breaker_open_until(&ep->breaker));
+        if (ep->state == TT_ENDPOINT_ACTIVE && tt_breaker_open_until(&ep->breaker) < next) {
+            next = tt_breaker_open_until(&ep->breaker);
+            if (ep->last_failure != NULL)
+                *cause = ep->last_failure;
+        }
     }
     return next == TT_TIME_NEVER || next <= now ? 1 : next - now;
 }

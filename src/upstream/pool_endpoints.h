@@ -33,7 +33,8 @@ tt_endpoint_t *tt_pool_endpoint_of_socket(tt_pool_t *pool, int fd);
 /* Outcomes of connects for the endpoint's circuit breaker: breaker_failures failed connects in
  * a row (refused, timed out, TLS handshake failed) eject it while max_ejected allows; the
  * cooldown's end lets one trial connect decide. Transitions are logged once each. */
-void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason, int err);
+void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
+                             const tt_pool_error_t *err);
 void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep);
 
 /* Counts of this pool's endpoints by state. */
