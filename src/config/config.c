@@ -687,9 +687,8 @@ static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
     int line = tt_conf_key_line(u, "dns_refresh");
     if (fixed && line != u->line && u->dns_refresh != 0) {
         fail(p, line, "dns_refresh",
-             "%s: nothing to re-resolve ([upstream %s] has %s); remove it or set off",
-             u->endpoints ? "endpoints" : "an IP address in url", u->name,
-             u->endpoints ? "an endpoints list" : "an IP address in url");
+             "nothing to re-resolve: [upstream %s] has %s (remove dns_refresh or set it off)",
+             u->name, u->endpoints ? "an endpoints list" : "an IP address in url");
         return -1;
     }
     if (fixed)

@@ -73,8 +73,12 @@ tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t *ups, size
     size_t n = 0;
     for (size_t i = 0; i < nups; i++)
         n += ups[i].conf->dns_refresh != 0;
-    if (n == 0)
+    if (n == 0) {
+        if (conf->nresolvers > 0)
+            tt_warn("resolver is set, but no upstream follows a name in DNS (each has an IP "
+                    "address, an endpoints list or dns_refresh = off): it is not used");
         return NULL;
+    }
     tt_discovery_t *d = tt_calloc(1, sizeof(*d));
     d->loop = tt_loop_create();
     if (d->loop == NULL) {
