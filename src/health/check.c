@@ -109,6 +109,8 @@ tt_judge_verdict_t tt_judge_feed(tt_judge_t *j, const char *p, size_t n)
         return j->_verdict;
     if (j->_head_done)
         return feed_body(j, p, n);
+    if (n == 0)
+        return TT_JUDGE_AGAIN;
     if (tt_buf_reserve(&j->_buf, n, TT_JUDGE_MAX_HEAD + TT_JUDGE_MAX_BODY) < 0)
         return verdict(j, TT_JUDGE_FAIL, "response head too large");
     memcpy(tt_buf_wptr(&j->_buf), p, n);

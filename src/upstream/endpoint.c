@@ -57,7 +57,8 @@ tt_endpoint_diff_t tt_endpoint_set_update(tt_endpoint_set_t *set, const tt_addr_
 {
     /* The new list, sorted and without duplicates. */
     tt_addr_t *want = tt_malloc((naddrs ? naddrs : 1) * sizeof(*want));
-    memcpy(want, addrs, naddrs * sizeof(*want));
+    if (naddrs > 0)
+        memcpy(want, addrs, naddrs * sizeof(*want));
     qsort(want, naddrs, sizeof(*want), cmp_addr_cb);
     size_t nwant = 0;
     for (size_t i = 0; i < naddrs; i++)

@@ -21,6 +21,8 @@ static int cmp_addr_cb(const void *a, const void *b)
 /* Sorts and deduplicates in place; returns the new count. */
 static size_t normalize(tt_addr_t *a, size_t n)
 {
+    if (n == 0)
+        return 0;
     qsort(a, n, sizeof(*a), cmp_addr_cb);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -61,7 +63,8 @@ static int initial_endpoints(tt_upstream_t *up, char *err, size_t errlen)
 void tt_upstream_publish_endpoints(tt_upstream_t *up, const tt_addr_t *addrs, size_t n)
 {
     tt_addr_t *copy = tt_calloc(n ? n : 1, sizeof(*copy));
-    memcpy(copy, addrs, n * sizeof(*copy));
+    if (n > 0)
+        memcpy(copy, addrs, n * sizeof(*copy));
     n = normalize(copy, n);
     pthread_mutex_lock(&up->ep_lock);
     tt_addr_t *old = up->ep_addrs;
