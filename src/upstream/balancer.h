@@ -2,8 +2,10 @@
  *
  * least_request: two distinct usable endpoints drawn at random, the one with fewer outstanding
  *   requests wins; on a tie the one with a warm idle connection wins, so balancing never costs a
- *   reuse that picking either would have had. (Power of two choices: near the best spread at the
- *   cost of two reads, with no herd on the one least-loaded endpoint.)
+ *   reuse that picking either would have had, as long as it is not more than a few picks ahead
+ *   of the other (unbounded, the preference feeds itself: an endpoint holding more connections
+ *   is warm more often); then the one this balancer picked less often. (Power of two choices: near
+ * the best spread at the cost of two reads, with no herd on the one least-loaded endpoint.)
  * round_robin: the next usable endpoint in the set's order.
  * random: a uniform draw among the usable endpoints.
  *
