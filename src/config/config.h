@@ -96,14 +96,18 @@ typedef struct {
     int64_t client_header_timeout;
     int64_t client_idle_timeout;
     int64_t drain_timeout;
-    int64_t tcp_defer_accept;                   /* ms; 0: off */
-    char *access_log;                           /* path; NULL: off */
+    int64_t tcp_defer_accept; /* ms; 0: off */
+    char *access_log;         /* path; NULL: off */
+    char *control_socket;     /* Unix socket for takeovers (net/takeover.h); NULL: none */
     tt_addr_t resolvers[TT_CONF_RESOLVERS_MAX]; /* none: resolv.conf and /etc/hosts */
     size_t nresolvers;
 
     tt_upstream_conf_t *upstreams;
     size_t nupstreams;
 } tt_conf_t;
+
+/* conf->path of the zero-config form. */
+#define TT_CONF_COMMAND_LINE "command line"
 
 /* Error text of a failed load, "FILE:LINE: KEY: reason". */
 typedef struct {

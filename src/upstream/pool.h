@@ -82,8 +82,9 @@ struct tt_pool {
     size_t _peak_busy; /* most connections leased at once this trim window */
     size_t _prev_peak; /* of the window before */
     tt_timer_t _trim_timer;
-    tt_timer_t _replenish_timer; /* refills min_idle, with backoff while connects fail */
-    unsigned _connect_failures;  /* in a row, for that backoff */
+    tt_timer_t _replenish_timer;  /* refills min_idle, with backoff while connects fail */
+    unsigned _connect_failures;   /* in a row, for that backoff */
+    tt_ratelimit_t _prewarm_warn; /* failed pre-warming connects (conn.c) */
     int _shutting_down;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
@@ -126,8 +127,8 @@ void tt_pool_shutdown(tt_pool_t *pool);
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
 
-/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for a
- * Retry-After; *cause is why that endpoint's last connect failed (a static phrase). */
+/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for the
+ * 503's text; *cause is why that endpoint's last connect failed (a static phrase). */
 tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
