@@ -10,7 +10,7 @@ MESON_OPTS  ?=
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 
-.PHONY: all setup test unit unit-asan integration format format-check demo bench clean install
+.PHONY: all setup test unit unit-asan integration format format-check demo bench prove clean install
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -61,6 +61,11 @@ install: setup $(BENCH_BUILD)/build.ninja
 	meson configure $(BENCH_BUILD) --prefix=$(PREFIX)
 	ninja -C $(BENCH_BUILD)
 	DESTDIR=$(DESTDIR) meson install -C $(BENCH_BUILD) --no-rebuild --quiet
+
+# The mission's scenario on two hosts (network namespaces): about 4 minutes, see docs/prove.md.
+prove: setup $(BENCH_BUILD)/build.ninja
+	ninja -C $(BENCH_BUILD)
+	$(PYTHON) bench/prove.py --tetherd $(BENCH_BUILD)/tetherd $(PROVE_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)

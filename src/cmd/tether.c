@@ -1,8 +1,10 @@
 /* tether: the command-line companion of tetherd. */
+#include "churn/run.h"
 #include "cli/top.h"
 #include "config/config.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: tether COMMAND\n"
                  "commands:\n"
+                 "  churn      find the service pair that churns most (tether churn --help)\n"
                  "  top        live view of a running tetherd (tether top --help)\n"
                  "  reload     reload tetherd's configuration file [--admin ADDR:PORT]\n"
                  "  version    print the version\n"
@@ -72,6 +75,126 @@ static int cmd_top(int argc, char **argv)
     return tt_top_run(&o, stdout, stderr);
 }
 
+static void churn_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tether churn [--seconds N] [--top N] [--json] [--suggest] [--port P]\n"
+            "                    [--pid PID] [--netns NAME] [--save FILE] [--source trace|sample]\n"
+            "       tether churn --compare BEFORE AFTER [--json] [--top N]\n"
+            "  ranks the host's TCP service pairs by new connections per second: outbound by\n"
+            "  (process, remote address:port), inbound by listening socket; with lifetimes,\n"
+            "  ESTABLISHED/TIME_WAIT/CLOSE_WAIT, socket memory and retransmits (docs/churn.md)\n"
+            "options:\n"
+            "  --seconds N      sampling window (default 10)\n"
+            "  --top N          pairs shown (default 10, 0: all)\n"
+            "  --json           JSON instead of the table\n"
+            "  --suggest        [upstream] sections for tetherd for the pairs that churn\n"
+            "  --port P         only pairs with P as remote or listening port\n"
+            "  --pid PID        only pairs of process PID\n"
+            "  --netns NAME     the network namespace /var/run/netns/NAME\n"
+            "  --save FILE      also write the JSON report to FILE (for --compare)\n"
+            "  --source S       trace (the sock:inet_sock_set_state tracepoint, exact; needs\n"
+            "                   root) or sample (sock_diag snapshots, estimated); default:\n"
+            "                   trace when available\n"
+            "  --compare B A    before/after table of two --save files\n");
+}
+
+static volatile sig_atomic_t churn_stop;
+
+static void churn_stop_cb(int sig)
+{
+    (void)sig;
+    churn_stop = 1;
+}
+
+static int parse_count(const char *s, double max, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !(v >= 0) || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int cmd_churn(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"seconds", required_argument, NULL, 's'}, {"top", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},          {"suggest", no_argument, NULL, 'g'},
+        {"port", required_argument, NULL, 'p'},    {"pid", required_argument, NULL, 'P'},
+        {"netns", required_argument, NULL, 'n'},   {"save", required_argument, NULL, 'w'},
+        {"source", required_argument, NULL, 'S'},  {"compare", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    tt_churn_opts_t o = {.seconds = 10, .top = 10, .stop = &churn_stop};
+    int compare = 0, c;
+    double v;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (parse_count(optarg, 86400, &o.seconds) < 0 || o.seconds < 0.1) {
+                fprintf(stderr, "tether churn: --seconds %s: 0.1 to 86400\n", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+        case 'p':
+        case 'P':
+            if (parse_count(optarg, c == 'p' ? 65535 : 1e9, &v) < 0 || v != (int)v) {
+                fprintf(stderr, "tether churn: %s: not a valid number\n", optarg);
+                return 2;
+            }
+            *(c == 't' ? (int *)&o.top : c == 'p' ? &o.port : &o.pid) = (int)v;
+            break;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'g':
+            o.suggest = 1;
+            break;
+        case 'n':
+            o.netns = optarg;
+            break;
+        case 'w':
+            o.save = optarg;
+            break;
+        case 'S':
+            if (strcmp(optarg, "trace") != 0 && strcmp(optarg, "sample") != 0) {
+                fprintf(stderr, "tether churn: --source %s: trace or sample\n", optarg);
+                return 2;
+            }
+            o.source = optarg[0] == 't' ? TT_CHURN_WANT_TRACE : TT_CHURN_WANT_SAMPLE;
+            break;
+        case 'c':
+            compare = 1;
+            break;
+        case 'h':
+            churn_usage(stdout);
+            return 0;
+        default:
+            churn_usage(stderr);
+            return 2;
+        }
+    }
+    if (compare) {
+        if (argc - optind != 2) {
+            churn_usage(stderr);
+            return 2;
+        }
+        return tt_churn_compare_files(argv[optind], argv[optind + 1], o.top, o.json, stdout,
+                                      stderr);
+    }
+    if (optind < argc) {
+        churn_usage(stderr);
+        return 2;
+    }
+    struct sigaction sa = {.sa_handler = churn_stop_cb};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return tt_churn_run(&o, stdout, stderr);
+}
+
 /* tether reload: POST /reload on the admin endpoint, which checks the file first. */
 static int cmd_reload(int argc, char **argv)
 {
@@ -126,6 +249,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "top") == 0)
         return cmd_top(argc - 1, argv + 1);
+    if (strcmp(argv[1], "churn") == 0)
+        return cmd_churn(argc - 1, argv + 1);
     if (strcmp(argv[1], "reload") == 0)
         return cmd_reload(argc - 1, argv + 1);
     fprintf(stderr, "tether: unknown command '%s'\n", argv[1]);
