@@ -1,8 +1,10 @@
 #include "config/config.h"
 
+#include "config/values.h"
 #include "core/buf.h"
 #include "core/invariant.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -23,9 +25,16 @@ typedef enum {
     F_ADDR,
     F_URL,
     F_HOSTS,
-    F_PATH,   /* a file name */
-    F_STRING, /* free text */
-    F_TLSVER, /* 1.2 or 1.3, kept as 12 or 13 */
+    F_PATH,        /* a file name */
+    F_STRING,      /* free text */
+    F_TLSVER,      /* 1.2 or 1.3, kept as 12 or 13 */
+    F_ENUM,        /* one of names, kept as its index */
+    F_DNS_REFRESH, /* ttl, off, or a duration */
+    F_ENDPOINTS,   /* IP[:PORT], ... */
+    F_RESOLVERS,   /* IP[:PORT], ... */
+    F_PERCENT,     /* 0..100, with or without a trailing % */
+    F_REQLINE,     /* "METHOD TARGET" or off, kept as text (NULL: off) */
+    F_STATUSES,    /* "200-399,404", kept as text */
 } field_type_t;
 
 typedef struct {
@@ -35,24 +44,33 @@ typedef struct {
     size_t has_offset; /* F_ADDR: int flag set when present */
     int64_t def;
     int64_t min, max;
+    const char *const *names; /* F_ENUM, NULL-terminated */
 } field_t;
 
 #define G(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi                                                 \
+        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi, NULL                                           \
     }
 #define U(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi                                        \
+        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi, NULL                                  \
+    }
+#define E(k, f, d, n)                                                                              \
+    {                                                                                              \
+        k, F_ENUM, offsetof(tt_upstream_conf_t, f), 0, d, 0, 0, n                                  \
     }
 #define DAY (24LL * 3600 * 1000)
+
+/* Index order matches tt_dns_empty_t and tt_balance_t. */
+static const char *const dns_empty_names[] = {"keep", "clear", NULL};
+static const char *const balance_names[] = {"least_request", "round_robin", "random", NULL};
 
 /* Every key, its type and its default: the one place defaults live (docs/configuration.md). */
 static const field_t global_fields[] = {
     G("workers", F_WORKERS, workers, 0, 0, 256),
     {"proxy_listen", F_ADDR, offsetof(tt_conf_t, proxy_listen),
-     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0},
-    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0},
+     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0, NULL},
+    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0, NULL},
     G("admin_allow_remote", F_BOOL, admin_allow_remote, 0, 0, 1),
     G("log_level", F_LOGLEVEL, log_level, TT_LOG_INFO, 0, 3),
     G("max_head_size", F_SIZE, max_head_size, 65536, 1024, 1 << 24),
@@ -60,16 +78,32 @@ static const field_t global_fields[] = {
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
-    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
-    {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0},
+    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0, NULL},
+    {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0, NULL},
+    {"resolver", F_RESOLVERS, offsetof(tt_conf_t, resolvers), 0, 0, 0, 0, NULL},
 };
 
 static const field_t upstream_fields[] = {
-    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0},
+    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0, NULL},
     {"listen", F_ADDR, offsetof(tt_upstream_conf_t, listen),
-     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0},
-    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0},
+     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0, NULL},
+    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0, NULL},
     U("preserve_host", F_BOOL, preserve_host, 0, 0, 1),
+    {"endpoints", F_ENDPOINTS, offsetof(tt_upstream_conf_t, endpoints), 0, 0, 0, 0, NULL},
+    U("dns_refresh", F_DNS_REFRESH, dns_refresh, TT_DNS_REFRESH_BY_TTL, 100, DAY),
+    U("dns_min_ttl", F_DURATION, dns_min_ttl, 1000, 100, DAY),
+    U("dns_max_ttl", F_DURATION, dns_max_ttl, 300000, 100, DAY),
+    E("dns_empty", dns_empty, 0, dns_empty_names),
+    E("balance", balance, 0, balance_names),
+    U("connect_retries", F_INT, connect_retries, 2, 0, 8),
+    U("breaker_failures", F_INT, breaker_failures, 5, 0, 1000),
+    U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
+    U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
+    U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
+    U("probe", F_REQLINE, probe, 0, 0, 0),
+    U("probe_interval", F_DURATION, probe_interval, 10000, 100, 3600000),
+    U("probe_timeout", F_DURATION, probe_timeout, 1000, 10, 60000),
+    U("probe_expect", F_STATUSES, probe_expect, 0, 0, 0),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -98,7 +132,8 @@ _Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line
 /* Fields that hold a pointer or an address rather than an int64_t (no UNSET, no default). */
 static int is_scalar(field_type_t t)
 {
-    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING;
+    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING &&
+           t != F_ENDPOINTS && t != F_RESOLVERS && t != F_REQLINE && t != F_STATUSES;
 }
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -259,6 +294,21 @@ static const char *parse_hosts(const char *value, char ***out, size_t *n)
     }
     *out = hosts;
     *n = count;
+    return NULL;
+}
+
+/* "IP[:PORT], ..." (no port: the url's, filled in later). */
+static const char *parse_endpoints(const char *value, tt_addr_t **out, size_t *n)
+{
+    tt_addr_t *list = tt_calloc(TT_CONF_ENDPOINTS_MAX, sizeof(*list));
+    const char *why;
+    int count = tt_addr_parse_list(value, 0, list, TT_CONF_ENDPOINTS_MAX, &why);
+    if (count < 0) {
+        free(list);
+        return why;
+    }
+    *out = list;
+    *n = (size_t)count;
     return NULL;
 }
 
@@ -479,6 +529,71 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     case F_STRING:
         *(char **)slot = tt_strdup(value);
         return NULL;
+    case F_REQLINE: {
+        tt_request_line_t rl;
+        const char *why;
+        if (strcasecmp(value, "off") == 0)
+            return NULL;
+        if (tt_request_line_parse(value, &rl, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
+    case F_STATUSES: {
+        tt_status_set_t set;
+        const char *why;
+        if (tt_status_set_parse(value, &set, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
+    case F_ENUM:
+        for (int64_t i = 0; f->names[i] != NULL; i++) {
+            if (strcmp(value, f->names[i]) == 0) {
+                *slot = i;
+                return NULL;
+            }
+        }
+        return f->names == balance_names ? "expected least_request, round_robin or random"
+                                         : "expected keep or clear";
+    case F_DNS_REFRESH:
+        if (strcasecmp(value, "ttl") == 0) {
+            *slot = TT_DNS_REFRESH_BY_TTL;
+            return NULL;
+        }
+        if (strcasecmp(value, "off") == 0) {
+            *slot = 0;
+            return NULL;
+        }
+        if (tt_parse_duration_ms(value, &v) < 0)
+            return "expected ttl, off or a duration (examples: 30s, 5m)";
+        break;
+    case F_PERCENT: {
+        char num[24];
+        size_t len = strlen(value);
+        if (len > 0 && value[len - 1] == '%')
+            len--;
+        if (len == 0 || len >= sizeof(num))
+            return "expected a percentage (examples: 50%, 100)";
+        memcpy(num, value, len);
+        num[len] = '\0';
+        if (parse_int(num, &v) < 0)
+            return "expected a percentage (examples: 50%, 100)";
+        break;
+    }
+    case F_ENDPOINTS: {
+        tt_upstream_conf_t *u = base;
+        return parse_endpoints(value, &u->endpoints, &u->nendpoints);
+    }
+    case F_RESOLVERS: {
+        tt_conf_t *c = base;
+        const char *why;
+        int n = tt_addr_parse_list(value, 53, c->resolvers, TT_CONF_RESOLVERS_MAX, &why);
+        if (n < 0)
+            return why;
+        c->nresolvers = (size_t)n;
+        return NULL;
+    }
     case F_TLSVER:
         if (strcmp(value, "1.2") == 0)
             *slot = 12;
@@ -705,6 +820,44 @@ static int check_tls_keys(parser_t *p, tt_upstream_conf_t *u)
     return 0;
 }
 
+static int host_is_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Where the endpoints come from: an explicit list or an IP literal are fixed, so dns_refresh
+ * (other than off) has nothing to do there; a name is followed unless dns_refresh = off. */
+static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
+{
+    int fixed = u->endpoints != NULL || host_is_literal(u->host);
+    int line = tt_conf_key_line(u, "dns_refresh");
+    if (fixed && line != u->line && u->dns_refresh != 0) {
+        fail(p, line, "dns_refresh",
+             "nothing to re-resolve: [upstream %s] has %s (remove dns_refresh or set it off)",
+             u->name, u->endpoints ? "an endpoints list" : "an IP address in url");
+        return -1;
+    }
+    if (fixed)
+        u->dns_refresh = 0;
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (tt_addr_port(&u->endpoints[i]) == 0)
+            tt_addr_set_port(&u->endpoints[i], u->port);
+    if (u->breaker_cooldown > u->breaker_max_cooldown) {
+        fail(p, tt_conf_key_line(u, "breaker_cooldown"), "breaker_cooldown",
+             "%lldms exceeds breaker_max_cooldown %lldms in [upstream %s]",
+             (long long)u->breaker_cooldown, (long long)u->breaker_max_cooldown, u->name);
+        return -1;
+    }
+    if (u->dns_min_ttl > u->dns_max_ttl) {
+        fail(p, tt_conf_key_line(u, "dns_min_ttl"), "dns_min_ttl",
+             "%lldms exceeds dns_max_ttl %lldms in [upstream %s]", (long long)u->dns_min_ttl,
+             (long long)u->dns_max_ttl, u->name);
+        return -1;
+    }
+    return 0;
+}
+
 int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++)
@@ -813,7 +966,7 @@ static int conf_finish(parser_t *p)
                 snprintf(hp, sizeof(hp), "%s:%d", host, u->port);
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
-        if (check_tls_keys(p, u) < 0)
+        if (check_tls_keys(p, u) < 0 || check_endpoints(p, u) < 0)
             return -1;
         if (check_idle_limits(p, u) < 0 || check_not_self(p, c, u) < 0)
             return -1;
@@ -905,6 +1058,9 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->tls_ca);
         free(u->tls_cert);
         free(u->tls_key);
+        free(u->endpoints);
+        free(u->probe);
+        free(u->probe_expect);
     }
     free(conf->upstreams);
     free(conf->access_log);
@@ -927,8 +1083,37 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
         case F_TLSVER:
             tt_buf_appendf(b, "%s = 1.%d\n", f->key, (int)(v - 10));
             break;
+        case F_ENUM:
+            tt_buf_appendf(b, "%s = %s\n", f->key, f->names[v]);
+            break;
+        case F_DNS_REFRESH:
+            if (v == TT_DNS_REFRESH_BY_TTL)
+                tt_buf_appendf(b, "%s = ttl\n", f->key);
+            else if (v == 0)
+                tt_buf_appendf(b, "%s = off\n", f->key);
+            else
+                tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_ENDPOINTS:
+        case F_RESOLVERS: {
+            const tt_addr_t *list =
+                f->type == F_ENDPOINTS ? u->endpoints : ((const tt_conf_t *)base)->resolvers;
+            size_t count =
+                f->type == F_ENDPOINTS ? u->nendpoints : ((const tt_conf_t *)base)->nresolvers;
+            if (count == 0)
+                break;
+            tt_buf_appendf(b, "%s = ", f->key);
+            for (size_t k = 0; k < count; k++)
+                tt_buf_appendf(b, "%s%s", k ? ", " : "", tt_addr_format(&list[k], addr));
+            tt_buf_appendf(b, "\n");
+            break;
+        }
+        case F_REQLINE:
+            tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p ? *(char *const *)p : "off");
+            break;
         case F_PATH:
         case F_STRING:
+        case F_STATUSES:
             if (*(char *const *)p != NULL)
                 tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;
@@ -967,6 +1152,9 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
                 tt_buf_appendf(b, "%s = off\n", f->key);
             else
                 tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_PERCENT:
+            tt_buf_appendf(b, "%s = %lld%%\n", f->key, (long long)v);
             break;
         case F_INT:
         case F_SIZE:

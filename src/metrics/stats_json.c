@@ -113,6 +113,44 @@ static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "},", 2);
 }
 
+/* "endpoints": counts by state, each endpoint with its share of requests, and DNS. */
+static void endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < u->nendpoints; i++)
+        total += u->endpoints[i].requests;
+    key(b, "endpoints");
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "active", u->endpoints_active, 1);
+    kv_u(b, "draining", u->endpoints_draining, 1);
+    key(b, "list");
+    tt_buf_append(b, "[", 1);
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        const tt_endpoint_row_t *r = &u->endpoints[i];
+        tt_buf_append(b, i ? ",{" : "{", i ? 2 : 1);
+        key(b, "address");
+        tt_json_put_str(b, r->address);
+        tt_buf_appendf(b, ",\"state\":\"%s\",", r->draining ? "draining" : "active");
+        kv_u(b, "requests_total", r->requests, 1);
+        kv_num(b, "share", total ? (double)r->requests / (double)total : 0, 1);
+        kv_u(b, "connections", r->connections, 1);
+        kv_u(b, "idle", r->idle, 1);
+        kv_u(b, "outstanding", r->outstanding, 0);
+        tt_buf_append(b, "}", 1);
+    }
+    tt_buf_append(b, "]", 1);
+    if (u->dns_followed) {
+        tt_buf_append(b, ",", 1);
+        key(b, "dns");
+        tt_buf_appendf(
+            b, "{\"lookups\":{\"ok\":%" PRIu64 ",\"empty\":%" PRIu64 ",\"error\":%" PRIu64 "},",
+            u->dns_lookups[0], u->dns_lookups[1], u->dns_lookups[2]);
+        kv_num(b, "last_change_time", (double)u->dns_last_change_ms / 1000.0, 0);
+        tt_buf_append(b, "}", 1);
+    }
+    tt_buf_append(b, "},", 2);
+}
+
 static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 {
     const tt_upstream_stats_t *st = &u->stats;
@@ -125,7 +163,9 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     kv_u(b, "requests_sent_total", tt_snapshot_sent(u), 1);
     kv_u(b, "requests_reused_total", st->requests_on_reused, 1);
     key(b, "retries");
-    tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 "},", st->retries);
+    tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 ",\"connect_failover\":%" PRIu64 "},",
+                   st->retries, st->connect_failovers);
+    endpoints(b, u);
 
     key(b, "connections");
     tt_buf_append(b, "{", 1);

@@ -5,6 +5,8 @@
 
 #include "core/clock.h"
 #include "core/invariant.h"
+#include "net/dns.h"
+#include "upstream/pool_endpoints.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +61,19 @@ static void collect_cb(tt_worker_t *w, void *arg)
         u->live.age_sum_ms += g.age_sum_ms;
         u->live.socket_mem_bytes += g.socket_mem_bytes;
         tt_pool_foreach_conn(pool, add_live_requests, &u->live.live_requests);
+        size_t active, draining;
+        tt_pool_endpoint_counts(pool, &active, &draining);
+        u->endpoints_active = TT_MAX(u->endpoints_active, active);
+        u->endpoints_draining = TT_MAX(u->endpoints_draining, draining);
+        for (size_t e = 0; e < pool->endpoints.n; e++) {
+            const tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, e);
+            tt_endpoint_row_t *r = tt_snapshot_endpoint(u, ep->name);
+            r->draining &= ep->state == TT_ENDPOINT_DRAINING;
+            r->requests += ep->picked;
+            r->connections += ep->nconns;
+            r->idle += ep->nidle;
+            r->outstanding += ep->outstanding;
+        }
     }
 }
 
@@ -81,6 +96,14 @@ tt_snapshot_t *tt_introspect_snapshot(tt_introspect_t *in, char *err, size_t err
         u->max_connections = up->conf->max_connections;
         u->max_idle = up->conf->max_idle;
         u->min_idle = up->conf->min_idle;
+        if (up->dns_stats != NULL) {
+            u->dns_followed = 1;
+            for (size_t r = 0; r < TT_DNS_RESULTS; r++)
+                u->dns_lookups[r] =
+                    atomic_load_explicit(&up->dns_stats->lookups[r], memory_order_relaxed);
+            u->dns_last_change_ms =
+                atomic_load_explicit(&up->dns_stats->last_change_wall_ms, memory_order_relaxed);
+        }
     }
     for (size_t i = 0; i < in->nworkers; i++) {
         if (tt_worker_call(&in->workers[i], collect_cb, s, TT_INTROSPECT_CALL_TIMEOUT_MS) < 0) {
@@ -110,14 +133,16 @@ static void add_row(const tt_conn_t *c, void *arg)
     pools_walk_t *pw = arg;
     tt_conn_row_t *r = tt_conn_list_push(pw->out);
     r->upstream = pw->up->conf->name;
-    r->endpoint = pw->up->addr_str;
+    snprintf(r->endpoint, sizeof(r->endpoint), "%s", c->ep != NULL ? c->ep->name : "?");
     r->worker = (uint32_t)pw->worker;
     r->id = c->id;
-    r->state = c->state == TT_CONN_IDLE         ? TT_ROW_IDLE
-               : c->state == TT_CONN_CONNECTING ? TT_ROW_CONNECTING
-                                                : TT_ROW_ACTIVE;
+    r->state = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING ? TT_ROW_IDLE
+               : c->state == TT_CONN_CONNECTING                        ? TT_ROW_CONNECTING
+                                                                       : TT_ROW_ACTIVE;
     r->age_ms = pw->now - c->created_at;
-    r->idle_ms = c->state == TT_CONN_IDLE ? (int64_t)(pw->now - c->idle_since) : -1;
+    r->idle_ms = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING
+                     ? (int64_t)(pw->now - c->idle_since)
+                     : -1;
     r->requests = c->requests;
     r->socket_mem_bytes = tt_conn_socket_memory(c);
 }

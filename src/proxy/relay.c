@@ -33,6 +33,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
     TT_ASSERT(s->conn == NULL && conn->state == TT_CONN_ACTIVE && s->uout != NULL);
     s->conn = conn;
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", conn->ep->name);
     /* For the access log, as for requests_on_reused: served a request before this one (the lease
      * counted this one). A pre-warmed connection's first request is not a reuse. */
     s->reused = conn->requests > 1;
@@ -51,6 +52,33 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
     else
         tt_loop_timer_stop(tt_session_loop(s), &s->timer);
     s->state = S_EXCHANGE;
+}
+
+/* The upstream has no endpoint at all (a name that has not resolved yet, or whose answer was
+ * emptied with dns_empty = clear): fail at once, with no connect attempt and no queueing. */
+static void reply_no_endpoints(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (conf->endpoints == NULL && conf->dns_refresh != 0)
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "dns_error",
+                               "upstream %s: no endpoints yet (%s has no address from DNS)",
+                               conf->name, conf->host);
+    else
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_not_found",
+                               "upstream %s: no endpoints", conf->name);
+}
+
+/* Every endpoint is ejected: fail fast, and say why and when the next trial is due. */
+static void reply_breaker_open(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    const char *cause;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
+    tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
+                           "upstream %s: circuit breaker open: every endpoint failed %lld "
+                           "connects in a row (last: %s); next trial in %llums",
+                           conf->name, (long long)conf->breaker_failures, cause,
+                           (unsigned long long)ms);
 }
 
 void tt_session_acquire_conn(tt_session_t *s, int flags)
@@ -75,8 +103,14 @@ void tt_session_acquire_conn(tt_session_t *s, int flags)
         return;
     case TT_POOL_CONNECT_FAILED:
         tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(errno),
-                               "upstream %s (%s): connect failed: %s", conf->name, s->up->addr_str,
-                               strerror(errno));
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(errno));
+        return;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        return;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         return;
     case TT_POOL_SHUTDOWN:
     default:
@@ -92,6 +126,8 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
     TT_ASSERT(s->state == S_WAIT_CONN && s->conn == NULL);
     const tt_upstream_conf_t *conf = s->up->conf;
+    if (err != NULL && err->endpoint != NULL)
+        snprintf(s->endpoint, sizeof(s->endpoint), "%s", err->endpoint);
     switch (result) {
     case TT_POOL_OK:
         attach_conn(s, conn);
@@ -106,17 +142,24 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
     case TT_POOL_CONNECT_TIMEOUT:
         tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "connection_timeout",
                                "upstream %s (%s): connect timed out after %lldms", conf->name,
-                               s->up->addr_str, (long long)conf->connect_timeout);
+                               tt_session_endpoint(s), (long long)conf->connect_timeout);
         break;
     case TT_POOL_CONNECT_FAILED:
         tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(err->errno_value),
-                               "upstream %s (%s): connect failed: %s", conf->name, s->up->addr_str,
-                               strerror(err->errno_value));
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(err->errno_value));
         break;
     case TT_POOL_TLS_FAILED:
         tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_tls(err->tls),
                                "upstream %s (%s): TLS handshake failed: %s (%s)", conf->name,
-                               s->up->addr_str, tt_tls_failure_phrase(err->tls), err->detail);
+                               tt_session_endpoint(s), tt_tls_failure_phrase(err->tls),
+                               err->detail);
+        break;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        break;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         break;
     default:
         tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "proxy_internal_response", "shutting down");
@@ -168,10 +211,10 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
         tt_session_reply_error(s, 502, reason, perr,
                                "upstream %s (%s): connection %s before responding; not retried "
                                "because %s",
-                               conf->name, s->up->addr_str, why, because);
+                               conf->name, tt_session_endpoint(s), why, because);
     } else
         tt_session_reply_error(s, 502, reason, perr, "upstream %s (%s): connection %s", conf->name,
-                               s->up->addr_str, why);
+                               tt_session_endpoint(s), why);
 }
 
 /* Words for a failed upstream read or write, as in "connection %s before responding". */
@@ -587,7 +630,7 @@ static void upstream_cb(tt_conn_t *conn, uint32_t events)
     if (events & TT_CONN_EV_LEASE_WARN) {
         tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "
                 "(a client not reading its response?)",
-                conf->name, (unsigned long long)conn->id, s->up->addr_str,
+                conf->name, (unsigned long long)conn->id, tt_session_endpoint(s),
                 (long long)conf->lease_warn, s->peer);
         tt_worker_pool(s->worker, s->up)->stats.lease_warnings++;
         return;

@@ -24,6 +24,7 @@ void tt_session_begin_request(tt_session_t *s)
     TT_ASSERT(s->conn == NULL && !s->in_request && s->state != S_CLOSED);
     s->state = S_HEAD;
     s->up = NULL;
+    s->endpoint[0] = '\0';
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->idempotent = s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;

@@ -7,6 +7,7 @@
 #include "proxy/introspect.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
+#include "upstream/discovery.h"
 
 #include "net/takeover.h"
 
@@ -280,6 +281,7 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
     tt_introspect_t introspect;
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
+    tt_discovery_t *discovery = NULL;
     tt_listenset_t ls;
     tt_listenset_init(&ls);
     tt_control_t control = {.fd = -1};
@@ -295,6 +297,11 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
             tt_error("%s", err);
             goto out;
         }
+    }
+    discovery = tt_discovery_new(conf, ups, nup, err, sizeof(err));
+    if (discovery == NULL && err[0] != '\0') {
+        tt_error("%s", err);
+        goto out;
     }
     /* Workers inherit this mask: signals are taken by the main thread alone, from a signalfd. */
     sigset_t sigs;
@@ -352,6 +359,13 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
             goto out;
         }
     }
+    if (discovery != NULL) {
+        int rc = tt_discovery_start(discovery);
+        if (rc != 0) {
+            tt_error("cannot start the DNS thread: %s", strerror(rc));
+            goto out;
+        }
+    }
     tt_introspect_set_running(&introspect);
     if (admin != NULL) {
         int rc = tt_admin_start(admin);
@@ -406,6 +420,8 @@ out:
     tt_control_close(&control);
     /* The admin thread reads workers through tt_worker_call: stop it before they drain. */
     tt_admin_close(admin);
+    /* Discovery wakes workers when it publishes: stop it while they all exist. */
+    tt_discovery_free(discovery);
     for (size_t i = 0; i < started; i++)
         tt_worker_request_drain(&workers[i]);
     /* With the workers' descriptors the sockets close, and new connections are refused; after a

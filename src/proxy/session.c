@@ -39,7 +39,7 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
     tt_access_entry_t e = {
         .client = s->peer,
         .upstream = s->up != NULL ? s->up->conf->name : NULL,
-        .endpoint = s->up != NULL ? s->up->addr_str : NULL,
+        .endpoint = s->up != NULL ? tt_session_endpoint(s) : NULL,
         .method =
             s->method == TT_METHOD_UNKNOWN ? "-" : llhttp_method_name((llhttp_method_t)s->method),
         .path = s->path,
@@ -297,7 +297,7 @@ static void session_timer_cb(tt_timer_t *t)
         } else {
             tt_session_reply_error(s, 504, TT_CLOSE_RESPONSE_TIMEOUT, "http_response_timeout",
                                    "upstream %s (%s) did not respond within %lldms",
-                                   s->up->conf->name, s->up->addr_str,
+                                   s->up->conf->name, tt_session_endpoint(s),
                                    (long long)s->up->conf->response_timeout);
         }
         tt_session_run(s);
@@ -310,7 +310,7 @@ static void session_timer_cb(tt_timer_t *t)
         tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "http_response_timeout",
                                "upstream %s (%s) did not respond within %lldms: its connection "
                                "failed and the retry found no connection in time",
-                               s->up->conf->name, s->up->addr_str, (long long)ms);
+                               s->up->conf->name, tt_session_endpoint(s), (long long)ms);
         tt_session_run(s);
         return;
     }

@@ -11,8 +11,10 @@
 #include "core/clock.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "health/probe.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
+#include "upstream/endpoint.h"
 
 #include <stdint.h>
 
@@ -20,7 +22,15 @@ typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
 typedef struct tt_conn tt_conn_t;
 
-typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED } tt_conn_state_t;
+/* PROBING: an idle connection whose probe is out (health/probe.h): off the idle list, so no
+ * request takes it, and back to IDLE with its idle clock unchanged when the answer is good. */
+typedef enum {
+    TT_CONN_CONNECTING,
+    TT_CONN_ACTIVE,
+    TT_CONN_IDLE,
+    TT_CONN_PROBING,
+    TT_CONN_CLOSED
+} tt_conn_state_t;
 
 /* Pseudo-events delivered to the handler by the lease timer (outside the epoll bit range). */
 #define TT_CONN_EV_LEASE_WARN    (1u << 28)
@@ -40,6 +50,7 @@ struct tt_conn {
     uint64_t requests; /* requests started on it */
     tt_buf_t *in;      /* bytes from the upstream; only while leased */
     void *owner;       /* the lease holder's argument to tt_conn_set_handler */
+    tt_endpoint_t *ep; /* where it leads, in its pool's view (NULL only while handed over) */
 
     tt_io_t _io;
     tt_pool_t *_pool;
@@ -57,6 +68,9 @@ struct tt_conn {
     uint8_t _tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
     uint8_t _tls_write_wants_read; /* the last TLS write waits for it to be readable */
     uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint8_t _counted;              /* counts in ep->outstanding (leased, or opened for a request) */
+    tt_msec_t _probed_at;          /* last probe sent since it went idle (0: none) */
+    tt_probe_t *_probe;            /* while PROBING */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (_io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */

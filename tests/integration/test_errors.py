@@ -240,7 +240,9 @@ def test_more_than_one_host_header_gets_400(start_proxy):
 
 
 def test_prewarming_a_down_upstream_backs_off(start_tetherd):
-    """min_idle toward an upstream that refuses connections must not spin: connects back off."""
+    """min_idle toward an upstream that refuses connections must not spin: connects back off,
+    and once breaker_failures (5) of them failed the endpoint is ejected: a request then gets 503
+    at once, naming the cause, with Retry-After."""
     config = (f"[tether]\nworkers = 1\n[upstream down]\nurl = http://127.0.0.1:{free_port()}\n"
               f"listen = 127.0.0.1:{free_port()}\nmin_idle = 2\n")
     tetherd = start_tetherd(config)
@@ -248,7 +250,9 @@ def test_prewarming_a_down_upstream_backs_off(start_tetherd):
     cpu_before = process_cpu_seconds(tetherd.proc.pid)
     time.sleep(2)
     assert process_cpu_seconds(tetherd.proc.pid) - cpu_before < 0.2
-    assert_tether_error(fetch(tetherd.port), 502, "connect")
+    resp = fetch(tetherd.port)
+    assert_tether_error(resp, 503, "circuit breaker open", "connection refused")
+    assert int(resp.header("Retry-After")) >= 1, resp
 
 
 def process_cpu_seconds(pid):

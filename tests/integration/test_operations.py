@@ -299,11 +299,12 @@ def test_each_generated_error_names_its_type(start_upstream, start_tetherd, tmp_
 
 def test_upstream_failures_warn_at_the_default_level_rate_limited(start_tetherd, tmp_path):
     """A down upstream shows in the log at the default level (info): the pre-warming failure and
-    the 502s, at most one line per interval, with the count of the ones held back."""
+    the 502s, at most one line per interval, with the count of the ones held back. Without the
+    breaker, which would answer 503 once 5 connects failed: this is about each failure's log."""
     dead, port = free_port(), free_port()
     tetherd = start_tetherd(f"[tether]\nworkers = 1\n[upstream dead]\n"
                             f"url = http://127.0.0.1:{dead}\nlisten = 127.0.0.1:{port}\n"
-                            "min_idle = 2\n")
+                            "min_idle = 2\nbreaker_failures = 0\n")
     for _ in range(20):
         assert fetch(port).status == 502
     wait_for(lambda: "pre-warming a connection (min_idle) failed: Connection refused"

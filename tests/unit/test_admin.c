@@ -67,7 +67,7 @@ static int fake_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
     for (int i = 0; i < 2; i++) {
         tt_conn_row_t *r = tt_conn_list_push(out);
         r->upstream = "users";
-        r->endpoint = "127.0.0.1:8080";
+        snprintf(r->endpoint, sizeof(r->endpoint), "127.0.0.1:8080");
         r->worker = (uint32_t)i;
         r->id = 10 + (uint64_t)i;
         r->state = i == 0 ? TT_ROW_IDLE : TT_ROW_ACTIVE;

@@ -85,6 +85,8 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
                            "control_socket = /run/tether/tetherd.sock\n"
+                           "resolver = 127.0.0.1:5353, [::1]\n"
+                           "\n"
                            "[upstream users]\n"
                            "url = https://127.0.0.1:8443\n"
                            "listen = 127.0.0.1:9001\n"
@@ -111,9 +113,26 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "tls_cert = /etc/tether/client.pem\n"
                            "tls_key = /etc/tether/client.key\n"
                            "tls_session_reuse = no\n"
+                           "endpoints = 127.0.0.2:8443, 127.0.0.3, [::1]:9443\n"
+                           "dns_refresh = off\n"
+                           "dns_min_ttl = 2s\n"
+                           "dns_max_ttl = 1m\n"
+                           "dns_empty = clear\n"
+                           "balance = round_robin\n"
+                           "connect_retries = 1\n"
+                           "breaker_failures = 3\n"
+                           "breaker_cooldown = 2s\n"
+                           "breaker_max_cooldown = 30s\n"
+                           "max_ejected = 34%\n"
+                           "probe = OPTIONS *\n"
+                           "probe_interval = 5s\n"
+                           "probe_timeout = 500ms\n"
+                           "probe_expect = 200-299, 405\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
+                           "dns_refresh = 30s\n"
+                           "balance = random\n"
                            "idle_timeout = auto\n"
                            "max_lifetime = 0\n"
                            "preserve_host = false\n"
@@ -191,7 +210,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->nupstreams, 3);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 16);
+    assert_int_equal(u->line, 18);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -224,9 +243,30 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 40);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 37);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 22);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 42);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 39);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 24);
+    assert_int_equal(u->nendpoints, 3);
+    assert_addr(&u->endpoints[0], "127.0.0.2:8443");
+    assert_addr(&u->endpoints[1], "127.0.0.3:8443"); /* the url's port */
+    assert_addr(&u->endpoints[2], "[::1]:9443");
+    assert_int_equal(u->dns_refresh, 0);
+    assert_int_equal(u->dns_min_ttl, 2000);
+    assert_int_equal(u->dns_max_ttl, 60000);
+    assert_int_equal(u->dns_empty, 1);
+    assert_int_equal(u->balance, 1);
+    assert_int_equal(u->connect_retries, 1);
+    assert_int_equal(u->breaker_failures, 3);
+    assert_int_equal(u->breaker_cooldown, 2000);
+    assert_int_equal(u->breaker_max_cooldown, 30000);
+    assert_int_equal(u->max_ejected, 34);
+    assert_string_equal(u->probe, "OPTIONS *");
+    assert_int_equal(u->probe_interval, 5000);
+    assert_int_equal(u->probe_timeout, 500);
+    assert_string_equal(u->probe_expect, "200-299, 405");
+    assert_int_equal(c->nresolvers, 2);
+    assert_addr(&c->resolvers[0], "127.0.0.1:5353");
+    assert_addr(&c->resolvers[1], "[::1]:53");
 
     u = find_upstream(c, "orders");
     assert_false(u->tls);
@@ -239,11 +279,15 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->max_lifetime, 0);
     assert_int_equal(u->preserve_host, 0);
     assert_int_equal(u->max_idle, 256); /* clamped to max_connections */
+    assert_int_equal(u->dns_refresh, 30000);
+    assert_int_equal(u->balance, 2);
+    assert_null(u->endpoints);
 
     u = find_upstream(c, "v6");
     assert_string_equal(u->host, "::1");
     assert_int_equal(u->port, 8081);
     assert_addr(&u->listen, "[::1]:9002");
+    assert_int_equal(u->dns_refresh, 0); /* an IP address: nothing to re-resolve */
     assert_int_equal(u->preserve_host, 1);
     tt_conf_free(c);
     tt_leakcheck_end(lc);
@@ -282,6 +326,22 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->tcp_keepalive, 30000);
     assert_int_equal(u->lease_warn, 30000);
     assert_int_equal(u->lease_timeout, 0);
+    assert_null(u->endpoints);
+    assert_int_equal(u->dns_refresh, 0); /* url has an IP address */
+    assert_int_equal(u->dns_min_ttl, 1000);
+    assert_int_equal(u->dns_max_ttl, 300000);
+    assert_int_equal(u->dns_empty, 0); /* keep */
+    assert_int_equal(u->balance, 0);   /* least_request */
+    assert_int_equal(u->connect_retries, 2);
+    assert_int_equal(u->breaker_failures, 5);
+    assert_int_equal(u->breaker_cooldown, 5000);
+    assert_int_equal(u->breaker_max_cooldown, 60000);
+    assert_int_equal(u->max_ejected, 50);
+    assert_null(u->probe); /* off */
+    assert_int_equal(u->probe_interval, 10000);
+    assert_int_equal(u->probe_timeout, 1000);
+    assert_null(u->probe_expect);
+    assert_int_equal(c->nresolvers, 0);
     /* hosts defaults to the url's authority (whether the bare host is added too is open). */
     int authority = 0;
     for (size_t i = 0; i < u->nhosts; i++)
@@ -428,6 +488,44 @@ static const bad_t bad[] = {
      "url = http://127.0.0.1:15001\n",
      4, "url", "tetherd's own proxy_listen address"},
     {"syntax error", "[tether]\nworkers 4\n" UP_A, 2, NULL, "syntax error"},
+    {"endpoint with a name", UP_A "endpoints = 127.0.0.2:80, api.internal:80\n", 4, "endpoints",
+     "IP[:PORT]"},
+    {"endpoint with port 0", UP_A "endpoints = 127.0.0.2:0\n", 4, "endpoints", "IP[:PORT]"},
+    {"endpoint with a bad port", UP_A "endpoints = 127.0.0.2:70000\n", 4, "endpoints", "IP[:PORT]"},
+    {"empty endpoints", UP_A "endpoints = ,\n", 4, "endpoints", "empty list"},
+    {"endpoints with dns_refresh",
+     "[upstream a]\nurl = http://api.internal:8080\nlisten = 127.0.0.1:9001\n"
+     "endpoints = 127.0.0.2\ndns_refresh = 30s\n",
+     5, "dns_refresh", "nothing to re-resolve"},
+    {"ip literal with dns_refresh", UP_A "dns_refresh = ttl\n", 4, "dns_refresh",
+     "an IP address in url"},
+    {"bad dns_refresh", UP_A "dns_refresh = sometimes\n", 4, "dns_refresh", "ttl, off or"},
+    {"dns_refresh too short",
+     "[upstream a]\nurl = http://a.internal\nlisten = 127.0.0.1:9001\n"
+     "dns_refresh = 10ms\n",
+     4, "dns_refresh", "out of range"},
+    {"min ttl over max ttl",
+     "[upstream a]\nurl = http://a.internal\nlisten = 127.0.0.1:9001\n"
+     "dns_max_ttl = 10s\ndns_min_ttl = 20s\n",
+     5, "dns_min_ttl", "exceeds dns_max_ttl"},
+    {"bad dns_empty", UP_A "dns_empty = drop\n", 4, "dns_empty", "keep or clear"},
+    {"bad balance", UP_A "balance = leastconn\n", 4, "balance", "least_request, round_robin"},
+    {"bad probe", UP_A "probe = ping\n", 4, "probe", "METHOD TARGET"},
+    {"probe star with GET", UP_A "probe = GET *\n", 4, "probe", "OPTIONS only"},
+    {"bad probe_expect", UP_A "probe_expect = 2xx\n", 4, "probe_expect", "statuses"},
+    {"probe_timeout too short", UP_A "probe_timeout = 1ms\n", 4, "probe_timeout", "out of range"},
+    {"bad max_ejected", UP_A "max_ejected = half\n", 4, "max_ejected", "percentage"},
+    {"max_ejected over 100", UP_A "max_ejected = 150%\n", 4, "max_ejected", "out of range"},
+    {"cooldown over max", UP_A "breaker_max_cooldown = 1s\nbreaker_cooldown = 2s\n", 5,
+     "breaker_cooldown", "exceeds breaker_max_cooldown"},
+    {"connect_retries too high", UP_A "connect_retries = 100\n", 4, "connect_retries",
+     "out of range"},
+    {"resolver with a name", "[tether]\nresolver = dns.internal\n" UP_A, 2, "resolver",
+     "IP[:PORT]"},
+    {"too many resolvers",
+     "[tether]\nresolver = 10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5,10.0.0.6,10.0.0.7,"
+     "10.0.0.8,10.0.0.9\n" UP_A,
+     2, "resolver", "too many"},
     {"key outside a section", "workers = 1\n[tether]\n" UP_A, 1, "workers", "outside"},
     {"no upstream", "[tether]\nworkers = 2\n", 2, NULL, "no [upstream NAME] section"},
 };
@@ -849,6 +947,11 @@ static void test_dump_has_every_key_and_loads_back(void **state)
         for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
             if (strcmp(upstream_fields[i].key, "listen") == 0 && !c->upstreams[u].has_listen)
                 continue; /* no listen of its own */
+            if (strcmp(upstream_fields[i].key, "endpoints") == 0 && !c->upstreams[u].endpoints)
+                continue; /* the url's host */
+            if (strcmp(upstream_fields[i].key, "probe_expect") == 0 &&
+                !c->upstreams[u].probe_expect)
+                continue; /* any status */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
             char needle[64];

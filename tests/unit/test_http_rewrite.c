@@ -382,6 +382,7 @@ static void test_write_error(void **state)
     tt_buf_consume(f.out, 25);
     tt_buf_compact(f.out);
     check_error_response(&f, 504, 1, "tether: timeout\n");
+
     fx_done(&f);
 }
 
