@@ -160,7 +160,11 @@ def start_service(services: Services, hosts: TwoHosts, work: Path, certs, delay_
     return server, relay, relay_log, tls_log
 
 
-def start_tetherd(services: Services, hosts: TwoHosts, work: Path, tetherd: Path, certs):
+def start_tetherd(services: Services, hosts: TwoHosts, work: Path, tetherd: Path, certs,
+                  concurrency: int):
+    """tetherd on host A, pre-warmed to the application's concurrency (its thread count: what
+    `tether churn --suggest` derives from the observed peak), so a burst finds warm connections
+    instead of opening new ones."""
     config = work / "tetherd.ini"
     config.write_text(f"""[tether]
 workers = 1
@@ -173,7 +177,7 @@ hosts = {SERVICE_NAME}
 tls_ca = {certs.ca}
 max_connections = 64
 max_idle = 32
-min_idle = 4
+min_idle = {min(concurrency, 32)}
 """)
     service = services.start("tetherd", hosts.run_in(hosts.a, [str(tetherd), "-c", str(config)]))
     wait_port_in(hosts, hosts.a, "127.0.0.1", PROXY_PORT)
@@ -316,8 +320,8 @@ def prove(args) -> Path:
                                                                   certs, args.delay_ms)
                 trees = {"nginx": server.pid, "relay": relay.pid}
                 if name == "tetherd":
-                    trees["tetherd"] = start_tetherd(services, hosts, run_dir, tetherd,
-                                                     certs).pid
+                    trees["tetherd"] = start_tetherd(services, hosts, run_dir, tetherd, certs,
+                                                     args.workers).pid
                 results.append(run_once(name, args, hosts, run_dir, certs, relay_log, tls_log,
                                         trees, tether))
             for log in ("relay.log", "tetherd.ini", "tetherd.log", f"{name}.churn.json"):
