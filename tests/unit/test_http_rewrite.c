@@ -401,8 +401,8 @@ static void test_split_absolute(void **state)
         {"http://example.com", 0, "example.com", "/"},
         {"HTTP://Example.COM/A", 0, "Example.COM", "/A"},
         {"http://[::1]:9000/v6", 0, "[::1]:9000", "/v6"},
-        {"http://user:pw@example.com:81/secret", 0, "example.com:81", "/secret"},
-        {"http://user@example.com", 0, "example.com", "/"},
+        {"http://user:pw@example.com:81/secret", 0, "user:pw@example.com:81", "/secret"},
+        {"http://user@example.com", 0, "user@example.com", "/"},
         {"http://example.com/a@b", 0, "example.com", "/a@b"},
         {"https://example.com/", -1, NULL, NULL},
         {"ftp://example.com/", -1, NULL, NULL},
@@ -454,14 +454,25 @@ static void test_absolute_query_only_gives_origin_form(void **state)
     fx_done(&f);
 }
 
-/* Userinfo and no host: nothing to route to. */
-static void test_split_absolute_userinfo_without_host(void **state)
+/* Userinfo is left in the authority, and the authority check refuses it (RFC 9110 4.2.4), as it
+ * refuses anything that is not uri-host [":" port]. */
+static void test_userinfo_and_bad_hosts_are_refused(void **state)
 {
     (void)state;
+    static const char *const bad[] = {
+        "user@/x", "user@example.com", "a@b@c",   "a b", "a/b", "a?b", "a#b", "a\tb",
+        "",        "a\x01b",           "\xc3\xa9"};
+    static const char *const good[] = {"example.com", "example.com:8080", "[::1]:9000",
+                                       "10.0.0.1",    "a-b_c.d~e",        "xn--bcher-kva.example"};
     tt_span_t a = {NULL, 0}, p = {NULL, 0};
-    int rc = tt_http_split_absolute(span("http://user@/x"), &a, &p);
-    if (rc == 0)
-        fail_msg("accepted with an empty authority \"%.*s\"", (int)a.len, a.str);
+    assert_int_equal(tt_http_split_absolute(span("http://user@/x"), &a, &p), 0);
+    assert_false(tt_http_host_is_valid(a.str, a.len));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (tt_http_host_is_valid(bad[i], strlen(bad[i])))
+            fail_msg("host \"%s\" accepted", bad[i]);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!tt_http_host_is_valid(good[i], strlen(good[i])))
+            fail_msg("host \"%s\" refused", good[i]);
 }
 
 /* --- Keep-Alive: timeout=N -------------------------------------------------------------------- */
@@ -513,7 +524,7 @@ int main(void)
         cmocka_unit_test(test_write_error),
         cmocka_unit_test(test_split_absolute),
         cmocka_unit_test(test_absolute_query_only_gives_origin_form),
-        cmocka_unit_test(test_split_absolute_userinfo_without_host),
+        cmocka_unit_test(test_userinfo_and_bad_hosts_are_refused),
         cmocka_unit_test(test_keepalive_timeout),
     };
     return cmocka_run_group_tests_name("http_rewrite", tests, NULL, NULL);
