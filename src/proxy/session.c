@@ -19,6 +19,7 @@ typedef enum {
     S_EXCHANGE,  /* relaying the request and the response */
     S_TUNNEL,    /* after 101 Switching Protocols: raw bytes both ways */
     S_FLUSH,     /* writing the rest of a response, then the next request or close */
+    S_LINGER,    /* response sent and write side shut: discarding input until EOF or timeout */
     S_CLOSED,
 } session_state_t;
 
@@ -73,8 +74,9 @@ typedef struct tt_session {
     uint8_t reused;       /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
-    uint64_t bytes_out; /* response bytes written to the client for this request */
-    char path[200];     /* request target, for the access log */
+    uint64_t bytes_out;     /* response bytes written to the client for this request */
+    uint64_t final_head_at; /* offset in bytes_out where the final response head starts */
+    char path[200];         /* request target, for the access log */
 
     /* Interest wanted after this round of progress. */
     uint8_t want_client_in, want_client_out, want_up_in, want_up_out;
@@ -192,6 +194,49 @@ static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
 static void arm_timer(tt_session_t *s, int64_t ms)
 {
     tt_loop_timer_after(loop_of(s), &s->timer, (tt_msec_t)ms);
+}
+
+/* ---- lingering close ------------------------------------------------------------------------ */
+
+/* Whether closing now could destroy the response just sent: with bytes of the client's still
+ * unread (the rest of a refused head, a body the upstream did not wait for), close() sends a
+ * reset, which may discard the response before the client reads it. */
+static int should_linger(const tt_session_t *s)
+{
+    return s->worker->conf->lingering_timeout > 0 && !s->client_eof && !s->client_gone &&
+           !s->worker->draining &&
+           (!s->req_read_done || s->req_pending > 0 || (s->cin != NULL && tt_buf_len(s->cin) > 0));
+}
+
+/* The lingering close of nginx and Apache: the write side is shut (the client reads the response
+ * and then EOF), and input is read and discarded until the client closes or lingering_timeout
+ * passes, whichever comes first. Holds no buffer. */
+static void start_linger(tt_session_t *s)
+{
+    end_request(s);
+    drop_conn(s, TT_CLOSE_ERROR);
+    shutdown(s->io.fd, SHUT_WR);
+    release_buffers(s);
+    s->state = S_LINGER;
+    arm_timer(s, s->worker->conf->lingering_timeout);
+}
+
+/* Discards what the client sends, a bounded amount per wake-up (the loop is level-triggered). */
+static void step_linger(tt_session_t *s)
+{
+    char sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(s->io.fd, sink, sizeof(sink), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        session_close(s, TT_CLOSE_ERROR); /* EOF or error: the client is done */
+        return;
+    }
+    s->want_client_in = 1;
 }
 
 /* ---- client output ------------------------------------------------------------------------ */
@@ -406,61 +451,60 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t r
     session_run(s);
 }
 
-static unsigned count_headers(const tt_http_head_t *h, const char *base, const char *name,
-                              size_t len)
-{
-    unsigned n = 0;
-    for (uint32_t i = 0; i < h->nheaders; i++)
-        n += (unsigned)tt_http_header_is(base, &h->headers[i], name, len);
-    return n;
-}
-
 /* Chooses the upstream and the target and Host to send. Returns 0, or -1 after replying. */
 static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *base,
                          tt_http_request_out_t *out)
 {
-    tt_span_t target = {base + h->target, h->target_len}, authority = {NULL, 0}, host = {NULL, 0};
-    int absolute = tt_http_split_absolute(target, &authority, &out->target) == 0;
-    if (!absolute) {
-        int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
-        if (target.len == 0 || (target.str[0] != '/' && !asterisk)) {
-            reply_error(s, 400, TT_CLOSE_ERROR, "invalid request target");
-            return -1;
-        }
-        out->target = target;
-    }
-    if (absolute) {
-        host = authority;
-    } else {
-        const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
-        if (hh != NULL)
-            host = (tt_span_t){base + hh->value, hh->value_len};
-    }
-    if (count_headers(h, base, "host", 4) > 1) { /* RFC 9112 3.2: which one would win? */
-        reply_error(s, 400, TT_CLOSE_ERROR, "more than one Host header");
+    tt_http_target_t t;
+    const char *bad = tt_http_request_target(h, base, &t);
+    if (bad != NULL) {
+        reply_error(s, 400, TT_CLOSE_ERROR, "%s", bad);
         return -1;
     }
+    out->target = t.target;
     if (s->listener_upstream != NULL) {
         s->up = s->listener_upstream;
-        if (!s->up->conf->preserve_host)
+        /* An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which must
+         * have one (RFC 9112 3.2). */
+        if (!s->up->conf->preserve_host || t.host.len == 0)
             out->host = (tt_span_t){s->up->host_header, strlen(s->up->host_header)};
-        else if (absolute)
-            out->host = authority;
+        else if (t.absolute)
+            out->host = t.host;
         return 0;
     }
-    if (host.len == 0) {
+    if (t.host.len == 0) {
         reply_error(s, 400, TT_CLOSE_ERROR, "missing Host header");
         return -1;
     }
-    s->up = tt_worker_route(s->worker, host.str, host.len);
+    s->up = tt_worker_route(s->worker, t.host.str, t.host.len);
     if (s->up == NULL) {
         reply_error(s, 403, TT_CLOSE_ERROR,
                     "no upstream is configured for host %.*s (tether is not an open proxy)",
-                    (int)TT_MIN(host.len, 200), host.str);
+                    (int)TT_MIN(t.host.len, 200), t.host.str);
         return -1;
     }
-    if (absolute)
-        out->host = authority;
+    if (t.absolute)
+        out->host = t.host;
+    return 0;
+}
+
+/* Parses the body bytes that arrived with the head before an upstream connection is asked for, so
+ * that a body whose framing is broken there (a bad chunk size, a folded trailer) is refused
+ * before any of the request reaches an upstream. They stay at the front of cin (req_pending) to
+ * be sent as usual. Returns 0, or -1 after replying. */
+static int check_body_read(tt_session_t *s)
+{
+    size_t avail = tt_buf_len(s->cin), consumed;
+    if (s->req_read_done || avail == 0)
+        return 0;
+    tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
+    if (st == TT_HTTP_ERROR) {
+        reply_error(s, 400, TT_CLOSE_ERROR, "malformed request body: %s",
+                    tt_http_reader_error(&s->req));
+        return -1;
+    }
+    s->req_pending = consumed;
+    s->req_read_done = st == TT_HTTP_MESSAGE_DONE;
     return 0;
 }
 
@@ -489,6 +533,12 @@ static void start_request(tt_session_t *s)
         reply_error(s, 405, TT_CLOSE_ERROR,
                     "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
                     "configured upstreams; send plain http:// requests");
+    else if (h->chunked && !tt_http_transfer_coding_is_chunked(h, base))
+        /* RFC 9112 6.1: a coding tether does not implement (stacked under chunked); the
+         * upstream would have to agree on every layer of it. */
+        reply_error(s, 501, TT_CLOSE_ERROR,
+                    "transfer codings other than chunked are not "
+                    "supported");
     else
         routed = route_request(s, h, base, &out) == 0;
     if (routed) {
@@ -506,7 +556,7 @@ static void start_request(tt_session_t *s)
     tt_buf_consume(s->cin, h->head_len);
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
-    if (routed)
+    if (routed && check_body_read(s) == 0)
         acquire_conn(s, 0);
 }
 
@@ -762,7 +812,8 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
         .dechunk = dechunk,
     };
     s->status = h->status;
-    tt_http_write_response_head(cout_of(s), h, base, &out);
+    s->final_head_at = s->bytes_out + tt_buf_len(cout_of(s));
+    tt_http_write_response_head(s->cout, h, base, &out);
     if (dechunk)
         tt_http_reader_decode_into(&s->resp, s->cout);
 }
@@ -791,7 +842,14 @@ static int parse_response_head(tt_session_t *s)
     }
     tt_http_head_t *h = s->head;
     const char *base = c->in->data;
-    if (h->status >= 100 && h->status < 200 && !(h->status == 101 && s->upgrade)) {
+    if (h->status == 101 && !s->upgrade) {
+        /* A client that did not ask to switch would read whatever follows as a new protocol,
+         * or as the next response. */
+        reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s switched protocols unasked (101)",
+                    s->up->conf->name);
+        return -1;
+    }
+    if (h->status >= 100 && h->status < 200 && h->status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read the final one. */
         if (!s->http10) {
             tt_http_response_out_t out = {0};
@@ -838,10 +896,28 @@ static void finish_exchange(tt_session_t *s)
     /* Body bytes read but never sent (the upstream answered early) must not be parsed as the
      * next request: this client connection ends with its response. */
     if (s->close_after || s->client_gone || s->req_pending > 0) {
-        session_close(s, TT_CLOSE_ERROR);
+        if (should_linger(s))
+            start_linger(s);
+        else
+            session_close(s, TT_CLOSE_ERROR);
         return;
     }
     begin_request(s);
+}
+
+/* A response found broken after its head was accepted: while no byte of its head has reached the
+ * client, the head and what was queued after it are withdrawn (interim responses before it stay)
+ * so that the client gets a 502 in its place rather than a connection that just ends. Returns
+ * whether it was withdrawn. */
+static int withdraw_response(tt_session_t *s)
+{
+    if (!s->resp_head_done || s->state != S_EXCHANGE || s->bytes_out > s->final_head_at)
+        return 0;
+    s->cout->wpos = s->cout->rpos + (size_t)(s->final_head_at - s->bytes_out);
+    s->resp_pending = 0;
+    s->resp_head_done = 0;
+    tt_http_reader_decode_into(&s->resp, NULL);
+    return 1;
 }
 
 /* Whether conn->in holds response bytes not yet parsed. */
@@ -864,6 +940,11 @@ static int parse_response_body(tt_session_t *s)
     tt_http_status_t st = tt_http_reader_body(&s->resp, tt_buf_rptr(in) + s->resp_pending,
                                               tt_buf_len(in) - s->resp_pending, &consumed);
     if (st == TT_HTTP_ERROR) {
+        if (withdraw_response(s)) {
+            reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s sent an invalid response body: %s",
+                        s->up->conf->name, tt_http_reader_error(&s->resp));
+            return -1;
+        }
         tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
                  tt_http_reader_error(&s->resp));
         session_close(s, TT_CLOSE_ERROR);
@@ -959,8 +1040,14 @@ static int step_response(tt_session_t *s)
                         s->up->conf->name);
             return -1;
         }
-        /* Truncated body: the client must see the connection end, never a complete-looking
-         * response. */
+        /* Truncated body: the client must see a 502 or the connection end, never a
+         * complete-looking response. */
+        if (withdraw_response(s)) {
+            reply_error(s, 502, TT_CLOSE_RESPONSE_PARTIAL,
+                        "upstream %s closed the connection in the middle of the response body",
+                        s->up->conf->name);
+            return -1;
+        }
         flush_client(s);
         session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
         return -1;
@@ -1138,7 +1225,8 @@ static void session_run(tt_session_t *s)
             break;
         case S_EXCHANGE: {
             step_exchange(s);
-            if (s->state == S_HEAD || s->state == S_TUNNEL || s->state == S_FLUSH)
+            if (s->state == S_HEAD || s->state == S_TUNNEL || s->state == S_FLUSH ||
+                s->state == S_LINGER)
                 continue;
             break;
         }
@@ -1147,6 +1235,10 @@ static void session_run(tt_session_t *s)
             break;
         case S_FLUSH: {
             int r = flush_client(s);
+            if (r > 0 && s->close_after && should_linger(s)) {
+                start_linger(s);
+                continue;
+            }
             if (r < 0 || (r > 0 && s->close_after)) {
                 session_close(s, TT_CLOSE_ERROR);
                 return;
@@ -1157,6 +1249,9 @@ static void session_run(tt_session_t *s)
             }
             break;
         }
+        case S_LINGER:
+            step_linger(s);
+            break;
         case S_CLOSED:
             return;
         }
@@ -1290,7 +1385,7 @@ void tt_session_drain(tt_worker_t *w)
     tt_list_foreach_safe(l, tmp, &w->sessions)
     {
         tt_session_t *s = tt_container_of(l, tt_session_t, link);
-        if (s->state == S_HEAD && (s->cin == NULL || s->cin->wpos == 0))
+        if ((s->state == S_HEAD && (s->cin == NULL || s->cin->wpos == 0)) || s->state == S_LINGER)
             session_close(s, TT_CLOSE_SHUTDOWN);
         else
             s->close_after = 1;

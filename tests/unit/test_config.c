@@ -81,10 +81,10 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "max_head_size = 32k\n"
                            "client_header_timeout = 1500ms\n"
                            "client_idle_timeout = 2m\n"
+                           "lingering_timeout = 3s\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
-                           "\n"
                            "[upstream users]\n"
                            "url = https://127.0.0.1:8443\n"
                            "listen = 127.0.0.1:9001\n"
@@ -184,6 +184,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->max_head_size, 32 * 1024);
     assert_int_equal(c->client_header_timeout, 1500);
     assert_int_equal(c->client_idle_timeout, 120000);
+    assert_int_equal(c->lingering_timeout, 3000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
@@ -261,6 +262,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(c->max_head_size, 64 * 1024);
     assert_int_equal(c->client_header_timeout, 10000);
     assert_int_equal(c->client_idle_timeout, 60000);
+    assert_int_equal(c->lingering_timeout, 5000);
     assert_int_equal(c->drain_timeout, 10000);
     assert_int_equal(c->tcp_defer_accept, 1000);
     assert_null(c->access_log);
