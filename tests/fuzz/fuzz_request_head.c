@@ -80,6 +80,10 @@ static void check_rewrite(const tt_http_head_t *h, const char *base)
     tt_http_reader_begin_head(&r2, h2, 0);
     size_t parsed = 0;
     tt_http_status_t st = tt_http_reader_head(&r2, again, &parsed, SIZE_MAX / 2);
+    /* tether adds up to two fields (Host, Connection) to a head that may hold the most the
+     * reader takes: the copy may hold more than a reader of tether's own limit accepts. */
+    if (st == TT_HTTP_HEAD_TOO_LARGE && h->nheaders + 2 > TT_HTTP_MAX_HEADERS)
+        goto done;
     FUZZ_CHECK(st == TT_HTTP_HEAD_DONE);
     FUZZ_CHECK(parsed == w->wpos);
     FUZZ_CHECK(h2->method == h->method);
@@ -88,6 +92,7 @@ static void check_rewrite(const tt_http_head_t *h, const char *base)
     FUZZ_CHECK(h2->target_len == t.target.len + (t.target.len > 0 && t.target.str[0] == '?'));
     tt_http_target_t t2;
     FUZZ_CHECK(tt_http_request_target(h2, again->data, &t2) == NULL);
+done:
     tt_http_head_release(&heads, h2);
     tt_buf_release(&bufs, again);
     tt_buf_release(&bufs, w);

@@ -69,6 +69,10 @@ static void check_rewrite(const tt_http_head_t *h, const char *base, uint8_t fla
     tt_http_reader_begin_head(&r2, h2, skip_body);
     size_t parsed = 0;
     tt_http_status_t st = tt_http_reader_head(&r2, w, &parsed, SIZE_MAX / 2);
+    /* tether adds up to two fields (Host, Connection) to a head that may hold the most the
+     * reader takes: the copy may hold more than a reader of tether's own limit accepts. */
+    if (st == TT_HTTP_HEAD_TOO_LARGE && h->nheaders + 2 > TT_HTTP_MAX_HEADERS)
+        goto done;
     FUZZ_CHECK(st == TT_HTTP_HEAD_DONE);
     FUZZ_CHECK(parsed == w->wpos);
     FUZZ_CHECK(h2->status == h->status);
@@ -78,6 +82,7 @@ static void check_rewrite(const tt_http_head_t *h, const char *base, uint8_t fla
     } else {
         FUZZ_CHECK(!h2->chunked);
     }
+done:
     tt_http_head_release(&heads, h2);
     tt_buf_release(&bufs, w);
 }
