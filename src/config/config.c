@@ -59,6 +59,8 @@ static const field_t global_fields[] = {
     G("client_header_timeout", F_DURATION, client_header_timeout, 10000, 1, DAY),
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
     G("lingering_timeout", F_DURATION_OFF, lingering_timeout, 5000, 0, 600000),
+    G("request_buffer", F_SIZE, request_buffer, 65536, 0, 1 << 24),
+    G("client_body_timeout", F_DURATION, client_body_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
     {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},

@@ -15,6 +15,7 @@
 
 typedef enum {
     S_HEAD,      /* reading a request head, or idle between requests */
+    S_BODY,      /* reading a request body whole before asking for a connection (request_buffer) */
     S_WAIT_CONN, /* waiting for an upstream connection (connecting or queued) */
     S_EXCHANGE,  /* relaying the request and the response */
     S_TUNNEL,    /* after 101 Switching Protocols: raw bytes both ways */
@@ -74,9 +75,10 @@ typedef struct tt_session {
     uint8_t reused;       /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
-    uint64_t bytes_out;     /* response bytes written to the client for this request */
-    uint64_t final_head_at; /* offset in bytes_out where the final response head starts */
-    char path[200];         /* request target, for the access log */
+    uint64_t bytes_out;      /* response bytes written to the client for this request */
+    uint64_t final_head_at;  /* offset in bytes_out where the final response head starts */
+    tt_msec_t body_deadline; /* S_BODY: the whole body by then (client_body_timeout) */
+    char path[200];          /* request target, for the access log */
 
     /* Interest wanted after this round of progress. */
     uint8_t want_client_in, want_client_out, want_up_in, want_up_out;
@@ -89,6 +91,8 @@ static void session_run(tt_session_t *s);
 static void waiter_cb(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
                       const tt_pool_error_t *err);
 static void upstream_handler(tt_upconn_t *conn, uint32_t events);
+static void wait_for_client(tt_session_t *s, int mid_request);
+static void arm_body_timer(tt_session_t *s);
 
 static tt_loop_t *loop_of(tt_session_t *s)
 {
@@ -553,11 +557,84 @@ static void start_request(tt_session_t *s)
         s->uout = tt_buf_acquire(&s->worker->bufs);
         tt_http_write_request_head(s->uout, h, base, &out);
     }
+    int buffer = routed && s->worker->conf->request_buffer > 0 && !h->upgrade &&
+                 (h->chunked || h->content_length <= (uint64_t)s->worker->conf->request_buffer) &&
+                 tt_http_head_find(h, base, "expect") == NULL; /* it waits for a 100 first */
     tt_buf_consume(s->cin, h->head_len);
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
-    if (routed && check_body_read(s) == 0)
-        acquire_conn(s, 0);
+    if (!routed || check_body_read(s) < 0)
+        return;
+    if (buffer && !s->req_read_done) {
+        s->state = S_BODY;
+        s->body_deadline =
+            tt_loop_now(loop_of(s)) + (tt_msec_t)s->worker->conf->client_body_timeout;
+        arm_body_timer(s);
+        return;
+    }
+    acquire_conn(s, 0);
+}
+
+/* A buffered body must be whole by body_deadline and may pause for client_idle_timeout at most,
+ * as a streamed one may. */
+static void arm_body_timer(tt_session_t *s)
+{
+    tt_msec_t now = tt_loop_now(loop_of(s));
+    int64_t left = s->body_deadline > now ? (int64_t)(s->body_deadline - now) : 0;
+    arm_timer(s, TT_MIN(left, s->worker->conf->client_idle_timeout));
+}
+
+/* Reads a request body into cin before an upstream connection is asked for, as nginx's request
+ * buffering does: a client that uploads slowly then holds its own connection, not one of the
+ * pool's. A chunked body that outgrows request_buffer streams from there. Returns 1 when the state
+ * moved on. */
+static int step_body(tt_session_t *s)
+{
+    size_t limit = (size_t)s->worker->conf->request_buffer;
+    for (;;) {
+        size_t unparsed = tt_buf_len(s->cin) - s->req_pending, consumed;
+        if (unparsed > 0) {
+            tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin) + s->req_pending,
+                                                      unparsed, &consumed);
+            if (st == TT_HTTP_ERROR) {
+                reply_error(s, 400, TT_CLOSE_ERROR, "malformed request body: %s",
+                            tt_http_reader_error(&s->req));
+                return 1;
+            }
+            s->req_pending += consumed;
+            s->req_read_done = st == TT_HTTP_MESSAGE_DONE;
+        }
+        if (s->req_read_done || s->req_pending >= limit ||
+            tt_buf_reserve(s->cin, 4096, limit + TT_BUF_SIZE) < 0) {
+            tt_loop_timer_stop(loop_of(s), &s->timer);
+            acquire_conn(s, 0);
+            return 1;
+        }
+        if (s->client_eof) {
+            session_close(s, TT_CLOSE_REQUEST_PARTIAL);
+            return 0;
+        }
+        if (!s->client_readable) {
+            wait_for_client(s, 1);
+            return 0;
+        }
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+        if (n > 0) {
+            arm_body_timer(s);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_for_client(s, 1);
+            return 0;
+        }
+        if (n == 0) {
+            s->client_eof = 1;
+            continue;
+        }
+        s->client_gone = 1;
+        session_close(s, TT_CLOSE_REQUEST_PARTIAL);
+        return 0;
+    }
 }
 
 /* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the
@@ -1221,6 +1298,10 @@ static void session_run(tt_session_t *s)
             if (step_head(s))
                 continue;
             break;
+        case S_BODY:
+            if (step_body(s))
+                continue;
+            break;
         case S_WAIT_CONN:
             break;
         case S_EXCHANGE: {
@@ -1332,6 +1413,16 @@ static void session_timer_cb(tt_timer_t *t)
         } else {
             session_close(s, TT_CLOSE_ERROR);
         }
+        return;
+    case S_BODY:
+        if (tt_loop_now(loop_of(s)) >= s->body_deadline)
+            reply_error(s, 408, TT_CLOSE_ERROR,
+                        "request body not received within client_body_timeout (%lldms)",
+                        (long long)s->worker->conf->client_body_timeout);
+        else
+            reply_error(s, 408, TT_CLOSE_ERROR, "request body stalled for %lldms",
+                        (long long)s->worker->conf->client_idle_timeout);
+        session_run(s);
         return;
     case S_EXCHANGE:
         if (!s->req_sent) {
