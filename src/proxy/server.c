@@ -5,6 +5,7 @@
 #include "metrics/accesslog.h"
 #include "metrics/admin.h"
 #include "proxy/introspect.h"
+#include "proxy/session.h"
 #include "proxy/worker.h"
 
 #include <errno.h>
@@ -97,8 +98,8 @@ int tt_server_run(const tt_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     for (; inited_w < nworkers; inited_w++) {
-        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, err,
-                           sizeof(err)) < 0) {
+        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, &tt_session_handlers,
+                           access_log_fd, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
