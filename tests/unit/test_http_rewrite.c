@@ -475,6 +475,48 @@ static void test_userinfo_and_bad_hosts_are_refused(void **state)
             fail_msg("host \"%s\" refused", good[i]);
 }
 
+/* tt_http_request_target: the target forms and Host rules of RFC 9112 3.2, as the session routes
+ * by them. NULL reason: accepted, with the host to route by and the target to send. */
+static void test_request_target_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head, *reason, *host, *target;
+    } cases[] = {
+        {"GET /a?b HTTP/1.1\r\nHost: x.test\r\n\r\n", NULL, "x.test", "/a?b"},
+        {"GET http://a.test:81/p HTTP/1.1\r\nHost: b.test\r\n\r\n", NULL, "a.test:81", "/p"},
+        {"GET http://a.test HTTP/1.1\r\n\r\n", NULL, "a.test", "/"},
+        {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", NULL, "x", "*"},
+        {"GET / HTTP/1.0\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\nHost:\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 request without a Host header", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "more than one Host header", NULL, NULL},
+        {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET https://a/ HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", "invalid Host header", NULL, NULL},
+        {"GET http://u@a/ HTTP/1.1\r\n\r\n", "invalid host in the request target", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_t f;
+        fx_init(&f);
+        parse(&f, HTTP_REQUEST, cases[i].head);
+        tt_http_target_t t;
+        const char *why = tt_http_request_target(f.h, f.in->data, &t);
+        if (cases[i].reason == NULL) {
+            if (why != NULL)
+                fail_msg("%s: refused: %s", cases[i].head, why);
+            assert_int_equal(t.host.len, strlen(cases[i].host));
+            assert_memory_equal(t.host.str, cases[i].host, t.host.len);
+            assert_int_equal(t.target.len, strlen(cases[i].target));
+            assert_memory_equal(t.target.str, cases[i].target, t.target.len);
+        } else if (why == NULL || strcmp(why, cases[i].reason) != 0) {
+            fail_msg("%s: got \"%s\", expected \"%s\"", cases[i].head, why ? why : "(accepted)",
+                     cases[i].reason);
+        }
+        fx_done(&f);
+    }
+}
+
 /* --- Keep-Alive: timeout=N -------------------------------------------------------------------- */
 
 static void test_keepalive_timeout(void **state)
@@ -525,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_split_absolute),
         cmocka_unit_test(test_absolute_query_only_gives_origin_form),
         cmocka_unit_test(test_userinfo_and_bad_hosts_are_refused),
+        cmocka_unit_test(test_request_target_rules),
         cmocka_unit_test(test_keepalive_timeout),
     };
     return cmocka_run_group_tests_name("http_rewrite", tests, NULL, NULL);
