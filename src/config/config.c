@@ -64,6 +64,7 @@ static const field_t global_fields[] = {
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
     {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
+    {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0},
 };
 
 static const field_t upstream_fields[] = {
@@ -275,7 +276,13 @@ typedef struct {
     int in_global;
     uint64_t seen; /* bit per field of the current section, to refuse duplicates */
     int admin_line;
+    int indented;             /* the line being parsed starts with white space */
+    char line_key[64];        /* its text before '=' or ':', trimmed */
+    const field_t *last_list; /* the list key the previous key line set, for continuations */
 } parser_t;
+
+/* How much of the configuration path an error shows: its last bytes. */
+#define TT_CONF_PATH_SHOWN 200
 
 static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -285,11 +292,24 @@ static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     if (p->failed)
         return;
     p->failed = 1;
-    int n = snprintf(p->err->msg, sizeof(p->err->msg), "%s:%d: %s%s", p->conf->path, line,
-                     key ? key : "", key ? ": " : "");
+    /* The command line has no line numbers: "command line: listen: ...". */
+    char where[32] = "";
+    if (line > 0)
+        snprintf(where, sizeof(where), ":%d", line);
+    /* A very long path keeps its tail (the file's name), so line, key and reason still fit. */
+    const char *path = p->conf->path;
+    size_t plen = strlen(path);
+    const char *cut = plen > TT_CONF_PATH_SHOWN ? "..." : "";
+    if (plen > TT_CONF_PATH_SHOWN)
+        path += plen - TT_CONF_PATH_SHOWN;
+    char *msg = p->err->msg;
+    size_t room = sizeof(p->err->msg);
+    int n = snprintf(msg, room, "%s%s%s: %s%s", cut, path, where, key ? key : "", key ? ": " : "");
+    if (n < 0 || (size_t)n >= room) /* cannot happen with the cut path, but never write past */
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err->msg + n, sizeof(p->err->msg) - (size_t)n, fmt, ap);
+    vsnprintf(msg + n, room - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
@@ -380,11 +400,17 @@ static char *read_line(char *str, int num, void *stream)
         memcpy(name, s + 1, n);
         name[n] = '\0';
         begin_section(p, name);
-    } else if (*s != '\0' && *s != ';' && *s != '#' && strpbrk(s, "=:") == NULL) {
+    } else if (s == str && *s != '\0' && *s != ';' && *s != '#' && strpbrk(s, "=:") == NULL) {
         fail(p, p->line, NULL, "syntax error: expected [section], key = value, or a comment");
-    } else if (*s != '\0' && *s != ';' && *s != '#' && s != str) {
-        fail(p, p->line, NULL, "syntax error: indented line (values cannot span lines)");
     }
+    /* inih joins an indented line to the key above (a continuation); handle_key decides. */
+    p->indented = s != str && *s != '\0' && *s != ';' && *s != '#';
+    size_t klen = strcspn(s, "=:");
+    while (klen > 0 && isspace((unsigned char)s[klen - 1]))
+        klen--;
+    klen = TT_MIN(klen, sizeof(p->line_key) - 1);
+    memcpy(p->line_key, s, klen);
+    p->line_key[klen] = '\0';
     return str;
 }
 
@@ -472,6 +498,113 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     return NULL;
 }
 
+/* Edit distance between two short keys (insertions, deletions, substitutions, swaps). */
+static size_t key_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return SIZE_MAX;
+    size_t d[41][41];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t best = TT_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
+            best = TT_MIN(best, d[i - 1][j - 1] + cost);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                best = TT_MIN(best, d[i - 2][j - 2] + 1);
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+static const char *closest_key(const field_t *fields, size_t n, const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX, limit = strlen(name) <= 4 ? 1 : 2;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = key_distance(fields[i].key, name);
+        if (d < best_d) {
+            best_d = d;
+            best = fields[i].key;
+        }
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+static int has_key(const field_t *fields, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i].key, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* An unknown key: a key of the other kind of section, or a near miss, says so. */
+static void unknown_key(parser_t *p, const char *name, const char *section)
+{
+    const field_t *mine = p->in_global ? global_fields : upstream_fields;
+    size_t nmine = p->in_global ? TT_ARRAY_SIZE(global_fields) : TT_ARRAY_SIZE(upstream_fields);
+    const field_t *other = p->in_global ? upstream_fields : global_fields;
+    size_t nother = p->in_global ? TT_ARRAY_SIZE(upstream_fields) : TT_ARRAY_SIZE(global_fields);
+    const char *near = closest_key(mine, nmine, name);
+    if (has_key(other, nother, name))
+        fail(p, p->line, name, "unknown key in [%s]: it belongs in %s", section,
+             p->in_global ? "an [upstream NAME] section" : "[tether]");
+    else if (near != NULL)
+        fail(p, p->line, name, "unknown key in [%s] (did you mean %s?)", section, near);
+    else
+        fail(p, p->line, name, "unknown key in [%s]", section);
+}
+
+/* inih strips inline comments that start with ';' only: "55s # why" reaches us whole. */
+static int hash_comment(parser_t *p, const char *name, const char *value)
+{
+    const char *hash = strchr(value, '#');
+    if (hash == NULL || hash == value || !isspace((unsigned char)hash[-1]))
+        return 0;
+    fail(p, p->line, name,
+         "%s: only ';' starts an inline comment ('#' only at the start of a line); write "
+         "\"%.*s ; %s\"",
+         value, (int)(hash - value - 1), value, hash + 1 + strspn(hash + 1, " \t"));
+    return 1;
+}
+
+/* An indented line after a list key: more entries of the list (inih's continuation lines). */
+static int continue_list(parser_t *p, const char *name, const char *value)
+{
+    if (strchr(value, '=') != NULL) {
+        fail(p, p->line, NULL,
+             "indented line: it continues %s above; a key = value line must not be indented", name);
+        return 0;
+    }
+    /* inih leaves the inline comment on a continuation line: cut it as it does elsewhere. */
+    char line[256];
+    snprintf(line, sizeof(line), "%s", value);
+    for (char *c = line; *c; c++)
+        if (*c == ';' && c > line && isspace((unsigned char)c[-1])) {
+            *c = '\0';
+            break;
+        }
+    value = line;
+    if (hash_comment(p, name, value))
+        return 0;
+    tt_upstream_conf_t *u = p->current;
+    char **more;
+    size_t nmore;
+    if (parse_hosts(value, &more, &nmore) != NULL)
+        return 1; /* nothing but separators */
+    u->hosts = tt_realloc(u->hosts, (u->nhosts + nmore) * sizeof(*u->hosts));
+    memcpy(u->hosts + u->nhosts, more, nmore * sizeof(*more));
+    u->nhosts += nmore;
+    free(more);
+    return 1;
+}
+
 static int handle_key(void *user, const char *section, const char *name, const char *value)
 {
     parser_t *p = user;
@@ -493,6 +626,16 @@ static int handle_key(void *user, const char *section, const char *name, const c
         return 0;
     }
     (void)section;
+    if (p->indented && strcmp(name, p->line_key) != 0) { /* a continuation of name */
+        if (p->last_list != NULL && strcmp(p->last_list->key, name) == 0)
+            return continue_list(p, name, value);
+        fail(p, p->line, NULL,
+             "indented line: it would continue %s above, and only a list (hosts) may span "
+             "lines; remove the indentation",
+             name);
+        return 0;
+    }
+    p->last_list = NULL;
     for (size_t i = 0; i < nfields; i++) {
         if (strcmp(fields[i].key, name) != 0)
             continue;
@@ -509,6 +652,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
             fail(p, p->line, name, "empty value");
             return 0;
         }
+        if (hash_comment(p, name, value))
+            return 0;
         const char *why = set_field(&fields[i], base, value, p);
         if (why != NULL) {
             if (strcmp(why, "out of range") == 0)
@@ -518,9 +663,11 @@ static int handle_key(void *user, const char *section, const char *name, const c
                 fail(p, p->line, name, "%s: %s", value, why);
             return 0;
         }
+        if (fields[i].type == F_HOSTS)
+            p->last_list = &fields[i];
         return 1;
     }
-    fail(p, p->line, name, "unknown key in [%s]", section);
+    unknown_key(p, name, section);
     return 0;
 }
 
@@ -569,6 +716,72 @@ int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key)
     return u->line;
 }
 
+static int key_was_set(const tt_upstream_conf_t *u, const char *key)
+{
+    return tt_conf_key_line(u, key) != u->line;
+}
+
+/* min_idle <= max_idle <= max_connections. A max_idle above max_connections is capped quietly
+ * (it is only a ceiling); a min_idle above what max_idle allows is an error that names every key
+ * involved and where it was set, or that it is a default. */
+static int check_idle_limits(parser_t *p, tt_upstream_conf_t *u)
+{
+    int capped = u->max_idle > u->max_connections;
+    if (capped)
+        u->max_idle = u->max_connections;
+    if (u->min_idle <= u->max_idle)
+        return 0;
+    char idle[96], conns[96];
+    if (key_was_set(u, "max_idle"))
+        snprintf(idle, sizeof(idle), "max_idle = %lld (line %d)", (long long)u->max_idle,
+                 tt_conf_key_line(u, "max_idle"));
+    else
+        snprintf(idle, sizeof(idle), "max_idle %lld (its default)", (long long)u->max_idle);
+    conns[0] = '\0';
+    if (capped && key_was_set(u, "max_connections"))
+        snprintf(conns, sizeof(conns), ", capped by max_connections = %lld (line %d)",
+                 (long long)u->max_connections, tt_conf_key_line(u, "max_connections"));
+    else if (capped)
+        snprintf(conns, sizeof(conns), ", capped by max_connections %lld (its default)",
+                 (long long)u->max_connections);
+    fail(p, tt_conf_key_line(u, "min_idle"), "min_idle",
+         "%lld exceeds %s%s in [upstream %s]: pre-warmed connections must fit in the idle pool",
+         (long long)u->min_idle, idle, conns, u->name);
+    return -1;
+}
+
+/* A url that points at one of tetherd's own listeners would send every request around in a
+ * loop until the connections ran out. Only numeric hosts and localhost are known here; names
+ * are resolved at startup. */
+static int check_not_self(parser_t *p, const tt_conf_t *c, const tt_upstream_conf_t *u)
+{
+    char text[300];
+    snprintf(text, sizeof(text), strchr(u->host, ':') ? "[%s]:%d" : "%s:%d",
+             strcasecmp(u->host, "localhost") == 0 ? "127.0.0.1" : u->host, u->port);
+    tt_addr_t target;
+    if (tt_addr_parse(text, &target) < 0)
+        return 0;
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const tt_upstream_conf_t *o = &c->upstreams[i];
+        if (o->has_listen && same_addr(&o->listen, &target)) {
+            fail(p, tt_conf_key_line(u, "url"), "url",
+                 "%s is tetherd's own listener (listen of [upstream %s], line %d): requests "
+                 "would loop through tetherd",
+                 u->url, o->name, tt_conf_key_line(o, "listen"));
+            return -1;
+        }
+    }
+    if ((c->has_proxy_listen && same_addr(&c->proxy_listen, &target)) ||
+        (c->has_admin && same_addr(&c->admin, &target))) {
+        fail(p, tt_conf_key_line(u, "url"), "url",
+             "%s is tetherd's own %s address: requests would loop through tetherd", u->url,
+             c->has_proxy_listen && same_addr(&c->proxy_listen, &target) ? "proxy_listen"
+                                                                         : "admin");
+        return -1;
+    }
+    return 0;
+}
+
 /* Fills defaults and checks what no single key can: required keys and cross-key rules. */
 static int conf_finish(parser_t *p)
 {
@@ -605,13 +818,8 @@ static int conf_finish(parser_t *p)
         }
         if (check_tls_keys(p, u) < 0)
             return -1;
-        if (u->max_idle > u->max_connections)
-            u->max_idle = u->max_connections;
-        if (u->min_idle > u->max_idle) {
-            fail(p, u->line, "min_idle", "%lld exceeds max_idle %lld in [upstream %s]",
-                 (long long)u->min_idle, (long long)u->max_idle, u->name);
+        if (check_idle_limits(p, u) < 0 || check_not_self(p, c, u) < 0)
             return -1;
-        }
         for (size_t j = 0; j < i; j++) {
             tt_upstream_conf_t *o = &c->upstreams[j];
             if (u->has_listen && o->has_listen && same_addr(&u->listen, &o->listen)) {
@@ -668,7 +876,7 @@ tt_conf_t *tt_conf_from_args(const char *listen, const char *url, const char *wo
                              const char *log_level, tt_conf_error_t *err)
 {
     tt_conf_t *conf = tt_calloc(1, sizeof(*conf));
-    conf->path = tt_strdup("command line");
+    conf->path = tt_strdup(TT_CONF_COMMAND_LINE);
     init_global(conf);
     parser_t p = {.conf = conf, .err = err};
     p.in_global = 1;
@@ -703,6 +911,7 @@ void tt_conf_free(tt_conf_t *conf)
     }
     free(conf->upstreams);
     free(conf->access_log);
+    free(conf->control_socket);
     free(conf->path);
     free(conf);
 }

@@ -77,10 +77,14 @@ typedef struct {
     int64_t drain_timeout;
     int64_t tcp_defer_accept; /* ms; 0: off */
     char *access_log;         /* path; NULL: off */
+    char *control_socket;     /* Unix socket for takeovers (net/takeover.h); NULL: none */
 
     tt_upstream_conf_t *upstreams;
     size_t nupstreams;
 } tt_conf_t;
+
+/* conf->path of the zero-config form. */
+#define TT_CONF_COMMAND_LINE "command line"
 
 /* Error text of a failed load, "FILE:LINE: KEY: reason". */
 typedef struct {

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -39,6 +40,7 @@ typedef struct {
     size_t in_len;
     tt_buf_t out;
     size_t sent;
+    int loopback; /* the client is on this host (POST /reload) */
 } admin_conn_t;
 
 struct tt_admin {
@@ -104,13 +106,6 @@ static void respond_text(tt_buf_t *out, int head_only, int status, const char *r
     respond(out, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
 }
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
 static void serve_snapshot(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only, int json)
 {
     char err[256] = "";
@@ -122,7 +117,7 @@ static void serve_snapshot(const tt_admin_ops_t *ops, tt_buf_t *out, int head_on
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 65536);
+    tt_buf_init(&b, 65536);
     if (json)
         tt_stats_json_render(s, &b);
     else
@@ -145,7 +140,7 @@ static void serve_pools(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only)
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 4096 + l.n * 200);
+    tt_buf_init(&b, 4096 + l.n * 200);
     tt_pools_json_render(&l, &b);
     respond(out, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
     free(b.data);
@@ -166,20 +161,49 @@ static void serve_config(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only
     free(safe);
 }
 
-static void dispatch(const tt_admin_ops_t *ops, tt_buf_t *out, const request_t *r)
+/* POST /reload: what SIGHUP does, for `tether reload`. It changes the running process, so only
+ * a client on this host may ask, whatever admin_allow_remote lets read. */
+static void serve_reload(const tt_admin_ops_t *ops, tt_buf_t *out, int method, int loopback)
+{
+    if (method != HTTP_POST) {
+        respond(out, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: POST\r\n",
+                "tether: POST /reload\n", 21);
+        return;
+    }
+    if (!loopback) {
+        respond_text(out, 0, 403, "Forbidden", "tether: /reload is for loopback clients only\n");
+        return;
+    }
+    char msg[600] = "";
+    int rc = ops->reload != NULL ? ops->reload(ops->ctx, msg, sizeof(msg) - 1) : -1;
+    size_t len = strlen(msg);
+    msg[len++] = '\n';
+    msg[len] = '\0';
+    if (rc == 0)
+        respond_text(out, 0, 202, "Accepted", msg);
+    else
+        respond_text(out, 0, rc == -1 ? 400 : 503, rc == -1 ? "Bad Request" : "Service Unavailable",
+                     msg);
+}
+
+static void dispatch(const tt_admin_ops_t *ops, int loopback, tt_buf_t *out, const request_t *r)
 {
     int method = llhttp_get_method((llhttp_t *)&r->parser);
     int head_only = method == HTTP_HEAD;
-    if (method != HTTP_GET && method != HTTP_HEAD) {
-        respond(out, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
-                "tether: only GET and HEAD\n", 26);
-        return;
-    }
     /* Origin-form only; the query string is ignored. */
     size_t plen = strcspn(r->url, "?#");
     char path[URL_LIMIT];
     memcpy(path, r->url, plen);
     path[plen] = '\0';
+    if (strcmp(path, "/reload") == 0) {
+        serve_reload(ops, out, method, loopback);
+        return;
+    }
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond(out, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
+                "tether: only GET and HEAD\n", 26);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
         serve_snapshot(ops, out, head_only, 0);
     } else if (strcmp(path, "/stats") == 0) {
@@ -197,14 +221,16 @@ static void dispatch(const tt_admin_ops_t *ops, tt_buf_t *out, const request_t *
     } else if (strcmp(path, "/config") == 0) {
         serve_config(ops, out, head_only);
     } else if (strcmp(path, "/") == 0) {
-        respond_text(out, head_only, 200, "OK",
-                     "tetherd admin: /metrics /stats /healthz /ready /pools /config\n");
+        respond_text(
+            out, head_only, 200, "OK",
+            "tetherd admin: /metrics /stats /healthz /ready /pools /config, POST /reload\n");
     } else {
         respond_text(out, head_only, 404, "Not Found", "tether: no such admin path\n");
     }
 }
 
-int tt_admin_respond(const tt_admin_ops_t *ops, const char *in, size_t len, tt_buf_t *out)
+int tt_admin_respond(const tt_admin_ops_t *ops, int loopback, const char *in, size_t len,
+                     tt_buf_t *out)
 {
     /* The head is parsed again from its start on every read: it is at most HEAD_LIMIT bytes,
      * and the connection then needs no parser state of its own. */
@@ -217,7 +243,7 @@ int tt_admin_respond(const tt_admin_ops_t *ops, const char *in, size_t len, tt_b
         if (r->url_too_long)
             respond_text(out, 0, 414, "URI Too Long", "tether: request target too long\n");
         else
-            dispatch(ops, out, r);
+            dispatch(ops, loopback, out, r);
     } else if (e != HPE_OK) {
         respond_text(out, 0, 400, "Bad Request", "tether: malformed request\n");
     } else if (len >= HEAD_LIMIT) {
@@ -283,7 +309,7 @@ static void conn_read(tt_admin_t *a, admin_conn_t *c, uint64_t now)
             return;
         }
         c->in_len += (size_t)n;
-        if (tt_admin_respond(&a->ops, c->in, c->in_len, &c->out)) {
+        if (tt_admin_respond(&a->ops, c->loopback, c->in, c->in_len, &c->out)) {
             free(c->in);
             c->in = NULL;
             c->state = C_WRITE;
@@ -345,12 +371,16 @@ static void accept_conns(tt_admin_t *a, uint64_t now)
             if (a->conns[i].state == C_FREE)
                 c = &a->conns[i];
         TT_BUG_ON(c == NULL);
+        tt_addr_t peer;
+        peer.len = sizeof(peer.ss);
+        c->loopback = getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0 &&
+                      tt_addr_is_loopback(&peer);
         c->fd = fd;
         c->state = C_READ;
         c->deadline_ms = now + READ_TIMEOUT_MS;
         c->in = tt_malloc(HEAD_LIMIT);
         c->in_len = 0;
-        buf_init(&c->out, 512);
+        tt_buf_init(&c->out, 512);
         c->sent = 0;
         a->nconns++;
         conn_read(a, c, now); /* the request usually arrived with the connection */
@@ -425,9 +455,15 @@ tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char
         close(fd);
         return NULL;
     }
+    return tt_admin_open_fd(fd, ops, err, errlen);
+}
+
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen)
+{
     tt_addr_t bound;
     bound.len = sizeof(bound.ss);
     getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tt_admin_t *a = tt_calloc(1, sizeof(*a));
     a->fd = fd;
     a->ops = *ops;
@@ -523,7 +559,7 @@ static void put_value(tt_buf_t *b, const char *v, size_t n)
 char *tt_admin_redact_config(const char *text)
 {
     tt_buf_t b;
-    buf_init(&b, strlen(text) + 64);
+    tt_buf_init(&b, strlen(text) + 64);
     const char *line = text;
     while (*line != '\0') {
         const char *eol = strchr(line, '\n');

@@ -34,8 +34,6 @@ static const bound_t requests_bounds[] = {
     {"100", 100}, {"200", 200}, {"500", 500}, {"1000", 1000}, {"10000", 10000}, {"100000", 100000},
 };
 
-static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-
 void tt_prom_put_label_value(tt_buf_t *out, const char *v)
 {
     tt_buf_append(out, "\"", 1);
@@ -104,17 +102,10 @@ typedef struct {
     tt_buf_t ep; /* upstream="name",endpoint="addr" */
 } labels_t;
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
 static void labels_init(labels_t *l, const tt_upstream_snapshot_t *u)
 {
-    buf_init(&l->up, 128);
-    buf_init(&l->ep, 192);
+    tt_buf_init(&l->up, 128);
+    tt_buf_init(&l->ep, 192);
     tt_buf_append(&l->up, "upstream=", 9);
     tt_prom_put_label_value(&l->up, u->name);
     tt_buf_append(&l->up, "", 1);
@@ -168,8 +159,8 @@ static void render_process(const tt_snapshot_t *s, tt_buf_t *b)
     sample_u(b, "tether_downstream_connections_active", "", s->active);
     family(b, "tether_unrouted_responses_total", "counter",
            "Responses to requests that matched no upstream (unknown Host), by status class.");
-    for (int c = 1; c <= 5; c++) {
-        snprintf(labels, sizeof(labels), "code=\"%s\"", class_names[c]);
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++) {
+        snprintf(labels, sizeof(labels), "code=\"%s\"", tt_status_class_name(c));
         sample_u(b, "tether_unrouted_responses_total", labels, s->unrouted[c]);
     }
 }
@@ -195,9 +186,9 @@ static void emit_requests(tt_buf_t *b, const tt_upstream_snapshot_t *u, const la
 
 static void emit_responses(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    for (int c = 1; c <= 5; c++) {
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++) {
         tt_buf_appendf(b, "tether_upstream_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
-                       l->up.data, class_names[c], u->stats.responses[c]);
+                       l->up.data, tt_status_class_name(c), u->stats.responses[c]);
     }
 }
 
@@ -208,9 +199,9 @@ static void emit_abandoned(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
 
 static void emit_generated(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    for (int c = 1; c <= 5; c++)
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++)
         tt_buf_appendf(b, "tether_upstream_generated_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
-                       l->up.data, class_names[c], u->stats.generated[c]);
+                       l->up.data, tt_status_class_name(c), u->stats.generated[c]);
 }
 
 static void emit_sent(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)

@@ -53,9 +53,10 @@ typedef struct {
     double uptime_s; /* monotonic seconds since tetherd started (rates divide by its deltas) */
     int ready;
     size_t nworkers;
-    uint64_t accepted;    /* downstream connections accepted */
-    uint64_t active;      /* downstream connections open now */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* downstream connections accepted */
+    uint64_t active;   /* downstream connections open now */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
     tt_process_info_t process;
     size_t nupstreams;
     tt_upstream_snapshot_t *ups; /* [nupstreams] */

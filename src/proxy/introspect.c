@@ -1,14 +1,13 @@
 #include "proxy/introspect.h"
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/invariant.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
 
 void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
                         tt_worker_t *workers, size_t nworkers)
@@ -202,6 +201,33 @@ static char *op_config(void *ctx)
     return tt_conf_dump(in->conf);
 }
 
+/* The file is checked here, so `tether reload` reports an invalid one; the reload itself is the
+ * main thread's, on the SIGHUP this sends (proxy/server.h). */
+static int op_reload(void *ctx, char *msg, size_t msglen)
+{
+    tt_introspect_t *in = ctx;
+    if (strcmp(in->conf->path, TT_CONF_COMMAND_LINE) == 0) {
+        snprintf(msg, msglen, "tether: nothing to reload: tetherd runs from the command line");
+        return -2;
+    }
+    tt_conf_error_t err;
+    tt_conf_t *next = tt_conf_load(in->conf->path, &err);
+    if (next == NULL) {
+        snprintf(msg, msglen, "tether: %s; the running configuration stays", err.msg);
+        return -1;
+    }
+    tt_conf_free(next);
+    if (kill(getpid(), SIGHUP) < 0) {
+        snprintf(msg, msglen, "tether: cannot signal tetherd: %s", strerror(errno));
+        return -2;
+    }
+    snprintf(msg, msglen,
+             "reloading %s: it is valid; a changed file is taken over by a new tetherd, an "
+             "unchanged one reloads only TLS files (the log says which)",
+             in->conf->path);
+    return 0;
+}
+
 tt_admin_ops_t tt_introspect_admin_ops(tt_introspect_t *in)
 {
     tt_admin_ops_t ops = {
@@ -210,6 +236,7 @@ tt_admin_ops_t tt_introspect_admin_ops(tt_introspect_t *in)
         .pools = op_pools,
         .ready = op_ready,
         .config = op_config,
+        .reload = op_reload,
     };
     return ops;
 }

@@ -21,10 +21,11 @@ static int method_is_idempotent(uint8_t m)
 
 void tt_session_begin_request(tt_session_t *s)
 {
+    TT_ASSERT(s->conn == NULL && !s->in_request && s->state != S_CLOSED);
     s->state = S_HEAD;
     s->up = NULL;
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
-    s->retryable = s->retaining = s->retried = 0;
+    s->idempotent = s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
     s->resp_keepalive = s->close_after = s->upgrade = s->quickack_set = 0;
     s->head_parsed = 0;
@@ -51,7 +52,7 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
     tt_http_target_t t;
     const char *bad = tt_http_request_target(h, base, &t);
     if (bad != NULL) {
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "%s", bad);
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error", "%s", bad);
         return -1;
     }
     out->target = t.target;
@@ -66,13 +67,13 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
         return 0;
     }
     if (t.host.len == 0) {
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "missing Host header");
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error", "missing Host header");
         return -1;
     }
     s->up = tt_route_host(s->worker->upstreams, s->worker->nupstreams, t.host.str, t.host.len);
     if (s->up == NULL) {
         tt_session_reply_error(
-            s, 403, TT_CLOSE_ERROR,
+            s, 403, TT_CLOSE_ERROR, "destination_not_found",
             "no upstream is configured for host %.*s (tether is not an open proxy)",
             (int)TT_MIN(t.host.len, 200), t.host.str);
         return -1;
@@ -93,8 +94,8 @@ static int check_body_read(tt_session_t *s)
         return 0;
     tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
     if (st == TT_HTTP_ERROR) {
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request body: %s",
-                               tt_http_reader_error(&s->req));
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                               "malformed request body: %s", tt_http_reader_error(&s->req));
         return -1;
     }
     s->req_pending = consumed;
@@ -126,6 +127,12 @@ static void start_request(tt_session_t *s)
     s->reused = 0;
     s->path_len = (uint8_t)TT_MIN(h->target_len, sizeof(s->path));
     memcpy(s->path, base + h->target, s->path_len);
+    tt_span_t target = {base + h->target, h->target_len}, authority, path;
+    const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
+    if (tt_http_split_absolute(target, &authority, &path) < 0)
+        authority = hh != NULL ? (tt_span_t){base + hh->value, hh->value_len} : (tt_span_t){"", 0};
+    s->host_len = (uint8_t)TT_MIN(authority.len, sizeof(s->host));
+    memcpy(s->host, authority.str, s->host_len);
     s->method = h->method;
     s->http10 = h->minor == 0;
     s->client_keepalive = h->keep_alive;
@@ -134,23 +141,23 @@ static void start_request(tt_session_t *s)
     int routed = 0;
     if (h->method == HTTP_CONNECT)
         tt_session_reply_error(
-            s, 405, TT_CLOSE_ERROR,
+            s, 405, TT_CLOSE_ERROR, "http_request_denied",
             "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
             "configured upstreams; send plain http:// requests");
     else if (h->chunked && !tt_http_transfer_coding_is_chunked(h, base))
         /* RFC 9112 6.1: a coding tether does not implement (stacked under chunked); the
          * upstream would have to agree on every layer of it. */
-        tt_session_reply_error(s, 501, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 501, TT_CLOSE_ERROR, "http_request_error",
                                "transfer codings other than chunked are not supported");
     else
         routed = route_request(s, h, base, &out) == 0;
     if (routed) {
         s->upgrade = h->upgrade;
         int has_body = h->chunked || (h->has_length && h->content_length > 0);
-        int idempotent = method_is_idempotent(h->method) ||
-                         tt_http_head_find(h, base, "idempotency-key") != NULL;
+        s->idempotent = method_is_idempotent(h->method) ||
+                        tt_http_head_find(h, base, "idempotency-key") != NULL;
         int64_t limit = s->up->conf->retry_buffer;
-        s->retryable = idempotent && !s->upgrade &&
+        s->retryable = s->idempotent && !s->upgrade &&
                        (!has_body || h->chunked || (int64_t)h->content_length <= limit);
         s->retaining = s->retryable && has_body;
         s->uout = tt_buf_acquire(&s->worker->bufs);
@@ -186,8 +193,8 @@ tt_step_t tt_session_step_body(tt_session_t *s)
             tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin) + s->req_pending,
                                                       unparsed, &consumed);
             if (st == TT_HTTP_ERROR) {
-                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request body: %s",
-                                       tt_http_reader_error(&s->req));
+                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                                       "malformed request body: %s", tt_http_reader_error(&s->req));
                 return TT_STEP_OK;
             }
             s->req_pending += consumed;
@@ -263,12 +270,12 @@ tt_step_t tt_session_step_head(tt_session_t *s)
                 start_request(s);
                 return TT_STEP_OK;
             case TT_HTTP_ERROR:
-                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request: %s",
-                                       tt_http_reader_error(&s->req));
+                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                                       "malformed request: %s", tt_http_reader_error(&s->req));
                 return TT_STEP_OK;
             case TT_HTTP_HEAD_TOO_LARGE:
                 tt_session_reply_error(
-                    s, 431, TT_CLOSE_ERROR,
+                    s, 431, TT_CLOSE_ERROR, "http_request_error",
                     "request head larger than max_head_size (%zu bytes) or with too many "
                     "header fields",
                     max_head);
@@ -282,7 +289,7 @@ tt_step_t tt_session_step_head(tt_session_t *s)
             return TT_STEP_ERROR;
         }
         if (tt_buf_room(s->cin) == 0 && tt_buf_reserve(s->cin, TT_BUF_SIZE, max_head) < 0) {
-            tt_session_reply_error(s, 431, TT_CLOSE_ERROR,
+            tt_session_reply_error(s, 431, TT_CLOSE_ERROR, "http_request_error",
                                    "request head larger than max_head_size (%zu bytes)", max_head);
             return TT_STEP_OK;
         }

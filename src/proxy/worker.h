@@ -10,6 +10,7 @@
 #include "event/loop.h"
 #include "http/message.h"
 #include "metrics/accesslog.h"
+#include "net/listeners.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -45,6 +46,7 @@ typedef struct {
  * collection (on the worker's thread) use; the _private ones are worker.c's alone. */
 struct tt_worker {
     size_t id;
+    size_t nworkers;
     tt_loop_t *loop;
     const tt_conf_t *conf;
     tt_upstream_t *upstreams;
@@ -55,9 +57,11 @@ struct tt_worker {
     tt_list_t sessions; /* the handlers' own list of their connections */
     size_t nsessions;   /* counted by tt_worker_session_opened/closed */
     int draining;
+    tt_ratelimit_t error_warn; /* the 5xx its sessions generate */
     tt_accesslog_t access_log;
-    uint64_t accepted;    /* client connections accepted */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* client connections accepted */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
 
     pthread_t _thread;
     tt_listener_t *_listeners;
@@ -74,12 +78,14 @@ struct tt_worker {
     int _call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners, whose connections go
- * to handlers; access_log_fd is the shared access log (-1: off). Returns 0, or -1 with a reason
- * in err. Runs on the main thread before any worker starts. */
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, const tt_worker_handlers_t *handlers, int access_log_fd,
-                   char *err, size_t errlen);
+/* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
+ * listening sockets in ls (dups; ls keeps its own), whose connections go to handlers;
+ * access_log_fd is the shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs
+ * on the main thread before any worker starts. */
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   const tt_worker_handlers_t *handlers, int access_log_fd, char *err,
+                   size_t errlen);
 
 /* The handlers' hooks: a client connection began, or ended. The worker counts them, and once
  * draining finishes when the last one ends. Worker thread only. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <linux/sock_diag.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -63,6 +64,8 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     TT_ASSERT(c->state != TT_CONN_CLOSED);
     tt_pool_t *pool = c->_pool;
     tt_upstream_t *up = pool->up;
+    TT_ASSERT(c->state == TT_CONN_IDLE ? pool->_nidle > 0 : pool->_nbusy > 0);
+    TT_ASSERT(c->state != TT_CONN_CONNECTING || c->in == NULL);
     if (c->state == TT_CONN_IDLE) {
         pool->_nidle--;
         atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
@@ -165,6 +168,7 @@ static void arm_lease_timer(tt_pool_t *pool, tt_conn_t *c)
 
 void tt_conn_lease(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state != TT_CONN_CLOSED && c->_pool == pool);
     tt_msec_t now = tt_loop_now(pool->loop);
     if (c->state == TT_CONN_IDLE) {
         tt_list_remove(&c->_link);
@@ -228,6 +232,7 @@ tt_close_reason_t tt_conn_checkout_check(tt_pool_t *pool, tt_conn_t *c)
 
 void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && pool->_nbusy > 0);
     tt_upstream_t *up = pool->up;
     tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_remove(&c->_link);
@@ -250,12 +255,31 @@ void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
     tt_pool_try_hand_over(pool);
 }
 
+/* A pre-warming connect (no request waits for it) failed: nobody else would say so. At most one
+ * line per 10 s per worker and upstream, with the count of the ones held back. A failed TLS
+ * handshake has its own line, once per cause (tt_upstream_tls_failed). */
+static void warn_prewarm_failed(tt_pool_t *pool, tt_pool_result_t result,
+                                const tt_pool_error_t *err)
+{
+    unsigned suppressed;
+    if (result == TT_POOL_TLS_FAILED ||
+        !tt_ratelimit_allow(&pool->_prewarm_warn, tt_loop_now(pool->loop), 10000, &suppressed))
+        return;
+    const char *why =
+        result == TT_POOL_CONNECT_TIMEOUT ? "connect timed out" : strerror(err->errno_value);
+    tt_warn("upstream %s (%s): pre-warming a connection (min_idle) failed: %s (%u similar "
+            "suppressed)",
+            pool->up->conf->name, pool->up->addr_str, why, suppressed);
+}
+
 /* Closes a connection that never got established and tells the request waiting for it. */
 static void conn_open_failed(tt_conn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
                              const tt_pool_error_t *err)
 {
     tt_pool_waiter_t *w = c->_waiter;
     c->_waiter = NULL;
+    if (w == NULL)
+        warn_prewarm_failed(c->_pool, result, err);
     if (w != NULL)
         w->_conn = NULL;
     tt_conn_close(c, reason);
@@ -304,6 +328,7 @@ static void conn_handshake_cb(tt_io_t *io, uint32_t events)
 static void conn_connect_cb(tt_io_t *io, uint32_t events)
 {
     tt_conn_t *c = conn_of_io(io);
+    TT_ASSERT(c->state == TT_CONN_CONNECTING);
     tt_pool_t *pool = c->_pool;
     int err = tt_sock_connect_result(io->fd);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
@@ -525,10 +550,10 @@ const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len)
     char detail[160];
     if (c->_tls_unconfirmed) { /* the upstream refused the handshake after all */
         tt_tls_failure_t why = tt_conn_tls_refused(c, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR ": %s (%s)", tt_tls_failure_phrase(why), detail);
     } else {
         tt_tls_failure(c->_tls, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error (%s)", detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR " (%s)", detail);
     }
     return buf;
 }

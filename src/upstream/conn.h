@@ -98,10 +98,12 @@ void tt_conn_tls_established(tt_conn_t *c);
 /* The upstream refused a handshake it had let finish (TLS 1.3 client authentication; call right
  * after the failed read): counts and logs it like a failed handshake. Returns the cause. */
 tt_tls_failure_t tt_conn_tls_refused(tt_conn_t *c, char *detail, size_t len);
+#define TT_CONN_TLS_ERROR "failed with a TLS error"
+
 /* Explains a failed read or write (errno err) when TLS is the cause, as "failed with a TLS error:
- * PHRASE (DETAIL)" in buf. On a connection still awaiting the upstream's verdict, what the
- * upstream sent is read first: its alert explains the reset that follows it. NULL when TLS is not
- * the cause. */
+ * PHRASE (DETAIL)" in buf (starting with TT_CONN_TLS_ERROR). On a connection still awaiting the
+ * upstream's verdict, what the upstream sent is read first: its alert explains the reset that
+ * follows it. NULL when TLS is not the cause. */
 const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */

@@ -100,6 +100,12 @@ void tt_pool_adopt_handoffs(tt_pool_t *pool)
         tt_list_remove(&c->_link);
         int fd = c->_handoff_fd;
         c->_handoff_fd = -1;
+        /* Its stamps are the giving worker's cached time, which may be a millisecond ahead of
+         * ours: in our time they must not lie in the future, or "idle for now - idle_since"
+         * wraps around and the checkout check closes a warm connection as idle_expired. */
+        tt_msec_t now = tt_loop_now(pool->loop);
+        c->idle_since = TT_MIN(c->idle_since, now);
+        c->created_at = TT_MIN(c->created_at, now);
         tt_list_push_front(&pool->_idle, &c->_link);
         pool->_nidle++;
         if (tt_io_start(pool->loop, &c->_io, fd, EPOLLIN | EPOLLRDHUP, tt_conn_idle_cb) < 0) {

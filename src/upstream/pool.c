@@ -68,15 +68,22 @@ tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool)
     return NULL;
 }
 
-/* Takes the first queued request off the queue, recording how long it waited. */
-tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
+/* Takes a queued request off the queue and its deadline off the wheel (harmless if it fired). */
+static void unqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
 {
-    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->_waiters), tt_pool_waiter_t, _link);
+    TT_ASSERT(tt_list_linked(&w->_link) && pool->_nwaiters > 0);
     tt_list_remove(&w->_link);
     pool->_nwaiters--;
     tt_pool_publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     tt_loop_timer_stop(pool->loop, &w->_timer);
+}
+
+/* Takes the first queued request off the queue, recording how long it waited. */
+tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
+{
+    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->_waiters), tt_pool_waiter_t, _link);
+    unqueue(pool, w);
     tt_hist_record(&pool->stats.queue_wait_us, (tt_loop_now(pool->loop) - w->_queued_at) * 1000);
     return w;
 }
@@ -84,6 +91,7 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && c->_handler == NULL);
     if (!tt_list_empty(&pool->_waiters)) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
@@ -105,10 +113,7 @@ static void queue_timer_cb(tt_timer_t *t)
 {
     tt_pool_waiter_t *w = tt_container_of(t, tt_pool_waiter_t, _timer);
     tt_pool_t *pool = w->_pool;
-    tt_list_remove(&w->_link);
-    pool->_nwaiters--;
-    tt_pool_publish_waiting(pool);
-    atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+    unqueue(pool, w);
     pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, NULL);
 }
@@ -137,6 +142,7 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
 
 tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags, tt_conn_t **conn)
 {
+    TT_ASSERT(w->cb != NULL && (w->_pool == NULL || !tt_list_linked(&w->_link)));
     w->_pool = pool;
     w->_conn = NULL;
     tt_list_init(&w->_link);
@@ -165,13 +171,8 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
     tt_pool_t *pool = w->_pool;
     if (pool == NULL)
         return;
-    if (tt_list_linked(&w->_link)) {
-        tt_list_remove(&w->_link);
-        pool->_nwaiters--;
-        tt_pool_publish_waiting(pool);
-        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-        tt_loop_timer_stop(pool->loop, &w->_timer);
-    }
+    if (tt_list_linked(&w->_link))
+        unqueue(pool, w);
     if (w->_conn != NULL) { /* it will join the pool when it connects */
         w->_conn->_waiter = NULL;
         w->_conn = NULL;

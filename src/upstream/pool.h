@@ -67,8 +67,9 @@ struct tt_pool {
     size_t _peak_busy; /* most connections leased at once this trim window */
     size_t _prev_peak; /* of the window before */
     tt_timer_t _trim_timer;
-    tt_timer_t _replenish_timer; /* refills min_idle, with backoff while connects fail */
-    unsigned _connect_failures;  /* in a row, for that backoff */
+    tt_timer_t _replenish_timer;  /* refills min_idle, with backoff while connects fail */
+    unsigned _connect_failures;   /* in a row, for that backoff */
+    tt_ratelimit_t _prewarm_warn; /* failed pre-warming connects (conn.c) */
     int _shutting_down;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */

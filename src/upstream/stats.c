@@ -2,6 +2,12 @@
 
 #include "core/invariant.h"
 
+const char *tt_status_class_name(unsigned cls)
+{
+    static const char *const names[TT_STATUS_CLASSES] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    return cls < TT_STATUS_CLASSES ? names[cls] : "none";
+}
+
 const char *tt_reject_reason_name(tt_reject_reason_t r)
 {
     switch (r) {

@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int done = 0;
     while (!done && len < size) {
         len += fuzz_split_next(&split, size - len);
-        done = tt_admin_respond(&ops, (const char *)data, len, &out);
+        done = tt_admin_respond(&ops, fail_ops & 16, (const char *)data, len, &out);
         FUZZ_CHECK(done || out.wpos == 0);
     }
     if (done) {

@@ -37,6 +37,7 @@ Request headers that script the response:
                              no close_notify (a cut stream, as an attacker on the path makes it)
     X-Reset: 1               reset the connection (RST) instead of responding
     X-Reset-If-Reused: 1     reset, unread, if the connection already carried a request
+    X-Reset-On-Conn: N       reset, unread, if this is TCP connection N (after X-Delay-Ms)
     X-Add-Header: N: V       append header "N: V" to the response (repeatable, kept in order)
     Expect: 100-continue     answered with "100 Continue" before the body is read
     Upgrade + Connection: upgrade   "101 Switching Protocols", then a raw byte echo
@@ -608,6 +609,11 @@ class Connection:
             self.stats.request_done()
 
     def _serve_request(self, req):
+        if req.int_header("X-Reset-On-Conn", 0) == self.conn_id:
+            time.sleep(req.int_header("X-Delay-Ms", 0) / 1000)
+            self.stats.bump("resets")
+            self._reset()
+            return False
         if req.flag("X-Reset") or (req.flag("X-Reset-If-Reused") and self.served > 1):
             self.stats.bump("resets")
             self._reset()

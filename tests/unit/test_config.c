@@ -87,6 +87,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
+                           "control_socket = /run/tether/tetherd.sock\n"
                            "[upstream users]\n"
                            "url = https://127.0.0.1:8443\n"
                            "listen = 127.0.0.1:9001\n"
@@ -191,11 +192,12 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->client_body_timeout, 7000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
+    assert_string_equal(c->control_socket, "/run/tether/tetherd.sock");
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
     assert_int_equal(c->nupstreams, 3);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 18);
+    assert_int_equal(u->line, 19);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -228,9 +230,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 42);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 39);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 24);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 43);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 40);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 25);
 
     u = find_upstream(c, "orders");
     assert_false(u->tls);
@@ -406,10 +408,34 @@ static const bad_t bad[] = {
      "same address as [upstream a]"},
     {"listen on proxy_listen", "[tether]\nproxy_listen = 127.0.0.1:9001\n" UP_A, 3, "listen",
      "proxy_listen"},
-    {"min_idle over max_idle", UP_A "max_idle = 4\nmin_idle = 5\n", 1, "min_idle",
-     "5 exceeds max_idle 4"},
-    {"min_idle over max_connections", UP_A "max_connections = 3\nmin_idle = 4\n", 1, "min_idle",
-     "exceeds max_idle 3"},
+    {"min_idle over max_idle", UP_A "max_idle = 4\nmin_idle = 5\n", 5, "min_idle",
+     "5 exceeds max_idle = 4 (line 4) in [upstream a]"},
+    {"min_idle over max_connections", UP_A "max_connections = 3\nmin_idle = 4\n", 5, "min_idle",
+     "4 exceeds max_idle 3 (its default), capped by max_connections = 3 (line 4)"},
+    {"did you mean", UP_A "max_idel = 5\n", 4, "max_idel", "(did you mean max_idle?)"},
+    {"did you mean in tether", "[tether]\ndrain_timeuot = 1s\n" UP_A, 2, "drain_timeuot",
+     "did you mean drain_timeout?"},
+    {"key of the other section", "[tether]\nmax_idle = 5\n" UP_A, 2, "max_idle",
+     "it belongs in an [upstream NAME] section"},
+    {"hash comment", UP_A "idle_timeout = 55s # the LB closes at 60s\n", 4, "idle_timeout",
+     "only ';' starts an inline comment ('#' only at the start of a line); write \"55s ; the LB "
+     "closes at 60s\""},
+    {"hash comment in a list", UP_A "hosts = a.internal # old name\n", 4, "hosts",
+     "only ';' starts an inline comment"},
+    {"indented key", UP_A "max_idle = 5\n  min_idle = 2\n", 5, NULL,
+     "it would continue max_idle above"},
+    {"indented key after a list", UP_A "hosts = a.internal\n  min_idle = 2\n", 5, NULL,
+     "it continues hosts above; a key = value line must not be indented"},
+    {"url to its own listener",
+     UP_A "[upstream b]\nurl = http://127.0.0.1:9001\nlisten = 127.0.0.1:9002\n", 5, "url",
+     "http://127.0.0.1:9001 is tetherd's own listener (listen of [upstream a], line 3)"},
+    {"url to localhost listener",
+     UP_A "[upstream b]\nurl = http://localhost:9001\nlisten = 127.0.0.1:9002\n", 5, "url",
+     "tetherd's own listener"},
+    {"url to proxy_listen",
+     "[tether]\nproxy_listen = 127.0.0.1:15001\n[upstream a]\n"
+     "url = http://127.0.0.1:15001\n",
+     4, "url", "tetherd's own proxy_listen address"},
     {"syntax error", "[tether]\nworkers 4\n" UP_A, 2, NULL, "syntax error"},
     {"key outside a section", "workers = 1\n[tether]\n" UP_A, 1, "workers", "outside"},
     {"no upstream", "[tether]\nworkers = 2\n", 2, NULL, "no [upstream NAME] section"},
@@ -436,6 +462,49 @@ static int check_error(const bad_t *b)
         return 1;
     }
     return 0;
+}
+
+/* A list longer than inih's 198-character line goes on indented continuation lines. */
+static void test_hosts_span_lines(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    char text[2048];
+    int n = snprintf(text, sizeof(text),
+                     "[tether]\nproxy_listen = 127.0.0.1:15001\n"
+                     "[upstream a]\nurl = http://10.0.0.1\nhosts = a0.internal");
+    for (int line = 0; line < 4; line++) {
+        n += snprintf(text + n, sizeof(text) - (size_t)n, ",\n   ");
+        for (int i = 0; i < 8; i++)
+            n += snprintf(text + n, sizeof(text) - (size_t)n, "%sservice-%d-%d.internal",
+                          i ? ", " : "", line, i);
+    }
+    snprintf(text + n, sizeof(text) - (size_t)n,
+             "\n    ; a comment between does not end the list\n    last.internal ; and this\n"
+             "max_idle = 3\n");
+    tt_conf_t *c = load_ok("span.ini", text);
+    assert_non_null(c);
+    tt_upstream_conf_t *u = &c->upstreams[0];
+    assert_int_equal(u->nhosts, 1 + 4 * 8 + 1);
+    assert_string_equal(u->hosts[0], "a0.internal");
+    assert_string_equal(u->hosts[1], "service-0-0.internal");
+    assert_string_equal(u->hosts[32], "service-3-7.internal");
+    assert_string_equal(u->hosts[33], "last.internal");
+    assert_int_equal(u->max_idle, 3);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* The zero-config form has no line numbers, and its errors show none. */
+static void test_command_line_errors_have_no_line(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    assert_null(tt_conf_from_args("127.0.0.1", "http://127.0.0.1:8080", NULL, NULL, &err));
+    assert_string_equal(err.msg,
+                        "command line: listen: 127.0.0.1: expected IP:PORT or [IPv6]:PORT");
+    tt_leakcheck_end(lc);
 }
 
 static void test_errors_name_file_line_key(void **state)
@@ -860,6 +929,34 @@ static void test_error_after_a_full_file_frees_everything(void **state)
     tt_leakcheck_end(lc);
 }
 
+/* A configuration path longer than the error buffer: the error keeps the path's tail, the line,
+ * key and reason, and nothing is written past the buffer (fail() once wrote at msg + n after a
+ * truncated snprintf: a stack overflow with a path of about 500 characters). */
+static void test_error_with_a_very_long_path_stays_in_its_buffer(void **state)
+{
+    (void)state;
+    char path[256], longpath[700];
+    write_ini("long.ini", "[tether]\nno_such_key = 1\n", path);
+    /* "/./" repeated names the same file by a path of about 600 characters. */
+    size_t n = (size_t)snprintf(longpath, sizeof(longpath), "%s", g_dir);
+    while (n < 600)
+        n += (size_t)snprintf(longpath + n, sizeof(longpath) - n, "/.");
+    snprintf(longpath + n, sizeof(longpath) - n, "/long.ini");
+    struct {
+        tt_conf_error_t err;
+        char guard[512];
+    } out;
+    memset(&out, 'G', sizeof(out));
+    tt_conf_t *c = tt_conf_load(longpath, &out.err);
+    assert_int_equal(unlink(path), 0);
+    assert_null(c);
+    for (size_t i = 0; i < sizeof(out.guard); i++)
+        assert_int_equal(out.guard[i], 'G');
+    assert_non_null(memchr(out.err.msg, '\0', sizeof(out.err.msg)));
+    assert_true(strncmp(out.err.msg, "...", 3) == 0);
+    assert_non_null(strstr(out.err.msg, "/./long.ini:2: no_such_key: "));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -867,6 +964,8 @@ int main(void)
         cmocka_unit_test(test_full_file_loads_typed_values),
         cmocka_unit_test(test_defaults_for_omitted_keys),
         cmocka_unit_test(test_errors_name_file_line_key),
+        cmocka_unit_test(test_hosts_span_lines),
+        cmocka_unit_test(test_command_line_errors_have_no_line),
         cmocka_unit_test(test_admin_error_names_its_line),
         cmocka_unit_test(test_first_error_wins),
         cmocka_unit_test(test_ipv6_default_hosts),
@@ -879,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_dump_has_every_key_and_loads_back),
         cmocka_unit_test(test_error_after_a_full_file_frees_everything),
+        cmocka_unit_test(test_error_with_a_very_long_path_stays_in_its_buffer),
     };
     return cmocka_run_group_tests_name("config", tests, setup_dir, remove_dir);
 }
