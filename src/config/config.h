@@ -95,6 +95,9 @@ typedef struct {
     int64_t max_head_size;
     int64_t client_header_timeout;
     int64_t client_idle_timeout;
+    int64_t lingering_timeout;   /* ms; 0: off */
+    int64_t request_buffer;      /* bytes of a request body read before a connection is taken */
+    int64_t client_body_timeout; /* ms for the whole buffered body */
     int64_t drain_timeout;
     int64_t tcp_defer_accept; /* ms; 0: off */
     char *access_log;         /* path; NULL: off */

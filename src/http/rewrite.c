@@ -253,15 +253,10 @@ int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *pa
         p++;
     if (p == a)
         return -1;
+    /* Userinfo stays in the authority, for tt_http_host_is_valid() to refuse (RFC 9110 4.2.4:
+     * it serves to obscure the authority). */
     authority->str = a;
     authority->len = (size_t)(p - a);
-    const char *at = memchr(a, '@', authority->len);
-    if (at != NULL) { /* userinfo is never forwarded as part of the host */
-        authority->len -= (size_t)(at + 1 - a);
-        authority->str = at + 1;
-        if (authority->len == 0)
-            return -1;
-    }
     if (p == end) {
         path->str = "/";
         path->len = 1;
@@ -270,6 +265,34 @@ int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *pa
         path->len = (size_t)(end - p);
     }
     return 0;
+}
+
+const char *tt_http_request_target(const tt_http_head_t *h, const char *base, tt_http_target_t *t)
+{
+    tt_span_t target = {base + h->target, h->target_len};
+    t->host = (tt_span_t){NULL, 0};
+    t->absolute = tt_http_split_absolute(target, &t->host, &t->target) == 0;
+    if (!t->absolute) {
+        int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
+        if (target.len == 0 || (target.str[0] != '/' && !asterisk))
+            return "invalid request target";
+        t->target = target;
+    }
+    const tt_http_header_t *hh = NULL;
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        if (!tt_http_header_is(base, &h->headers[i], "host", 4))
+            continue;
+        if (hh != NULL) /* which one would win? */
+            return "more than one Host header";
+        hh = &h->headers[i];
+    }
+    if (hh == NULL && h->minor == 1 && !t->absolute)
+        return "HTTP/1.1 request without a Host header";
+    if (!t->absolute && hh != NULL)
+        t->host = (tt_span_t){base + hh->value, hh->value_len};
+    if (t->host.len > 0 && !tt_http_host_is_valid(t->host.str, t->host.len))
+        return t->absolute ? "invalid host in the request target" : "invalid Host header";
+    return NULL;
 }
 
 int tt_http_keepalive_timeout(const char *value, size_t len)

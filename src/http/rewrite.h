@@ -46,8 +46,21 @@ void tt_http_write_error(tt_buf_t *out, int status, int close, const char *proxy
 const char *tt_http_reason(int status);
 
 /* Splits an absolute-form target "http://authority/path?query". Returns 0 and sets authority and
- * path (path "/" when empty), or -1 if target is not absolute-form http. */
+ * path (path "/" when empty), or -1 if target is not absolute-form http. The authority is not
+ * validated (tt_http_host_is_valid). */
 int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *path);
+
+typedef struct {
+    tt_span_t target; /* origin-form target to send (or "*" for OPTIONS) */
+    tt_span_t host;   /* host to route by: the absolute-form authority, else the Host value */
+    int absolute;     /* the target was absolute-form: host came from it, not from Host */
+} tt_http_target_t;
+
+/* Reads the request target and Host of request h as RFC 9112 3.2 has them: origin-form,
+ * absolute-form http (its authority wins over Host), or "*" for OPTIONS; at most one Host, which
+ * an HTTP/1.1 request must have unless its target is absolute; a host that is uri-host [":"
+ * port]. Returns NULL and fills t, or the reason for a 400 (static text). */
+const char *tt_http_request_target(const tt_http_head_t *h, const char *base, tt_http_target_t *t);
 
 /* timeout=N from a Keep-Alive header value, in seconds; -1 when absent or malformed. */
 int tt_http_keepalive_timeout(const char *value, size_t len);

@@ -6,10 +6,12 @@
  *   /config   the effective configuration, secrets redacted
  *   POST /reload   reload the configuration file (ops->reload), loopback clients only
  *
- * Only GET and HEAD (POST for /reload); anything else is 405, an unknown path 404. One connection
- * at a time, one request per connection (Connection: close), the request head bounded (8 KiB) and
- * read within a deadline (5 s), so a slow or hostile client costs at most that and cannot exhaust
- * anything. Scrapers open a connection per scrape anyway.
+ * Only GET and HEAD (POST for /reload); anything else is 405, an unknown path 404. Up to 64
+ * connections are served at once by a non-blocking loop (more wait in the listen backlog), one
+ * request per connection (Connection: close), the request head bounded (8 KiB) and read within a
+ * deadline (5 s) and the response written within another (10 s): a slow or silent client costs one
+ * slot for at most that, and delays no other request (a /healthz probe). Scrapers open a connection
+ * per scrape anyway.
  *
  * The server knows nothing of workers: what it serves comes from tt_admin_ops_t, which the proxy
  * implements (proxy/introspect.h) and tests fake. The ops are called on the admin thread. */
@@ -59,6 +61,13 @@ void tt_admin_close(tt_admin_t *a);
 
 /* The port actually bound. */
 int tt_admin_port(const tt_admin_t *a);
+
+/* Answers a request head: in holds the len bytes received so far on a connection. Returns 1 with
+ * the complete response (Connection: close) appended to out, or 0 when the head is incomplete
+ * (call again with more bytes). loopback: the client is on this host (POST /reload is refused
+ * otherwise). Calls the ops; used by the server loop and the fuzzer. */
+int tt_admin_respond(const tt_admin_ops_t *ops, int loopback, const char *in, size_t len,
+                     tt_buf_t *out);
 
 /* A copy of INI text with secret values replaced by "<redacted>": keys naming a key, password,
  * secret, token or credential, and the password part of URLs with user information. The caller

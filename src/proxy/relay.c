@@ -345,7 +345,8 @@ static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const cha
         .dechunk = dechunk,
     };
     s->status = h->status;
-    tt_http_write_response_head(tt_session_cout(s), h, base, &out);
+    s->final_head_at = s->bytes_out + tt_buf_len(tt_session_cout(s));
+    tt_http_write_response_head(s->cout, h, base, &out);
     if (dechunk)
         tt_http_reader_decode_into(&s->resp, s->cout);
 }
@@ -374,7 +375,14 @@ static tt_step_t parse_response_head(tt_session_t *s)
     }
     tt_http_head_t *h = s->head;
     const char *base = c->in->data;
-    if (h->status >= 100 && h->status < 200 && !(h->status == 101 && s->upgrade)) {
+    if (h->status == 101 && !s->upgrade) {
+        /* A client that did not ask to switch would read whatever follows as a new protocol,
+         * or as the next response. */
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                               "upstream %s switched protocols unasked (101)", s->up->conf->name);
+        return TT_STEP_DECLINED;
+    }
+    if (h->status >= 100 && h->status < 200 && h->status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read the final one. */
         if (!s->http10) {
             tt_http_response_out_t out = {0};
@@ -422,10 +430,28 @@ static void finish_exchange(tt_session_t *s)
     /* Body bytes read but never sent (the upstream answered early) must not be parsed as the
      * next request: this client connection ends with its response. */
     if (s->close_after || s->client_gone || s->req_pending > 0) {
-        tt_session_close(s, TT_CLOSE_ERROR);
+        if (tt_session_should_linger(s))
+            tt_session_start_linger(s);
+        else
+            tt_session_close(s, TT_CLOSE_ERROR);
         return;
     }
     tt_session_begin_request(s);
+}
+
+/* A response found broken after its head was accepted: while no byte of its head has reached the
+ * client, the head and what was queued after it are withdrawn (interim responses before it stay)
+ * so that the client gets a 502 in its place rather than a connection that just ends. Returns
+ * whether it was withdrawn. */
+static int withdraw_response(tt_session_t *s)
+{
+    if (!s->resp_head_done || s->state != S_EXCHANGE || s->bytes_out > s->final_head_at)
+        return 0;
+    s->cout->wpos = s->cout->rpos + (size_t)(s->final_head_at - s->bytes_out);
+    s->resp_pending = 0;
+    s->resp_head_done = 0;
+    tt_http_reader_decode_into(&s->resp, NULL);
+    return 1;
 }
 
 /* Whether conn->in holds response bytes not yet parsed. */
@@ -448,6 +474,12 @@ static tt_step_t parse_response_body(tt_session_t *s)
     tt_http_status_t st = tt_http_reader_body(&s->resp, tt_buf_rptr(in) + s->resp_pending,
                                               tt_buf_len(in) - s->resp_pending, &consumed);
     if (st == TT_HTTP_ERROR) {
+        if (withdraw_response(s)) {
+            tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                                   "upstream %s sent an invalid response body: %s",
+                                   s->up->conf->name, tt_http_reader_error(&s->resp));
+            return TT_STEP_DECLINED;
+        }
         tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
                  tt_http_reader_error(&s->resp));
         tt_session_close(s, TT_CLOSE_ERROR);
@@ -545,8 +577,15 @@ static tt_step_t step_response(tt_session_t *s)
                 s->up->conf->name);
             return TT_STEP_DECLINED;
         }
-        /* Truncated body: the client must see the connection end, never a complete-looking
-         * response. */
+        /* Truncated body: the client must see a 502 or the connection end, never a
+         * complete-looking response. */
+        if (withdraw_response(s)) {
+            tt_session_reply_error(
+                s, 502, TT_CLOSE_RESPONSE_PARTIAL, "http_response_incomplete",
+                "upstream %s closed the connection in the middle of the response body",
+                s->up->conf->name);
+            return TT_STEP_DECLINED;
+        }
         tt_session_flush_client(s);
         tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
         return TT_STEP_DECLINED;

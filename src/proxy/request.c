@@ -46,65 +46,71 @@ void tt_session_begin_request(tt_session_t *s)
     tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
 }
 
-static unsigned count_headers(const tt_http_head_t *h, const char *base, const char *name,
-                              size_t len)
-{
-    unsigned n = 0;
-    for (uint32_t i = 0; i < h->nheaders; i++)
-        n += (unsigned)tt_http_header_is(base, &h->headers[i], name, len);
-    return n;
-}
-
 /* Chooses the upstream and the target and Host to send. Returns 0, or -1 after replying. */
 static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *base,
                          tt_http_request_out_t *out)
 {
-    tt_span_t target = {base + h->target, h->target_len}, authority = {NULL, 0}, host = {NULL, 0};
-    int absolute = tt_http_split_absolute(target, &authority, &out->target) == 0;
-    if (!absolute) {
-        int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
-        if (target.len == 0 || (target.str[0] != '/' && !asterisk)) {
-            tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
-                                   "invalid request target");
-            return -1;
-        }
-        out->target = target;
-    }
-    if (absolute) {
-        host = authority;
-    } else {
-        const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
-        if (hh != NULL)
-            host = (tt_span_t){base + hh->value, hh->value_len};
-    }
-    if (count_headers(h, base, "host", 4) > 1) { /* RFC 9112 3.2: which one would win? */
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
-                               "more than one Host header");
+    tt_http_target_t t;
+    const char *bad = tt_http_request_target(h, base, &t);
+    if (bad != NULL) {
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error", "%s", bad);
         return -1;
     }
+    out->target = t.target;
     if (s->listener_upstream != NULL) {
         s->up = s->listener_upstream;
-        if (!s->up->conf->preserve_host)
+        /* An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which must
+         * have one (RFC 9112 3.2). */
+        if (!s->up->conf->preserve_host || t.host.len == 0)
             out->host = (tt_span_t){s->up->host_header, strlen(s->up->host_header)};
-        else if (absolute)
-            out->host = authority;
+        else if (t.absolute)
+            out->host = t.host;
         return 0;
     }
-    if (host.len == 0) {
+    if (t.host.len == 0) {
         tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error", "missing Host header");
         return -1;
     }
-    s->up = tt_route_host(s->worker->upstreams, s->worker->nupstreams, host.str, host.len);
+    s->up = tt_route_host(s->worker->upstreams, s->worker->nupstreams, t.host.str, t.host.len);
     if (s->up == NULL) {
         tt_session_reply_error(
             s, 403, TT_CLOSE_ERROR, "destination_not_found",
             "no upstream is configured for host %.*s (tether is not an open proxy)",
-            (int)TT_MIN(host.len, 200), host.str);
+            (int)TT_MIN(t.host.len, 200), t.host.str);
         return -1;
     }
-    if (absolute)
-        out->host = authority;
+    if (t.absolute)
+        out->host = t.host;
     return 0;
+}
+
+/* Parses the body bytes that arrived with the head before an upstream connection is asked for, so
+ * that a body whose framing is broken there (a bad chunk size, a folded trailer) is refused
+ * before any of the request reaches an upstream. They stay at the front of cin (req_pending) to
+ * be sent as usual. Returns 0, or -1 after replying. */
+static int check_body_read(tt_session_t *s)
+{
+    size_t avail = tt_buf_len(s->cin), consumed;
+    if (s->req_read_done || avail == 0)
+        return 0;
+    tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
+    if (st == TT_HTTP_ERROR) {
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                               "malformed request body: %s", tt_http_reader_error(&s->req));
+        return -1;
+    }
+    s->req_pending = consumed;
+    s->req_read_done = st == TT_HTTP_MESSAGE_DONE;
+    return 0;
+}
+
+/* A buffered body must be whole by body_deadline and may pause for client_idle_timeout at most,
+ * as a streamed one may. */
+static void arm_body_timer(tt_session_t *s)
+{
+    tt_msec_t now = tt_loop_now(tt_session_loop(s));
+    int64_t left = s->body_deadline > now ? (int64_t)(s->body_deadline - now) : 0;
+    tt_session_arm_timer(s, TT_MIN(left, s->worker->conf->client_idle_timeout));
 }
 
 /* Acts on a complete request head: refuses it, or routes it and asks the pool for a connection.
@@ -139,6 +145,11 @@ static void start_request(tt_session_t *s)
             s, 405, TT_CLOSE_ERROR, "http_request_denied",
             "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
             "configured upstreams; send plain http:// requests");
+    else if (h->chunked && !tt_http_transfer_coding_is_chunked(h, base))
+        /* RFC 9112 6.1: a coding tether does not implement (stacked under chunked); the
+         * upstream would have to agree on every layer of it. */
+        tt_session_reply_error(s, 501, TT_CLOSE_ERROR, "http_request_error",
+                               "transfer codings other than chunked are not supported");
     else
         routed = route_request(s, h, base, &out) == 0;
     if (routed) {
@@ -153,11 +164,74 @@ static void start_request(tt_session_t *s)
         s->uout = tt_buf_acquire(&s->worker->bufs);
         tt_http_write_request_head(s->uout, h, base, &out);
     }
+    int buffer = routed && s->worker->conf->request_buffer > 0 && !h->upgrade &&
+                 (h->chunked || h->content_length <= (uint64_t)s->worker->conf->request_buffer) &&
+                 tt_http_head_find(h, base, "expect") == NULL; /* it waits for a 100 first */
     tt_buf_consume(s->cin, h->head_len);
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
-    if (routed)
-        tt_session_acquire_conn(s, 0);
+    if (!routed || check_body_read(s) < 0)
+        return;
+    if (buffer && !s->req_read_done) {
+        s->state = S_BODY;
+        s->body_deadline =
+            tt_loop_now(tt_session_loop(s)) + (tt_msec_t)s->worker->conf->client_body_timeout;
+        arm_body_timer(s);
+        return;
+    }
+    tt_session_acquire_conn(s, 0);
+}
+
+/* Reads a request body into cin before an upstream connection is asked for, as nginx's request
+ * buffering does: a client that uploads slowly then holds its own connection, not one of the
+ * pool's. A chunked body that outgrows request_buffer streams from there. */
+tt_step_t tt_session_step_body(tt_session_t *s)
+{
+    size_t limit = (size_t)s->worker->conf->request_buffer;
+    for (;;) {
+        size_t unparsed = tt_buf_len(s->cin) - s->req_pending, consumed;
+        if (unparsed > 0) {
+            tt_http_status_t st = tt_http_reader_body(&s->req, tt_buf_rptr(s->cin) + s->req_pending,
+                                                      unparsed, &consumed);
+            if (st == TT_HTTP_ERROR) {
+                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                                       "malformed request body: %s", tt_http_reader_error(&s->req));
+                return TT_STEP_OK;
+            }
+            s->req_pending += consumed;
+            s->req_read_done = st == TT_HTTP_MESSAGE_DONE;
+        }
+        if (s->req_read_done || s->req_pending >= limit ||
+            tt_buf_reserve(s->cin, 4096, limit + TT_BUF_SIZE) < 0) {
+            tt_loop_timer_stop(tt_session_loop(s), &s->timer);
+            tt_session_acquire_conn(s, 0);
+            return TT_STEP_OK;
+        }
+        if (s->client_eof) {
+            tt_session_close(s, TT_CLOSE_REQUEST_PARTIAL);
+            return TT_STEP_DECLINED;
+        }
+        if (!s->client_readable) {
+            tt_session_wait_for_client(s, 1);
+            return TT_STEP_AGAIN;
+        }
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+        if (n > 0) {
+            arm_body_timer(s);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            tt_session_wait_for_client(s, 1);
+            return TT_STEP_AGAIN;
+        }
+        if (n == 0) {
+            s->client_eof = 1;
+            continue;
+        }
+        s->client_gone = 1;
+        tt_session_close(s, TT_CLOSE_REQUEST_PARTIAL);
+        return TT_STEP_DECLINED;
+    }
 }
 
 /* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the

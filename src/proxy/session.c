@@ -105,6 +105,43 @@ void tt_session_arm_timer(tt_session_t *s, int64_t ms)
     tt_loop_timer_after(tt_session_loop(s), &s->timer, (tt_msec_t)ms);
 }
 
+/* ---- lingering close ------------------------------------------------------------------------ */
+
+int tt_session_should_linger(const tt_session_t *s)
+{
+    return s->worker->conf->lingering_timeout > 0 && !s->client_eof && !s->client_gone &&
+           !s->worker->draining &&
+           (!s->req_read_done || s->req_pending > 0 || (s->cin != NULL && tt_buf_len(s->cin) > 0));
+}
+
+void tt_session_start_linger(tt_session_t *s)
+{
+    tt_session_end_request(s);
+    tt_session_drop_conn(s, TT_CLOSE_ERROR);
+    shutdown(s->io.fd, SHUT_WR);
+    release_buffers(s);
+    s->state = S_LINGER;
+    tt_session_arm_timer(s, s->worker->conf->lingering_timeout);
+}
+
+/* Discards what the client sends, a bounded amount per wake-up (the loop is level-triggered). */
+static void step_linger(tt_session_t *s)
+{
+    char sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(s->io.fd, sink, sizeof(sink), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        tt_session_close(s, TT_CLOSE_ERROR); /* EOF or error: the client is done */
+        return;
+    }
+    s->want_client_in = 1;
+}
+
 /* ---- client output ------------------------------------------------------------------------ */
 
 int tt_session_output_pending(const tt_session_t *s)
@@ -228,12 +265,17 @@ void tt_session_run(tt_session_t *s)
             if (tt_session_step_head(s) == TT_STEP_OK)
                 continue;
             break;
+        case S_BODY:
+            if (tt_session_step_body(s) == TT_STEP_OK)
+                continue;
+            break;
         case S_WAIT_CONN:
             TT_ASSERT(s->conn == NULL);
             break;
         case S_EXCHANGE: {
             tt_session_step_exchange(s);
-            if (s->state == S_HEAD || s->state == S_TUNNEL || s->state == S_FLUSH)
+            if (s->state == S_HEAD || s->state == S_TUNNEL || s->state == S_FLUSH ||
+                s->state == S_LINGER)
                 continue;
             break;
         }
@@ -242,6 +284,10 @@ void tt_session_run(tt_session_t *s)
             break;
         case S_FLUSH: {
             tt_step_t r = tt_session_flush_client(s);
+            if (r == TT_STEP_OK && s->close_after && tt_session_should_linger(s)) {
+                tt_session_start_linger(s);
+                continue;
+            }
             if (r == TT_STEP_ERROR || (r == TT_STEP_OK && s->close_after)) {
                 tt_session_close(s, TT_CLOSE_ERROR);
                 return;
@@ -252,6 +298,9 @@ void tt_session_run(tt_session_t *s)
             }
             break;
         }
+        case S_LINGER:
+            step_linger(s);
+            break;
         case S_CLOSED:
             return;
         }
@@ -288,6 +337,17 @@ static void session_timer_cb(tt_timer_t *t)
         } else {
             tt_session_close(s, TT_CLOSE_ERROR);
         }
+        return;
+    case S_BODY:
+        if (tt_loop_now(tt_session_loop(s)) >= s->body_deadline)
+            tt_session_reply_error(s, 408, TT_CLOSE_ERROR, "http_request_error",
+                                   "request body not received within client_body_timeout (%lldms)",
+                                   (long long)s->worker->conf->client_body_timeout);
+        else
+            tt_session_reply_error(s, 408, TT_CLOSE_ERROR, "http_request_error",
+                                   "request body stalled for %lldms",
+                                   (long long)s->worker->conf->client_idle_timeout);
+        tt_session_run(s);
         return;
     case S_EXCHANGE:
         if (!s->req_sent) {
@@ -350,7 +410,7 @@ void tt_session_drain(tt_worker_t *w)
     tt_list_foreach_safe(l, tmp, &w->sessions)
     {
         tt_session_t *s = tt_container_of(l, tt_session_t, link);
-        if (s->state == S_HEAD && (s->cin == NULL || s->cin->wpos == 0))
+        if ((s->state == S_HEAD && (s->cin == NULL || s->cin->wpos == 0)) || s->state == S_LINGER)
             tt_session_close(s, TT_CLOSE_SHUTDOWN);
         else
             s->close_after = 1;

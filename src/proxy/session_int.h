@@ -9,10 +9,12 @@
 
 typedef enum {
     S_HEAD,      /* reading a request head, or idle between requests */
+    S_BODY,      /* reading a request body whole before asking for a connection (request_buffer) */
     S_WAIT_CONN, /* waiting for an upstream connection (connecting or queued) */
     S_EXCHANGE,  /* relaying the request and the response */
     S_TUNNEL,    /* after 101 Switching Protocols: raw bytes both ways */
     S_FLUSH,     /* writing the rest of a response, then the next request or close */
+    S_LINGER,    /* response sent and write side shut: discarding input until EOF or timeout */
     S_CLOSED,
 } session_state_t;
 
@@ -71,9 +73,11 @@ typedef struct tt_session {
     uint8_t reused;          /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
-    uint64_t bytes_out; /* response bytes written to the client for this request */
-    char path[200];     /* request target, for the access log */
-    char host[100];     /* Host header (or absolute-form authority), for the access log */
+    uint64_t bytes_out;      /* response bytes written to the client for this request */
+    uint64_t final_head_at;  /* offset in bytes_out where the final response head starts */
+    tt_msec_t body_deadline; /* S_BODY: the whole body by then (client_body_timeout) */
+    char path[200];          /* request target, for the access log */
+    char host[100];          /* Host header (or absolute-form authority), for the access log */
 
     /* Interest wanted after this round of progress. */
     uint8_t want_client_in, want_client_out, want_up_in, want_up_out;
@@ -133,6 +137,14 @@ static inline const char *tt_session_endpoint(const tt_session_t *s)
 void tt_session_reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verdict,
                             const char *proxy_error, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Whether closing now could destroy the response just sent: with bytes of the client's still
+ * unread (the rest of a refused head, a body the upstream did not wait for), close() sends a
+ * reset, which may discard the response before the client reads it. */
+int tt_session_should_linger(const tt_session_t *s);
+/* The lingering close of nginx and Apache: the write side is shut (the client reads the response
+ * and then EOF), and input is read and discarded (S_LINGER) until the client closes or
+ * lingering_timeout passes. The request is counted and the upstream connection dropped first. */
+void tt_session_start_linger(tt_session_t *s);
 
 /* ---- request.c ---- */
 
@@ -141,6 +153,9 @@ void tt_session_begin_request(tt_session_t *s);
 /* Reads and parses a request head. OK when the state moved on (the request started or was
  * refused), AGAIN while waiting for the client, ERROR when the session closed. */
 tt_step_t tt_session_step_head(tt_session_t *s);
+/* Reads a buffered request body (S_BODY) until it is whole, outgrows request_buffer or fails.
+ * OK when the state moved on, AGAIN while waiting for the client, DECLINED when it closed. */
+tt_step_t tt_session_step_body(tt_session_t *s);
 /* Waits for the client's next bytes (mid_request: acknowledge what came at once). */
 void tt_session_wait_for_client(tt_session_t *s, int mid_request);
 

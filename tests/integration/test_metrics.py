@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -301,6 +302,24 @@ def test_health_ready_config_and_errors(start_admin_proxy):
     assert resp.status == 405 and resp.header("Allow") == "GET, HEAD"
     resp = admin_get(admin, "/stats", method="HEAD")
     assert resp.status == 200 and resp.body == b"" and int(resp.header("Content-Length")) > 0
+
+
+def test_silent_admin_connections_do_not_delay_healthz(start_admin_proxy):
+    """Regression: the admin endpoint served one connection at a time, so one silent local
+    connection delayed /healthz by 5 s (a failed Kubernetes probe)."""
+    _, _, admin = start_admin_proxy()
+    silent = [socket.create_connection(("127.0.0.1", admin), timeout=5) for _ in range(4)]
+    try:
+        silent[0].sendall(b"GET /metrics HTTP/1.1\r\nHost:")  # half a head, then nothing
+        time.sleep(0.1)
+        for _ in range(3):
+            start = time.monotonic()
+            resp = admin_get(admin, "/healthz")
+            assert resp.status == 200
+            assert time.monotonic() - start < 0.5
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_ready_waits_for_prewarming(start_admin_proxy):

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -349,6 +350,80 @@ static void test_methods_and_bad_requests(void **state)
     free(r);
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Regression: the server took one connection at a time, so one silent local connection delayed
+ * /healthz by the 5 s read deadline, enough to fail a Kubernetes probe. Now silent connections,
+ * one with half a head and one that never reads its response each hold only their own slot. */
+static void test_silent_connections_do_not_delay_healthz(void **state)
+{
+    fixture_t *f = *state;
+    int silent[8];
+    for (size_t i = 0; i < 8; i++)
+        silent[i] = dial(f->port);
+    const char half[] = "GET /metrics HTTP/1.1\r\nHost:";
+    assert_int_equal(send(silent[0], half, sizeof(half) - 1, MSG_NOSIGNAL),
+                     (ssize_t)sizeof(half) - 1);
+    for (int round = 0; round < 3; round++) {
+        double start = now_ms();
+        char *r = get(f->port, "GET", "/healthz");
+        double took = now_ms() - start;
+        assert_int_equal(status_of(r), 200);
+        free(r);
+        if (took >= 500)
+            fail_msg("/healthz took %.0f ms with silent connections open", took);
+    }
+    for (size_t i = 0; i < 8; i++)
+        close(silent[i]);
+}
+
+/* More connections than the server serves at once: the rest wait in the backlog and are served
+ * as slots free; nothing is refused or crashes. */
+static void test_connections_past_the_limit_wait(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 80 };
+    int fds[N];
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t i = 0; i < N; i++) {
+        fds[i] = dial(f->port);
+        assert_int_equal(send(fds[i], req, sizeof(req) - 1, MSG_NOSIGNAL),
+                         (ssize_t)sizeof(req) - 1);
+    }
+    for (size_t i = 0; i < N; i++) {
+        char buf[512];
+        ssize_t n = recv(fds[i], buf, sizeof(buf) - 1, 0);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_int_equal(status_of(buf), 200);
+        close(fds[i]);
+    }
+}
+
+/* tt_admin_respond: an incomplete head asks for more, in any split. */
+static void test_respond_needs_the_whole_head(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t len = 0; len < sizeof(req) - 1; len++) {
+        tt_buf_t out = {0};
+        assert_int_equal(tt_admin_respond(&fake_ops, 1, req, len, &out), 0);
+        assert_int_equal(out.wpos, 0);
+        free(out.data);
+    }
+    tt_buf_t out = {0};
+    assert_int_equal(tt_admin_respond(&fake_ops, 1, req, sizeof(req) - 1, &out), 1);
+    assert_true(out.wpos > 0 && strncmp(out.data, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    free(out.data);
+    tt_leakcheck_end(lc);
+}
+
 static void test_failing_operations(void **state)
 {
     fixture_t *f = *state;
@@ -465,6 +540,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_is_redacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_methods_and_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_operations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_connections_do_not_delay_healthz, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_connections_past_the_limit_wait, setup, teardown),
+        cmocka_unit_test(test_respond_needs_the_whole_head),
         cmocka_unit_test_setup_teardown(test_top_reads_the_endpoint, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -81,6 +81,9 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "max_head_size = 32k\n"
                            "client_header_timeout = 1500ms\n"
                            "client_idle_timeout = 2m\n"
+                           "lingering_timeout = 3s\n"
+                           "request_buffer = 8k\n"
+                           "client_body_timeout = 7s\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
@@ -203,6 +206,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->max_head_size, 32 * 1024);
     assert_int_equal(c->client_header_timeout, 1500);
     assert_int_equal(c->client_idle_timeout, 120000);
+    assert_int_equal(c->lingering_timeout, 3000);
+    assert_int_equal(c->request_buffer, 8192);
+    assert_int_equal(c->client_body_timeout, 7000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
     assert_string_equal(c->control_socket, "/run/tether/tetherd.sock");
@@ -210,7 +216,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->nupstreams, 3);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 18);
+    assert_int_equal(u->line, 21);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -243,9 +249,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 42);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 39);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 24);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 45);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 42);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 27);
     assert_int_equal(u->nendpoints, 3);
     assert_addr(&u->endpoints[0], "127.0.0.2:8443");
     assert_addr(&u->endpoints[1], "127.0.0.3:8443"); /* the url's port */
@@ -306,6 +312,9 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(c->max_head_size, 64 * 1024);
     assert_int_equal(c->client_header_timeout, 10000);
     assert_int_equal(c->client_idle_timeout, 60000);
+    assert_int_equal(c->lingering_timeout, 5000);
+    assert_int_equal(c->request_buffer, 65536);
+    assert_int_equal(c->client_body_timeout, 60000);
     assert_int_equal(c->drain_timeout, 10000);
     assert_int_equal(c->tcp_defer_accept, 1000);
     assert_null(c->access_log);

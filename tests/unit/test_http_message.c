@@ -767,6 +767,62 @@ static const bad_case_t bad_cases[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n"),
     BAD("obsolete line folding in a response", HTTP_RESPONSE,
         "HTTP/1.1 200 OK\r\nX-Y: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
+    BAD("fold after an empty first line", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
+    BAD("fold after an empty first line in a response", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nContent-Length:\r\n 2\r\n\r\nok"),
+    BAD("fold in a trailer", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "1\r\na\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+    BAD("fold after an empty trailer line", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T:\r\n\tb\r\n\r\n"),
+    BAD("Transfer-Encoding in an HTTP/1.0 request", HTTP_REQUEST,
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    BAD("Transfer-Encoding in an HTTP/1.0 response", HTTP_RESPONSE,
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    BAD("chunk size 2^63", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "8000000000000000\r\nab"),
+    BAD("chunk size 2^64 - 1", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab"),
+    BAD("chunk size 2^60", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000\r\nab"),
+    BAD("chunk extension over 1 KiB", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;x="
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "\r\na\r\n0\r\n\r\n"),
+    BAD("Content-Length 2^63", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+    BAD("status 000", HTTP_RESPONSE, "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("status 099", HTTP_RESPONSE, "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("status 600", HTTP_RESPONSE, "HTTP/1.1 600 High\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("control byte in reason phrase", HTTP_RESPONSE,
+        "HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("DEL in reason phrase", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\x7f\r\nContent-Length: 2\r\n\r\nok"),
 };
 
 static void test_malformed_input_is_an_error(void **state)

@@ -465,8 +465,8 @@ static void test_split_absolute(void **state)
         {"http://example.com", 0, "example.com", "/"},
         {"HTTP://Example.COM/A", 0, "Example.COM", "/A"},
         {"http://[::1]:9000/v6", 0, "[::1]:9000", "/v6"},
-        {"http://user:pw@example.com:81/secret", 0, "example.com:81", "/secret"},
-        {"http://user@example.com", 0, "example.com", "/"},
+        {"http://user:pw@example.com:81/secret", 0, "user:pw@example.com:81", "/secret"},
+        {"http://user@example.com", 0, "user@example.com", "/"},
         {"http://example.com/a@b", 0, "example.com", "/a@b"},
         {"https://example.com/", -1, NULL, NULL},
         {"ftp://example.com/", -1, NULL, NULL},
@@ -518,14 +518,67 @@ static void test_absolute_query_only_gives_origin_form(void **state)
     fx_done(&f);
 }
 
-/* Userinfo and no host: nothing to route to. */
-static void test_split_absolute_userinfo_without_host(void **state)
+/* Userinfo is left in the authority, and the authority check refuses it (RFC 9110 4.2.4), as it
+ * refuses anything that is not uri-host [":" port]. */
+static void test_userinfo_and_bad_hosts_are_refused(void **state)
 {
     (void)state;
+    static const char *const bad[] = {
+        "user@/x", "user@example.com", "a@b@c",   "a b", "a/b", "a?b", "a#b", "a\tb",
+        "",        "a\x01b",           "\xc3\xa9"};
+    static const char *const good[] = {"example.com", "example.com:8080", "[::1]:9000",
+                                       "10.0.0.1",    "a-b_c.d~e",        "xn--bcher-kva.example"};
     tt_span_t a = {NULL, 0}, p = {NULL, 0};
-    int rc = tt_http_split_absolute(span("http://user@/x"), &a, &p);
-    if (rc == 0)
-        fail_msg("accepted with an empty authority \"%.*s\"", (int)a.len, a.str);
+    assert_int_equal(tt_http_split_absolute(span("http://user@/x"), &a, &p), 0);
+    assert_false(tt_http_host_is_valid(a.str, a.len));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (tt_http_host_is_valid(bad[i], strlen(bad[i])))
+            fail_msg("host \"%s\" accepted", bad[i]);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!tt_http_host_is_valid(good[i], strlen(good[i])))
+            fail_msg("host \"%s\" refused", good[i]);
+}
+
+/* tt_http_request_target: the target forms and Host rules of RFC 9112 3.2, as the session routes
+ * by them. NULL reason: accepted, with the host to route by and the target to send. */
+static void test_request_target_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head, *reason, *host, *target;
+    } cases[] = {
+        {"GET /a?b HTTP/1.1\r\nHost: x.test\r\n\r\n", NULL, "x.test", "/a?b"},
+        {"GET http://a.test:81/p HTTP/1.1\r\nHost: b.test\r\n\r\n", NULL, "a.test:81", "/p"},
+        {"GET http://a.test HTTP/1.1\r\n\r\n", NULL, "a.test", "/"},
+        {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", NULL, "x", "*"},
+        {"GET / HTTP/1.0\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\nHost:\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 request without a Host header", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "more than one Host header", NULL, NULL},
+        {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET https://a/ HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", "invalid Host header", NULL, NULL},
+        {"GET http://u@a/ HTTP/1.1\r\n\r\n", "invalid host in the request target", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_t f;
+        fx_init(&f);
+        parse(&f, HTTP_REQUEST, cases[i].head);
+        tt_http_target_t t;
+        const char *why = tt_http_request_target(f.h, f.in->data, &t);
+        if (cases[i].reason == NULL) {
+            if (why != NULL)
+                fail_msg("%s: refused: %s", cases[i].head, why);
+            assert_int_equal(t.host.len, strlen(cases[i].host));
+            assert_memory_equal(t.host.str, cases[i].host, t.host.len);
+            assert_int_equal(t.target.len, strlen(cases[i].target));
+            assert_memory_equal(t.target.str, cases[i].target, t.target.len);
+        } else if (why == NULL || strcmp(why, cases[i].reason) != 0) {
+            fail_msg("%s: got \"%s\", expected \"%s\"", cases[i].head, why ? why : "(accepted)",
+                     cases[i].reason);
+        }
+        fx_done(&f);
+    }
 }
 
 /* --- Keep-Alive: timeout=N -------------------------------------------------------------------- */
@@ -579,7 +632,8 @@ int main(void)
         cmocka_unit_test(test_proxy_status_for_errno),
         cmocka_unit_test(test_split_absolute),
         cmocka_unit_test(test_absolute_query_only_gives_origin_form),
-        cmocka_unit_test(test_split_absolute_userinfo_without_host),
+        cmocka_unit_test(test_userinfo_and_bad_hosts_are_refused),
+        cmocka_unit_test(test_request_target_rules),
         cmocka_unit_test(test_keepalive_timeout),
     };
     return cmocka_run_group_tests_name("http_rewrite", tests, NULL, NULL);
