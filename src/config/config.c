@@ -385,6 +385,7 @@ static void init_global(tt_conf_t *c)
 static void begin_section(parser_t *p, const char *name)
 {
     p->seen = 0;
+    p->last_list = NULL; /* an indented line never continues a list of the section before */
     p->current = NULL;
     p->in_global = 0;
     if (strcmp(name, "tether") == 0) {

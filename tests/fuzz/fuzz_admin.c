@@ -40,7 +40,7 @@ static int fake_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
     }
     tt_conn_row_t *r = tt_conn_list_push(out);
     r->upstream = "users";
-    r->endpoint = "127.0.0.1:8080";
+    snprintf(r->endpoint, sizeof(r->endpoint), "127.0.0.1:8080");
     r->state = TT_ROW_IDLE;
     r->idle_ms = 5;
     return 0;
