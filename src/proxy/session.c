@@ -2,11 +2,11 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
+#include "event/sock.h"
 #include "http/rewrite.h"
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -65,12 +65,17 @@ typedef struct tt_session {
     /* epoll said readable and no read has returned EAGAIN since: reading is worth a syscall. */
     uint8_t client_readable;
     uint8_t up_readable;
-    uint8_t client_gone;  /* reset or hung up: nothing more can be written */
-    uint8_t in_request;   /* a request head was read and its outcome is not yet counted */
-    uint8_t generated;    /* the response is tether's own */
-    uint8_t quickack_set; /* wait_for_client acknowledged this request's first part */
-    uint16_t status;      /* status sent to the client; 0 before a response head */
-    uint8_t reused;       /* the exchange ran on a connection that served a request before */
+    uint8_t client_gone; /* reset or hung up: nothing more can be written */
+    uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
+    uint8_t generated;   /* the response is tether's own */
+    /* tt_sock_ack_now() ran on that socket and tetherd has not written to it since: the
+     * kernel acknowledges what arrives as it is read (docs/internals/tuning.md). */
+    uint8_t client_acking;
+    uint8_t up_acking;
+    /* A tunnel read data from that end since the last write to it or ack_now on it. */
+    uint8_t client_unacked, up_unacked;
+    uint16_t status; /* status sent to the client; 0 before a response head */
+    uint8_t reused;  /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
     uint64_t bytes_out; /* response bytes written to the client for this request */
@@ -229,6 +234,7 @@ static int flush_client(tt_session_t *s)
             return -1;
         }
         size_t done = (size_t)w;
+        s->client_acking = 0; /* the write put the socket back into delayed ACKs */
         s->bytes_out += done;
         size_t from_head = TT_MIN(done, head);
         if (from_head > 0)
@@ -304,7 +310,7 @@ static void begin_request(tt_session_t *s)
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
-    s->resp_keepalive = s->close_after = s->upgrade = s->quickack_set = 0;
+    s->resp_keepalive = s->close_after = s->upgrade = 0;
     s->head_parsed = 0;
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
@@ -333,6 +339,7 @@ static void attach_conn(tt_session_t *s, tt_upconn_t *conn)
     tt_http_reader_init(&s->resp, HTTP_RESPONSE);
     s->head_parsed = 0;
     s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
+    s->up_acking = 0;
     tt_conn_set_handler(conn, upstream_handler, s, EPOLLIN | EPOLLRDHUP);
     /* Until the request is read whole, a client that stops sending holds an upstream
      * connection: the idle timeout bounds that. Then the response timeout takes over. */
@@ -513,14 +520,28 @@ static void start_request(tt_session_t *s)
 /* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the
  * response carries them; but a client with Nagle's algorithm on holds the rest of a request until
  * its first part is acknowledged, so in the middle of a request the ACK goes out now rather than
- * when the delayed-ACK timer fires (40 ms or more). Once per request. */
+ * when the delayed-ACK timer fires (40 ms or more). Once per request, and again after each write
+ * to the client (a 100 Continue), which puts the socket back into delayed ACKs. */
 static void wait_for_client(tt_session_t *s, int mid_request)
 {
     s->want_client_in = 1;
-    if (mid_request && !s->quickack_set) {
-        s->quickack_set = 1;
-        /* A failure only leaves the ACK to the kernel's timer: nothing to handle. */
-        setsockopt(s->io.fd, IPPROTO_TCP, TCP_QUICKACK, &(int){1}, sizeof(int));
+    if (mid_request && !s->client_acking) {
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
+    }
+}
+
+/* Waits for the upstream's next bytes. A pooled connection that carried requests a few ms
+ * apart is in the kernel's interactive mode, which delays the ACK of what the upstream sends;
+ * an upstream with Nagle's algorithm on that writes a response in parts (head, then body) holds
+ * the next part until that ACK. So a response incomplete after a read gets its ACK now, once per
+ * response, and the rest is acknowledged as it is read. A response read whole costs nothing. */
+static void wait_for_upstream(tt_session_t *s)
+{
+    s->want_up_in = 1;
+    if (s->resp_started && !s->up_acking) {
+        s->up_acking = 1;
+        tt_sock_ack_now(s->conn->io.fd);
     }
 }
 
@@ -649,8 +670,10 @@ static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
 static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
 {
     ssize_t n = tt_conn_send(s->conn, p, len);
-    if (n >= 0)
+    if (n >= 0) {
+        s->up_acking = 0;
         return n;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
         s->want_up_out = 1;
         return 0;
@@ -815,6 +838,7 @@ static int parse_response_head(tt_session_t *s)
         s->status = 101;
         tt_http_write_response_head(cout_of(s), h, base, &out);
         s->state = S_TUNNEL;
+        s->up_unacked = !s->up_acking; /* the 101 itself, read from the upstream */
     } else {
         on_final_response_head(s, h, base);
     }
@@ -926,7 +950,7 @@ static int step_response(tt_session_t *s)
                 return moved;
         }
         if (!s->up_readable) {
-            s->want_up_in = 1;
+            wait_for_upstream(s);
             return moved;
         }
         ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
@@ -936,7 +960,7 @@ static int step_response(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->want_up_in = 1;
+            wait_for_upstream(s);
             return moved;
         }
         int err = n < 0 ? errno : 0;
@@ -1044,6 +1068,12 @@ static int tunnel_write(tt_session_t *s, tunnel_end_t end, tt_buf_t *src)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         }
         tt_buf_consume(src, (size_t)n);
+        /* The write carried the ACK of what was read from that end, and put the socket back
+         * into delayed ACKs. */
+        if (end == TO_UPSTREAM)
+            s->up_acking = s->up_unacked = 0;
+        else
+            s->client_acking = s->client_unacked = 0;
     }
     return 1;
 }
@@ -1059,9 +1089,32 @@ static int tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
     uint8_t readable = 1;
     ssize_t n =
         end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_recv(dst, s->io.fd);
-    if (n > 0)
+    if (n > 0) {
+        if (end == TO_UPSTREAM)
+            s->up_unacked |= !s->up_acking;
+        else
+            s->client_unacked |= !s->client_acking;
         return 1;
+    }
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+}
+
+/* A tunnel waiting for an end it read from since it last wrote there acknowledges now: either
+ * side may be a sender with Nagle's algorithm on, holding its next message until the ACK, and
+ * nothing may go back to carry it. One setsockopt per change of direction on that end; a
+ * one-way stream pays it once. */
+static void tunnel_ack(tt_session_t *s)
+{
+    if (s->want_client_in && s->client_unacked) {
+        s->client_unacked = 0;
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
+    }
+    if (s->want_up_in && s->up_unacked) {
+        s->up_unacked = 0;
+        s->up_acking = 1;
+        tt_sock_ack_now(s->conn->io.fd);
+    }
 }
 
 static void step_tunnel(tt_session_t *s)
@@ -1102,6 +1155,7 @@ static void step_tunnel(tt_session_t *s)
             s->want_up_in = r == 0;
         }
     }
+    tunnel_ack(s);
     return;
 done:
     /* Either side ending ends the tunnel; what was read is delivered first where possible. */
