@@ -18,7 +18,7 @@ typedef enum {
     F_DURATION,
     F_DURATION_OFF, /* a duration, or "off" / 0 */
     F_IDLE,         /* a duration, or "auto" */
-    F_WORKERS,      /* a count, or "auto" */
+    F_WORKERS,      /* a count, or "auto" (kept as 0) */
     F_LOGLEVEL,
     F_ADDR,
     F_URL,
@@ -60,6 +60,7 @@ static const field_t global_fields[] = {
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
+    G("max_client_connections", F_WORKERS, max_client_connections, 0, 0, 100000000),
     {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
 };
 

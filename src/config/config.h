@@ -72,8 +72,9 @@ typedef struct {
     int64_t client_header_timeout;
     int64_t client_idle_timeout;
     int64_t drain_timeout;
-    int64_t tcp_defer_accept; /* ms; 0: off */
-    char *access_log;         /* path; NULL: off */
+    int64_t tcp_defer_accept;       /* ms; 0: off */
+    int64_t max_client_connections; /* 0: auto, from RLIMIT_NOFILE */
+    char *access_log;               /* path; NULL: off */
 
     tt_upstream_conf_t *upstreams;
     size_t nupstreams;

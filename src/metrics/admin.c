@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +29,9 @@
 struct tt_admin {
     int fd;
     int stop_fd; /* eventfd: readable once tt_admin_close asks the thread to stop */
+    /* Descriptors held in reserve: when the process runs out, they are closed so that the admin
+     * endpoint can still accept a connection and read /proc for it, then taken back. */
+    int spare[2];
     int port;
     int started;
     pthread_t thread;
@@ -285,6 +289,22 @@ out:
     free(r);
 }
 
+static void take_spares(tt_admin_t *a)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->spare[i] < 0)
+            a->spare[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void release_spares(tt_admin_t *a)
+{
+    for (int i = 0; i < 2; i++) {
+        if (a->spare[i] >= 0)
+            close(a->spare[i]);
+        a->spare[i] = -1;
+    }
+}
+
 static void *admin_main(void *arg)
 {
     tt_admin_t *a = arg;
@@ -301,13 +321,22 @@ static void *admin_main(void *arg)
         if (pfd[1].revents != 0)
             break;
         int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int used_spare = 0;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && a->spare[0] >= 0) {
+            release_spares(a);
+            used_spare = 1;
+            fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 usleep(100000); /* out of descriptors: back off rather than spin */
+            take_spares(a);
             continue;
         }
         serve(a, fd);
         close(fd);
+        if (used_spare)
+            take_spares(a);
     }
     return NULL;
 }
@@ -349,6 +378,8 @@ tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char
         free(a);
         return NULL;
     }
+    a->spare[0] = a->spare[1] = -1;
+    take_spares(a);
     return a;
 }
 
@@ -372,6 +403,7 @@ void tt_admin_close(tt_admin_t *a)
     }
     close(a->fd);
     close(a->stop_fd);
+    release_spares(a);
     free(a);
 }
 

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static size_t cpus_available(void)
@@ -20,6 +21,49 @@ static size_t cpus_available(void)
     if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
         return (size_t)CPU_COUNT(&set);
     return 1;
+}
+
+/* The descriptor limit, with the soft limit raised to the hard one first (as Go's runtime and
+ * HAProxy do): the soft default of 1024 is a relic of select(2), which tetherd does not use. */
+static int64_t descriptor_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)1 << 30)
+        return (int64_t)1 << 30;
+    return (int64_t)rl.rlim_cur;
+}
+
+/* max_client_connections: as configured, or what the descriptor limit leaves after the
+ * reserves (tt_admission_default_max). */
+static int64_t client_connection_limit(const tt_conf_t *conf, size_t nworkers)
+{
+    int64_t nofile = descriptor_limit();
+    int64_t upstream_conns = 0;
+    size_t nlisteners = conf->has_proxy_listen ? 1 : 0;
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        upstream_conns += conf->upstreams[i].max_connections;
+        nlisteners += conf->upstreams[i].has_listen ? 1 : 0;
+    }
+    int64_t fit = tt_admission_default_max(nofile, upstream_conns, nworkers, nlisteners);
+    if (conf->max_client_connections == 0) {
+        tt_info("max_client_connections %lld (auto: descriptor limit %lld, less a reserve for "
+                "up to %lld upstream connections and the admin endpoint)",
+                (long long)fit, (long long)nofile, (long long)upstream_conns);
+        return fit;
+    }
+    if (conf->max_client_connections > fit)
+        tt_warn("max_client_connections %lld leaves too few of the %lld descriptors for "
+                "upstream connections and the admin endpoint (%lld would); accepting pauses "
+                "when they run out",
+                (long long)conf->max_client_connections, (long long)nofile, (long long)fit);
+    return conf->max_client_connections;
 }
 
 static void log_ready(const tt_conf_t *conf, size_t nworkers)
@@ -74,6 +118,9 @@ int tt_server_run(const tt_conf_t *conf)
     tt_introspect_t introspect;
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
+    tt_admission_t admission;
+    tt_loop_t **loops = tt_calloc(nworkers, sizeof(*loops));
+    tt_admission_init(&admission, client_connection_limit(conf, nworkers), loops, nworkers);
 
     int access_log_fd = -1;
     if (conf->access_log != NULL && (access_log_fd = tt_accesslog_open(conf->access_log)) < 0) {
@@ -97,12 +144,13 @@ int tt_server_run(const tt_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     for (; inited_w < nworkers; inited_w++) {
-        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, err,
-                           sizeof(err)) < 0) {
+        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, &admission,
+                           err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
         }
+        loops[inited_w] = workers[inited_w].loop;
     }
     if (conf->has_admin) {
         /* Bound before workers start, so a taken port stops startup before any traffic. */
@@ -156,6 +204,7 @@ out:
     for (size_t i = 0; i < inited_up; i++)
         tt_upstream_destroy(&ups[i]);
     free(workers);
+    free(loops);
     free(ups);
     if (access_log_fd >= 0)
         close(access_log_fd);

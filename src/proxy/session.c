@@ -189,7 +189,7 @@ static void session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
     tt_loop_timer_stop(loop_of(s), &s->timer);
     release_buffers(s);
     tt_list_remove(&s->link);
-    s->worker->nsessions--;
+    tt_worker_session_closed(s->worker);
     tt_loop_defer(loop_of(s), &s->free_later, session_free_cb);
     maybe_finish_drain(s->worker);
 }
@@ -1309,7 +1309,7 @@ static void session_timer_cb(tt_timer_t *t)
     }
 }
 
-void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream)
+int tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream)
 {
     tt_session_t *s = tt_calloc(1, sizeof(*s));
     s->worker = w;
@@ -1321,7 +1321,7 @@ void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream
     if (tt_io_start(w->loop, &s->io, fd, EPOLLIN, client_io_cb) < 0) {
         close(fd);
         free(s);
-        return;
+        return -1;
     }
     tt_list_push_back(&w->sessions, &s->link);
     w->nsessions++;
@@ -1330,6 +1330,7 @@ void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream
     /* The first request must start within the header timeout; later ones within the idle one. */
     arm_timer(s, w->conf->client_header_timeout);
     session_run(s);
+    return 0;
 }
 
 static void maybe_finish_drain(tt_worker_t *w)

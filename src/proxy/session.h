@@ -10,8 +10,9 @@
 #include "proxy/worker.h"
 
 /* Takes ownership of an accepted, non-blocking client fd. upstream is the listener's upstream
- * (NULL: forward-proxy port, route by host). */
-void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream);
+ * (NULL: forward-proxy port, route by host). Returns 0, or -1 if the session could not start (the
+ * fd is closed; tt_worker_session_closed() will not be called for it). */
+int tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream);
 
 /* Drain: an idle session closes now; a busy one closes after its current response. */
 void tt_session_drain(tt_worker_t *w);

@@ -15,28 +15,136 @@
 #define MAX_FREE_BUFS  256
 #define MAX_FREE_HEADS 64
 
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
+static void accept_cb(tt_io_t *io, uint32_t events);
+
+/* Listeners are polled only while the worker accepts: a pause takes them out of epoll (a
+ * listener that stays registered is reported readable again at once and the worker spins), and
+ * the kernel's backlog holds what arrives meanwhile. */
+static void update_listening(tt_worker_t *w)
+{
+    int want = !w->draining && w->accept_paused == 0;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        tt_listener_t *l = &w->listeners[i];
+        if (want && l->io.fd < 0 && l->fd >= 0) {
+            if (tt_io_start(w->loop, &l->io, l->fd, EPOLLIN, accept_cb) < 0)
+                tt_error("worker %zu: epoll: %s: listener not polled", w->id, strerror(errno));
+        } else if (!want && l->io.fd >= 0) {
+            tt_io_stop(w->loop, &l->io);
+        }
+    }
+}
+
+static void resume_accepting(tt_worker_t *w, uint8_t reason)
+{
+    if (!(w->accept_paused & reason))
+        return;
+    w->accept_paused &= (uint8_t)~reason;
+    if (reason == TT_ACCEPT_PAUSED_LIMIT)
+        tt_admission_unwait(w->admission);
+    else
+        tt_loop_timer_stop(w->loop, &w->accept_timer);
+    update_listening(w);
+}
+
+static void accept_timer_cb(tt_timer_t *t)
+{
+    resume_accepting(tt_container_of(t, tt_worker_t, accept_timer), TT_ACCEPT_PAUSED_FDS);
+}
+
+/* Takes a slot under max_client_connections, or stops accepting until one frees. */
+static int admit(tt_worker_t *w)
+{
+    if (tt_admission_take(w->admission))
+        return 1;
+    if (!(w->accept_paused & TT_ACCEPT_PAUSED_LIMIT)) {
+        w->accept_paused |= TT_ACCEPT_PAUSED_LIMIT;
+        w->accept_limit_pauses++;
+        tt_admission_wait(w->admission);
+        unsigned suppressed;
+        if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
+            tt_warn("worker %zu: max_client_connections (%lld) reached: new connections wait in "
+                    "the listen backlog until one closes (%u similar suppressed)",
+                    w->id, (long long)w->admission->max, suppressed);
+    }
+    if (tt_admission_take(w->admission)) { /* freed before the wait was seen */
+        resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);
+        return 1;
+    }
+    update_listening(w);
+    return 0;
+}
+
+static void accept_failed(tt_worker_t *w, int err)
+{
+    tt_accept_error_t why = err == EMFILE                     ? TT_ACCEPT_EMFILE
+                            : err == ENFILE                   ? TT_ACCEPT_ENFILE
+                            : err == ENOBUFS || err == ENOMEM ? TT_ACCEPT_NOMEM
+                                                              : TT_ACCEPT_OTHER;
+    w->accept_errors[why]++;
+    unsigned suppressed;
+    int say = tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed);
+    if (why == TT_ACCEPT_OTHER) {
+        if (say)
+            tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(err),
+                    suppressed);
+        return;
+    }
+    /* Out of descriptors or memory: stop polling the listeners (they stay readable, so the
+     * worker would spin) until a connection of this worker closes or the backoff ends. */
+    w->accept_backoff = w->accept_backoff == 0
+                            ? ACCEPT_BACKOFF_MIN_MS
+                            : TT_MIN(w->accept_backoff * 2, ACCEPT_BACKOFF_MAX_MS);
+    w->accept_paused |= TT_ACCEPT_PAUSED_FDS;
+    tt_loop_timer_after(w->loop, &w->accept_timer, w->accept_backoff);
+    update_listening(w);
+    if (say)
+        tt_warn("worker %zu: accept: %s: not accepting for %lldms or until a connection closes; "
+                "lower max_client_connections or raise the descriptor limit (%u similar "
+                "suppressed)",
+                w->id, strerror(err), (long long)w->accept_backoff, suppressed);
+}
+
 static void accept_cb(tt_io_t *io, uint32_t events)
 {
+    (void)events;
     tt_listener_t *l = tt_container_of(io, tt_listener_t, io);
     tt_worker_t *w = l->worker;
     /* Bounded per wakeup so one busy listener cannot starve the loop. */
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64 && l->io.fd >= 0; i++) {
+        if (!admit(w))
+            return;
         tt_addr_t peer;
         peer.len = sizeof(peer.ss);
         int fd =
-            accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            accept4(l->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+            int err = errno;
+            tt_admission_release(w->admission);
+            if (err == EAGAIN || err == EWOULDBLOCK)
                 return;
-            unsigned suppressed;
-            if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
-                tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(errno),
-                        suppressed);
+            /* A connection that failed while queued: the next one may be fine (accept(2)). */
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+                err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+                err == EOPNOTSUPP || err == ENETUNREACH || err == EPERM)
+                continue;
+            accept_failed(w, err);
             return;
         }
         w->accepted++;
-        tt_session_start(w, fd, &peer, l->upstream);
+        w->accept_backoff = 0;
+        if (tt_session_start(w, fd, &peer, l->upstream) < 0)
+            tt_admission_release(w->admission);
     }
+}
+
+void tt_worker_session_closed(tt_worker_t *w)
+{
+    w->nsessions--;
+    tt_admission_release(w->admission);
+    resume_accepting(w, TT_ACCEPT_PAUSED_FDS);
 }
 
 static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, char *err,
@@ -52,6 +160,8 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
     tt_listener_t *l = &w->listeners[w->nlisteners++];
     l->worker = w;
     l->upstream = up;
+    l->fd = fd;
+    l->io.fd = -1;
     if (tt_io_start(w->loop, &l->io, fd, EPOLLIN, accept_cb) < 0) {
         snprintf(err, errlen, "epoll: %s", strerror(errno));
         close(fd);
@@ -63,11 +173,13 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
 
 static void stop_listeners(tt_worker_t *w)
 {
+    tt_loop_timer_stop(w->loop, &w->accept_timer);
     for (size_t i = 0; i < w->nlisteners; i++) {
-        int fd = w->listeners[i].io.fd;
-        tt_io_stop(w->loop, &w->listeners[i].io);
-        if (fd >= 0)
-            close(fd);
+        tt_listener_t *l = &w->listeners[i];
+        tt_io_stop(w->loop, &l->io);
+        if (l->fd >= 0)
+            close(l->fd);
+        l->fd = -1;
     }
 }
 
@@ -153,6 +265,8 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 {
     tt_worker_t *w = data;
     run_posted_call(w);
+    /* A slot under max_client_connections freed (tt_admission_release): try again. */
+    resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);
     if (atomic_exchange_explicit(&w->drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
@@ -160,7 +274,8 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 }
 
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, char *err, size_t errlen)
+                   size_t nupstreams, int access_log_fd, tt_admission_t *admission, char *err,
+                   size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -169,6 +284,8 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
     w->nupstreams = nupstreams;
     tt_list_init(&w->sessions);
     tt_timer_init(&w->drain_timer, drain_timer_cb);
+    tt_timer_init(&w->accept_timer, accept_timer_cb);
+    w->admission = admission;
     pthread_mutex_init(&w->call_lock, NULL);
     pthread_cond_init(&w->call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
@@ -205,6 +322,7 @@ static void *worker_main(void *arg)
         tt_error("worker %zu: event loop failed", w->id);
     /* Sessions are gone: close what the pools still hold. */
     tt_loop_timer_stop(w->loop, &w->drain_timer);
+    tt_loop_timer_stop(w->loop, &w->accept_timer);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_shutdown(&w->pools[i]);
     tt_loop_run_deferred(w->loop);

@@ -10,6 +10,8 @@
 #include "event/loop.h"
 #include "http/message.h"
 #include "metrics/accesslog.h"
+#include "metrics/snapshot.h"
+#include "proxy/admission.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -19,10 +21,15 @@
 typedef struct tt_worker tt_worker_t;
 
 typedef struct {
-    tt_io_t io;
+    tt_io_t io; /* registered only while the worker accepts (io.fd -1 while it pauses) */
+    int fd;     /* the listening socket, -1 once closed */
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
 } tt_listener_t;
+
+/* Why a worker stopped polling its listeners (bits of accept_paused). */
+#define TT_ACCEPT_PAUSED_FDS   1 /* out of descriptors: retried after a backoff or a close */
+#define TT_ACCEPT_PAUSED_LIMIT 2 /* max_client_connections reached: resumed by a close */
 
 struct tt_worker {
     size_t id;
@@ -42,6 +49,12 @@ struct tt_worker {
     tt_timer_t drain_timer;
     _Atomic int drain_requested;
     tt_ratelimit_t accept_warn;
+    tt_admission_t *admission; /* shared by every worker */
+    tt_timer_t accept_timer;   /* ends an accept pause for lack of descriptors */
+    tt_msec_t accept_backoff;  /* its current length; 0 after an accept succeeds */
+    uint8_t accept_paused;     /* TT_ACCEPT_PAUSED_* */
+    uint64_t accept_errors[TT_ACCEPT_ERRORS];
+    uint64_t accept_limit_pauses; /* times this worker stopped accepting at the cap */
     tt_accesslog_t access_log;
     uint64_t accepted;    /* client connections accepted */
     uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
@@ -54,10 +67,17 @@ struct tt_worker {
 };
 
 /* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
- * shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs on the main thread
+ * shared access log (-1: off); admission the global client connection cap, which every worker
+ * shares and the caller owns. Returns 0, or -1 with a reason in err. Runs on the main thread
  * before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, char *err, size_t errlen);
+                   size_t nupstreams, int access_log_fd, tt_admission_t *admission, char *err,
+                   size_t errlen);
+
+/* A session of this worker closed its client connection: frees its slot under
+ * max_client_connections and, after a lack of descriptors paused accepting, accepts again at
+ * once (a descriptor just freed). Worker thread only. */
+void tt_worker_session_closed(tt_worker_t *w);
 
 /* Starts the worker's thread. */
 int tt_worker_start(tt_worker_t *w);

@@ -143,7 +143,7 @@ class Tetherd:
     """A running tetherd. `ports` are its listening ports in configuration order (dedicated
     `listen` and `proxy_listen`, or --listen), `port` the first of them."""
 
-    def __init__(self, argv, log_path, addresses, drain_timeout):
+    def __init__(self, argv, log_path, addresses, drain_timeout, preexec_fn=None):
         self.log_path = log_path
         self.addresses = addresses
         self.ports = [port for _, port in addresses]
@@ -151,7 +151,8 @@ class Tetherd:
         self.drain_timeout = drain_timeout
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=preexec_fn,
             )
 
     def log(self):
@@ -220,7 +221,8 @@ def start_upstream(request, tmp_path):
 
 @pytest.fixture
 def start_tetherd(request, tmp_path):
-    """start_tetherd(config=INI text, args=extra CLI args) -> Tetherd once it listens.
+    """start_tetherd(config=INI text, args=extra CLI args, preexec_fn=None) -> Tetherd once it
+    listens; preexec_fn runs in the child before exec (to set resource limits, for example).
 
     The configuration is dedented and written to tmp_path. At teardown tetherd gets SIGTERM
     and must exit 0 within drain_timeout + 5 s."""
@@ -229,7 +231,7 @@ def start_tetherd(request, tmp_path):
         pytest.fail(f"{binary} not found: build it with `make` or set TETHERD")
     started = []
 
-    def start(config=None, args=()):
+    def start(config=None, args=(), preexec_fn=None):
         name = f"tetherd-{len(started)}"
         argv, addresses, drain = [str(binary)], [], DEFAULT_DRAIN_TIMEOUT
         if config is not None:
@@ -247,7 +249,7 @@ def start_tetherd(request, tmp_path):
             addresses.append(parse_address(args[list(args).index("--listen") + 1]))
         log_path = tmp_path / f"{name}.log"
         _attach_log(request, f"{name} log", log_path)
-        tetherd = Tetherd(argv, log_path, addresses, drain)
+        tetherd = Tetherd(argv, log_path, addresses, drain, preexec_fn)
         started.append(tetherd)
         tetherd.wait_listening()
         return tetherd

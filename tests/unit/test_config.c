@@ -83,6 +83,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "client_idle_timeout = 2m\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
+                           "max_client_connections = 5000\n"
                            "access_log = /var/log/tether/access.log\n"
                            "\n"
                            "[upstream users]\n"
@@ -186,11 +187,12 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->client_idle_timeout, 120000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
+    assert_int_equal(c->max_client_connections, 5000);
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
     assert_int_equal(c->nupstreams, 3);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 16);
+    assert_int_equal(u->line, 17);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -223,9 +225,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 40);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 37);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 22);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 41);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 38);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 23);
 
     u = find_upstream(c, "orders");
     assert_false(u->tls);
@@ -263,6 +265,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(c->client_idle_timeout, 60000);
     assert_int_equal(c->drain_timeout, 10000);
     assert_int_equal(c->tcp_defer_accept, 1000);
+    assert_int_equal(c->max_client_connections, 0); /* auto */
     assert_null(c->access_log);
     assert_int_equal(c->nupstreams, 1);
     tt_upstream_conf_t *u = &c->upstreams[0];
@@ -344,6 +347,8 @@ static const bad_t bad[] = {
     {"bad workers", "[tether]\n\nworkers = many\n" UP_A, 3, "workers", "auto or a positive"},
     {"zero workers", "[tether]\nworkers = 0\n" UP_A, 2, "workers", "auto or a positive"},
     {"too many workers", "[tether]\nworkers = 1000\n" UP_A, 2, "workers", "out of range"},
+    {"zero client connections", "[tether]\nmax_client_connections = 0\n" UP_A, 2,
+     "max_client_connections", "expected auto or a positive number"},
     {"max_connections 0", UP_A "max_connections = 0\n", 4, "max_connections",
      "0: out of range (1..1000000)"},
     {"negative max_idle", UP_A "max_idle = -1\n", 4, "max_idle", "out of range"},
