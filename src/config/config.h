@@ -27,11 +27,14 @@ typedef struct {
     int key_line[TT_UPSTREAM_KEYS_MAX];
 
     char *url;
-    char *host; /* from url */
-    int port;   /* from url */
-    int tls;    /* https:// */
-    tt_addr_t listen;
+    char *host;       /* from url */
+    int port;         /* from url */
+    int tls;          /* https:// */
+    tt_addr_t listen; /* TCP, or AF_UNIX (listen = unix:/path) */
     int has_listen;
+    int64_t listen_mode;  /* a unix: listen's permission bits */
+    int64_t listen_owner; /* its uid; -1: this process's */
+    int64_t listen_group; /* its gid; -1: this process's */
     char **hosts;
     size_t nhosts;
     int preserve_host;
@@ -64,6 +67,9 @@ typedef struct {
     int64_t workers; /* 0: auto */
     tt_addr_t proxy_listen;
     int has_proxy_listen;
+    int64_t proxy_listen_mode; /* for a unix: proxy_listen, as listen_mode */
+    int64_t proxy_listen_owner;
+    int64_t proxy_listen_group;
     tt_addr_t admin;
     int has_admin;
     int64_t admin_allow_remote;

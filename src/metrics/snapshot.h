@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TT_SNAPSHOT_ENDPOINT_LEN 64
+#define TT_SNAPSHOT_ENDPOINT_LEN 120 /* TT_ADDR_STRLEN */
 
 /* Live figures of an upstream's pools, summed over workers (tt_pool_gauges plus the requests the
  * live connections have served, so a reuse ratio can count connections that have not closed). */

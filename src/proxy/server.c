@@ -4,6 +4,7 @@
 #include "core/log.h"
 #include "metrics/accesslog.h"
 #include "metrics/admin.h"
+#include "net/unixsock.h"
 #include "proxy/introspect.h"
 #include "proxy/worker.h"
 
@@ -14,6 +15,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#define UNIX_BACKLOG 4096
 
 static size_t cpus_available(void)
 {
@@ -64,6 +67,35 @@ static int64_t client_connection_limit(const tt_conf_t *conf, size_t nworkers)
                 "when they run out",
                 (long long)conf->max_client_connections, (long long)nofile, (long long)fit);
     return conf->max_client_connections;
+}
+
+static int open_unix_listener(const tt_addr_t *addr, int64_t mode, int64_t owner, int64_t group,
+                              tt_unix_listener_t *l, int *fd)
+{
+    char err[512];
+    tt_unix_perms_t perms = {.mode = (int)mode, .uid = (long)owner, .gid = (long)group};
+    if (tt_unix_listen(l, addr, UNIX_BACKLOG, &perms, err, sizeof(err)) < 0) {
+        tt_error("%s", err);
+        return -1;
+    }
+    *fd = l->fd;
+    return 0;
+}
+
+static int open_unix_listeners(const tt_conf_t *conf, tt_unix_listener_t *ls, int *fds)
+{
+    if (conf->has_proxy_listen && tt_addr_is_unix(&conf->proxy_listen) &&
+        open_unix_listener(&conf->proxy_listen, conf->proxy_listen_mode, conf->proxy_listen_owner,
+                           conf->proxy_listen_group, &ls[0], &fds[0]) < 0)
+        return -1;
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        const tt_upstream_conf_t *u = &conf->upstreams[i];
+        if (u->has_listen && tt_addr_is_unix(&u->listen) &&
+            open_unix_listener(&u->listen, u->listen_mode, u->listen_owner, u->listen_group,
+                               &ls[1 + i], &fds[1 + i]) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static void log_ready(const tt_conf_t *conf, size_t nworkers)
@@ -119,6 +151,11 @@ int tt_server_run(const tt_conf_t *conf)
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
     tt_admission_t admission;
+    /* Unix-domain listeners, shared by every worker: [0] proxy_listen, [1 + i] upstream i. */
+    tt_unix_listener_t *unix_listeners = tt_calloc(nup + 1, sizeof(*unix_listeners));
+    int *shared_fds = tt_calloc(nup + 1, sizeof(*shared_fds));
+    for (size_t i = 0; i <= nup; i++)
+        unix_listeners[i].fd = shared_fds[i] = -1;
     tt_loop_t **loops = tt_calloc(nworkers, sizeof(*loops));
     tt_admission_init(&admission, client_connection_limit(conf, nworkers), loops, nworkers);
 
@@ -143,9 +180,11 @@ int tt_server_run(const tt_conf_t *conf)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (open_unix_listeners(conf, unix_listeners, shared_fds) < 0)
+        goto out;
     for (; inited_w < nworkers; inited_w++) {
         if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, &admission,
-                           err, sizeof(err)) < 0) {
+                           shared_fds, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
@@ -203,6 +242,10 @@ out:
         tt_worker_destroy(&workers[i]);
     for (size_t i = 0; i < inited_up; i++)
         tt_upstream_destroy(&ups[i]);
+    for (size_t i = 0; i <= nup; i++)
+        tt_unix_listener_close(&unix_listeners[i]);
+    free(unix_listeners);
+    free(shared_fds);
     free(workers);
     free(loops);
     free(ups);

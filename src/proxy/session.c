@@ -74,8 +74,9 @@ typedef struct tt_session {
     uint8_t up_acking;
     /* A tunnel read data from that end since the last write to it or ack_now on it. */
     uint8_t client_unacked, up_unacked;
-    uint16_t status; /* status sent to the client; 0 before a response head */
-    uint8_t reused;  /* the exchange ran on a connection that served a request before */
+    uint8_t client_tcp; /* not a Unix-domain client, which has no ACKs to tune */
+    uint16_t status;    /* status sent to the client; 0 before a response head */
+    uint8_t reused;     /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint64_t started_us;
     uint64_t bytes_out; /* response bytes written to the client for this request */
@@ -525,7 +526,7 @@ static void start_request(tt_session_t *s)
 static void wait_for_client(tt_session_t *s, int mid_request)
 {
     s->want_client_in = 1;
-    if (mid_request && !s->client_acking) {
+    if (mid_request && !s->client_acking && s->client_tcp) {
         s->client_acking = 1;
         tt_sock_ack_now(s->io.fd);
     }
@@ -1093,7 +1094,7 @@ static int tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
         if (end == TO_UPSTREAM)
             s->up_unacked |= !s->up_acking;
         else
-            s->client_unacked |= !s->client_acking;
+            s->client_unacked |= !s->client_acking && s->client_tcp;
         return 1;
     }
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
@@ -1315,6 +1316,7 @@ int tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_
     s->worker = w;
     s->listener_upstream = upstream;
     tt_addr_format(peer, s->peer);
+    s->client_tcp = peer->ss.ss_family != AF_UNIX;
     tt_timer_init(&s->timer, session_timer_cb);
     tt_list_init(&s->link);
     tt_list_init(&s->waiter._link);

@@ -20,6 +20,12 @@
 
 static void accept_cb(tt_io_t *io, uint32_t events);
 
+/* A shared listener wakes one of the workers polling it, not all of them. */
+static uint32_t listen_events(const tt_listener_t *l)
+{
+    return EPOLLIN | (l->shared ? EPOLLEXCLUSIVE : 0);
+}
+
 /* Listeners are polled only while the worker accepts: a pause takes them out of epoll (a
  * listener that stays registered is reported readable again at once and the worker spins), and
  * the kernel's backlog holds what arrives meanwhile. */
@@ -29,7 +35,7 @@ static void update_listening(tt_worker_t *w)
     for (size_t i = 0; i < w->nlisteners; i++) {
         tt_listener_t *l = &w->listeners[i];
         if (want && l->io.fd < 0 && l->fd >= 0) {
-            if (tt_io_start(w->loop, &l->io, l->fd, EPOLLIN, accept_cb) < 0)
+            if (tt_io_start(w->loop, &l->io, l->fd, listen_events(l), accept_cb) < 0)
                 tt_error("worker %zu: epoll: %s: listener not polled", w->id, strerror(errno));
         } else if (!want && l->io.fd >= 0) {
             tt_io_stop(w->loop, &l->io);
@@ -147,12 +153,17 @@ void tt_worker_session_closed(tt_worker_t *w)
     resume_accepting(w, TT_ACCEPT_PAUSED_FDS);
 }
 
-static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, char *err,
-                        size_t errlen)
+/* Adds a listener: shared_fd, a Unix socket the server opened, or else a TCP port of this
+ * worker's own (SO_REUSEPORT). */
+static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, int shared_fd,
+                        char *err, size_t errlen)
 {
     char a[TT_ADDR_STRLEN];
-    int defer_s = (int)((w->conf->tcp_defer_accept + 999) / 1000);
-    int fd = tt_sock_listen(addr, LISTEN_BACKLOG, defer_s);
+    int fd = shared_fd;
+    if (fd < 0) {
+        int defer_s = (int)((w->conf->tcp_defer_accept + 999) / 1000);
+        fd = tt_sock_listen(addr, LISTEN_BACKLOG, defer_s);
+    }
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
         return -1;
@@ -161,10 +172,12 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
     l->worker = w;
     l->upstream = up;
     l->fd = fd;
+    l->shared = shared_fd >= 0;
     l->io.fd = -1;
-    if (tt_io_start(w->loop, &l->io, fd, EPOLLIN, accept_cb) < 0) {
+    if (tt_io_start(w->loop, &l->io, fd, listen_events(l), accept_cb) < 0) {
         snprintf(err, errlen, "epoll: %s", strerror(errno));
-        close(fd);
+        if (!l->shared)
+            close(fd);
         w->nlisteners--;
         return -1;
     }
@@ -177,7 +190,7 @@ static void stop_listeners(tt_worker_t *w)
     for (size_t i = 0; i < w->nlisteners; i++) {
         tt_listener_t *l = &w->listeners[i];
         tt_io_stop(w->loop, &l->io);
-        if (l->fd >= 0)
+        if (l->fd >= 0 && !l->shared)
             close(l->fd);
         l->fd = -1;
     }
@@ -274,8 +287,8 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 }
 
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, tt_admission_t *admission, char *err,
-                   size_t errlen)
+                   size_t nupstreams, int access_log_fd, tt_admission_t *admission,
+                   const int *shared_fds, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -303,11 +316,13 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
         upstreams[i].pools[id] = &w->pools[i];
     }
     w->listeners = tt_calloc(nupstreams + 1, sizeof(*w->listeners));
-    if (conf->has_proxy_listen && add_listener(w, &conf->proxy_listen, NULL, err, errlen) < 0)
+    if (conf->has_proxy_listen &&
+        add_listener(w, &conf->proxy_listen, NULL, shared_fds[0], err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < nupstreams; i++) {
         const tt_upstream_conf_t *u = &conf->upstreams[i];
-        if (u->has_listen && add_listener(w, &u->listen, &upstreams[i], err, errlen) < 0)
+        if (u->has_listen &&
+            add_listener(w, &u->listen, &upstreams[i], shared_fds[1 + i], err, errlen) < 0)
             return -1;
     }
     return 0;

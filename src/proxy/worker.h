@@ -23,6 +23,7 @@ typedef struct tt_worker tt_worker_t;
 typedef struct {
     tt_io_t io; /* registered only while the worker accepts (io.fd -1 while it pauses) */
     int fd;     /* the listening socket, -1 once closed */
+    int shared; /* a Unix socket every worker polls (EPOLLEXCLUSIVE); the server closes it */
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
 } tt_listener_t;
@@ -68,11 +69,13 @@ struct tt_worker {
 
 /* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
  * shared access log (-1: off); admission the global client connection cap, which every worker
- * shares and the caller owns. Returns 0, or -1 with a reason in err. Runs on the main thread
+ * shares and the caller owns; shared_fds the Unix-domain listening sockets every worker polls
+ * ([0] proxy_listen, [1 + i] upstream i's listen, -1 where the address is TCP or unset; the
+ * caller owns and closes them). Returns 0, or -1 with a reason in err. Runs on the main thread
  * before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, tt_admission_t *admission, char *err,
-                   size_t errlen);
+                   size_t nupstreams, int access_log_fd, tt_admission_t *admission,
+                   const int *shared_fds, char *err, size_t errlen);
 
 /* A session of this worker closed its client connection: frees its slot under
  * max_client_connections and, after a lack of descriptors paused accepting, accepts again at

@@ -140,13 +140,15 @@ class Upstream:
 
 
 class Tetherd:
-    """A running tetherd. `ports` are its listening ports in configuration order (dedicated
-    `listen` and `proxy_listen`, or --listen), `port` the first of them."""
+    """A running tetherd. `ports` are its listening TCP ports in configuration order (dedicated
+    `listen` and `proxy_listen`, or --listen), `port` the first of them; `unix_paths` the paths
+    of its Unix-domain listeners (`listen = unix:/path`)."""
 
     def __init__(self, argv, log_path, addresses, drain_timeout, preexec_fn=None):
         self.log_path = log_path
         self.addresses = addresses
-        self.ports = [port for _, port in addresses]
+        self.ports = [a[1] for a in addresses if isinstance(a, tuple)]
+        self.unix_paths = [a for a in addresses if isinstance(a, str)]
         self.port = self.ports[0] if self.ports else None
         self.drain_timeout = drain_timeout
         with open(log_path, "wb") as log:
@@ -166,7 +168,12 @@ class Tetherd:
                 rc = self.proc.poll()
                 assert rc is None, f"tetherd exited with {rc} during startup:\n{self.log()}"
                 try:
-                    socket.create_connection(address, timeout=1).close()
+                    if isinstance(address, str):
+                        with socket.socket(socket.AF_UNIX) as sock:
+                            sock.settimeout(1)
+                            sock.connect(address)
+                    else:
+                        socket.create_connection(address, timeout=1).close()
                     break
                 except OSError:
                     assert time.monotonic() < deadline, f"tetherd not listening on {address}"
@@ -240,7 +247,8 @@ def start_tetherd(request, tmp_path):
             config_path.write_text(config)
             argv += ["-c", str(config_path)]
             listens = config_value_lines(config, "listen", "proxy_listen")
-            addresses = [parse_address(value) for value in listens]
+            addresses = [value[5:] if value.startswith("unix:") else parse_address(value)
+                         for value in listens]
             drains = config_value_lines(config, "drain_timeout")
             if drains:
                 drain = parse_duration(drains[-1])

@@ -74,7 +74,10 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "# another comment style\n"
                            "[tether]\n"
                            "workers = 4\n"
-                           "proxy_listen = 127.0.0.1:15001\n"
+                           "proxy_listen = unix:/run/tether/proxy.sock\n"
+                           "proxy_listen_mode = 0666\n"
+                           "proxy_listen_owner = 0\n"
+                           "proxy_listen_group = 0\n"
                            "admin = [::1]:9900\n"
                            "admin_allow_remote = no\n"
                            "log_level = debug\n"
@@ -119,6 +122,13 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "max_lifetime = 0\n"
                            "preserve_host = false\n"
                            "max_idle = 500\n"
+                           "\n"
+                           "[upstream local]\n"
+                           "url = http://127.0.0.1:8082\n"
+                           "listen = unix:/run/tether/local.sock\n"
+                           "listen_mode = 600\n"
+                           "listen_owner = root\n"
+                           "listen_group = 12345\n"
                            "\n"
                            "[upstream v6]\n"
                            "url = http://[::1]:8081\n"
@@ -177,7 +187,10 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(c->path, path);
     assert_int_equal(c->workers, 4);
     assert_true(c->has_proxy_listen);
-    assert_addr(&c->proxy_listen, "127.0.0.1:15001");
+    assert_addr(&c->proxy_listen, "unix:/run/tether/proxy.sock");
+    assert_int_equal(c->proxy_listen_mode, 0666);
+    assert_int_equal(c->proxy_listen_owner, 0);
+    assert_int_equal(c->proxy_listen_group, 0);
     assert_true(c->has_admin);
     assert_addr(&c->admin, "[::1]:9900");
     assert_int_equal(c->admin_allow_remote, 0);
@@ -189,10 +202,10 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->tcp_defer_accept, 2000);
     assert_int_equal(c->max_client_connections, 5000);
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
-    assert_int_equal(c->nupstreams, 3);
+    assert_int_equal(c->nupstreams, 4);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 17);
+    assert_int_equal(u->line, 20);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -225,9 +238,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 41);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 38);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 23);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 44);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 41);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 26);
 
     u = find_upstream(c, "orders");
     assert_false(u->tls);
@@ -241,7 +254,15 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->preserve_host, 0);
     assert_int_equal(u->max_idle, 256); /* clamped to max_connections */
 
+    u = find_upstream(c, "local");
+    assert_addr(&u->listen, "unix:/run/tether/local.sock");
+    assert_int_equal(u->listen_mode, 0600);
+    assert_int_equal(u->listen_owner, 0); /* root */
+    assert_int_equal(u->listen_group, 12345);
+
     u = find_upstream(c, "v6");
+    assert_int_equal(u->listen_mode, 0660); /* the default, unused on a TCP port */
+    assert_int_equal(u->listen_owner, -1);
     assert_string_equal(u->host, "::1");
     assert_int_equal(u->port, 8081);
     assert_addr(&u->listen, "[::1]:9002");
@@ -289,17 +310,20 @@ static void check_defaults(tt_conf_t *c)
     for (size_t i = 0; i < u->nhosts; i++)
         authority += strcmp(u->hosts[i], "127.0.0.1:8080") == 0;
     assert_int_equal(authority, 1);
-    /* Nothing is left UNSET. */
+    /* Nothing is left UNSET, except where the default means "unchanged" (a socket's owner). */
     for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
         const field_t *f = &global_fields[i];
-        if (f->type != F_ADDR && f->type != F_PATH)
+        if (is_scalar(f->type) && f->def != TT_UNSET)
             assert_int_not_equal(*(int64_t *)((char *)c + f->offset), TT_UNSET);
     }
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
         const field_t *f = &upstream_fields[i];
-        if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+        if (is_scalar(f->type) && f->def != TT_UNSET)
             assert_int_not_equal(*(int64_t *)((char *)u + f->offset), TT_UNSET);
     }
+    assert_int_equal(u->listen_mode, 0660);
+    assert_int_equal(u->listen_owner, -1);
+    assert_int_equal(u->listen_group, -1);
 }
 
 static void test_defaults_for_omitted_keys(void **state)
@@ -788,6 +812,13 @@ static void test_dump_has_every_key_and_loads_back(void **state)
                 continue; /* no listen of its own */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
+            if (strncmp(upstream_fields[i].key, "listen_", 7) == 0 &&
+                !(c->upstreams[u].has_listen && tt_addr_is_unix(&c->upstreams[u].listen)))
+                continue; /* socket file keys only for unix: listeners */
+            if (upstream_fields[i].def == TT_UNSET &&
+                *(const int64_t *)((const char *)&c->upstreams[u] + upstream_fields[i].offset) ==
+                    TT_UNSET)
+                continue; /* an owner left unchanged */
             char needle[64];
             snprintf(needle, sizeof(needle), "\n%s = ", upstream_fields[i].key);
             const char *at = strstr(sec, needle);
