@@ -7,8 +7,8 @@ head and its body in two separate writes.
 
 Prints "PORT <n>" once it listens, then serves every connection on its own thread until
 killed. Every GET gets 200 with a body of N bytes (default 2) and keep-alive. A GET with
-"Upgrade" gets 101, then "one" and "two" in two more writes, and the connection stays open
-until the client closes it.
+"Upgrade" gets 101, then "one" and "two" in two more writes; then it reads, answers "got 2"
+once two bytes have arrived, and keeps the connection until the client closes it.
 
 The second write is small and the first is not yet acknowledged, so Nagle's algorithm holds it
 until the peer's ACK: a peer that delays its ACKs sees each response stall for its
@@ -32,6 +32,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"one")
             self.wfile.write(b"two")
+            received = b""
+            while len(received) < 2:
+                data = self.rfile.read1(65536)
+                if not data:
+                    return
+                received += data
+            self.wfile.write(b"got %d" % len(received))
             while self.rfile.read1(65536):
                 pass
             self.close_connection = True

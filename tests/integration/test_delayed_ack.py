@@ -95,6 +95,24 @@ def test_tunnel_from_a_nagle_upstream_is_not_stalled(nagle_proxy):
     assert min(tries) < STALL_FREE_MS, tries
 
 
+def test_tunnel_from_a_nagle_client_is_not_stalled(nagle_proxy):
+    """Into a tunnel, a Nagle client writes two small messages that nothing answers one by one:
+    tetherd, which just wrote to the client (the 101 and the upstream's messages), acknowledges
+    the first at once so that the second can leave."""
+    tries = []
+    for _ in range(3):
+        with nagle_client(nagle_proxy.port) as client:
+            client.send(build_request("GET", "/ws", UPGRADE))
+            assert client.read_head().status == 101
+            assert client.read_exact(6) == b"onetwo"
+            start = time.monotonic()
+            client.send(b"a")
+            client.send(b"b")
+            assert client.read_exact(5) == b"got 2"
+            tries.append((time.monotonic() - start) * 1000)
+    assert min(tries) < STALL_FREE_MS, tries
+
+
 def test_body_after_100_continue_is_not_stalled(proxy):
     """A Nagle client writes its body in two parts after the 100 Continue: tetherd's write of
     the 100 put the client socket back into delayed ACKs, so the first part is acknowledged
