@@ -64,6 +64,18 @@ def test_http_client_keepalive_over_a_unix_listener(start_upstream, start_tether
     assert upstream.stats()["heads"][-1]["head"].startswith("POST /r4 HTTP/1.1")
 
 
+def test_httpx_uds_transport(start_upstream, start_tetherd, sock_dir):
+    httpx = pytest.importorskip("httpx")
+    upstream = start_upstream()
+    path = str(sock_dir / "app.sock")
+    start_tetherd(unix_config(upstream, path))
+    with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=5) as client:
+        for i in range(3):
+            resp = client.get(f"http://users/h{i}", headers={"X-Body-Size": "100000"})
+            assert resp.status_code == 200 and len(resp.content) == 100000
+    assert upstream.stats()["connections_accepted"] == 1
+
+
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_curl_through_unix_listener_and_unix_proxy_listen(start_upstream, start_tetherd,
                                                          sock_dir):
