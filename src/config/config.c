@@ -475,16 +475,17 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
                 return "not a number";
             break;
         }
+        char buf[4096];
         if (f->type == F_USER) {
-            struct passwd *pw = getpwnam(value);
-            if (pw == NULL)
+            struct passwd pw, *found = NULL;
+            if (getpwnam_r(value, &pw, buf, sizeof(buf), &found) != 0 || found == NULL)
                 return "no such user";
-            v = pw->pw_uid;
+            v = pw.pw_uid;
         } else {
-            struct group *gr = getgrnam(value);
-            if (gr == NULL)
+            struct group gr, *found = NULL;
+            if (getgrnam_r(value, &gr, buf, sizeof(buf), &found) != 0 || found == NULL)
                 return "no such group";
-            v = gr->gr_gid;
+            v = gr.gr_gid;
         }
         break;
     case F_URL: {
