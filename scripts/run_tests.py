@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """Runs every check behind `make test` and ends with the line `N passed, N failed`.
 
-Steps: formatting (clang-format), the warnings-as-errors build, unit tests, the integration suite
-(pytest, real processes on loopback), then a clang build with AddressSanitizer and
-UndefinedBehaviorSanitizer running the unit tests and the integration suite again (all but the
-deliberately slow tests). Each unit test binary, each pytest test and each gate
-(format, build) counts once. A failing step does not stop the later ones, so one run shows
+Steps: formatting (clang-format), the include layers (tests/check_layers.py), the
+warnings-as-errors build, unit tests, the integration suite (pytest, real processes on loopback),
+then a clang build with AddressSanitizer and UndefinedBehaviorSanitizer running the unit tests and
+the integration suite again (all but the deliberately slow tests). Each unit test binary, each
+pytest test and each gate (format, layers, build) counts once. A failing step does not stop the later ones, so one run shows
 everything that is wrong.
 """
 
@@ -51,6 +51,11 @@ def check_format(tally):
     files = tracked_c_files()
     result = run(["clang-format", "--dry-run", "--Werror"] + files)
     tally.record("format (clang-format)", result.returncode == 0)
+
+
+def check_layers(tally):
+    result = run([PYTHON, "tests/check_layers.py"])
+    tally.record("layers (tests/check_layers.py)", result.returncode == 0)
 
 
 def build(tally, builddir, setup_args, env=None, label="build"):
@@ -103,6 +108,7 @@ def main():
     started = time.monotonic()
     tally = Tally()
     check_format(tally)
+    check_layers(tally)
     if build(tally, "build", [], label="build (-Wall -Wextra -Werror)"):
         unit_tests(tally, "build", "unit")
         integration_tests(tally, os.path.join(ROOT, "build", "tetherd"))

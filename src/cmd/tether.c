@@ -1,5 +1,5 @@
 /* tether: the command-line companion of tetherd. */
-#include "metrics/top.h"
+#include "cli/top.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -2,6 +2,7 @@
 #include "config/config.h"
 #include "net/tls.h"
 #include "proxy/server.h"
+#include "upstream/upstream.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -36,7 +37,9 @@ static int check_tls_files(const tt_conf_t *conf)
     for (size_t i = 0; i < conf->nupstreams; i++) {
         if (!conf->upstreams[i].tls)
             continue;
-        tt_tls_client_t *tc = tt_tls_client_new(&conf->upstreams[i], conf->path, err, sizeof(err));
+        tt_tls_options_t opts;
+        tt_upstream_tls_options(&conf->upstreams[i], conf->path, &opts);
+        tt_tls_client_t *tc = tt_tls_client_new(&opts, err, sizeof(err));
         if (tc == NULL) {
             fprintf(stderr, "tetherd: %s\n", err);
             return -1;

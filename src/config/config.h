@@ -6,9 +6,9 @@
 #ifndef TT_CONFIG_CONFIG_H
 #define TT_CONFIG_CONFIG_H
 
+#include "core/addr.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "event/sock.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,7 +8,7 @@
 #ifndef TT_METRICS_SNAPSHOT_H
 #define TT_METRICS_SNAPSHOT_H
 
-#include "metrics/stats.h"
+#include "upstream/stats.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -78,9 +78,6 @@ typedef struct {
 /* A zeroed snapshot with room for nupstreams upstreams. The caller frees it (tt_snapshot_free). */
 tt_snapshot_t *tt_snapshot_new(size_t nupstreams);
 void tt_snapshot_free(tt_snapshot_t *s);
-
-/* Adds every counter and histogram of src to dst. */
-void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src);
 
 /* Requests sent to the upstream (every lease of a connection, retries included): those counted by
  * connections that closed plus those of live connections. The denominator of the reuse ratio. */

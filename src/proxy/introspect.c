@@ -34,7 +34,7 @@ void tt_introspect_set_running(tt_introspect_t *in)
 
 /* ---- snapshot: runs on each worker's thread ----------------------------------------------- */
 
-static void add_live_requests(const tt_upconn_t *c, void *arg)
+static void add_live_requests(const tt_conn_t *c, void *arg)
 {
     uint64_t *n = arg;
     *n += c->requests;
@@ -54,7 +54,7 @@ static void collect_cb(tt_worker_t *w, void *arg)
     for (size_t i = 0; i < w->nupstreams; i++) {
         tt_pool_t *pool = &w->pools[i];
         tt_upstream_snapshot_t *u = &s->ups[i];
-        tt_stats_merge(&u->stats, &pool->stats);
+        tt_upstream_stats_merge(&u->stats, &pool->stats);
         tt_pool_gauges_t g;
         tt_pool_gauges(pool, &g);
         u->live.idle += g.idle;
@@ -110,7 +110,7 @@ typedef struct {
     tt_msec_t now;
 } pools_walk_t;
 
-static void add_row(const tt_upconn_t *c, void *arg)
+static void add_row(const tt_conn_t *c, void *arg)
 {
     pools_walk_t *pw = arg;
     tt_conn_row_t *r = tt_conn_list_push(pw->out);

@@ -6,6 +6,7 @@
 #include "metrics/admin.h"
 #include "net/unixsock.h"
 #include "proxy/introspect.h"
+#include "proxy/session.h"
 #include "proxy/worker.h"
 
 #include <errno.h>
@@ -183,8 +184,8 @@ int tt_server_run(const tt_conf_t *conf)
     if (open_unix_listeners(conf, unix_listeners, shared_fds) < 0)
         goto out;
     for (; inited_w < nworkers; inited_w++) {
-        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, access_log_fd, &admission,
-                           shared_fds, err, sizeof(err)) < 0) {
+        if (tt_worker_init(&workers[inited_w], inited_w, conf, ups, nup, &tt_session_handlers,
+                           access_log_fd, &admission, shared_fds, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;

@@ -2,12 +2,10 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
-#include "proxy/session.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,9 +29,9 @@ static uint32_t listen_events(const tt_listener_t *l)
  * the kernel's backlog holds what arrives meanwhile. */
 static void update_listening(tt_worker_t *w)
 {
-    int want = !w->draining && w->accept_paused == 0;
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        tt_listener_t *l = &w->listeners[i];
+    int want = !w->draining && w->_accept_paused == 0;
+    for (size_t i = 0; i < w->_nlisteners; i++) {
+        tt_listener_t *l = &w->_listeners[i];
         if (want && l->io.fd < 0 && l->fd >= 0) {
             if (tt_io_start(w->loop, &l->io, l->fd, listen_events(l), accept_cb) < 0)
                 tt_error("worker %zu: epoll: %s: listener not polled", w->id, strerror(errno));
@@ -45,19 +43,19 @@ static void update_listening(tt_worker_t *w)
 
 static void resume_accepting(tt_worker_t *w, uint8_t reason)
 {
-    if (!(w->accept_paused & reason))
+    if (!(w->_accept_paused & reason))
         return;
-    w->accept_paused &= (uint8_t)~reason;
+    w->_accept_paused &= (uint8_t)~reason;
     if (reason == TT_ACCEPT_PAUSED_LIMIT)
         tt_admission_unwait(w->admission);
     else
-        tt_loop_timer_stop(w->loop, &w->accept_timer);
+        tt_loop_timer_stop(w->loop, &w->_accept_timer);
     update_listening(w);
 }
 
 static void accept_timer_cb(tt_timer_t *t)
 {
-    resume_accepting(tt_container_of(t, tt_worker_t, accept_timer), TT_ACCEPT_PAUSED_FDS);
+    resume_accepting(tt_container_of(t, tt_worker_t, _accept_timer), TT_ACCEPT_PAUSED_FDS);
 }
 
 /* Takes a slot under max_client_connections, or stops accepting until one frees. */
@@ -65,12 +63,12 @@ static int admit(tt_worker_t *w)
 {
     if (tt_admission_take(w->admission))
         return 1;
-    if (!(w->accept_paused & TT_ACCEPT_PAUSED_LIMIT)) {
-        w->accept_paused |= TT_ACCEPT_PAUSED_LIMIT;
+    if (!(w->_accept_paused & TT_ACCEPT_PAUSED_LIMIT)) {
+        w->_accept_paused |= TT_ACCEPT_PAUSED_LIMIT;
         w->accept_limit_pauses++;
         tt_admission_wait(w->admission);
         unsigned suppressed;
-        if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
+        if (tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
             tt_warn("worker %zu: max_client_connections (%lld) reached: new connections wait in "
                     "the listen backlog until one closes (%u similar suppressed)",
                     w->id, (long long)w->admission->max, suppressed);
@@ -91,7 +89,7 @@ static void accept_failed(tt_worker_t *w, int err)
                                                               : TT_ACCEPT_OTHER;
     w->accept_errors[why]++;
     unsigned suppressed;
-    int say = tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed);
+    int say = tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed);
     if (why == TT_ACCEPT_OTHER) {
         if (say)
             tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(err),
@@ -100,17 +98,17 @@ static void accept_failed(tt_worker_t *w, int err)
     }
     /* Out of descriptors or memory: stop polling the listeners (they stay readable, so the
      * worker would spin) until a connection of this worker closes or the backoff ends. */
-    w->accept_backoff = w->accept_backoff == 0
-                            ? ACCEPT_BACKOFF_MIN_MS
-                            : TT_MIN(w->accept_backoff * 2, ACCEPT_BACKOFF_MAX_MS);
-    w->accept_paused |= TT_ACCEPT_PAUSED_FDS;
-    tt_loop_timer_after(w->loop, &w->accept_timer, w->accept_backoff);
+    w->_accept_backoff = w->_accept_backoff == 0
+                             ? ACCEPT_BACKOFF_MIN_MS
+                             : TT_MIN(w->_accept_backoff * 2, ACCEPT_BACKOFF_MAX_MS);
+    w->_accept_paused |= TT_ACCEPT_PAUSED_FDS;
+    tt_loop_timer_after(w->loop, &w->_accept_timer, w->_accept_backoff);
     update_listening(w);
     if (say)
         tt_warn("worker %zu: accept: %s: not accepting for %lldms or until a connection closes; "
                 "lower max_client_connections or raise the descriptor limit (%u similar "
                 "suppressed)",
-                w->id, strerror(err), (long long)w->accept_backoff, suppressed);
+                w->id, strerror(err), (long long)w->_accept_backoff, suppressed);
 }
 
 static void accept_cb(tt_io_t *io, uint32_t events)
@@ -140,17 +138,10 @@ static void accept_cb(tt_io_t *io, uint32_t events)
             return;
         }
         w->accepted++;
-        w->accept_backoff = 0;
-        if (tt_session_start(w, fd, &peer, l->upstream) < 0)
+        w->_accept_backoff = 0;
+        if (l->handler(l, fd, &peer) < 0)
             tt_admission_release(w->admission);
     }
-}
-
-void tt_worker_session_closed(tt_worker_t *w)
-{
-    w->nsessions--;
-    tt_admission_release(w->admission);
-    resume_accepting(w, TT_ACCEPT_PAUSED_FDS);
 }
 
 /* Adds a listener: shared_fd, a Unix socket the server opened, or else a TCP port of this
@@ -168,9 +159,10 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
         snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
         return -1;
     }
-    tt_listener_t *l = &w->listeners[w->nlisteners++];
+    tt_listener_t *l = &w->_listeners[w->_nlisteners++];
     l->worker = w;
     l->upstream = up;
+    l->handler = w->_handlers.accept_cb;
     l->fd = fd;
     l->shared = shared_fd >= 0;
     l->io.fd = -1;
@@ -178,7 +170,7 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
         snprintf(err, errlen, "epoll: %s", strerror(errno));
         if (!l->shared)
             close(fd);
-        w->nlisteners--;
+        w->_nlisteners--;
         return -1;
     }
     return 0;
@@ -186,9 +178,9 @@ static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up
 
 static void stop_listeners(tt_worker_t *w)
 {
-    tt_loop_timer_stop(w->loop, &w->accept_timer);
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        tt_listener_t *l = &w->listeners[i];
+    tt_loop_timer_stop(w->loop, &w->_accept_timer);
+    for (size_t i = 0; i < w->_nlisteners; i++) {
+        tt_listener_t *l = &w->_listeners[i];
         tt_io_stop(w->loop, &l->io);
         if (l->fd >= 0 && !l->shared)
             close(l->fd);
@@ -198,12 +190,19 @@ static void stop_listeners(tt_worker_t *w)
 
 static void drain_timer_cb(tt_timer_t *t)
 {
-    tt_worker_t *w = tt_container_of(t, tt_worker_t, drain_timer);
+    tt_worker_t *w = tt_container_of(t, tt_worker_t, _drain_timer);
     if (w->nsessions > 0)
         tt_info("worker %zu: drain timeout: closing %zu connections still busy", w->id,
                 w->nsessions);
-    tt_session_close_all(w);
+    w->_handlers.close_all_cb(w);
     tt_loop_stop(w->loop);
+}
+
+/* A drain ends when the last client connection has closed. */
+static void finish_drain_if_idle(tt_worker_t *w)
+{
+    if (w->draining && w->nsessions == 0)
+        tt_loop_stop(w->loop);
 }
 
 static void begin_drain(tt_worker_t *w)
@@ -212,24 +211,39 @@ static void begin_drain(tt_worker_t *w)
         return;
     w->draining = 1;
     stop_listeners(w);
-    tt_loop_timer_after(w->loop, &w->drain_timer, (tt_msec_t)w->conf->drain_timeout);
-    tt_session_drain(w);
+    tt_loop_timer_after(w->loop, &w->_drain_timer, (tt_msec_t)w->conf->drain_timeout);
+    w->_handlers.drain_cb(w);
+    finish_drain_if_idle(w);
+}
+
+void tt_worker_session_opened(tt_worker_t *w)
+{
+    w->nsessions++;
+}
+
+void tt_worker_session_closed(tt_worker_t *w)
+{
+    TT_ASSERT(w->nsessions > 0);
+    w->nsessions--;
+    tt_admission_release(w->admission);
+    resume_accepting(w, TT_ACCEPT_PAUSED_FDS);
+    finish_drain_if_idle(w);
 }
 
 static void run_posted_call(tt_worker_t *w)
 {
-    pthread_mutex_lock(&w->call_lock);
-    if (w->call_state != 1) {
-        pthread_mutex_unlock(&w->call_lock);
+    pthread_mutex_lock(&w->_call_lock);
+    if (w->_call_state != 1) {
+        pthread_mutex_unlock(&w->_call_lock);
         return;
     }
-    w->call_state = 2;
-    pthread_mutex_unlock(&w->call_lock);
-    w->call_fn(w, w->call_arg);
-    pthread_mutex_lock(&w->call_lock);
-    w->call_state = 3;
-    pthread_cond_broadcast(&w->call_done);
-    pthread_mutex_unlock(&w->call_lock);
+    w->_call_state = 2;
+    pthread_mutex_unlock(&w->_call_lock);
+    w->_call_fn(w, w->_call_arg);
+    pthread_mutex_lock(&w->_call_lock);
+    w->_call_state = 3;
+    pthread_cond_broadcast(&w->_call_done);
+    pthread_mutex_unlock(&w->_call_lock);
 }
 
 int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *arg, int timeout_ms)
@@ -242,35 +256,35 @@ int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000;
     }
-    pthread_mutex_lock(&w->call_lock);
-    while (w->call_state != 0) /* one caller at a time */
-        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0)
+    pthread_mutex_lock(&w->_call_lock);
+    while (w->_call_state != 0) /* one caller at a time */
+        if (pthread_cond_timedwait(&w->_call_done, &w->_call_lock, &deadline) != 0)
             break;
-    if (w->call_state != 0) {
-        pthread_mutex_unlock(&w->call_lock);
+    if (w->_call_state != 0) {
+        pthread_mutex_unlock(&w->_call_lock);
         return -1;
     }
-    w->call_fn = fn;
-    w->call_arg = arg;
-    w->call_state = 1;
+    w->_call_fn = fn;
+    w->_call_arg = arg;
+    w->_call_state = 1;
     tt_loop_wakeup(w->loop);
     int rc = 0;
-    while (w->call_state != 3) {
-        if (w->call_state == 2) { /* running: it finishes, deadline or not */
-            pthread_cond_wait(&w->call_done, &w->call_lock);
+    while (w->_call_state != 3) {
+        if (w->_call_state == 2) { /* running: it finishes, deadline or not */
+            pthread_cond_wait(&w->_call_done, &w->_call_lock);
             continue;
         }
-        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0 &&
-            w->call_state == 1) {
-            w->call_state = 0; /* withdrawn before it started */
+        if (pthread_cond_timedwait(&w->_call_done, &w->_call_lock, &deadline) != 0 &&
+            w->_call_state == 1) {
+            w->_call_state = 0; /* withdrawn before it started */
             rc = -1;
             break;
         }
     }
     if (rc == 0)
-        w->call_state = 0;
-    pthread_cond_broadcast(&w->call_done);
-    pthread_mutex_unlock(&w->call_lock);
+        w->_call_state = 0;
+    pthread_cond_broadcast(&w->_call_done);
+    pthread_mutex_unlock(&w->_call_lock);
     return rc;
 }
 
@@ -280,27 +294,28 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
     run_posted_call(w);
     /* A slot under max_client_connections freed (tt_admission_release): try again. */
     resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);
-    if (atomic_exchange_explicit(&w->drain_requested, 0, memory_order_acq_rel))
+    if (atomic_exchange_explicit(&w->_drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_on_wakeup(&w->pools[i]);
 }
 
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, tt_admission_t *admission,
-                   const int *shared_fds, char *err, size_t errlen)
+                   size_t nupstreams, const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, const int *shared_fds, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
+    w->_handlers = *handlers;
     w->id = id;
     w->conf = conf;
     w->upstreams = upstreams;
     w->nupstreams = nupstreams;
     tt_list_init(&w->sessions);
-    tt_timer_init(&w->drain_timer, drain_timer_cb);
-    tt_timer_init(&w->accept_timer, accept_timer_cb);
+    tt_timer_init(&w->_drain_timer, drain_timer_cb);
+    tt_timer_init(&w->_accept_timer, accept_timer_cb);
     w->admission = admission;
-    pthread_mutex_init(&w->call_lock, NULL);
-    pthread_cond_init(&w->call_done, NULL);
+    pthread_mutex_init(&w->_call_lock, NULL);
+    pthread_cond_init(&w->_call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
     tt_http_headpool_init(&w->heads, MAX_FREE_HEADS);
     w->loop = tt_loop_create();
@@ -315,7 +330,7 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
         tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
         upstreams[i].pools[id] = &w->pools[i];
     }
-    w->listeners = tt_calloc(nupstreams + 1, sizeof(*w->listeners));
+    w->_listeners = tt_calloc(nupstreams + 1, sizeof(*w->_listeners));
     if (conf->has_proxy_listen &&
         add_listener(w, &conf->proxy_listen, NULL, shared_fds[0], err, errlen) < 0)
         return -1;
@@ -336,8 +351,8 @@ static void *worker_main(void *arg)
     if (tt_loop_run(w->loop) < 0)
         tt_error("worker %zu: event loop failed", w->id);
     /* Sessions are gone: close what the pools still hold. */
-    tt_loop_timer_stop(w->loop, &w->drain_timer);
-    tt_loop_timer_stop(w->loop, &w->accept_timer);
+    tt_loop_timer_stop(w->loop, &w->_drain_timer);
+    tt_loop_timer_stop(w->loop, &w->_accept_timer);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_shutdown(&w->pools[i]);
     tt_loop_run_deferred(w->loop);
@@ -347,18 +362,18 @@ static void *worker_main(void *arg)
 
 int tt_worker_start(tt_worker_t *w)
 {
-    return pthread_create(&w->thread, NULL, worker_main, w);
+    return pthread_create(&w->_thread, NULL, worker_main, w);
 }
 
 void tt_worker_request_drain(tt_worker_t *w)
 {
-    atomic_store_explicit(&w->drain_requested, 1, memory_order_release);
+    atomic_store_explicit(&w->_drain_requested, 1, memory_order_release);
     tt_loop_wakeup(w->loop);
 }
 
 void tt_worker_join(tt_worker_t *w)
 {
-    pthread_join(w->thread, NULL);
+    pthread_join(w->_thread, NULL);
 }
 
 void tt_worker_destroy(tt_worker_t *w)
@@ -370,30 +385,10 @@ void tt_worker_destroy(tt_worker_t *w)
         tt_accesslog_destroy(&w->access_log);
         tt_loop_destroy(w->loop);
     }
-    free(w->listeners);
+    free(w->_listeners);
     free(w->pools);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
-    pthread_mutex_destroy(&w->call_lock);
-    pthread_cond_destroy(&w->call_done);
-}
-
-static int host_matches(const char *pattern, const char *host, size_t len)
-{
-    return strlen(pattern) == len && strncasecmp(pattern, host, len) == 0;
-}
-
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len)
-{
-    /* "name:80" and "name" are the same origin for plain HTTP. */
-    size_t bare = len;
-    if (len > 3 && strncmp(host + len - 3, ":80", 3) == 0)
-        bare = len - 3;
-    for (size_t i = 0; i < w->nupstreams; i++) {
-        const tt_upstream_conf_t *u = w->upstreams[i].conf;
-        for (size_t h = 0; h < u->nhosts; h++)
-            if (host_matches(u->hosts[h], host, len) || host_matches(u->hosts[h], host, bare))
-                return &w->upstreams[i];
-    }
-    return NULL;
+    pthread_mutex_destroy(&w->_call_lock);
+    pthread_cond_destroy(&w->_call_done);
 }

@@ -19,67 +19,91 @@
 #include <stdatomic.h>
 
 typedef struct tt_worker tt_worker_t;
+typedef struct tt_listener tt_listener_t;
 
-typedef struct {
+/* Takes an accepted, non-blocking client fd from listener l; the callee owns fd from then on.
+ * peer is valid during the call only. Returns 0, or -1 if the connection could not be served (fd
+ * closed, and tt_worker_session_opened/closed not called for it). */
+typedef int (*tt_listener_handler_cb)(tt_listener_t *l, int fd, const tt_addr_t *peer);
+
+struct tt_listener {
     tt_io_t io; /* registered only while the worker accepts (io.fd -1 while it pauses) */
     int fd;     /* the listening socket, -1 once closed */
     int shared; /* a Unix socket every worker polls (EPOLLEXCLUSIVE); the server closes it */
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
-} tt_listener_t;
+    tt_listener_handler_cb handler;
+};
 
-/* Why a worker stopped polling its listeners (bits of accept_paused). */
+/* What serves the client connections a worker accepts (nginx's ls->handler): the worker knows
+ * their number, never their kind, so it calls nothing above itself. server.c wires in the
+ * session's handlers (tt_session_handlers). */
+/* Why a worker stopped polling its listeners (bits of _accept_paused). */
 #define TT_ACCEPT_PAUSED_FDS   1 /* out of descriptors: retried after a backoff or a close */
 #define TT_ACCEPT_PAUSED_LIMIT 2 /* max_client_connections reached: resumed by a close */
 
+typedef struct {
+    tt_listener_handler_cb accept_cb;
+    /* Drain began: idle connections close now, busy ones after their response. */
+    void (*drain_cb)(tt_worker_t *w);
+    /* The drain timed out (or the worker stops): close every connection at once. */
+    void (*close_all_cb)(tt_worker_t *w);
+} tt_worker_handlers_t;
+
+/* The fields without a leading underscore are the worker's resources its sessions and the admin
+ * collection (on the worker's thread) use; the _private ones are worker.c's alone. */
 struct tt_worker {
     size_t id;
-    pthread_t thread;
     tt_loop_t *loop;
     const tt_conf_t *conf;
     tt_upstream_t *upstreams;
     size_t nupstreams;
     tt_pool_t *pools; /* [nupstreams] */
-    tt_listener_t *listeners;
-    size_t nlisteners;
     tt_bufpool_t bufs;
     tt_http_headpool_t heads;
-    tt_list_t sessions;
-    size_t nsessions;
+    tt_list_t sessions; /* the handlers' own list of their connections */
+    size_t nsessions;   /* counted by tt_worker_session_opened/closed */
     int draining;
-    tt_timer_t drain_timer;
-    _Atomic int drain_requested;
-    tt_ratelimit_t accept_warn;
+    tt_accesslog_t access_log;
     tt_admission_t *admission; /* shared by every worker */
-    tt_timer_t accept_timer;   /* ends an accept pause for lack of descriptors */
-    tt_msec_t accept_backoff;  /* its current length; 0 after an accept succeeds */
-    uint8_t accept_paused;     /* TT_ACCEPT_PAUSED_* */
     uint64_t accept_errors[TT_ACCEPT_ERRORS];
     uint64_t accept_limit_pauses; /* times this worker stopped accepting at the cap */
-    tt_accesslog_t access_log;
-    uint64_t accepted;    /* client connections accepted */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted;            /* client connections accepted */
+    uint64_t unrouted[6];         /* responses by class to requests that reached no upstream */
+
+    pthread_t _thread;
+    tt_listener_t *_listeners;
+    size_t _nlisteners;
+    tt_worker_handlers_t _handlers;
+    tt_timer_t _drain_timer;
+    _Atomic int _drain_requested;
+    tt_ratelimit_t _accept_warn;
+    tt_timer_t _accept_timer;  /* ends an accept pause for lack of descriptors */
+    tt_msec_t _accept_backoff; /* its current length; 0 after an accept succeeds */
+    uint8_t _accept_paused;    /* TT_ACCEPT_PAUSED_* */
     /* A function another thread asked this worker to run (tt_worker_call). */
-    pthread_mutex_t call_lock;
-    pthread_cond_t call_done;
-    void (*call_fn)(tt_worker_t *w, void *arg);
-    void *call_arg;
-    int call_state; /* 0 none, 1 posted, 2 running, 3 done */
+    pthread_mutex_t _call_lock;
+    pthread_cond_t _call_done;
+    void (*_call_fn)(tt_worker_t *w, void *arg);
+    void *_call_arg;
+    int _call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
- * shared access log (-1: off); admission the global client connection cap, which every worker
- * shares and the caller owns; shared_fds the Unix-domain listening sockets every worker polls
- * ([0] proxy_listen, [1 + i] upstream i's listen, -1 where the address is TCP or unset; the
- * caller owns and closes them). Returns 0, or -1 with a reason in err. Runs on the main thread
- * before any worker starts. */
+/* Prepares worker id: creates its loop and pools and binds its listeners, whose connections go
+ * to handlers; access_log_fd is the shared access log (-1: off); admission the global client
+ * connection cap, which every worker shares and the caller owns; shared_fds the Unix-domain
+ * listening sockets every worker polls ([0] proxy_listen, [1 + i] upstream i's listen, -1 where
+ * the address is TCP or unset; the caller owns and closes them). Returns 0, or -1 with a reason
+ * in err. Runs on the main thread before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, tt_admission_t *admission,
-                   const int *shared_fds, char *err, size_t errlen);
+                   size_t nupstreams, const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, const int *shared_fds, char *err, size_t errlen);
 
-/* A session of this worker closed its client connection: frees its slot under
- * max_client_connections and, after a lack of descriptors paused accepting, accepts again at
- * once (a descriptor just freed). Worker thread only. */
+/* The handlers' hooks: a client connection began, or ended. The worker counts them, and once
+ * draining finishes when the last one ends; an end frees its slot under max_client_connections
+ * and, after a lack of descriptors paused accepting, accepts again at once (a descriptor just
+ * freed). Worker thread only. */
+void tt_worker_session_opened(tt_worker_t *w);
 void tt_worker_session_closed(tt_worker_t *w);
 
 /* Starts the worker's thread. */
@@ -108,8 +132,5 @@ static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)
 {
     return &w->pools[up->index];
 }
-
-/* Finds the upstream serving host (Host header or absolute-URI authority), or NULL. */
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len);
 
 #endif

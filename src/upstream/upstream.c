@@ -33,11 +33,41 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
      * noticed in bounded time even with data in flight. */
     if (conf->tcp_keepalive > 0)
         up->sockopts.user_timeout_ms = (int)TT_MIN(conf->tcp_keepalive * 2, 600000);
-    if (conf->tls && (up->tls = tt_tls_client_new(conf, conf_path, err, errlen)) == NULL)
-        return -1;
+    if (conf->tls) {
+        tt_tls_options_t opts;
+        tt_upstream_tls_options(conf, conf_path, &opts);
+        if ((up->tls = tt_tls_client_new(&opts, err, errlen)) == NULL)
+            return -1;
+    }
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
+}
+
+void tt_upstream_tls_options(const tt_upstream_conf_t *conf, const char *conf_path,
+                             tt_tls_options_t *opts)
+{
+    static const char *const keys[TT_TLS_OPT__COUNT] = {
+        [TT_TLS_OPT_CA] = "tls_ca",
+        [TT_TLS_OPT_CERT] = "tls_cert",
+        [TT_TLS_OPT_KEY] = "tls_key",
+        [TT_TLS_OPT_SERVER_NAME] = "tls_server_name",
+    };
+    *opts = (tt_tls_options_t){
+        .upstream = conf->name,
+        .server_name = conf->tls_server_name != NULL ? conf->tls_server_name : conf->host,
+        .ca = conf->tls_ca,
+        .cert = conf->tls_cert,
+        .key = conf->tls_key,
+        .verify = conf->tls_verify != 0,
+        .min_version = (int)conf->tls_min_version,
+        .session_reuse = conf->tls_session_reuse != 0,
+        .file = conf_path,
+    };
+    for (size_t i = 0; i < TT_TLS_OPT__COUNT; i++) {
+        opts->key_name[i] = keys[i];
+        opts->line[i] = tt_conf_key_line(conf, keys[i]);
+    }
 }
 
 void tt_upstream_destroy(tt_upstream_t *up)

@@ -42,6 +42,11 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
                      size_t index, size_t nworkers, char *err, size_t errlen);
 void tt_upstream_destroy(tt_upstream_t *up);
 
+/* The TLS options of an https:// upstream's configuration; errors name conf_path and the line of
+ * each key. The strings stay conf's. */
+void tt_upstream_tls_options(const tt_upstream_conf_t *conf, const char *conf_path,
+                             tt_tls_options_t *opts);
+
 /* Idle expiry in force: the configured idle_timeout, or with "auto" a safe margin under what was
  * learned (60 s until anything is). */
 tt_msec_t tt_upstream_idle_timeout(const tt_upstream_t *up);

@@ -4,9 +4,9 @@
  * JSON) and its message when nothing listens. Every test ends with no descriptor left open. */
 #include "metrics/admin.h"
 
+#include "cli/top.h"
 #include "core/invariant.h"
 #include "core/json.h"
-#include "metrics/top.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

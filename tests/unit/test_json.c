@@ -4,9 +4,9 @@
  * into the same figures `tether top` shows, rates included. */
 #include "core/json.h"
 
+#include "cli/top.h"
 #include "core/invariant.h"
 #include "metrics/stats_json.h"
-#include "metrics/top.h"
 
 #include <math.h>
 #include <setjmp.h>

@@ -6,12 +6,12 @@
  * come from the newer sample. The pieces are separate so tests can drive them without a terminal
  * or a socket: fetch, parse a sample, compute rows, render. Everything here runs in the `tether`
  * command, never in tetherd. */
-#ifndef TT_METRICS_TOP_H
-#define TT_METRICS_TOP_H
+#ifndef TT_CLI_TOP_H
+#define TT_CLI_TOP_H
 
+#include "core/addr.h"
 #include "core/buf.h"
-#include "event/sock.h"
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 
 #include <stdint.h>
 #include <stdio.h>

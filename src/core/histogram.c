@@ -1,4 +1,4 @@
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 
 #define SUB ((uint64_t)1 << TT_HIST_SUB_BITS)
 

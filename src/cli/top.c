@@ -1,4 +1,4 @@
-#include "metrics/top.h"
+#include "cli/top.h"
 
 #include "core/clock.h"
 #include "core/invariant.h"

@@ -2,8 +2,8 @@
  * within 1/16 of itself (the reported bucket midpoint is within 3.2%). Values are unsigned integers
  * in the caller's unit (microseconds for durations); values above 2^36 are clamped. Recording is a
  * few instructions with no allocation. A histogram belongs to one worker; readers merge copies. */
-#ifndef TT_METRICS_HISTOGRAM_H
-#define TT_METRICS_HISTOGRAM_H
+#ifndef TT_CORE_HISTOGRAM_H
+#define TT_CORE_HISTOGRAM_H
 
 #include <stdint.h>
 

@@ -1,10 +1,10 @@
 /* What one worker counts for one upstream. Written only by the worker that owns the pool, on the
  * request path, with plain increments: no atomics, no sharing. Readers (the admin endpoint) never
  * touch it directly: they ask the worker for a copy (tt_worker_collect), and sum the copies. */
-#ifndef TT_METRICS_STATS_H
-#define TT_METRICS_STATS_H
+#ifndef TT_UPSTREAM_STATS_H
+#define TT_UPSTREAM_STATS_H
 
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 #include "net/tls_failure.h"
 #include "upstream/close_reason.h"
 
@@ -40,5 +40,8 @@ typedef struct {
 } tt_upstream_stats_t;
 
 const char *tt_reject_reason_name(tt_reject_reason_t r);
+
+/* Adds every counter and histogram of src to dst. */
+void tt_upstream_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src);
 
 #endif

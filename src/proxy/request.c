@@ -1,0 +1,235 @@
+/* The request side: reading and parsing a request head, refusing what must not reach an
+ * upstream, routing it (dedicated port or Host) and starting the exchange. */
+#include "proxy/session_int.h"
+
+#include "core/invariant.h"
+#include "core/log.h"
+#include "http/rewrite.h"
+#include "proxy/route.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int method_is_idempotent(uint8_t m)
+{
+    return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_TRACE ||
+           m == HTTP_PUT || m == HTTP_DELETE;
+}
+
+void tt_session_begin_request(tt_session_t *s)
+{
+    s->state = S_HEAD;
+    s->up = NULL;
+    s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
+    s->retryable = s->retaining = s->retried = 0;
+    s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
+    s->resp_keepalive = s->close_after = s->upgrade = 0;
+    s->head_parsed = 0;
+    tt_http_head_release(&s->worker->heads, s->head);
+    s->head = NULL;
+    tt_buf_release(&s->worker->bufs, s->uout);
+    s->uout = NULL;
+    /* An idle keep-alive client holds no buffer. */
+    if (s->cin != NULL && tt_buf_len(s->cin) == 0) {
+        tt_buf_release(&s->worker->bufs, s->cin);
+        s->cin = NULL;
+    }
+    if (s->cout != NULL && tt_buf_len(s->cout) == 0) {
+        tt_buf_release(&s->worker->bufs, s->cout);
+        s->cout = NULL;
+    }
+    tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
+}
+
+static unsigned count_headers(const tt_http_head_t *h, const char *base, const char *name,
+                              size_t len)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < h->nheaders; i++)
+        n += (unsigned)tt_http_header_is(base, &h->headers[i], name, len);
+    return n;
+}
+
+/* Chooses the upstream and the target and Host to send. Returns 0, or -1 after replying. */
+static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *base,
+                         tt_http_request_out_t *out)
+{
+    tt_span_t target = {base + h->target, h->target_len}, authority = {NULL, 0}, host = {NULL, 0};
+    int absolute = tt_http_split_absolute(target, &authority, &out->target) == 0;
+    if (!absolute) {
+        int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
+        if (target.len == 0 || (target.str[0] != '/' && !asterisk)) {
+            tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "invalid request target");
+            return -1;
+        }
+        out->target = target;
+    }
+    if (absolute) {
+        host = authority;
+    } else {
+        const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
+        if (hh != NULL)
+            host = (tt_span_t){base + hh->value, hh->value_len};
+    }
+    if (count_headers(h, base, "host", 4) > 1) { /* RFC 9112 3.2: which one would win? */
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "more than one Host header");
+        return -1;
+    }
+    if (s->listener_upstream != NULL) {
+        s->up = s->listener_upstream;
+        if (!s->up->conf->preserve_host)
+            out->host = (tt_span_t){s->up->host_header, strlen(s->up->host_header)};
+        else if (absolute)
+            out->host = authority;
+        return 0;
+    }
+    if (host.len == 0) {
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "missing Host header");
+        return -1;
+    }
+    s->up = tt_route_host(s->worker->upstreams, s->worker->nupstreams, host.str, host.len);
+    if (s->up == NULL) {
+        tt_session_reply_error(
+            s, 403, TT_CLOSE_ERROR,
+            "no upstream is configured for host %.*s (tether is not an open proxy)",
+            (int)TT_MIN(host.len, 200), host.str);
+        return -1;
+    }
+    if (absolute)
+        out->host = authority;
+    return 0;
+}
+
+/* Acts on a complete request head: refuses it, or routes it and asks the pool for a connection.
+ * Either way the head's bytes leave cin and the head returns to the worker. */
+static void start_request(tt_session_t *s)
+{
+    tt_http_head_t *h = s->head;
+    const char *base = s->cin->data;
+    tt_loop_timer_stop(tt_session_loop(s), &s->timer);
+    s->in_request = 1;
+    s->started_us = tt_clock_monotonic_us();
+    s->status = 0;
+    s->generated = 0;
+    s->bytes_out = 0;
+    s->reused = 0;
+    s->path_len = (uint8_t)TT_MIN(h->target_len, sizeof(s->path));
+    memcpy(s->path, base + h->target, s->path_len);
+    s->method = h->method;
+    s->http10 = h->minor == 0;
+    s->client_keepalive = h->keep_alive;
+    s->req_read_done = (uint8_t)tt_http_reader_message_done(&s->req);
+    tt_http_request_out_t out = {.tunnel = h->upgrade};
+    int routed = 0;
+    if (h->method == HTTP_CONNECT)
+        tt_session_reply_error(
+            s, 405, TT_CLOSE_ERROR,
+            "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
+            "configured upstreams; send plain http:// requests");
+    else
+        routed = route_request(s, h, base, &out) == 0;
+    if (routed) {
+        s->upgrade = h->upgrade;
+        int has_body = h->chunked || (h->has_length && h->content_length > 0);
+        int idempotent = method_is_idempotent(h->method) ||
+                         tt_http_head_find(h, base, "idempotency-key") != NULL;
+        int64_t limit = s->up->conf->retry_buffer;
+        s->retryable = idempotent && !s->upgrade &&
+                       (!has_body || h->chunked || (int64_t)h->content_length <= limit);
+        s->retaining = s->retryable && has_body;
+        s->uout = tt_buf_acquire(&s->worker->bufs);
+        tt_http_write_request_head(s->uout, h, base, &out);
+    }
+    tt_buf_consume(s->cin, h->head_len);
+    tt_http_head_release(&s->worker->heads, s->head);
+    s->head = NULL;
+    if (routed)
+        tt_session_acquire_conn(s, 0);
+}
+
+/* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the
+ * response carries them; but a client with Nagle's algorithm on holds the rest of a request until
+ * its first part is acknowledged, so in the middle of a request the ACK goes out now rather than
+ * when the delayed-ACK timer fires (40 ms or more). Once per request, and again after each write
+ * to the client (a 100 Continue), which puts the socket back into delayed ACKs. */
+void tt_session_wait_for_client(tt_session_t *s, int mid_request)
+{
+    s->want_client_in = 1;
+    if (mid_request && !s->client_acking && s->client_tcp) {
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
+    }
+}
+
+/* Reads and parses a request head. OK when the state moved on, AGAIN while waiting for the
+ * client, ERROR when the session closed. */
+tt_step_t tt_session_step_head(tt_session_t *s)
+{
+    tt_worker_t *w = s->worker;
+    const tt_conf_t *conf = w->conf;
+    size_t max_head = (size_t)conf->max_head_size;
+    if (s->cin == NULL)
+        s->cin = tt_buf_acquire(&w->bufs);
+    if (s->head == NULL) {
+        s->head = tt_http_head_acquire(&w->heads);
+        tt_http_reader_init(&s->req, HTTP_REQUEST);
+        tt_http_reader_begin_head(&s->req, s->head, 0);
+        tt_buf_compact(s->cin); /* heads are parsed from offset 0 */
+        s->head_parsed = 0;
+    }
+    for (;;) {
+        if (s->head_parsed < s->cin->wpos) {
+            switch (tt_http_reader_head(&s->req, s->cin, &s->head_parsed, max_head)) {
+            case TT_HTTP_HEAD_DONE:
+                start_request(s);
+                return TT_STEP_OK;
+            case TT_HTTP_ERROR:
+                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request: %s",
+                                       tt_http_reader_error(&s->req));
+                return TT_STEP_OK;
+            case TT_HTTP_HEAD_TOO_LARGE:
+                tt_session_reply_error(
+                    s, 431, TT_CLOSE_ERROR,
+                    "request head larger than max_head_size (%zu bytes) or with too many "
+                    "header fields",
+                    max_head);
+                return TT_STEP_OK;
+            default:
+                break;
+            }
+        }
+        if (w->draining && s->cin->wpos == 0) {
+            tt_session_close(s, TT_CLOSE_SHUTDOWN);
+            return TT_STEP_ERROR;
+        }
+        if (tt_buf_room(s->cin) == 0 && tt_buf_reserve(s->cin, TT_BUF_SIZE, max_head) < 0) {
+            tt_session_reply_error(s, 431, TT_CLOSE_ERROR,
+                                   "request head larger than max_head_size (%zu bytes)", max_head);
+            return TT_STEP_OK;
+        }
+        if (s->client_eof) { /* closed after its last (pipelined) request */
+            tt_session_close(s, TT_CLOSE_ERROR);
+            return TT_STEP_ERROR;
+        }
+        if (!s->client_readable) {
+            tt_session_wait_for_client(s, s->cin->wpos > 0);
+            return TT_STEP_AGAIN;
+        }
+        size_t before = s->cin->wpos;
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+        if (n > 0) {
+            if (before == 0)
+                tt_session_arm_timer(s, conf->client_header_timeout);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            tt_session_wait_for_client(s, s->cin->wpos > 0);
+            return TT_STEP_AGAIN;
+        }
+        /* EOF or error: a client closing between requests is ordinary. */
+        tt_session_close(s, TT_CLOSE_ERROR);
+        return TT_STEP_ERROR;
+    }
+}

@@ -1,0 +1,120 @@
+/* The tunnel after 101 Switching Protocols: raw bytes both ways between the client's socket and
+ * the upstream connection (maybe TLS), until either side ends. */
+#include "proxy/session_int.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+/* The tunnel's two ends: the client's socket, or the upstream connection (maybe TLS). */
+typedef enum { TO_CLIENT, TO_UPSTREAM } tunnel_end_t;
+
+/* Moves bytes from src (already holding data) to one end. OK if src drained, AGAIN if that end
+ * is full, ERROR on error. */
+static tt_step_t tunnel_write(tt_session_t *s, tunnel_end_t end, tt_buf_t *src)
+{
+    while (tt_buf_len(src) > 0) {
+        ssize_t n = end == TO_UPSTREAM
+                        ? tt_conn_send(s->conn, tt_buf_rptr(src), tt_buf_len(src))
+                        : send(s->io.fd, tt_buf_rptr(src), tt_buf_len(src), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? TT_STEP_AGAIN : TT_STEP_ERROR;
+        }
+        tt_buf_consume(src, (size_t)n);
+        /* The write carried the ACK of what was read from that end, and put the socket back
+         * into delayed ACKs. */
+        if (end == TO_UPSTREAM)
+            s->up_acking = s->up_unacked = 0;
+        else
+            s->client_acking = s->client_unacked = 0;
+    }
+    return TT_STEP_OK;
+}
+
+/* Reads from one end into dst. OK on data, AGAIN when nothing is ready, ERROR on EOF or
+ * error. */
+static tt_step_t tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
+{
+    if (tt_buf_room(dst) == 0)
+        tt_buf_compact(dst);
+    if (tt_buf_room(dst) == 0)
+        return TT_STEP_AGAIN;
+    uint8_t readable = 1;
+    ssize_t n =
+        end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_recv(dst, s->io.fd);
+    if (n > 0) {
+        if (end == TO_UPSTREAM)
+            s->up_unacked |= !s->up_acking;
+        else
+            s->client_unacked |= !s->client_acking && s->client_tcp;
+        return TT_STEP_OK;
+    }
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? TT_STEP_AGAIN : TT_STEP_ERROR;
+}
+
+/* A tunnel waiting for an end it read from since it last wrote there acknowledges now: either
+ * side may be a sender with Nagle's algorithm on, holding its next message until the ACK, and
+ * nothing may go back to carry it. One setsockopt per change of direction on that end; a
+ * one-way stream pays it once. */
+static void tunnel_ack(tt_session_t *s)
+{
+    if (s->want_client_in && s->client_unacked) {
+        s->client_unacked = 0;
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
+    }
+    if (s->want_up_in && s->up_unacked) {
+        s->up_unacked = 0;
+        s->up_acking = 1;
+        tt_conn_ack_now(s->conn);
+    }
+}
+
+void tt_session_step_tunnel(tt_session_t *s)
+{
+    tt_conn_t *c = s->conn;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        s->want_client_in = s->want_client_out = s->want_up_in = s->want_up_out = 0;
+        tt_step_t r = tt_session_flush_client(s); /* the 101 head */
+        if (r == TT_STEP_ERROR)
+            goto done;
+        if (r == TT_STEP_OK) {
+            r = tunnel_write(s, TO_CLIENT, c->in);
+            if (r == TT_STEP_ERROR)
+                goto done;
+            if (r == TT_STEP_AGAIN)
+                s->want_client_out = 1;
+        } else {
+            s->want_client_out = 1;
+        }
+        r = tunnel_write(s, TO_UPSTREAM, s->cin);
+        if (r == TT_STEP_ERROR)
+            goto done;
+        if (r == TT_STEP_AGAIN)
+            s->want_up_out = 1;
+        if (tt_buf_len(s->cin) == 0) {
+            r = tunnel_read(s, TO_CLIENT, s->cin);
+            if (r == TT_STEP_ERROR)
+                goto done;
+            progress |= r == TT_STEP_OK;
+            s->want_client_in = r == TT_STEP_AGAIN;
+        }
+        if (tt_buf_len(c->in) == 0 && !tt_session_output_pending(s)) {
+            r = tunnel_read(s, TO_UPSTREAM, c->in);
+            if (r == TT_STEP_ERROR)
+                goto done;
+            progress |= r == TT_STEP_OK;
+            s->want_up_in = r == TT_STEP_AGAIN;
+        }
+    }
+    tunnel_ack(s);
+    return;
+done:
+    /* Either side ending ends the tunnel; what was read is delivered first where possible. */
+    tt_session_flush_client(s);
+    tunnel_write(s, TO_CLIENT, c->in);
+    tunnel_write(s, TO_UPSTREAM, s->cin);
+    tt_session_close(s, TT_CLOSE_UPGRADED);
+}
