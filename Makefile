@@ -7,8 +7,10 @@ ASAN_BUILD  ?= build-asan
 BENCH_BUILD ?= build-release
 PYTHON      ?= /usr/bin/python3
 MESON_OPTS  ?=
+PREFIX      ?= /usr/local
+DESTDIR     ?=
 
-.PHONY: all setup test unit unit-asan integration format format-check demo bench clean
+.PHONY: all setup test unit unit-asan integration format format-check demo bench prove clean install
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -51,6 +53,19 @@ demo: all
 bench: setup $(BENCH_BUILD)/build.ninja
 	ninja -C $(BENCH_BUILD)
 	$(PYTHON) bench/run.py --tetherd $(BENCH_BUILD)/tetherd $(BENCH_ARGS)
+
+# The optimised build, installed under $(DESTDIR)$(PREFIX): bin/tetherd, bin/tether, the man
+# pages tetherd(8), tether(1), tether.ini(5), and the example configuration and systemd unit
+# under share/doc/tether.
+install: setup $(BENCH_BUILD)/build.ninja
+	meson configure $(BENCH_BUILD) --prefix=$(PREFIX)
+	ninja -C $(BENCH_BUILD)
+	DESTDIR=$(DESTDIR) meson install -C $(BENCH_BUILD) --no-rebuild --quiet
+
+# The mission's scenario on two hosts (network namespaces): about 4 minutes, see docs/prove.md.
+prove: setup $(BENCH_BUILD)/build.ninja
+	ninja -C $(BENCH_BUILD)
+	$(PYTHON) bench/prove.py --tetherd $(BENCH_BUILD)/tetherd $(PROVE_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(BENCH_BUILD)

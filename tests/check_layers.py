@@ -3,7 +3,7 @@
 
 The layers, lowest first (docs/internals/layout.md):
 
-    core <- event, http, config <- net <- upstream <- metrics <- proxy <- cli <- cmd
+    core <- event, http, config <- net, health <- upstream <- metrics <- proxy <- cli, churn <- cmd
 
 A file may include a header of its own directory or of a lower layer, never one of a higher layer
 nor of another directory on the same layer (event and http know nothing of each other). A
@@ -25,10 +25,12 @@ LAYERS = {
     "http": 1,
     "config": 1,
     "net": 2,
+    "health": 2,
     "upstream": 3,
     "metrics": 4,
     "proxy": 5,
     "cli": 6,
+    "churn": 6,
     "cmd": 7,
 }
 

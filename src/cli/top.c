@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "core/json.h"
+#include "event/sock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -151,16 +152,19 @@ double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_t
 
 /* ---- rendering ------------------------------------------------------------------------------ */
 
+/* Compact figures, at most 6 characters, so the table fits 80 columns. */
 static void fmt_ms(char *buf, size_t size, double ms)
 {
     if (ms < 0)
         snprintf(buf, size, "-");
-    else if (ms < 1)
-        snprintf(buf, size, "%.3fms", ms);
-    else if (ms < 1000)
+    else if (ms < 10)
         snprintf(buf, size, "%.2fms", ms);
+    else if (ms < 100)
+        snprintf(buf, size, "%.1fms", ms);
+    else if (ms < 1000)
+        snprintf(buf, size, "%.0fms", ms);
     else
-        snprintf(buf, size, "%.2fs", ms / 1000);
+        snprintf(buf, size, "%.1fs", ms / 1000);
 }
 
 static void fmt_age(char *buf, size_t size, double s)
@@ -171,9 +175,34 @@ static void fmt_age(char *buf, size_t size, double s)
         snprintf(buf, size, "%.1fs", s);
     else if (s < 3600)
         snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)s % 60);
-    else
+    else if (s < 100 * 3600)
         snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(buf, size, "%dd", (int)(s / 86400));
 }
+
+static void fmt_bytes(char *buf, size_t size, uint64_t v)
+{
+    if (v < 10000)
+        snprintf(buf, size, "%" PRIu64, v);
+    else if (v < 10000 * 1024ULL)
+        snprintf(buf, size, "%.0fK", (double)v / 1024);
+    else if (v < 10000 * 1024ULL * 1024)
+        snprintf(buf, size, "%.0fM", (double)v / (1024 * 1024));
+    else
+        snprintf(buf, size, "%.0fG", (double)v / (1024.0 * 1024 * 1024));
+}
+
+/* A rate in at most 7 characters. */
+static void fmt_rate(char *buf, size_t size, double v)
+{
+    if (v < 100000)
+        snprintf(buf, size, "%.1f", v);
+    else
+        snprintf(buf, size, "%.0fk", v / 1000);
+}
+
+#define NAME_WIDTH 10
 
 void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
                          tt_buf_t *out)
@@ -184,22 +213,17 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
     double acc = (double)delta(cur->accepted, valid_prev ? prev->accepted : 0) / dt;
     char up[32];
     fmt_age(up, sizeof(up), cur->uptime_s);
-    tt_buf_appendf(out,
-                   "tetherd %s at %s  up %s  %s  clients: %.1f new conn/s, %" PRIu64
-                   " open  (rates over %.1fs)\n",
-                   cur->version, admin, up, cur->ready ? "ready" : "NOT READY", acc, cur->active,
-                   dt);
-    size_t w = 8;
-    for (size_t i = 0; i < cur->nups; i++)
-        w = TT_MAX(w, strlen(rows[i].name));
-    if (w > 32)
-        w = 32;
-    tt_buf_appendf(out, "%-*s %9s %8s %7s %7s %6s %9s %9s %9s %6s %7s  %s\n", (int)w, "UPSTREAM",
-                   "REQ/S", "CONN/S", "REUSE%", "ACTIVE", "IDLE", "MEAN AGE", "P50", "P99", "QUEUE",
-                   "ERR/S", "ENDPOINT");
+    tt_buf_appendf(out, "tetherd %s at %s  up %s  %s  (rates over %.1fs)\n", cur->version, admin,
+                   up, cur->ready ? "ready" : "NOT READY", dt);
+    tt_buf_appendf(out, "clients: %.1f new connections/s, %" PRIu64 " open\n", acc, cur->active);
+    /* 79 columns (the P50/P99/AGE/SKMEM figures are at most 6 characters); the endpoint, of any
+     * length, goes on a line of its own under its row. */
+    tt_buf_appendf(out, "%-*s %7s %6s %6s %4s %4s %5s %6s %6s %4s %5s %5s\n", NAME_WIDTH,
+                   "UPSTREAM", "REQ/S", "CONN/S", "REUSE%", "ACT", "IDLE", "AGE", "P50", "P99",
+                   "QUE", "5XX/S", "SKMEM");
     for (size_t i = 0; i < cur->nups; i++) {
         const tt_top_row_t *r = &rows[i];
-        char reuse[16], age[16], p50[16], p99[16];
+        char reuse[16], age[16], p50[16], p99[16], mem[16], req[16], conn[16], err[16];
         if (r->reuse_pct < 0)
             snprintf(reuse, sizeof(reuse), "-");
         else
@@ -207,11 +231,17 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
         fmt_age(age, sizeof(age), r->mean_age_s);
         fmt_ms(p50, sizeof(p50), r->p50_ms);
         fmt_ms(p99, sizeof(p99), r->p99_ms);
+        fmt_bytes(mem, sizeof(mem), r->socket_mem);
+        fmt_rate(req, sizeof(req), r->req_s);
+        fmt_rate(conn, sizeof(conn), r->conn_s);
+        fmt_rate(err, sizeof(err), r->err_s);
         tt_buf_appendf(
-            out,
-            "%-*.*s %9.1f %8.1f %7s %7" PRIu64 " %6" PRIu64 " %9s %9s %9s %6" PRIu64 " %7.1f  %s\n",
-            (int)w, (int)w, r->name, r->req_s, r->conn_s, reuse, r->active + r->connecting, r->idle,
-            age, p50, p99, r->queue, r->err_s, r->endpoint);
+            out, "%-*.*s %7s %6s %6s %4" PRIu64 " %4" PRIu64 " %5s %6s %6s %4" PRIu64 " %5s %5s\n",
+            NAME_WIDTH, NAME_WIDTH, r->name, req, conn, reuse, r->active + r->connecting, r->idle,
+            age, p50, p99, r->queue, err, mem);
+        /* The full name where the row had to cut it. */
+        int cut = strlen(r->name) > NAME_WIDTH;
+        tt_buf_appendf(out, "  %s%s-> %s\n", cut ? r->name : "", cut ? " " : "", r->endpoint);
     }
     if (cur->nups == 0)
         tt_buf_appendf(out, "(no upstreams configured)\n");
@@ -301,16 +331,7 @@ static int on_message_complete(llhttp_t *p)
 
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
-    for (;;) {
-        uint64_t now = tt_clock_monotonic_ms();
-        if (now >= deadline)
-            return -1;
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int n = poll(&pfd, 1, (int)(deadline - now));
-        if (n < 0 && errno == EINTR)
-            continue;
-        return n > 0 ? 0 : -1;
-    }
+    return tt_sock_wait(fd, events, deadline, -1);
 }
 
 static int connect_to(const tt_addr_t *addr, const char *text, char *err, size_t errlen)
@@ -349,6 +370,12 @@ static int connect_to(const tt_addr_t *addr, const char *text, char *err, size_t
 
 int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *err, size_t errlen)
 {
+    return tt_admin_request(addr, "GET", path, body, err, errlen);
+}
+
+int tt_admin_request(const tt_addr_t *addr, const char *method, const char *path, tt_buf_t *body,
+                     char *err, size_t errlen)
+{
     char text[TT_ADDR_STRLEN];
     tt_addr_format(addr, text);
     int fd = connect_to(addr, text, err, errlen);
@@ -356,9 +383,9 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
         return -1;
     char req[512];
     int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tether-top\r\n"
-                     "Connection: close\r\n\r\n",
-                     path, text);
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tether\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     method, path, text);
     uint64_t deadline = tt_clock_monotonic_ms() + FETCH_TIMEOUT_MS;
     for (int off = 0; off < n;) {
         ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
@@ -412,9 +439,10 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
             break;
         }
     }
-    if (rc == 0 && llhttp_get_status_code(&parser) != 200) {
-        snprintf(err, errlen, "%s%s: HTTP %d: %.*s", text, path, llhttp_get_status_code(&parser),
-                 (int)TT_MIN(tt_buf_len(body), 200), tt_buf_rptr(body));
+    int status = llhttp_get_status_code(&parser);
+    if (rc == 0 && (status < 200 || status > 299)) {
+        snprintf(err, errlen, "%s%s: HTTP %d: %.*s", text, path, status,
+                 (int)TT_MIN(tt_buf_len(body), 400), tt_buf_rptr(body));
         rc = -1;
     }
     close(fd);
@@ -424,7 +452,7 @@ int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *
 /* ---- the command ------------------------------------------------------------------------------
  */
 
-static int parse_admin(const char *s, tt_addr_t *out)
+int tt_top_parse_admin(const char *s, tt_addr_t *out)
 {
     if (strncmp(s, "http://", 7) == 0)
         s += 7;
@@ -483,13 +511,14 @@ static void emit(const tt_top_opts_t *o, const tt_top_sample_t *prev, const tt_t
 int tt_top_run(const tt_top_opts_t *o, FILE *out, FILE *errf)
 {
     tt_addr_t addr;
-    if (parse_admin(o->admin, &addr) < 0) {
+    if (tt_top_parse_admin(o->admin, &addr) < 0) {
         fprintf(errf, "tether top: --admin %s: expected ADDR:PORT (for example %s)\n", o->admin,
                 TT_TOP_DEFAULT_ADMIN);
         return 2;
     }
     if (!(o->interval_s > 0 && o->interval_s <= 3600)) {
-        fprintf(errf, "tether top: --interval must be between 0 and 3600 seconds\n");
+        fprintf(errf, "tether top: --interval: expected a duration above 0 and up to 1h "
+                      "(examples: 1, 0.5, 500ms, 2s, 1m)\n");
         return 2;
     }
     char err[512];

@@ -70,6 +70,14 @@ void tt_top_render_json(const char *admin, const tt_top_sample_t *prev, const tt
  * (connection refused: "is tetherd running with admin = ...?"). */
 int tt_top_fetch(const tt_addr_t *addr, const char *path, tt_buf_t *body, char *err, size_t errlen);
 
+/* The same with another method (POST /reload for `tether reload`); any 2xx answer is success. */
+int tt_admin_request(const tt_addr_t *addr, const char *method, const char *path, tt_buf_t *body,
+                     char *err, size_t errlen);
+
+/* Parses an admin address as `--admin` takes it: ADDR:PORT, [v6]:PORT, NAME:PORT, optionally
+ * with http:// and a trailing '/'. Returns 0, or -1 if malformed or unresolvable. */
+int tt_top_parse_admin(const char *s, tt_addr_t *out);
+
 typedef struct {
     const char *admin; /* "ADDR:PORT" as given */
     int once;          /* one snapshot (two samples interval apart) and exit */

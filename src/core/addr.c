@@ -130,6 +130,32 @@ const char *tt_addr_format(const tt_addr_t *a, char *buf)
     return buf;
 }
 
+int tt_addr_compare(const tt_addr_t *a, const tt_addr_t *b)
+{
+    int fa = a->ss.ss_family, fb = b->ss.ss_family;
+    if (fa != fb)
+        return fa < fb ? -1 : 1;
+    const void *pa, *pb;
+    size_t len;
+    in_port_t porta, portb;
+    if (fa == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        pa = &x->sin_addr, pb = &y->sin_addr, len = sizeof(x->sin_addr);
+        porta = x->sin_port, portb = y->sin_port;
+    } else if (fa == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        pa = &x->sin6_addr, pb = &y->sin6_addr, len = sizeof(x->sin6_addr);
+        porta = x->sin6_port, portb = y->sin6_port;
+    } else {
+        return memcmp(&a->ss, &b->ss, sizeof(a->ss));
+    }
+    int c = memcmp(pa, pb, len);
+    if (c != 0)
+        return c < 0 ? -1 : 1;
+    porta = ntohs(porta), portb = ntohs(portb);
+    return porta == portb ? 0 : porta < portb ? -1 : 1;
+}
+
 int tt_addr_is_loopback(const tt_addr_t *a)
 {
     if (a->ss.ss_family == AF_INET) {
@@ -141,4 +167,68 @@ int tt_addr_is_loopback(const tt_addr_t *a)
         return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
     }
     return 0;
+}
+
+int tt_addr_port(const tt_addr_t *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+void tt_addr_set_port(tt_addr_t *a, int port)
+{
+    if (a->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
+}
+
+int tt_addr_parse_list(const char *s, int default_port, tt_addr_t *out, size_t max,
+                       const char **why)
+{
+    static const char bad[] = "expected IP[:PORT] or [IPv6][:PORT], separated by commas";
+    size_t n = 0;
+    const char *p = s;
+    for (;;) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            break;
+        size_t len = strcspn(p, ", \t");
+        char one[80], with_port[96];
+        if (len >= sizeof(one)) {
+            *why = bad;
+            return -1;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        p += len;
+        if (n == max) {
+            *why = "too many addresses";
+            return -1;
+        }
+        struct in6_addr a6;
+        int bare = 1;
+        if (one[0] == '[' && one[len - 1] == ']')
+            snprintf(with_port, sizeof(with_port), "%s:%d", one, default_port);
+        else if (inet_pton(AF_INET6, one, &a6) == 1)
+            snprintf(with_port, sizeof(with_port), "[%s]:%d", one, default_port);
+        else if (strchr(one, ':') == NULL)
+            snprintf(with_port, sizeof(with_port), "%s:%d", one, default_port);
+        else {
+            snprintf(with_port, sizeof(with_port), "%s", one);
+            bare = 0;
+        }
+        if (tt_addr_parse(with_port, &out[n]) < 0 || (!bare && tt_addr_port(&out[n]) == 0)) {
+            *why = bad;
+            return -1;
+        }
+        n++;
+    }
+    if (n == 0) {
+        *why = "empty list";
+        return -1;
+    }
+    return (int)n;
 }

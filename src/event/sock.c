@@ -1,10 +1,14 @@
 #include "event/sock.h"
 
+#include "core/clock.h"
+#include "core/invariant.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,23 @@ int tt_sock_connect(const tt_addr_t *a)
         return -1;
     }
     return fd;
+}
+
+int tt_sock_wait(int fd, short events, uint64_t deadline_ms, int stop_fd)
+{
+    for (;;) {
+        uint64_t now = tt_clock_monotonic_ms();
+        if (now >= deadline_ms)
+            return -1;
+        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = stop_fd, .events = POLLIN}};
+        int n = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)TT_MIN(deadline_ms - now, 1u << 30));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || (stop_fd >= 0 && pfd[1].revents != 0))
+            return -1;
+        if (pfd[0].revents != 0)
+            return 0;
+    }
 }
 
 int tt_sock_connect_result(int fd)

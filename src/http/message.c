@@ -4,47 +4,31 @@
 #include "core/list.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <string.h>
 
 void tt_http_headpool_init(tt_http_headpool_t *hp, size_t max_free)
 {
-    hp->free = NULL;
-    hp->nfree = 0;
-    hp->max_free = max_free;
+    tt_recycle_init(&hp->recycle, offsetof(tt_http_head_t, _next_free), max_free);
 }
 
 void tt_http_headpool_destroy(tt_http_headpool_t *hp)
 {
-    while (hp->free != NULL) {
-        tt_http_head_t *h = hp->free;
-        hp->free = h->next_free;
+    tt_http_head_t *h;
+    while ((h = tt_recycle_pop(&hp->recycle)) != NULL)
         free(h);
-    }
-    hp->nfree = 0;
 }
 
 tt_http_head_t *tt_http_head_acquire(tt_http_headpool_t *hp)
 {
-    tt_http_head_t *h = hp->free;
-    if (h != NULL) {
-        hp->free = h->next_free;
-        hp->nfree--;
-        return h;
-    }
-    return tt_malloc(sizeof(*h));
+    tt_http_head_t *h = tt_recycle_pop(&hp->recycle);
+    return h != NULL ? h : tt_malloc(sizeof(*h));
 }
 
 void tt_http_head_release(tt_http_headpool_t *hp, tt_http_head_t *h)
 {
-    if (h == NULL)
-        return;
-    if (hp->nfree >= hp->max_free) {
+    if (h != NULL && tt_recycle_push(&hp->recycle, h) < 0)
         free(h);
-        return;
-    }
-    h->next_free = hp->free;
-    hp->free = h;
-    hp->nfree++;
 }
 
 static tt_http_reader_t *reader_of(llhttp_t *p)

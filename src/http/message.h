@@ -9,6 +9,7 @@
 #define TT_HTTP_MESSAGE_H
 
 #include "core/buf.h"
+#include "core/recycle.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -37,12 +38,11 @@ typedef struct tt_http_head {
     uint64_t content_length;
     uint32_t nheaders;
     tt_http_header_t headers[TT_HTTP_MAX_HEADERS];
-    struct tt_http_head *next_free;
+    void *_next_free; /* while kept by a tt_http_headpool_t */
 } tt_http_head_t;
 
 typedef struct {
-    tt_http_head_t *free;
-    size_t nfree, max_free;
+    tt_recycle_t recycle;
 } tt_http_headpool_t;
 
 void tt_http_headpool_init(tt_http_headpool_t *hp, size_t max_free);

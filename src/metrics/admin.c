@@ -68,29 +68,11 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED; /* the head is all we need; a body, if any, is never read */
 }
 
-static int64_t remaining(uint64_t deadline_ms)
-{
-    uint64_t now = tt_clock_monotonic_ms();
-    return now >= deadline_ms ? 0 : (int64_t)(deadline_ms - now);
-}
-
 /* Waits until fd is ready for events or the deadline passes; 0 when ready, -1 on timeout, error
  * or a stop request. */
 static int wait_fd(tt_admin_t *a, int fd, short events, uint64_t deadline_ms)
 {
-    for (;;) {
-        int64_t left = remaining(deadline_ms);
-        if (left == 0)
-            return -1;
-        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = a->stop_fd, .events = POLLIN}};
-        int n = poll(pfd, 2, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || pfd[1].revents != 0)
-            return -1;
-        if (pfd[0].revents != 0)
-            return 0;
-    }
+    return tt_sock_wait(fd, events, deadline_ms, a->stop_fd);
 }
 
 static int send_all(tt_admin_t *a, int fd, const char *p, size_t len)
@@ -132,13 +114,6 @@ static void respond_text(tt_admin_t *a, int fd, int head_only, int status, const
     respond(a, fd, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
 }
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
 static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
 {
     char err[256] = "";
@@ -150,7 +125,7 @@ static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 65536);
+    tt_buf_init(&b, 65536);
     if (json)
         tt_stats_json_render(s, &b);
     else
@@ -173,7 +148,7 @@ static void serve_pools(tt_admin_t *a, int fd, int head_only)
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 4096 + l.n * 200);
+    tt_buf_init(&b, 4096 + l.n * 200);
     tt_pools_json_render(&l, &b);
     respond(a, fd, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
     free(b.data);
@@ -194,20 +169,52 @@ static void serve_config(tt_admin_t *a, int fd, int head_only)
     free(safe);
 }
 
+/* POST /reload: what SIGHUP does, for `tether reload`. It changes the running process, so only
+ * a client on this host may ask, whatever admin_allow_remote lets read. */
+static void serve_reload(tt_admin_t *a, int fd, int method)
+{
+    if (method != HTTP_POST) {
+        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: POST\r\n",
+                "tether: POST /reload\n", 21);
+        return;
+    }
+    tt_addr_t peer;
+    peer.len = sizeof(peer.ss);
+    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0 ||
+        !tt_addr_is_loopback(&peer)) {
+        respond_text(a, fd, 0, 403, "Forbidden", "tether: /reload is for loopback clients only\n");
+        return;
+    }
+    char msg[600] = "";
+    int rc = a->ops.reload != NULL ? a->ops.reload(a->ops.ctx, msg, sizeof(msg) - 1) : -1;
+    size_t len = strlen(msg);
+    msg[len++] = '\n';
+    msg[len] = '\0';
+    if (rc == 0)
+        respond_text(a, fd, 0, 202, "Accepted", msg);
+    else
+        respond_text(a, fd, 0, rc == -1 ? 400 : 503,
+                     rc == -1 ? "Bad Request" : "Service Unavailable", msg);
+}
+
 static void dispatch(tt_admin_t *a, int fd, const request_t *r)
 {
     int method = llhttp_get_method((llhttp_t *)&r->parser);
     int head_only = method == HTTP_HEAD;
-    if (method != HTTP_GET && method != HTTP_HEAD) {
-        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
-                "tether: only GET and HEAD\n", 26);
-        return;
-    }
     /* Origin-form only; the query string is ignored. */
     size_t plen = strcspn(r->url, "?#");
     char path[URL_LIMIT];
     memcpy(path, r->url, plen);
     path[plen] = '\0';
+    if (strcmp(path, "/reload") == 0) {
+        serve_reload(a, fd, method);
+        return;
+    }
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
+                "tether: only GET and HEAD\n", 26);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
         serve_snapshot(a, fd, head_only, 0);
     } else if (strcmp(path, "/stats") == 0) {
@@ -226,8 +233,9 @@ static void dispatch(tt_admin_t *a, int fd, const request_t *r)
     } else if (strcmp(path, "/config") == 0) {
         serve_config(a, fd, head_only);
     } else if (strcmp(path, "/") == 0) {
-        respond_text(a, fd, head_only, 200, "OK",
-                     "tetherd admin: /metrics /stats /healthz /ready /pools /config\n");
+        respond_text(
+            a, fd, head_only, 200, "OK",
+            "tetherd admin: /metrics /stats /healthz /ready /pools /config, POST /reload\n");
     } else {
         respond_text(a, fd, head_only, 404, "Not Found", "tether: no such admin path\n");
     }
@@ -360,9 +368,15 @@ tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char
         close(fd);
         return NULL;
     }
+    return tt_admin_open_fd(fd, ops, err, errlen);
+}
+
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen)
+{
     tt_addr_t bound;
     bound.len = sizeof(bound.ss);
     getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tt_admin_t *a = tt_calloc(1, sizeof(*a));
     a->fd = fd;
     a->ops = *ops;
@@ -462,7 +476,7 @@ static void put_value(tt_buf_t *b, const char *v, size_t n)
 char *tt_admin_redact_config(const char *text)
 {
     tt_buf_t b;
-    buf_init(&b, strlen(text) + 64);
+    tt_buf_init(&b, strlen(text) + 64);
     const char *line = text;
     while (*line != '\0') {
         const char *eol = strchr(line, '\n');

@@ -4,11 +4,12 @@
  *   /healthz  200 while the process    /ready   200 once ready (ops->ready), else 503
  *             answers                  /pools   every upstream connection now (JSON)
  *   /config   the effective configuration, secrets redacted
+ *   POST /reload   reload the configuration file (ops->reload), loopback clients only
  *
- * Only GET and HEAD; anything else is 405, an unknown path 404. One connection at a time, one
- * request per connection (Connection: close), the request head bounded (8 KiB) and read within a
- * deadline (5 s), so a slow or hostile client costs at most that and cannot exhaust anything.
- * Scrapers open a connection per scrape anyway.
+ * Only GET and HEAD (POST for /reload); anything else is 405, an unknown path 404. One connection
+ * at a time, one request per connection (Connection: close), the request head bounded (8 KiB) and
+ * read within a deadline (5 s), so a slow or hostile client costs at most that and cannot exhaust
+ * anything. Scrapers open a connection per scrape anyway.
  *
  * The server knows nothing of workers: what it serves comes from tt_admin_ops_t, which the proxy
  * implements (proxy/introspect.h) and tests fake. The ops are called on the admin thread. */
@@ -32,6 +33,9 @@ typedef struct {
     /* The effective configuration as INI text (malloc'd, the server frees it), or NULL. The
      * server redacts it before serving. */
     char *(*config)(void *ctx);
+    /* Validates the configuration file and starts a reload: 0 (started), -1 (the file is
+     * invalid), -2 (cannot reload now); a one-line explanation in msg either way. NULL: none. */
+    int (*reload)(void *ctx, char *msg, size_t msglen);
 } tt_admin_ops_t;
 
 typedef struct tt_admin tt_admin_t;
@@ -41,6 +45,9 @@ typedef struct tt_admin tt_admin_t;
  * server, not yet serving, or NULL with a reason in err. ops is copied. */
 tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char *err,
                           size_t errlen);
+
+/* The same on fd, a listening socket the server takes ownership of (closed on failure too). */
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen);
 
 /* Starts the serving thread. Call after the state the ops read exists (workers started).
  * Returns 0, or an errno value. */

@@ -22,8 +22,23 @@ void tt_snapshot_free(tt_snapshot_t *s)
 {
     if (s == NULL)
         return;
+    for (size_t i = 0; i < s->nupstreams; i++)
+        free(s->ups[i].endpoints);
     free(s->ups);
     free(s);
+}
+
+tt_endpoint_row_t *tt_snapshot_endpoint(tt_upstream_snapshot_t *u, const char *address)
+{
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (strcmp(u->endpoints[i].address, address) == 0)
+            return &u->endpoints[i];
+    u->endpoints = tt_realloc(u->endpoints, (u->nendpoints + 1) * sizeof(*u->endpoints));
+    tt_endpoint_row_t *r = &u->endpoints[u->nendpoints++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->address, sizeof(r->address), "%s", address);
+    r->draining = 1;
+    return r;
 }
 
 uint64_t tt_snapshot_sent(const tt_upstream_snapshot_t *u)

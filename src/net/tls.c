@@ -36,16 +36,16 @@ struct tt_tls_client {
 };
 
 static const struct {
-    const char *name, *phrase;
+    const char *name, *phrase, *proxy_status;
 } failures[TT_TLS_FAIL__COUNT] = {
-    [TT_TLS_FAIL_UNTRUSTED] = {"untrusted", "certificate not trusted"},
-    [TT_TLS_FAIL_NAME_MISMATCH] = {"name_mismatch", "name mismatch"},
-    [TT_TLS_FAIL_EXPIRED] = {"expired", "certificate expired"},
-    [TT_TLS_FAIL_PROTOCOL_VERSION] = {"protocol_version", "protocol version"},
-    [TT_TLS_FAIL_TIMEOUT] = {"timeout", "handshake timeout"},
-    [TT_TLS_FAIL_REJECTED] = {"rejected", "rejected by upstream"},
-    [TT_TLS_FAIL_CLOSED] = {"closed", "connection closed"},
-    [TT_TLS_FAIL_OTHER] = {"other", "handshake error"},
+    [TT_TLS_FAIL_UNTRUSTED] = {"untrusted", "certificate not trusted", "tls_certificate_error"},
+    [TT_TLS_FAIL_NAME_MISMATCH] = {"name_mismatch", "name mismatch", "tls_certificate_error"},
+    [TT_TLS_FAIL_EXPIRED] = {"expired", "certificate expired", "tls_certificate_error"},
+    [TT_TLS_FAIL_PROTOCOL_VERSION] = {"protocol_version", "protocol version", "tls_protocol_error"},
+    [TT_TLS_FAIL_TIMEOUT] = {"timeout", "handshake timeout", "connection_timeout"},
+    [TT_TLS_FAIL_REJECTED] = {"rejected", "rejected by upstream", "tls_alert_received"},
+    [TT_TLS_FAIL_CLOSED] = {"closed", "connection closed", "connection_terminated"},
+    [TT_TLS_FAIL_OTHER] = {"other", "handshake error", "tls_protocol_error"},
 };
 
 const char *tt_tls_failure_name(tt_tls_failure_t f)
@@ -56,6 +56,11 @@ const char *tt_tls_failure_name(tt_tls_failure_t f)
 const char *tt_tls_failure_phrase(tt_tls_failure_t f)
 {
     return f < TT_TLS_FAIL__COUNT ? failures[f].phrase : "handshake error";
+}
+
+const char *tt_proxy_status_for_tls(tt_tls_failure_t f)
+{
+    return f < TT_TLS_FAIL__COUNT ? failures[f].proxy_status : "tls_protocol_error";
 }
 
 /* ---- building the context ------------------------------------------------------------------ */

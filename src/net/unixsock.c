@@ -99,6 +99,19 @@ fail:
     return -1;
 }
 
+void tt_unix_adopt_file(tt_unix_listener_t *l, int fd, const tt_addr_t *addr)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&addr->ss;
+    struct stat st;
+    l->fd = -1;
+    snprintf(l->path, sizeof(l->path), "%s", un->sun_path);
+    if (l->path[0] == '\0' || stat(l->path, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return;
+    l->dev = st.st_dev;
+    l->ino = st.st_ino;
+    l->fd = fd;
+}
+
 void tt_unix_listener_close(tt_unix_listener_t *l)
 {
     if (l->fd < 0)

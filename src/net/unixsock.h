@@ -36,6 +36,12 @@ typedef struct {
 int tt_unix_listen(tt_unix_listener_t *l, const tt_addr_t *addr, int backlog,
                    const tt_unix_perms_t *perms, char *err, size_t errlen);
 
+/* Makes l own the file of fd, a listening socket at addr inherited from a predecessor (which
+ * gave it up with the socket): l->fd becomes fd, the file's device and inode are recorded so
+ * that a clean shutdown removes it. l->fd stays -1 (nothing to remove) if the path no longer
+ * names a socket file. */
+void tt_unix_adopt_file(tt_unix_listener_t *l, int fd, const tt_addr_t *addr);
+
 /* Closes the socket and removes its file if it is still this process's. Harmless when closed. */
 void tt_unix_listener_close(tt_unix_listener_t *l);
 

@@ -8,6 +8,7 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static void upstream_cb(tt_conn_t *conn, uint32_t events);
@@ -30,8 +31,12 @@ void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 
 static void attach_conn(tt_session_t *s, tt_conn_t *conn)
 {
+    TT_ASSERT(s->conn == NULL && conn->state == TT_CONN_ACTIVE && s->uout != NULL);
     s->conn = conn;
-    s->reused = tt_conn_reused(conn);
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", conn->ep->name);
+    /* For the access log, as for requests_on_reused: served a request before this one (the lease
+     * counted this one). A pre-warmed connection's first request is not a reuse. */
+    s->reused = conn->requests > 1;
     s->uout_sent = 0;
     s->resp_pending = 0;
     s->resp_started = s->resp_head_done = s->resp_done = 0;
@@ -50,8 +55,36 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
     s->state = S_EXCHANGE;
 }
 
+/* The upstream has no endpoint at all (a name that has not resolved yet, or whose answer was
+ * emptied with dns_empty = clear): fail at once, with no connect attempt and no queueing. */
+static void reply_no_endpoints(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (conf->endpoints == NULL && conf->dns_refresh != 0)
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "dns_error",
+                               "upstream %s: no endpoints yet (%s has no address from DNS)",
+                               conf->name, conf->host);
+    else
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_not_found",
+                               "upstream %s: no endpoints", conf->name);
+}
+
+/* Every endpoint is ejected: fail fast, and say why and when the next trial is due. */
+static void reply_breaker_open(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    const char *cause;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
+    tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
+                           "upstream %s: circuit breaker open: every endpoint failed %lld "
+                           "connects in a row (last: %s); next trial in %llums",
+                           conf->name, (long long)conf->breaker_failures, cause,
+                           (unsigned long long)ms);
+}
+
 void tt_session_acquire_conn(tt_session_t *s, int flags)
 {
+    TT_ASSERT(s->up != NULL && s->conn == NULL && s->state != S_CLOSED);
     tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
     const tt_upstream_conf_t *conf = s->up->conf;
     tt_conn_t *conn = NULL;
@@ -65,17 +98,24 @@ void tt_session_acquire_conn(tt_session_t *s, int flags)
         return;
     case TT_POOL_QUEUE_FULL:
         tt_session_reply_error(
-            s, 503, TT_CLOSE_ERROR,
+            s, 503, TT_CLOSE_ERROR, "connection_limit_reached",
             "upstream %s: %lld requests already waiting for a connection (max_queue)", conf->name,
             (long long)conf->max_queue);
         return;
     case TT_POOL_CONNECT_FAILED:
-        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): connect failed: %s",
-                               conf->name, s->up->addr_str, strerror(errno));
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(errno),
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(errno));
+        return;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        return;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         return;
     case TT_POOL_SHUTDOWN:
     default:
-        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "shutting down");
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "proxy_internal_response", "shutting down");
         return;
     }
 }
@@ -85,34 +125,45 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
                       const tt_pool_error_t *err)
 {
     tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
+    TT_ASSERT(s->state == S_WAIT_CONN && s->conn == NULL);
     const tt_upstream_conf_t *conf = s->up->conf;
+    if (err != NULL && err->endpoint != NULL)
+        snprintf(s->endpoint, sizeof(s->endpoint), "%s", err->endpoint);
     switch (result) {
     case TT_POOL_OK:
         attach_conn(s, conn);
         break;
     case TT_POOL_QUEUE_TIMEOUT:
-        tt_session_reply_error(s, 503, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "connection_limit_reached",
                                "upstream %s: no connection available within queue_timeout (%lldms, "
                                "max_connections %lld)",
                                conf->name, (long long)conf->queue_timeout,
                                (long long)conf->max_connections);
         break;
     case TT_POOL_CONNECT_TIMEOUT:
-        tt_session_reply_error(s, 504, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "connection_timeout",
                                "upstream %s (%s): connect timed out after %lldms", conf->name,
-                               s->up->addr_str, (long long)conf->connect_timeout);
+                               tt_session_endpoint(s), (long long)conf->connect_timeout);
         break;
     case TT_POOL_CONNECT_FAILED:
-        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "upstream %s (%s): connect failed: %s",
-                               conf->name, s->up->addr_str, strerror(err->errno_value));
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(err->errno_value),
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(err->errno_value));
         break;
     case TT_POOL_TLS_FAILED:
-        tt_session_reply_error(s, 502, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_tls(err->tls),
                                "upstream %s (%s): TLS handshake failed: %s (%s)", conf->name,
-                               s->up->addr_str, tt_tls_failure_phrase(err->tls), err->detail);
+                               tt_session_endpoint(s), tt_tls_failure_phrase(err->tls),
+                               err->detail);
+        break;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        break;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
         break;
     default:
-        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "shutting down");
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "proxy_internal_response", "shutting down");
         break;
     }
     tt_session_run(s);
@@ -143,17 +194,28 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
         tt_session_close(s, reason);
         return;
     }
-    if (!s->retryable && tt_conn_reused(c) && !s->resp_started)
-        tt_session_reply_error(
-            s, 502, reason,
-            "upstream %s (%s): connection %s before responding; not retried because "
-            "%s %s",
-            conf->name, s->up->addr_str, why, llhttp_method_name((llhttp_method_t)s->method),
-            s->retaining ? "is not idempotent"
-                         : "is not idempotent or its body exceeds retry_buffer");
-    else
-        tt_session_reply_error(s, 502, reason, "upstream %s (%s): connection %s", conf->name,
-                               s->up->addr_str, why);
+    /* A TLS error on a read or write (a TLS 1.3 upstream refusing the client certificate after
+     * the handshake) is the TLS layer's failure, and is logged as such, once per cause. */
+    const char *perr = strncmp(why, TT_CONN_TLS_ERROR, strlen(TT_CONN_TLS_ERROR)) == 0
+                           ? "tls_protocol_error"
+                           : "connection_terminated";
+    if (!s->retryable && tt_conn_reused(c) && !s->resp_started) {
+        char because[96];
+        if (!s->idempotent)
+            snprintf(because, sizeof(because), "%s is not idempotent",
+                     llhttp_method_name((llhttp_method_t)s->method));
+        else if (s->upgrade)
+            snprintf(because, sizeof(because), "it asks for a protocol upgrade");
+        else
+            snprintf(because, sizeof(because), "its body exceeds retry_buffer (%lld bytes)",
+                     (long long)conf->retry_buffer);
+        tt_session_reply_error(s, 502, reason, perr,
+                               "upstream %s (%s): connection %s before responding; not retried "
+                               "because %s",
+                               conf->name, tt_session_endpoint(s), why, because);
+    } else
+        tt_session_reply_error(s, 502, reason, perr, "upstream %s (%s): connection %s", conf->name,
+                               tt_session_endpoint(s), why);
 }
 
 /* Words for a failed upstream read or write, as in "connection %s before responding". */
@@ -250,7 +312,7 @@ static tt_step_t step_request(tt_session_t *s)
             tt_http_status_t st =
                 tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
             if (st == TT_HTTP_ERROR) {
-                tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL,
+                tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
                                        "malformed request body: %s", tt_http_reader_error(&s->req));
                 return TT_STEP_DECLINED;
             }
@@ -322,7 +384,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
     if (st == TT_HTTP_AGAIN)
         return TT_STEP_AGAIN;
     if (st != TT_HTTP_HEAD_DONE) {
-        tt_session_reply_error(s, 502, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
                                "upstream %s sent an invalid response head: %s", s->up->conf->name,
                                st == TT_HTTP_ERROR ? tt_http_reader_error(&s->resp) : "too large");
         return TT_STEP_DECLINED;
@@ -343,7 +405,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
     if (h->status == 101 && !s->req_sent) {
         /* The tunnel would interleave its bytes with the rest of the request (and over TLS
          * break OpenSSL's rule that a pending write is retried with the same bytes). */
-        tt_session_reply_error(s, 502, TT_CLOSE_ERROR,
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
                                "upstream %s switched protocols before the request was sent whole",
                                s->up->conf->name);
         return TT_STEP_DECLINED;
@@ -369,6 +431,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
 
 static void finish_exchange(tt_session_t *s)
 {
+    TT_ASSERT(s->resp_done && s->resp_pending == 0 && s->state == S_EXCHANGE);
     tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
                                 : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
                                                      : TT_REUSE_OK;
@@ -456,9 +519,10 @@ static tt_step_t step_response(tt_session_t *s)
                 tt_buf_compact(c->in);
             else if (tt_buf_reserve(c->in, TT_BUF_SIZE, (size_t)s->worker->conf->max_head_size) <
                      0) {
-                tt_session_reply_error(
-                    s, 502, TT_CLOSE_ERROR, "upstream %s sent a response head over %lld bytes",
-                    s->up->conf->name, (long long)s->worker->conf->max_head_size);
+                tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_response_header_section_size",
+                                       "upstream %s sent a response head over %lld bytes",
+                                       s->up->conf->name,
+                                       (long long)s->worker->conf->max_head_size);
                 return TT_STEP_DECLINED;
             }
             if (tt_buf_room(c->in) == 0)
@@ -494,7 +558,7 @@ static tt_step_t step_response(tt_session_t *s)
         }
         if (!s->resp_head_done) {
             tt_session_reply_error(
-                s, 502, TT_CLOSE_RESPONSE_PARTIAL,
+                s, 502, TT_CLOSE_RESPONSE_PARTIAL, "http_response_incomplete",
                 "upstream %s closed the connection in the middle of the response head",
                 s->up->conf->name);
             return TT_STEP_DECLINED;
@@ -579,11 +643,12 @@ static void keep_response_drop_conn(tt_session_t *s)
 static void upstream_cb(tt_conn_t *conn, uint32_t events)
 {
     tt_session_t *s = conn->owner;
+    TT_ASSERT(s->conn == conn && (s->state == S_EXCHANGE || s->state == S_TUNNEL));
     const tt_upstream_conf_t *conf = s->up->conf;
     if (events & TT_CONN_EV_LEASE_WARN) {
         tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "
                 "(a client not reading its response?)",
-                conf->name, (unsigned long long)conn->id, s->up->addr_str,
+                conf->name, (unsigned long long)conn->id, tt_session_endpoint(s),
                 (long long)conf->lease_warn, s->peer);
         tt_worker_pool(s->worker, s->up)->stats.lease_warnings++;
         return;

@@ -20,10 +20,12 @@ static int method_is_idempotent(uint8_t m)
 
 void tt_session_begin_request(tt_session_t *s)
 {
+    TT_ASSERT(s->conn == NULL && !s->in_request && s->state != S_CLOSED);
     s->state = S_HEAD;
     s->up = NULL;
+    s->endpoint[0] = '\0';
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
-    s->retryable = s->retaining = s->retried = 0;
+    s->idempotent = s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
     s->resp_keepalive = s->close_after = s->upgrade = 0;
     s->head_parsed = 0;
@@ -61,7 +63,8 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
     if (!absolute) {
         int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
         if (target.len == 0 || (target.str[0] != '/' && !asterisk)) {
-            tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "invalid request target");
+            tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                                   "invalid request target");
             return -1;
         }
         out->target = target;
@@ -74,7 +77,8 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
             host = (tt_span_t){base + hh->value, hh->value_len};
     }
     if (count_headers(h, base, "host", 4) > 1) { /* RFC 9112 3.2: which one would win? */
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "more than one Host header");
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                               "more than one Host header");
         return -1;
     }
     if (s->listener_upstream != NULL) {
@@ -86,13 +90,13 @@ static int route_request(tt_session_t *s, const tt_http_head_t *h, const char *b
         return 0;
     }
     if (host.len == 0) {
-        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "missing Host header");
+        tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error", "missing Host header");
         return -1;
     }
     s->up = tt_route_host(s->worker->upstreams, s->worker->nupstreams, host.str, host.len);
     if (s->up == NULL) {
         tt_session_reply_error(
-            s, 403, TT_CLOSE_ERROR,
+            s, 403, TT_CLOSE_ERROR, "destination_not_found",
             "no upstream is configured for host %.*s (tether is not an open proxy)",
             (int)TT_MIN(host.len, 200), host.str);
         return -1;
@@ -117,6 +121,12 @@ static void start_request(tt_session_t *s)
     s->reused = 0;
     s->path_len = (uint8_t)TT_MIN(h->target_len, sizeof(s->path));
     memcpy(s->path, base + h->target, s->path_len);
+    tt_span_t target = {base + h->target, h->target_len}, authority, path;
+    const tt_http_header_t *hh = tt_http_head_find(h, base, "host");
+    if (tt_http_split_absolute(target, &authority, &path) < 0)
+        authority = hh != NULL ? (tt_span_t){base + hh->value, hh->value_len} : (tt_span_t){"", 0};
+    s->host_len = (uint8_t)TT_MIN(authority.len, sizeof(s->host));
+    memcpy(s->host, authority.str, s->host_len);
     s->method = h->method;
     s->http10 = h->minor == 0;
     s->client_keepalive = h->keep_alive;
@@ -125,7 +135,7 @@ static void start_request(tt_session_t *s)
     int routed = 0;
     if (h->method == HTTP_CONNECT)
         tt_session_reply_error(
-            s, 405, TT_CLOSE_ERROR,
+            s, 405, TT_CLOSE_ERROR, "http_request_denied",
             "CONNECT is not supported: tether pools plain HTTP/1.1 connections to its "
             "configured upstreams; send plain http:// requests");
     else
@@ -133,10 +143,10 @@ static void start_request(tt_session_t *s)
     if (routed) {
         s->upgrade = h->upgrade;
         int has_body = h->chunked || (h->has_length && h->content_length > 0);
-        int idempotent = method_is_idempotent(h->method) ||
-                         tt_http_head_find(h, base, "idempotency-key") != NULL;
+        s->idempotent = method_is_idempotent(h->method) ||
+                        tt_http_head_find(h, base, "idempotency-key") != NULL;
         int64_t limit = s->up->conf->retry_buffer;
-        s->retryable = idempotent && !s->upgrade &&
+        s->retryable = s->idempotent && !s->upgrade &&
                        (!has_body || h->chunked || (int64_t)h->content_length <= limit);
         s->retaining = s->retryable && has_body;
         s->uout = tt_buf_acquire(&s->worker->bufs);
@@ -186,12 +196,12 @@ tt_step_t tt_session_step_head(tt_session_t *s)
                 start_request(s);
                 return TT_STEP_OK;
             case TT_HTTP_ERROR:
-                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "malformed request: %s",
-                                       tt_http_reader_error(&s->req));
+                tt_session_reply_error(s, 400, TT_CLOSE_ERROR, "http_request_error",
+                                       "malformed request: %s", tt_http_reader_error(&s->req));
                 return TT_STEP_OK;
             case TT_HTTP_HEAD_TOO_LARGE:
                 tt_session_reply_error(
-                    s, 431, TT_CLOSE_ERROR,
+                    s, 431, TT_CLOSE_ERROR, "http_request_error",
                     "request head larger than max_head_size (%zu bytes) or with too many "
                     "header fields",
                     max_head);
@@ -205,7 +215,7 @@ tt_step_t tt_session_step_head(tt_session_t *s)
             return TT_STEP_ERROR;
         }
         if (tt_buf_room(s->cin) == 0 && tt_buf_reserve(s->cin, TT_BUF_SIZE, max_head) < 0) {
-            tt_session_reply_error(s, 431, TT_CLOSE_ERROR,
+            tt_session_reply_error(s, 431, TT_CLOSE_ERROR, "http_request_error",
                                    "request head larger than max_head_size (%zu bytes)", max_head);
             return TT_STEP_OK;
         }

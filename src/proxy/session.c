@@ -39,11 +39,17 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
     tt_access_entry_t e = {
         .client = s->peer,
         .upstream = s->up != NULL ? s->up->conf->name : NULL,
-        .endpoint = s->up != NULL ? s->up->addr_str : NULL,
+        .endpoint = s->up != NULL ? tt_session_endpoint(s) : NULL,
         .method =
             s->method == TT_METHOD_UNKNOWN ? "-" : llhttp_method_name((llhttp_method_t)s->method),
         .path = s->path,
         .path_len = s->path_len,
+        .host = s->host,
+        .host_len = s->host_len,
+        .generated_by = s->status == 0 ? NULL
+                        : s->generated ? "tether"
+                                       : "upstream",
+        .error = s->generated ? s->proxy_error : NULL,
         .status = s->status,
         .bytes = s->bytes_out,
         .duration_us = duration_us,
@@ -59,7 +65,7 @@ void tt_session_end_request(tt_session_t *s)
     if (!s->in_request)
         return;
     s->in_request = 0;
-    unsigned cls = s->status >= 100 && s->status < 600 ? s->status / 100 : 0;
+    unsigned cls = tt_status_class(s->status);
     if (s->up == NULL) {
         s->worker->unrouted[cls]++;
         log_access(s, tt_clock_monotonic_us() - s->started_us);
@@ -156,7 +162,7 @@ tt_buf_t *tt_session_cout(tt_session_t *s)
 }
 
 void tt_session_reply_error(tt_session_t *s, int status, tt_close_reason_t conn_verdict,
-                            const char *fmt, ...)
+                            const char *proxy_error, const char *fmt, ...)
 {
     char msg[400];
     va_list ap;
@@ -175,17 +181,27 @@ void tt_session_reply_error(tt_session_t *s, int status, tt_close_reason_t conn_
     s->close_after = !keep;
     s->status = (uint16_t)status;
     s->generated = 1;
+    s->proxy_error = proxy_error;
     size_t before = tt_buf_len(tt_session_cout(s));
-    tt_http_write_error(s->cout, status, s->close_after, "%s", msg);
+    tt_http_write_error(s->cout, status, s->close_after, proxy_error, "%s", msg);
     if (!s->in_request) { /* refused while its head was read */
         s->in_request = 1;
         s->started_us = tt_clock_monotonic_us();
-        s->path_len = 0;
+        s->path_len = s->host_len = 0;
         s->method = TT_METHOD_UNKNOWN;
     }
     s->bytes_out = tt_buf_len(s->cout) - before; /* counted now: logged before it is written */
     tt_session_end_request(s);
-    tt_debug("client %s: %d %s", s->peer, status, msg);
+    /* A failure of the upstream or of tetherd (5xx) is worth a warning, at most one per 5 s per
+     * worker with the count held back; the client's own mistakes (4xx) only at debug. Failed
+     * TLS handshakes have their own log line, once per cause (tt_upstream_tls_failed). */
+    unsigned suppressed;
+    if (status >= 500 && strncmp(proxy_error, "tls_", 4) != 0 &&
+        tt_ratelimit_allow(&s->worker->error_warn, tt_loop_now(tt_session_loop(s)), 5000,
+                           &suppressed))
+        tt_warn("client %s: %d %s (%u similar suppressed)", s->peer, status, msg, suppressed);
+    else
+        tt_debug("client %s: %d %s", s->peer, status, msg);
     tt_loop_timer_stop(tt_session_loop(s), &s->timer);
     s->state = S_FLUSH;
 }
@@ -214,6 +230,7 @@ void tt_session_run(tt_session_t *s)
                 continue;
             break;
         case S_WAIT_CONN:
+            TT_ASSERT(s->conn == NULL);
             break;
         case S_EXCHANGE: {
             tt_session_step_exchange(s);
@@ -265,7 +282,7 @@ static void session_timer_cb(tt_timer_t *t)
     switch (s->state) {
     case S_HEAD:
         if (s->cin != NULL && s->cin->wpos > 0) {
-            tt_session_reply_error(s, 408, TT_CLOSE_ERROR,
+            tt_session_reply_error(s, 408, TT_CLOSE_ERROR, "http_request_error",
                                    "request head not received within %lldms",
                                    (long long)s->worker->conf->client_header_timeout);
             tt_session_run(s);
@@ -275,16 +292,29 @@ static void session_timer_cb(tt_timer_t *t)
         return;
     case S_EXCHANGE:
         if (!s->req_sent) {
-            tt_session_reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL,
+            tt_session_reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
                                    "request body stalled for %lldms",
                                    (long long)s->worker->conf->client_idle_timeout);
         } else {
-            tt_session_reply_error(
-                s, 504, TT_CLOSE_RESPONSE_TIMEOUT, "upstream %s (%s) did not respond within %lldms",
-                s->up->conf->name, s->up->addr_str, (long long)s->up->conf->response_timeout);
+            tt_session_reply_error(s, 504, TT_CLOSE_RESPONSE_TIMEOUT, "http_response_timeout",
+                                   "upstream %s (%s) did not respond within %lldms",
+                                   s->up->conf->name, tt_session_endpoint(s),
+                                   (long long)s->up->conf->response_timeout);
         }
         tt_session_run(s);
         return;
+    case S_WAIT_CONN: {
+        /* Only a retry waits with the timer armed: the first attempt's deadline still holds, and
+         * the client is owed an answer (the pool withdraws the queued request). */
+        int64_t ms =
+            s->req_sent ? s->up->conf->response_timeout : s->worker->conf->client_idle_timeout;
+        tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "http_response_timeout",
+                               "upstream %s (%s) did not respond within %lldms: its connection "
+                               "failed and the retry found no connection in time",
+                               s->up->conf->name, tt_session_endpoint(s), (long long)ms);
+        tt_session_run(s);
+        return;
+    }
     default:
         tt_session_close(s, TT_CLOSE_ERROR);
         return;

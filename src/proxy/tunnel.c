@@ -2,6 +2,8 @@
  * the upstream connection (maybe TLS), until either side ends. */
 #include "proxy/session_int.h"
 
+#include "core/invariant.h"
+
 #include <errno.h>
 #include <sys/socket.h>
 
@@ -73,6 +75,7 @@ static void tunnel_ack(tt_session_t *s)
 
 void tt_session_step_tunnel(tt_session_t *s)
 {
+    TT_ASSERT(s->state == S_TUNNEL && s->conn != NULL && s->resp_head_done);
     tt_conn_t *c = s->conn;
     for (int progress = 1; progress;) {
         progress = 0;

@@ -4,12 +4,12 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LISTEN_BACKLOG 4096
 #define MAX_FREE_BUFS  256
 #define MAX_FREE_HEADS 64
 
@@ -144,34 +144,37 @@ static void accept_cb(tt_io_t *io, uint32_t events)
     }
 }
 
-/* Adds a listener: shared_fd, a Unix socket the server opened, or else a TCP port of this
- * worker's own (SO_REUSEPORT). */
-static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, int shared_fd,
-                        char *err, size_t errlen)
+/* Registers this worker's share of the sockets on addr (net/listeners.h), TCP or Unix alike. The
+ * worker owns a dup of each, so closing it at the drain leaves the set's descriptor for a
+ * successor. A socket every worker accepts from (shared) is polled with EPOLLEXCLUSIVE, which
+ * wakes one of them per connection; such a registration cannot be modified, so a pause deletes
+ * it and a resume adds it again (update_listening). */
+static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr_t *addr,
+                         tt_upstream_t *up, char *err, size_t errlen)
 {
-    char a[TT_ADDR_STRLEN];
-    int fd = shared_fd;
-    if (fd < 0) {
-        int defer_s = (int)((w->conf->tcp_defer_accept + 999) / 1000);
-        fd = tt_sock_listen(addr, LISTEN_BACKLOG, defer_s);
-    }
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
-        return -1;
-    }
-    tt_listener_t *l = &w->_listeners[w->_nlisteners++];
-    l->worker = w;
-    l->upstream = up;
-    l->handler = w->_handlers.accept_cb;
-    l->fd = fd;
-    l->shared = shared_fd >= 0;
-    l->io.fd = -1;
-    if (tt_io_start(w->loop, &l->io, fd, listen_events(l), accept_cb) < 0) {
-        snprintf(err, errlen, "epoll: %s", strerror(errno));
-        if (!l->shared)
+    int fds[64], shared[64];
+    size_t n =
+        tt_listenset_for_worker(ls, addr, w->id, w->nworkers, fds, shared, TT_ARRAY_SIZE(fds));
+    for (size_t i = 0; i < n; i++) {
+        int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(err, errlen, "dup: %s", strerror(errno));
+            return -1;
+        }
+        tt_listener_t *l = &w->_listeners[w->_nlisteners++];
+        l->worker = w;
+        l->upstream = up;
+        l->handler = w->_handlers.accept_cb;
+        l->fd = fd;
+        l->shared = shared[i];
+        l->io.fd = -1;
+        if (tt_io_start(w->loop, &l->io, fd, listen_events(l), accept_cb) < 0) {
+            snprintf(err, errlen, "epoll: %s", strerror(errno));
             close(fd);
-        w->_nlisteners--;
-        return -1;
+            l->fd = -1;
+            w->_nlisteners--;
+            return -1;
+        }
     }
     return 0;
 }
@@ -182,7 +185,7 @@ static void stop_listeners(tt_worker_t *w)
     for (size_t i = 0; i < w->_nlisteners; i++) {
         tt_listener_t *l = &w->_listeners[i];
         tt_io_stop(w->loop, &l->io);
-        if (l->fd >= 0 && !l->shared)
+        if (l->fd >= 0) /* this worker's dup; the set keeps its own for a successor */
             close(l->fd);
         l->fd = -1;
     }
@@ -300,13 +303,15 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
         tt_pool_on_wakeup(&w->pools[i]);
 }
 
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, const tt_worker_handlers_t *handlers, int access_log_fd,
-                   tt_admission_t *admission, const int *shared_fds, char *err, size_t errlen)
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->_handlers = *handlers;
     w->id = id;
+    w->nworkers = nworkers;
     w->conf = conf;
     w->upstreams = upstreams;
     w->nupstreams = nupstreams;
@@ -330,14 +335,12 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
         tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
         upstreams[i].pools[id] = &w->pools[i];
     }
-    w->_listeners = tt_calloc(nupstreams + 1, sizeof(*w->_listeners));
-    if (conf->has_proxy_listen &&
-        add_listener(w, &conf->proxy_listen, NULL, shared_fds[0], err, errlen) < 0)
+    w->_listeners = tt_calloc(ls->n, sizeof(*w->_listeners));
+    if (conf->has_proxy_listen && add_listeners(w, ls, &conf->proxy_listen, NULL, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < nupstreams; i++) {
         const tt_upstream_conf_t *u = &conf->upstreams[i];
-        if (u->has_listen &&
-            add_listener(w, &u->listen, &upstreams[i], shared_fds[1 + i], err, errlen) < 0)
+        if (u->has_listen && add_listeners(w, ls, &u->listen, &upstreams[i], err, errlen) < 0)
             return -1;
     }
     return 0;

@@ -11,6 +11,7 @@
 #include "http/message.h"
 #include "metrics/accesslog.h"
 #include "metrics/snapshot.h"
+#include "net/listeners.h"
 #include "proxy/admission.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
@@ -29,7 +30,7 @@ typedef int (*tt_listener_handler_cb)(tt_listener_t *l, int fd, const tt_addr_t 
 struct tt_listener {
     tt_io_t io; /* registered only while the worker accepts (io.fd -1 while it pauses) */
     int fd;     /* the listening socket, -1 once closed */
-    int shared; /* a Unix socket every worker polls (EPOLLEXCLUSIVE); the server closes it */
+    int shared; /* every worker polls it (EPOLLEXCLUSIVE): a pause deletes, a resume re-adds */
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
     tt_listener_handler_cb handler;
@@ -54,6 +55,7 @@ typedef struct {
  * collection (on the worker's thread) use; the _private ones are worker.c's alone. */
 struct tt_worker {
     size_t id;
+    size_t nworkers;
     tt_loop_t *loop;
     const tt_conf_t *conf;
     tt_upstream_t *upstreams;
@@ -64,12 +66,14 @@ struct tt_worker {
     tt_list_t sessions; /* the handlers' own list of their connections */
     size_t nsessions;   /* counted by tt_worker_session_opened/closed */
     int draining;
+    tt_ratelimit_t error_warn; /* the 5xx its sessions generate */
     tt_accesslog_t access_log;
     tt_admission_t *admission; /* shared by every worker */
     uint64_t accept_errors[TT_ACCEPT_ERRORS];
     uint64_t accept_limit_pauses; /* times this worker stopped accepting at the cap */
     uint64_t accepted;            /* client connections accepted */
-    uint64_t unrouted[6];         /* responses by class to requests that reached no upstream */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
 
     pthread_t _thread;
     tt_listener_t *_listeners;
@@ -89,15 +93,15 @@ struct tt_worker {
     int _call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners, whose connections go
- * to handlers; access_log_fd is the shared access log (-1: off); admission the global client
- * connection cap, which every worker shares and the caller owns; shared_fds the Unix-domain
- * listening sockets every worker polls ([0] proxy_listen, [1 + i] upstream i's listen, -1 where
- * the address is TCP or unset; the caller owns and closes them). Returns 0, or -1 with a reason
+/* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
+ * listening sockets in ls, TCP and Unix alike (dups; ls keeps its own), whose connections go to
+ * handlers; access_log_fd is the shared access log (-1: off); admission the global client
+ * connection cap, which every worker shares and the caller owns. Returns 0, or -1 with a reason
  * in err. Runs on the main thread before any worker starts. */
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, const tt_worker_handlers_t *handlers, int access_log_fd,
-                   tt_admission_t *admission, const int *shared_fds, char *err, size_t errlen);
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, char *err, size_t errlen);
 
 /* The handlers' hooks: a client connection began, or ended. The worker counts them, and once
  * draining finishes when the last one ends; an end frees its slot under max_client_connections

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <linux/sock_diag.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +17,8 @@ static void conn_connect_cb(tt_io_t *io, uint32_t events);
 static void conn_timer_cb(tt_timer_t *t);
 static void conn_io_cb(tt_io_t *io, uint32_t events);
 static void conn_established(tt_conn_t *c);
+static void probe_start(tt_pool_t *pool, tt_conn_t *c);
+static void probe_finish(tt_pool_t *pool, tt_conn_t *c, tt_probe_result_t result);
 
 static tt_conn_t *conn_of_io(tt_io_t *io)
 {
@@ -63,11 +66,26 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     TT_ASSERT(c->state != TT_CONN_CLOSED);
     tt_pool_t *pool = c->_pool;
     tt_upstream_t *up = pool->up;
+    TT_ASSERT(c->state == TT_CONN_IDLE ? pool->_nidle > 0 : pool->_nbusy > 0);
+    TT_ASSERT(c->state != TT_CONN_CONNECTING || c->in == NULL);
+    tt_endpoint_t *ep = c->ep;
     if (c->state == TT_CONN_IDLE) {
         pool->_nidle--;
         atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
+        if (ep != NULL)
+            ep->nidle--;
     } else {
         pool->_nbusy--;
+    }
+    if (ep != NULL) {
+        ep->nconns--;
+        if (c->_counted)
+            ep->outstanding--;
+        c->_counted = 0;
+        /* A connect closed before its outcome (shutdown, endpoint removed) decides nothing. */
+        if (c->state == TT_CONN_CONNECTING && reason != TT_CLOSE_CONNECT_FAILED &&
+            reason != TT_CLOSE_TLS_FAILED)
+            tt_breaker_on_abandon(&ep->breaker);
     }
     tt_list_remove(&c->_link);
     c->state = TT_CONN_CLOSED;
@@ -79,14 +97,20 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     tt_loop_timer_stop(pool->loop, &c->_timer);
     tt_buf_release(pool->_bufs, c->in);
     c->in = NULL;
+    if (c->_probe != NULL) {
+        tt_probe_end(c->_probe);
+        free(c->_probe);
+        c->_probe = NULL;
+    }
     tt_msec_t age = tt_loop_now(pool->loop) - c->created_at;
     pool->stats.conns_closed[reason]++;
     tt_hist_record(&pool->stats.conn_age_ms, age);
     tt_hist_record(&pool->stats.conn_requests, c->requests);
     atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
     tt_debug("upstream %s: connection %llu to %s closed: %s (age %llums, %llu requests)",
-             up->conf->name, (unsigned long long)c->id, up->addr_str, tt_close_reason_name(reason),
-             (unsigned long long)age, (unsigned long long)c->requests);
+             up->conf->name, (unsigned long long)c->id, ep ? ep->name : up->addr_str,
+             tt_close_reason_name(reason), (unsigned long long)age,
+             (unsigned long long)c->requests);
     tt_loop_defer(pool->loop, &c->_free, conn_free_cb);
     tt_pool_announce_capacity(
         pool); /* other workers' queued requests may take the slot, even now */
@@ -98,11 +122,11 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     }
 }
 
-/* Opens a connection under capacity already reserved by the caller. */
-tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
+/* Opens a connection to ep under capacity already reserved by the caller. */
+tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter_t *w, int *err)
 {
     tt_upstream_t *up = pool->up;
-    int fd = tt_sock_connect(&up->addr);
+    int fd = tt_sock_connect(&ep->addr);
     if (fd < 0) {
         *err = errno;
         atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
@@ -112,6 +136,13 @@ tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err)
     }
     tt_conn_t *c = tt_calloc(1, sizeof(*c));
     c->_pool = pool;
+    c->ep = ep;
+    ep->nconns++;
+    if (w != NULL) { /* a request is waiting for it: it counts as that request's */
+        c->_counted = 1;
+        ep->outstanding++;
+    }
+    tt_breaker_on_attempt(&ep->breaker, tt_loop_now(pool->loop)); /* the trial, if half-open */
     c->id = atomic_fetch_add_explicit(&up->next_conn_id, 1, memory_order_relaxed) + 1;
     c->state = TT_CONN_CONNECTING;
     c->created_at = tt_loop_now(pool->loop);
@@ -165,13 +196,19 @@ static void arm_lease_timer(tt_pool_t *pool, tt_conn_t *c)
 
 void tt_conn_lease(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state != TT_CONN_CLOSED && c->_pool == pool);
     tt_msec_t now = tt_loop_now(pool->loop);
     if (c->state == TT_CONN_IDLE) {
         tt_list_remove(&c->_link);
         pool->_nidle--;
         atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        c->ep->nidle--;
         tt_list_push_back(&pool->_busy, &c->_link);
         pool->_nbusy++;
+    }
+    if (!c->_counted) {
+        c->_counted = 1;
+        c->ep->outstanding++;
     }
     if (pool->_nbusy > pool->_peak_busy)
         pool->_peak_busy = pool->_nbusy;
@@ -226,14 +263,40 @@ tt_close_reason_t tt_conn_checkout_check(tt_pool_t *pool, tt_conn_t *c)
     return TT_CLOSE_CHECKOUT_FAILED;
 }
 
+/* When an idle connection must close: its idle expiry or its lifetime, whichever is first. */
+static tt_msec_t idle_deadline(tt_pool_t *pool, const tt_conn_t *c)
+{
+    return TT_MIN(c->idle_since + tt_upstream_idle_timeout(pool->up), c->_retire_at);
+}
+
+/* The next probe, if probes are on and one can finish before the idle deadline. */
+static tt_msec_t next_probe(tt_pool_t *pool, const tt_conn_t *c)
+{
+    if (pool->up->probe == NULL)
+        return TT_TIME_NEVER;
+    return tt_probe_next(pool->up->probe, c->idle_since, c->_probed_at, idle_deadline(pool, c));
+}
+
+/* Arms an idle connection's timer for its next probe or its idle deadline. */
+void tt_conn_arm_idle_timer(tt_pool_t *pool, tt_conn_t *c)
+{
+    tt_timer_start(tt_loop_timers(pool->loop), &c->_timer,
+                   TT_MIN(idle_deadline(pool, c), next_probe(pool, c)));
+}
+
 void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
 {
-    tt_upstream_t *up = pool->up;
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && pool->_nbusy > 0);
     tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_remove(&c->_link);
     pool->_nbusy--;
     tt_list_push_front(&pool->_idle, &c->_link);
     pool->_nidle++;
+    c->ep->nidle++;
+    if (c->_counted) {
+        c->_counted = 0;
+        c->ep->outstanding--;
+    }
     c->state = TT_CONN_IDLE;
     c->idle_since = now;
     c->_handler = NULL;
@@ -243,24 +306,54 @@ void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c)
     c->_tls_read_wants_write = c->_tls_write_wants_read = 0;
     if (c->_tls != NULL)
         tt_tls_release_buffers(c->_tls);
-    tt_msec_t expire = now + tt_upstream_idle_timeout(up);
-    tt_timer_start(tt_loop_timers(pool->loop), &c->_timer, TT_MIN(expire, c->_retire_at));
+    c->_probed_at = 0;
+    tt_conn_arm_idle_timer(pool, c);
     c->_io.cb = tt_conn_idle_cb;
     tt_io_set_events(pool->loop, &c->_io, EPOLLIN | EPOLLRDHUP);
     tt_pool_try_hand_over(pool);
 }
 
-/* Closes a connection that never got established and tells the request waiting for it. */
-static void conn_open_failed(tt_conn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
-                             const tt_pool_error_t *err)
+/* A pre-warming connect (no request waits for it) failed: nobody else would say so. At most one
+ * line per 10 s per worker and upstream, with the count of the ones held back. A failed TLS
+ * handshake has its own line, once per cause (tt_upstream_tls_failed). */
+static void warn_prewarm_failed(tt_pool_t *pool, tt_pool_result_t result,
+                                const tt_pool_error_t *err)
 {
+    unsigned suppressed;
+    if (result == TT_POOL_TLS_FAILED ||
+        !tt_ratelimit_allow(&pool->_prewarm_warn, tt_loop_now(pool->loop), 10000, &suppressed))
+        return;
+    const char *why =
+        result == TT_POOL_CONNECT_TIMEOUT ? "connect timed out" : strerror(err->errno_value);
+    tt_warn("upstream %s (%s): pre-warming a connection (min_idle) failed: %s (%u similar "
+            "suppressed)",
+            pool->up->conf->name, pool->up->addr_str, why, suppressed);
+}
+
+/* Closes a connection that never got established and tells the request waiting for it, unless
+ * another endpoint takes the request (nothing of it was sent, so any method may go elsewhere). */
+static void conn_open_failed(tt_conn_t *c, tt_close_reason_t reason, tt_pool_result_t result,
+                             tt_pool_error_t *err)
+{
+    tt_pool_t *pool = c->_pool;
     tt_pool_waiter_t *w = c->_waiter;
+    tt_endpoint_t *ep = c->ep;
+    char name[sizeof(ep->name)];
+    memcpy(name, ep->name, sizeof(name));
     c->_waiter = NULL;
+    if (w == NULL)
+        warn_prewarm_failed(c->_pool, result, err);
     if (w != NULL)
         w->_conn = NULL;
+    tt_pool_endpoint_failed(pool, ep, reason, err);
     tt_conn_close(c, reason);
-    if (w != NULL)
-        w->cb(w, NULL, result, err);
+    if (w == NULL)
+        return;
+    int open_err;
+    if (tt_pool_connect_elsewhere(pool, w, ep, &open_err))
+        return;
+    err->endpoint = name;
+    w->cb(w, NULL, result, err);
 }
 
 static void conn_tls_failed(tt_conn_t *c, tt_tls_failure_t why, const char *detail)
@@ -304,6 +397,7 @@ static void conn_handshake_cb(tt_io_t *io, uint32_t events)
 static void conn_connect_cb(tt_io_t *io, uint32_t events)
 {
     tt_conn_t *c = conn_of_io(io);
+    TT_ASSERT(c->state == TT_CONN_CONNECTING);
     tt_pool_t *pool = c->_pool;
     int err = tt_sock_connect_result(io->fd);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
@@ -336,6 +430,7 @@ static void conn_established(tt_conn_t *c)
     tt_pool_waiter_t *w = c->_waiter;
     tt_loop_timer_stop(pool->loop, &c->_timer);
     pool->_connect_failures = 0;
+    tt_pool_endpoint_succeeded(pool, c->ep);
     if (w != NULL) {
         w->_conn = NULL;
         tt_conn_lease(pool, c);
@@ -381,6 +476,107 @@ void tt_conn_idle_cb(tt_io_t *io, uint32_t events)
     tt_conn_close(c, TT_CLOSE_PEER_CLOSED);
 }
 
+/* ---- probes of idle connections (health/probe.h) ----------------------------------------- */
+
+/* The probe's answer is in (or it failed): back to the idle list with its idle clock unchanged,
+ * or closed. A request queued meanwhile takes it at once. */
+static void probe_finish(tt_pool_t *pool, tt_conn_t *c, tt_probe_result_t result)
+{
+    pool->stats.probes[result]++;
+    tt_probe_end(c->_probe);
+    free(c->_probe);
+    c->_probe = NULL;
+    tt_buf_release(pool->_bufs, c->in);
+    c->in = NULL;
+    if (result != TT_PROBE_OK) {
+        tt_debug("upstream %s: connection %llu to %s: probe failed (%s)", pool->up->conf->name,
+                 (unsigned long long)c->id, c->ep->name, tt_probe_result_name(result));
+        tt_conn_close(c, TT_CLOSE_PROBE_FAILED);
+        return;
+    }
+    if (pool->_shutting_down || c->ep->state == TT_ENDPOINT_DRAINING) {
+        tt_conn_close(c, pool->_shutting_down ? TT_CLOSE_SHUTDOWN : TT_CLOSE_ENDPOINT_REMOVED);
+        return;
+    }
+    if (!tt_list_empty(&pool->_waiters)) {
+        tt_pool_waiter_t *w = tt_pool_dequeue(pool);
+        c->state = TT_CONN_ACTIVE;
+        tt_conn_lease(pool, c);
+        w->cb(w, c, TT_POOL_OK, NULL);
+        return;
+    }
+    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+    if (idle >= pool->up->conf->max_idle) {
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        tt_conn_close(c, TT_CLOSE_POOL_FULL);
+        return;
+    }
+    tt_list_remove(&c->_link);
+    pool->_nbusy--;
+    tt_list_push_front(&pool->_idle, &c->_link);
+    pool->_nidle++;
+    c->ep->nidle++;
+    c->state = TT_CONN_IDLE;
+    if (c->_tls != NULL)
+        tt_tls_release_buffers(c->_tls);
+    c->_io.cb = tt_conn_idle_cb;
+    tt_io_set_events(pool->loop, &c->_io, EPOLLIN | EPOLLRDHUP);
+    tt_conn_arm_idle_timer(pool, c);
+}
+
+static void conn_probe_cb(tt_io_t *io, uint32_t events)
+{
+    tt_conn_t *c = conn_of_io(io);
+    tt_pool_t *pool = c->_pool;
+    uint8_t readable = 1;
+    while (readable) {
+        ssize_t n = tt_conn_read(c, c->in, &readable);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            probe_finish(pool, c, tt_probe_closed(c->_probe));
+            return;
+        }
+        if (n < 0)
+            return;
+        tt_probe_result_t result;
+        int decided = tt_probe_feed(c->_probe, tt_buf_rptr(c->in), (size_t)n, &result);
+        c->in->rpos = c->in->wpos = 0; /* the judge keeps what it needs */
+        if (decided) {
+            probe_finish(pool, c, result);
+            return;
+        }
+    }
+}
+
+/* Sends a probe on an idle connection, taking it off the idle list meanwhile. */
+static void probe_start(tt_pool_t *pool, tt_conn_t *c)
+{
+    tt_upstream_t *up = pool->up;
+    tt_msec_t now = tt_loop_now(pool->loop);
+    tt_list_remove(&c->_link);
+    pool->_nidle--;
+    c->ep->nidle--;
+    atomic_fetch_sub_explicit(&up->nidle, 1, memory_order_relaxed);
+    tt_list_push_back(&pool->_busy, &c->_link);
+    pool->_nbusy++;
+    c->state = TT_CONN_PROBING;
+    c->_probed_at = now;
+    c->in = tt_buf_acquire(pool->_bufs);
+    c->_probe = tt_malloc(sizeof(*c->_probe));
+    tt_buf_t req = {0};
+    tt_probe_begin(c->_probe, up->probe, up->host_header, now, &req);
+    /* A few dozen bytes on an idle socket: they fit in its send buffer, or the path is bad. */
+    ssize_t sent = tt_conn_send(c, req.data, req.wpos);
+    int complete = sent == (ssize_t)req.wpos;
+    free(req.data);
+    if (!complete) {
+        probe_finish(pool, c, TT_PROBE_CLOSED);
+        return;
+    }
+    c->_io.cb = conn_probe_cb;
+    tt_io_set_events(pool->loop, &c->_io, EPOLLIN | EPOLLRDHUP);
+    tt_timer_start(tt_loop_timers(pool->loop), &c->_timer, c->_probe->deadline);
+}
+
 static void conn_timer_cb(tt_timer_t *t)
 {
     tt_conn_t *c = tt_container_of(t, tt_conn_t, _timer);
@@ -398,9 +594,17 @@ static void conn_timer_cb(tt_timer_t *t)
         conn_open_failed(c, TT_CLOSE_CONNECT_FAILED, TT_POOL_CONNECT_TIMEOUT,
                          &(tt_pool_error_t){.errno_value = ETIMEDOUT});
         return;
-    case TT_CONN_IDLE:
-        tt_conn_close(c, tt_loop_now(pool->loop) >= c->_retire_at ? TT_CLOSE_LIFETIME
-                                                                  : TT_CLOSE_IDLE_EXPIRED);
+    case TT_CONN_IDLE: {
+        tt_msec_t now = tt_loop_now(pool->loop);
+        if (now < idle_deadline(pool, c) && now >= next_probe(pool, c)) {
+            probe_start(pool, c);
+            return;
+        }
+        tt_conn_close(c, now >= c->_retire_at ? TT_CLOSE_LIFETIME : TT_CLOSE_IDLE_EXPIRED);
+        return;
+    }
+    case TT_CONN_PROBING:
+        probe_finish(pool, c, TT_PROBE_TIMEOUT);
         return;
     case TT_CONN_ACTIVE: {
         if (c->_handler == NULL)
@@ -525,10 +729,10 @@ const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len)
     char detail[160];
     if (c->_tls_unconfirmed) { /* the upstream refused the handshake after all */
         tt_tls_failure_t why = tt_conn_tls_refused(c, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error: %s (%s)", tt_tls_failure_phrase(why), detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR ": %s (%s)", tt_tls_failure_phrase(why), detail);
     } else {
         tt_tls_failure(c->_tls, detail, sizeof(detail));
-        snprintf(buf, len, "failed with a TLS error (%s)", detail);
+        snprintf(buf, len, TT_CONN_TLS_ERROR " (%s)", detail);
     }
     return buf;
 }

@@ -12,8 +12,10 @@
 #include "core/list.h"
 #include "event/loop.h"
 #include "event/sock.h"
+#include "health/probe.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
+#include "upstream/endpoint.h"
 
 #include <stdint.h>
 
@@ -21,7 +23,15 @@ typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
 typedef struct tt_conn tt_conn_t;
 
-typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED } tt_conn_state_t;
+/* PROBING: an idle connection whose probe is out (health/probe.h): off the idle list, so no
+ * request takes it, and back to IDLE with its idle clock unchanged when the answer is good. */
+typedef enum {
+    TT_CONN_CONNECTING,
+    TT_CONN_ACTIVE,
+    TT_CONN_IDLE,
+    TT_CONN_PROBING,
+    TT_CONN_CLOSED
+} tt_conn_state_t;
 
 /* Pseudo-events delivered to the handler by the lease timer (outside the epoll bit range). */
 #define TT_CONN_EV_LEASE_WARN    (1u << 28)
@@ -41,6 +51,7 @@ struct tt_conn {
     uint64_t requests; /* requests started on it */
     tt_buf_t *in;      /* bytes from the upstream; only while leased */
     void *owner;       /* the lease holder's argument to tt_conn_set_handler */
+    tt_endpoint_t *ep; /* where it leads, in its pool's view (NULL only while handed over) */
 
     tt_io_t _io;
     tt_pool_t *_pool;
@@ -58,6 +69,9 @@ struct tt_conn {
     uint8_t _tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
     uint8_t _tls_write_wants_read; /* the last TLS write waits for it to be readable */
     uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint8_t _counted;              /* counts in ep->outstanding (leased, or opened for a request) */
+    tt_msec_t _probed_at;          /* last probe sent since it went idle (0: none) */
+    tt_probe_t *_probe;            /* while PROBING */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (_io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
@@ -106,10 +120,12 @@ void tt_conn_tls_established(tt_conn_t *c);
 /* The upstream refused a handshake it had let finish (TLS 1.3 client authentication; call right
  * after the failed read): counts and logs it like a failed handshake. Returns the cause. */
 tt_tls_failure_t tt_conn_tls_refused(tt_conn_t *c, char *detail, size_t len);
+#define TT_CONN_TLS_ERROR "failed with a TLS error"
+
 /* Explains a failed read or write (errno err) when TLS is the cause, as "failed with a TLS error:
- * PHRASE (DETAIL)" in buf. On a connection still awaiting the upstream's verdict, what the
- * upstream sent is read first: its alert explains the reset that follows it. NULL when TLS is not
- * the cause. */
+ * PHRASE (DETAIL)" in buf (starting with TT_CONN_TLS_ERROR). On a connection still awaiting the
+ * upstream's verdict, what the upstream sent is read first: its alert explains the reset that
+ * follows it. NULL when TLS is not the cause. */
 const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */

@@ -79,6 +79,10 @@ void tt_pool_try_hand_over(tt_pool_t *pool)
     tt_conn_t *c = tt_container_of(tt_list_last(&pool->_idle), tt_conn_t, _link);
     tt_list_remove(&c->_link);
     pool->_nidle--;
+    /* Endpoint objects are per worker: the adopter finds its own by the socket's peer. */
+    c->ep->nidle--;
+    c->ep->nconns--;
+    c->ep = NULL;
     /* It changes hands, not state: still open, still counted as idle. */
     c->_handoff_fd = c->_io.fd;
     tt_io_stop(pool->loop, &c->_io);
@@ -100,23 +104,33 @@ void tt_pool_adopt_handoffs(tt_pool_t *pool)
         tt_list_remove(&c->_link);
         int fd = c->_handoff_fd;
         c->_handoff_fd = -1;
+        /* Its stamps are the giving worker's cached time, which may be a millisecond ahead of
+         * ours: in our time they must not lie in the future, or "idle for now - idle_since"
+         * wraps around and the checkout check closes a warm connection as idle_expired. */
+        tt_msec_t now = tt_loop_now(pool->loop);
+        c->idle_since = TT_MIN(c->idle_since, now);
+        c->created_at = TT_MIN(c->created_at, now);
         tt_list_push_front(&pool->_idle, &c->_link);
         pool->_nidle++;
+        c->ep = tt_pool_endpoint_of_socket(pool, fd);
+        if (c->ep != NULL) {
+            c->ep->nidle++;
+            c->ep->nconns++;
+        }
         if (tt_io_start(pool->loop, &c->_io, fd, EPOLLIN | EPOLLRDHUP, tt_conn_idle_cb) < 0) {
             close(fd);
             tt_conn_close(c, TT_CLOSE_ERROR);
             continue;
         }
         pool->stats.handed_over++;
-        if (pool->_shutting_down) {
-            tt_conn_close(c, TT_CLOSE_SHUTDOWN);
+        if (pool->_shutting_down || c->ep == NULL) {
+            tt_conn_close(c, c->ep == NULL ? TT_CLOSE_ENDPOINT_REMOVED : TT_CLOSE_SHUTDOWN);
             continue;
         }
-        tt_msec_t expire = c->idle_since + tt_upstream_idle_timeout(pool->up);
-        tt_timer_start(tt_loop_timers(pool->loop), &c->_timer, TT_MIN(expire, c->_retire_at));
+        tt_conn_arm_idle_timer(pool, c);
     }
     while (!tt_list_empty(&pool->_waiters)) {
-        tt_conn_t *c = tt_pool_warmest_live_idle(pool);
+        tt_conn_t *c = tt_pool_warmest_live_idle(pool, NULL);
         if (c == NULL || tt_list_empty(&pool->_waiters)) /* a close may have served them */
             break;
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
@@ -127,6 +141,8 @@ void tt_pool_adopt_handoffs(tt_pool_t *pool)
 
 void tt_pool_on_wakeup(tt_pool_t *pool)
 {
+    if (!pool->_shutting_down && tt_pool_endpoints_sync(pool))
+        tt_pool_replenish(pool); /* new endpoints get their share of min_idle */
     tt_pool_try_hand_over(pool);
     tt_pool_adopt_handoffs(pool);
     if (atomic_exchange_explicit(&pool->_capacity_freed, 0, memory_order_acq_rel) &&

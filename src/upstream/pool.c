@@ -3,6 +3,7 @@
 #include "upstream/pool_int.h"
 
 #include "core/invariant.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <string.h>
@@ -36,6 +37,7 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     tt_timer_init(&pool->_replenish_timer, replenish_cb);
     pthread_mutex_init(&pool->_handoff_lock, NULL);
     tt_list_init(&pool->_handoff);
+    tt_pool_endpoints_init(pool);
 }
 
 void tt_pool_destroy(tt_pool_t *pool)
@@ -43,6 +45,7 @@ void tt_pool_destroy(tt_pool_t *pool)
     TT_ASSERT(tt_list_empty(&pool->_idle) && tt_list_empty(&pool->_busy));
     tt_pool_drop_handoffs(pool);
     pthread_mutex_destroy(&pool->_handoff_lock);
+    tt_pool_endpoints_destroy(pool);
 }
 
 int tt_pool_reserve_capacity(tt_upstream_t *up)
@@ -54,12 +57,21 @@ int tt_pool_reserve_capacity(tt_upstream_t *up)
     return -1;
 }
 
-/* The warmest idle connection that passes its checkout check, left idle; the ones that fail are
- * closed on the way. NULL when none is left. */
-tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool)
+void tt_pool_unreserve_capacity(tt_upstream_t *up)
 {
-    while (!tt_list_empty(&pool->_idle)) {
-        tt_conn_t *c = tt_container_of(tt_list_first(&pool->_idle), tt_conn_t, _link);
+    atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+}
+
+/* The idle list is shared by the endpoints; ep->nidle stops the walk once ep has none, and with
+ * connections spread over E endpoints the first match is about E steps from the warm end. */
+tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep)
+{
+    tt_list_t *l = pool->_idle.next;
+    while (l != &pool->_idle && (ep == NULL || ep->nidle > 0)) {
+        tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
+        l = l->next;
+        if (ep != NULL && c->ep != ep)
+            continue;
         tt_close_reason_t why = tt_conn_checkout_check(pool, c);
         if (why == TT_REUSE_OK)
             return c;
@@ -68,15 +80,22 @@ tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool)
     return NULL;
 }
 
-/* Takes the first queued request off the queue, recording how long it waited. */
-tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
+/* Takes a queued request off the queue and its deadline off the wheel (harmless if it fired). */
+static void unqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
 {
-    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->_waiters), tt_pool_waiter_t, _link);
+    TT_ASSERT(tt_list_linked(&w->_link) && pool->_nwaiters > 0);
     tt_list_remove(&w->_link);
     pool->_nwaiters--;
     tt_pool_publish_waiting(pool);
     atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
     tt_loop_timer_stop(pool->loop, &w->_timer);
+}
+
+/* Takes the first queued request off the queue, recording how long it waited. */
+tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
+{
+    tt_pool_waiter_t *w = tt_container_of(tt_list_first(&pool->_waiters), tt_pool_waiter_t, _link);
+    unqueue(pool, w);
     tt_hist_record(&pool->stats.queue_wait_us, (tt_loop_now(pool->loop) - w->_queued_at) * 1000);
     return w;
 }
@@ -84,6 +103,11 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
+    TT_ASSERT(c->state == TT_CONN_ACTIVE && c->_handler == NULL);
+    if (c->ep->state == TT_ENDPOINT_DRAINING) {
+        tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
+        return;
+    }
     if (!tt_list_empty(&pool->_waiters)) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
@@ -105,10 +129,7 @@ static void queue_timer_cb(tt_timer_t *t)
 {
     tt_pool_waiter_t *w = tt_container_of(t, tt_pool_waiter_t, _timer);
     tt_pool_t *pool = w->_pool;
-    tt_list_remove(&w->_link);
-    pool->_nwaiters--;
-    tt_pool_publish_waiting(pool);
-    atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
+    unqueue(pool, w);
     pool->stats.rejected[TT_REJECT_QUEUE_TIMEOUT]++;
     w->cb(w, NULL, TT_POOL_QUEUE_TIMEOUT, NULL);
 }
@@ -135,29 +156,74 @@ static tt_pool_result_t enqueue(tt_pool_t *pool, tt_pool_waiter_t *w)
     return TT_POOL_WAIT;
 }
 
+int tt_pool_connect_elsewhere(tt_pool_t *pool, tt_pool_waiter_t *w, tt_endpoint_t *failed, int *err)
+{
+    const tt_upstream_conf_t *conf = pool->up->conf;
+    if (failed != NULL && w->_ntried < TT_POOL_MAX_TRIES)
+        w->_tried[w->_ntried++] = failed;
+    while (!pool->_shutting_down && w->_ntried <= conf->connect_retries &&
+           w->_ntried < TT_POOL_MAX_TRIES) {
+        tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
+        if (ep == NULL)
+            return 0;
+        pool->stats.connect_failovers++;
+        tt_debug("upstream %s: connect to %s failed; trying %s", conf->name,
+                 failed != NULL ? failed->name : "?", ep->name);
+        if (tt_pool_reserve_capacity(pool->up) < 0)
+            return enqueue(pool, w) == TT_POOL_WAIT;
+        if (tt_conn_open(pool, ep, w, err) != NULL)
+            return 1;
+        w->_tried[w->_ntried++] = failed = ep;
+    }
+    return 0;
+}
+
+/* Why no endpoint can take a request: none at all, or every one ejected. Counted. */
+static tt_pool_result_t no_endpoint(tt_pool_t *pool)
+{
+    if (pool->endpoints.nactive == 0) {
+        pool->stats.rejected[TT_REJECT_NO_ENDPOINTS]++;
+        return TT_POOL_NO_ENDPOINTS;
+    }
+    pool->stats.rejected[TT_REJECT_BREAKER_OPEN]++;
+    return TT_POOL_BREAKER_OPEN;
+}
+
 tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags, tt_conn_t **conn)
 {
+    TT_ASSERT(w->cb != NULL && (w->_pool == NULL || !tt_list_linked(&w->_link)));
     w->_pool = pool;
     w->_conn = NULL;
+    w->_ntried = 0;
     tt_list_init(&w->_link);
     if (pool->_shutting_down)
         return TT_POOL_SHUTDOWN;
-    if (!(flags & TT_ACQUIRE_FRESH)) {
-        tt_conn_t *c = tt_pool_warmest_live_idle(pool);
-        if (c != NULL) {
+    tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, NULL, 0);
+    if (ep == NULL)
+        return no_endpoint(pool);
+    tt_conn_t *c = NULL;
+    if (!(flags & TT_ACQUIRE_FRESH) && (c = tt_pool_warmest_live_idle(pool, ep)) != NULL) {
+        tt_conn_lease(pool, c);
+        *conn = c;
+        return TT_POOL_OK;
+    }
+    if (!tt_list_empty(&pool->_waiters) || tt_pool_reserve_capacity(pool->up) < 0) {
+        /* At the cap: a warm connection to another endpoint beats waiting for a slot. */
+        if (!(flags & TT_ACQUIRE_FRESH) && tt_list_empty(&pool->_waiters) &&
+            (c = tt_pool_warmest_live_idle(pool, NULL)) != NULL) {
             tt_conn_lease(pool, c);
             *conn = c;
             return TT_POOL_OK;
         }
-    }
-    if (!tt_list_empty(&pool->_waiters) || tt_pool_reserve_capacity(pool->up) < 0)
         return enqueue(pool, w);
-    int err;
-    if (tt_conn_open(pool, w, &err) == NULL) {
-        errno = err;
-        return TT_POOL_CONNECT_FAILED;
     }
-    return TT_POOL_WAIT;
+    int err;
+    if (tt_conn_open(pool, ep, w, &err) != NULL)
+        return TT_POOL_WAIT;
+    if (tt_pool_connect_elsewhere(pool, w, ep, &err))
+        return TT_POOL_WAIT;
+    errno = err;
+    return TT_POOL_CONNECT_FAILED;
 }
 
 void tt_pool_cancel(tt_pool_waiter_t *w)
@@ -165,15 +231,15 @@ void tt_pool_cancel(tt_pool_waiter_t *w)
     tt_pool_t *pool = w->_pool;
     if (pool == NULL)
         return;
-    if (tt_list_linked(&w->_link)) {
-        tt_list_remove(&w->_link);
-        pool->_nwaiters--;
-        tt_pool_publish_waiting(pool);
-        atomic_fetch_sub_explicit(&pool->up->nwaiting, 1, memory_order_relaxed);
-        tt_loop_timer_stop(pool->loop, &w->_timer);
-    }
+    if (tt_list_linked(&w->_link))
+        unqueue(pool, w);
     if (w->_conn != NULL) { /* it will join the pool when it connects */
-        w->_conn->_waiter = NULL;
+        tt_conn_t *c = w->_conn;
+        c->_waiter = NULL;
+        if (c->_counted) {
+            c->_counted = 0;
+            c->ep->outstanding--;
+        }
         w->_conn = NULL;
     }
 }
@@ -194,6 +260,8 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
     }
     if (verdict == TT_REUSE_OK && pool->_shutting_down)
         verdict = TT_CLOSE_SHUTDOWN;
+    if (verdict == TT_REUSE_OK && c->ep->state == TT_ENDPOINT_DRAINING)
+        verdict = TT_CLOSE_ENDPOINT_REMOVED;
     if (verdict == TT_REUSE_OK && (c->_retired || tt_loop_now(pool->loop) >= c->_retire_at))
         verdict = TT_CLOSE_LIFETIME;
     if (verdict == TT_REUSE_OK && conf->max_requests > 0 &&
@@ -213,9 +281,17 @@ void tt_pool_service_waiters(tt_pool_t *pool)
 {
     while (!tt_list_empty(&pool->_waiters) && tt_pool_reserve_capacity(pool->up) == 0) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
+        tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
+        if (ep == NULL) {
+            tt_pool_unreserve_capacity(pool->up);
+            w->cb(w, NULL, no_endpoint(pool), NULL);
+            continue;
+        }
         int err;
-        if (tt_conn_open(pool, w, &err) == NULL)
-            w->cb(w, NULL, TT_POOL_CONNECT_FAILED, &(tt_pool_error_t){.errno_value = err});
+        if (tt_conn_open(pool, ep, w, &err) == NULL &&
+            !tt_pool_connect_elsewhere(pool, w, ep, &err))
+            w->cb(w, NULL, TT_POOL_CONNECT_FAILED,
+                  &(tt_pool_error_t){.endpoint = ep->name, .errno_value = err});
     }
 }
 
@@ -244,8 +320,13 @@ void tt_pool_replenish(tt_pool_t *pool)
     if (one_first && busy_warming > 0)
         return;
     while (have < pool->_min_idle && tt_pool_reserve_capacity(pool->up) == 0) {
+        tt_endpoint_t *ep = tt_pool_warm_endpoint(pool);
+        if (ep == NULL) {
+            tt_pool_unreserve_capacity(pool->up);
+            break;
+        }
         int err;
-        if (tt_conn_open(pool, NULL, &err) == NULL || one_first)
+        if (tt_conn_open(pool, ep, NULL, &err) == NULL || one_first)
             break;
         have++;
     }
@@ -264,6 +345,8 @@ static void trim_cb(tt_timer_t *t)
     }
     pool->_prev_peak = pool->_peak_busy;
     pool->_peak_busy = pool->_nbusy;
+    /* Removed endpoints whose last connection has closed since. */
+    tt_endpoint_set_reap(&pool->endpoints, NULL, NULL);
     tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
 }
 
@@ -311,7 +394,7 @@ void tt_pool_shutdown(tt_pool_t *pool)
     tt_list_foreach_safe(l, tmp, &pool->_busy)
     {
         tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
-        if (c->state == TT_CONN_CONNECTING && c->_waiter == NULL)
+        if ((c->state == TT_CONN_CONNECTING && c->_waiter == NULL) || c->state == TT_CONN_PROBING)
             tt_conn_close(c, TT_CLOSE_SHUTDOWN);
     }
 }
@@ -334,7 +417,7 @@ static void add_gauges(const tt_conn_t *c, void *arg)
 {
     gauge_walk_t *walk = arg;
     tt_pool_gauges_t *g = walk->g;
-    if (c->state == TT_CONN_IDLE)
+    if (c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING)
         g->idle++;
     else if (c->state == TT_CONN_CONNECTING)
         g->connecting++;

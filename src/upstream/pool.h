@@ -11,7 +11,9 @@
 
 #include "core/buf.h"
 #include "event/loop.h"
+#include "upstream/balancer.h"
 #include "upstream/conn.h"
+#include "upstream/endpoint.h"
 #include "upstream/stats.h"
 #include "upstream/upstream.h"
 
@@ -27,10 +29,17 @@ typedef enum {
     TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
     TT_POOL_TLS_FAILED,      /* TLS handshake failed or timed out */
     TT_POOL_SHUTDOWN,
+    TT_POOL_NO_ENDPOINTS, /* the upstream has no endpoint at all */
+    TT_POOL_BREAKER_OPEN, /* every endpoint is ejected (breaker open or its trial out) */
 } tt_pool_result_t;
+
+/* Bound on the endpoints one request tries before its connect failure is final (the first one
+ * and connect_retries others). */
+#define TT_POOL_MAX_TRIES 9
 
 /* Why a new connection failed, for the client's error response. */
 typedef struct {
+    const char *endpoint; /* the endpoint that failed ("10.0.0.5:8080"); valid during the call */
     int errno_value;      /* CONNECT_FAILED, CONNECT_TIMEOUT */
     tt_tls_failure_t tls; /* TLS_FAILED */
     const char *detail;   /* TLS_FAILED: OpenSSL's words; valid during the callback only */
@@ -42,6 +51,8 @@ struct tt_pool_waiter {
     tt_pool_t *_pool;
     tt_conn_t *_conn; /* the new connection being opened for this waiter */
     tt_msec_t _queued_at;
+    tt_endpoint_t *_tried[TT_POOL_MAX_TRIES]; /* endpoints whose connect failed for it */
+    uint8_t _ntried;
     /* Delivers a leased connection (result OK) or a failure (conn NULL; err says more for
      * CONNECT_FAILED, CONNECT_TIMEOUT and TLS_FAILED, else is NULL). Called from the event loop;
      * the waiter is no longer linked anywhere. */
@@ -56,10 +67,14 @@ struct tt_pool {
     tt_loop_t *loop;
     size_t worker;
     tt_upstream_stats_t stats;
+    tt_endpoint_set_t endpoints; /* this worker's view of the upstream's endpoints */
 
     tt_bufpool_t *_bufs;
-    tt_list_t _idle; /* LRU: head is warmest */
-    tt_list_t _busy; /* connecting and leased */
+    tt_balancer_t _balancer;
+    tt_breaker_conf_t _breaker;
+    uint64_t _ep_version; /* of the upstream's addresses last applied */
+    tt_list_t _idle;      /* LRU: head is warmest */
+    tt_list_t _busy;      /* connecting and leased */
     size_t _nidle, _nbusy;
     tt_list_t _waiters; /* FIFO */
     size_t _nwaiters;
@@ -67,8 +82,9 @@ struct tt_pool {
     size_t _peak_busy; /* most connections leased at once this trim window */
     size_t _prev_peak; /* of the window before */
     tt_timer_t _trim_timer;
-    tt_timer_t _replenish_timer; /* refills min_idle, with backoff while connects fail */
-    unsigned _connect_failures;  /* in a row, for that backoff */
+    tt_timer_t _replenish_timer;  /* refills min_idle, with backoff while connects fail */
+    unsigned _connect_failures;   /* in a row, for that backoff */
+    tt_ratelimit_t _prewarm_warn; /* failed pre-warming connects (conn.c) */
     int _shutting_down;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
@@ -110,6 +126,10 @@ void tt_pool_shutdown(tt_pool_t *pool);
 /* Handles requests from other workers (hand over an idle connection, adopt one handed over,
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
+
+/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for the
+ * 503's text; *cause is why that endpoint's last connect failed (a static phrase). */
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
 typedef struct {

@@ -6,15 +6,18 @@
 #define TT_UPSTREAM_POOL_INT_H
 
 #include "upstream/pool.h"
+#include "upstream/pool_endpoints.h"
 
 /* ---- conn.c ---- */
 
-/* Opens a connection for waiter w (NULL: pre-warming) under capacity the caller reserved. NULL
- * with *err an errno when the connect could not start; the reservation is then returned. */
-tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_pool_waiter_t *w, int *err);
+/* Opens a connection to ep for waiter w (NULL: pre-warming) under capacity the caller reserved.
+ * NULL with *err an errno when the connect could not start; the reservation is then returned. */
+tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter_t *w, int *err);
 /* Leases a connection (idle or just established) for one request: it counts the request, takes a
  * buffer and arms the lease timer. */
 void tt_conn_lease(tt_pool_t *pool, tt_conn_t *c);
+/* Arms an idle connection's timer for its next probe or its idle deadline (an adopted one). */
+void tt_conn_arm_idle_timer(tt_pool_t *pool, tt_conn_t *c);
 /* Puts a connection back in the idle LRU at its warm end, watched for reading. */
 void tt_conn_make_idle(tt_pool_t *pool, tt_conn_t *c);
 /* The cheap liveness check at checkout: TT_REUSE_OK, or why the idle connection must close. */
@@ -26,11 +29,19 @@ void tt_conn_idle_cb(tt_io_t *io, uint32_t events);
 
 /* Takes a slot under max_connections. Returns 0, or -1 at the cap. */
 int tt_pool_reserve_capacity(tt_upstream_t *up);
+/* Gives back a slot reserved for a connection that will not be opened. */
+void tt_pool_unreserve_capacity(tt_upstream_t *up);
+/* Another endpoint for waiter w after its connect to failed did not work out: up to
+ * connect_retries others, each tried once. Opens the connection (or queues the request at the
+ * cap) and returns 1; 0 when none is left to try. *err: errno of the last connect that failed
+ * at once. */
+int tt_pool_connect_elsewhere(tt_pool_t *pool, tt_pool_waiter_t *w, tt_endpoint_t *failed,
+                              int *err);
 /* Lets other workers see whether this pool has queued requests. */
 void tt_pool_publish_waiting(tt_pool_t *pool);
-/* The warmest idle connection that passes its checkout check, left idle; the ones that fail are
- * closed on the way. NULL when none is left. */
-tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool);
+/* The warmest idle connection to ep (any endpoint when NULL) that passes its checkout check,
+ * left idle; the ones that fail are closed on the way. NULL when none is left. */
+tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep);
 /* Takes the first queued request off the queue, recording how long it waited. */
 tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool);
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */

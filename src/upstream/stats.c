@@ -2,6 +2,12 @@
 
 #include "core/invariant.h"
 
+const char *tt_status_class_name(unsigned cls)
+{
+    static const char *const names[TT_STATUS_CLASSES] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    return cls < TT_STATUS_CLASSES ? names[cls] : "none";
+}
+
 const char *tt_reject_reason_name(tt_reject_reason_t r)
 {
     switch (r) {
@@ -9,6 +15,10 @@ const char *tt_reject_reason_name(tt_reject_reason_t r)
         return "queue_full";
     case TT_REJECT_QUEUE_TIMEOUT:
         return "queue_timeout";
+    case TT_REJECT_NO_ENDPOINTS:
+        return "no_endpoints";
+    case TT_REJECT_BREAKER_OPEN:
+        return "breaker_open";
     default:
         return "unknown";
     }
@@ -22,6 +32,10 @@ void tt_upstream_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t
     }
     dst->requests_on_reused += src->requests_on_reused;
     dst->retries += src->retries;
+    dst->connect_failovers += src->connect_failovers;
+    dst->ejections += src->ejections;
+    for (size_t i = 0; i < TT_PROBE_RESULTS; i++)
+        dst->probes[i] += src->probes[i];
     dst->conns_opened += src->conns_opened;
     for (size_t i = 0; i < TT_CLOSE__COUNT; i++)
         dst->conns_closed[i] += src->conns_closed[i];

@@ -43,6 +43,6 @@ def test_cycle_inside_a_directory_is_reported(tmp_path):
 
 
 def test_directory_without_a_layer_is_reported(tmp_path):
-    write(tmp_path, "health/probe.c", "\n")
+    write(tmp_path, "plugins/probe.c", "\n")
     problems = check_layers.check(str(tmp_path))
-    assert len(problems) == 1 and "health/ has no layer" in problems[0]
+    assert len(problems) == 1 and "plugins/ has no layer" in problems[0]

@@ -209,3 +209,67 @@ def test_cap_pauses_and_resumes_a_shared_unix_listener(start_upstream, start_tet
     assert late.getresponse().status == 200
     late.close()
     holders[1].close()
+
+
+def test_unix_listener_survives_a_takeover_without_a_refused_connection(start_upstream,
+                                                                       start_tetherd, sock_dir,
+                                                                       tmp_path):
+    """The Unix socket is one of the listener set's: a successor started with --takeover gets it
+    and its queue, the old process drains without removing the file (the successor owns it),
+    and a close-per-request load across the handover sees no refused or failed connection. The
+    successor removes the file at its clean shutdown."""
+    import signal
+    import threading
+    import time
+
+    upstream = start_upstream()
+    path = str(sock_dir / "app.sock")
+    control = f"control_socket = {tmp_path / 'tetherd.sock'}"
+    old = start_tetherd(unix_config(upstream, path, tether=f"workers = 2\n{control}"))
+    ini = tmp_path / "new.ini"
+    ini.write_text(unix_config(upstream, path, tether=f"workers = 3\n{control}"))
+    stop, done, failures = threading.Event(), [0], []
+
+    def load():
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline and done[0] < 20000:
+            conn = UnixHTTPConnection(path)
+            try:
+                conn.request("GET", "/", headers={"Connection": "close"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    failures.append(resp.status)
+            except OSError as e:
+                failures.append(repr(e))
+            finally:
+                conn.close()
+            done[0] += 1
+
+    def wait_done(n):
+        deadline = time.monotonic() + 15
+        while done[0] < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done[0] >= n, done[0]
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    new = None
+    try:
+        wait_done(100)
+        with open(tmp_path / "new.log", "wb") as log:
+            new = subprocess.Popen([str(tetherd_binary()), "-c", str(ini), "--takeover"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        assert old.wait(15) == 0
+        assert stat.S_ISSOCK(os.stat(path).st_mode)  # the old process left the file
+        wait_done(done[0] + 200)  # served by the successor alone
+    finally:
+        stop.set()
+        thread.join(35)
+        if new is not None:
+            new.send_signal(signal.SIGTERM)
+            assert new.wait(15) == 0
+    log = (tmp_path / "new.log").read_text()
+    assert "received 1 listening sockets" in log, log
+    assert failures == [], f"{len(failures)} of {done[0]} failed: {failures[:5]}"
+    assert not os.path.exists(path)  # removed by its owner, the successor

@@ -504,7 +504,7 @@ static void test_trailers_leave_released_head_alone(void **state)
 
         assert_int_equal(read_body(&r, b, &in, &body), TT_HTTP_MESSAGE_DONE);
         assert_int_equal(body, sizeof(msg) - 1 - parsed);
-        if (memcmp(other, &copy, offsetof(tt_http_head_t, next_free)) != 0) {
+        if (memcmp(other, &copy, offsetof(tt_http_head_t, _next_free)) != 0) {
             print_error("%s: the trailers changed a released head (nheaders %u, was 1)\n",
                         step ? "byte by byte" : "one piece", other->nheaders);
             failures++;
@@ -952,15 +952,15 @@ static void test_headpool_recycles(void **state)
     pools_init(&p);
     tt_http_head_t *a = tt_http_head_acquire(&p.heads), *b = tt_http_head_acquire(&p.heads);
     tt_http_head_t *c = tt_http_head_acquire(&p.heads);
-    p.heads.max_free = 2;
+    p.heads.recycle.max_free = 2;
     tt_http_head_release(&p.heads, a);
     tt_http_head_release(&p.heads, b);
     tt_http_head_release(&p.heads, c); /* over max_free: freed */
     tt_http_head_release(&p.heads, NULL);
-    assert_int_equal(p.heads.nfree, 2);
+    assert_int_equal(p.heads.recycle.nfree, 2);
     assert_ptr_equal(tt_http_head_acquire(&p.heads), b);
     assert_ptr_equal(tt_http_head_acquire(&p.heads), a);
-    assert_int_equal(p.heads.nfree, 0);
+    assert_int_equal(p.heads.recycle.nfree, 0);
     tt_http_head_release(&p.heads, a);
     tt_http_head_release(&p.heads, b);
     pools_done(&p);

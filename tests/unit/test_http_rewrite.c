@@ -5,6 +5,7 @@
  * works with. */
 #include "http/rewrite.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -349,18 +350,18 @@ static void test_write_error(void **state)
     (void)state;
     fx_t f;
     fx_init(&f);
-    tt_http_write_error(f.out, 502, 1, "upstream %s (%s): connect failed: %s", "users",
-                        "127.0.0.1:8080", "Connection refused");
+    tt_http_write_error(f.out, 502, 1, "connection_refused", "upstream %s (%s): connect failed: %s",
+                        "users", "127.0.0.1:8080", "Connection refused");
     check_error_response(&f, 502, 1,
                          "tether: upstream users (127.0.0.1:8080): connect failed: "
                          "Connection refused\n");
 
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 404, 0, "no route");
+    tt_http_write_error(f.out, 404, 0, "destination_not_found", "no route");
     check_error_response(&f, 404, 0, "tether: no route\n");
 
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 431, 1, "%s", "");
+    tt_http_write_error(f.out, 431, 1, "http_request_error", "%s", "");
     check_error_response(&f, 431, 1, "tether: \n");
 
     /* A message too long for the body buffer is cut, and Content-Length still matches. */
@@ -368,7 +369,7 @@ static void test_write_error(void **state)
     memset(huge, 'x', 4999);
     huge[4999] = '\0';
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 400, 1, "bad: %s", huge);
+    tt_http_write_error(f.out, 400, 1, "http_request_error", "bad: %s", huge);
     size_t blen = check_error_response(&f, 400, 1, NULL);
     assert_true(blen < 5000);
     free(huge);
@@ -376,12 +377,75 @@ static void test_write_error(void **state)
     /* Appended after what is already queued for the client. */
     f.out->rpos = f.out->wpos = 0;
     tt_buf_append(f.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    tt_http_write_error(f.out, 504, 1, "timeout");
+    tt_http_write_error(f.out, 504, 1, "connection_timeout", "timeout");
     assert_memory_equal(tt_buf_rptr(f.out), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     tt_buf_consume(f.out, 25);
     tt_buf_compact(f.out);
     check_error_response(&f, 504, 1, "tether: timeout\n");
+
     fx_done(&f);
+}
+
+static const char *header_of(fx_t *f, const char *name, size_t *len)
+{
+    const tt_http_header_t *h = tt_http_head_find(f->h, f->out->data, name);
+    if (h == NULL)
+        return NULL;
+    *len = h->value_len;
+    return f->out->data + h->value;
+}
+
+static void test_write_error_says_who_failed(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_init(&f);
+    size_t len = 0;
+    tt_http_write_error(f.out, 502, 1, "connection_refused", "upstream %s: connect failed",
+                        "users");
+    check_error_response(&f, 502, 1, NULL);
+    const char *v = header_of(&f, "proxy-status", &len);
+    const char *want =
+        "tether; error=connection_refused; details=\"upstream users: connect failed\"";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+    assert_null(header_of(&f, "retry-after", &len));
+    assert_null(header_of(&f, "allow", &len));
+
+    /* details is an sf-string: quotes and backslashes escaped, nothing but printable ASCII. */
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 403, 0, "destination_not_found", "host \"a\\b\"\x01\xc3\xa9");
+    check_error_response(&f, 403, 0, NULL);
+    v = header_of(&f, "proxy-status", &len);
+    want = "tether; error=destination_not_found; details=\"host \\\"a\\\\b\\\"???\"";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 503, 1, "connection_limit_reached", "queue full");
+    check_error_response(&f, 503, 1, "tether: queue full\n");
+    v = header_of(&f, "retry-after", &len);
+    assert_non_null(v);
+    assert_memory_equal(v, "1", len);
+
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 405, 1, "http_request_denied", "no CONNECT");
+    check_error_response(&f, 405, 1, NULL);
+    v = header_of(&f, "allow", &len);
+    assert_non_null(v);
+    assert_null(memmem(v, len, "CONNECT", 7));
+    assert_non_null(memmem(v, len, "GET", 3));
+    fx_done(&f);
+}
+
+static void test_proxy_status_for_errno(void **state)
+{
+    (void)state;
+    assert_string_equal(tt_proxy_status_for_errno(ECONNREFUSED), "connection_refused");
+    assert_string_equal(tt_proxy_status_for_errno(ETIMEDOUT), "connection_timeout");
+    assert_string_equal(tt_proxy_status_for_errno(EHOSTUNREACH), "destination_ip_unroutable");
+    assert_string_equal(tt_proxy_status_for_errno(ECONNRESET), "connection_terminated");
+    assert_string_equal(tt_proxy_status_for_errno(EACCES), "destination_unavailable");
 }
 
 /* --- absolute-form targets -------------------------------------------------------------------- */
@@ -511,6 +575,8 @@ int main(void)
         cmocka_unit_test(test_response_connection_management),
         cmocka_unit_test(test_response_reason_and_tunnel),
         cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_write_error_says_who_failed),
+        cmocka_unit_test(test_proxy_status_for_errno),
         cmocka_unit_test(test_split_absolute),
         cmocka_unit_test(test_absolute_query_only_gives_origin_form),
         cmocka_unit_test(test_split_absolute_userinfo_without_host),
