@@ -7,7 +7,9 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,9 +22,13 @@ typedef enum {
     F_DURATION,
     F_DURATION_OFF, /* a duration, or "off" / 0 */
     F_IDLE,         /* a duration, or "auto" */
-    F_WORKERS,      /* a count, or "auto" */
+    F_WORKERS,      /* a count, or "auto" (kept as 0) */
     F_LOGLEVEL,
     F_ADDR,
+    F_LISTEN, /* F_ADDR, or unix:/path */
+    F_MODE,   /* octal permission bits */
+    F_USER,   /* a user name or uid */
+    F_GROUP,  /* a group name or gid */
     F_URL,
     F_HOSTS,
     F_PATH,        /* a file name */
@@ -68,8 +74,11 @@ static const char *const balance_names[] = {"least_request", "round_robin", "ran
 /* Every key, its type and its default: the one place defaults live (docs/configuration.md). */
 static const field_t global_fields[] = {
     G("workers", F_WORKERS, workers, 0, 0, 256),
-    {"proxy_listen", F_ADDR, offsetof(tt_conf_t, proxy_listen),
+    {"proxy_listen", F_LISTEN, offsetof(tt_conf_t, proxy_listen),
      offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0, NULL},
+    G("proxy_listen_mode", F_MODE, proxy_listen_mode, 0660, 0, 0777),
+    G("proxy_listen_owner", F_USER, proxy_listen_owner, -1, 0, UINT32_MAX - 1),
+    G("proxy_listen_group", F_GROUP, proxy_listen_group, -1, 0, UINT32_MAX - 1),
     {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0, NULL},
     G("admin_allow_remote", F_BOOL, admin_allow_remote, 0, 0, 1),
     G("log_level", F_LOGLEVEL, log_level, TT_LOG_INFO, 0, 3),
@@ -81,6 +90,7 @@ static const field_t global_fields[] = {
     G("client_body_timeout", F_DURATION, client_body_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
+    G("max_client_connections", F_WORKERS, max_client_connections, 0, 0, 100000000),
     {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0, NULL},
     {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0, NULL},
     {"resolver", F_RESOLVERS, offsetof(tt_conf_t, resolvers), 0, 0, 0, 0, NULL},
@@ -88,8 +98,11 @@ static const field_t global_fields[] = {
 
 static const field_t upstream_fields[] = {
     {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0, NULL},
-    {"listen", F_ADDR, offsetof(tt_upstream_conf_t, listen),
+    {"listen", F_LISTEN, offsetof(tt_upstream_conf_t, listen),
      offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0, NULL},
+    U("listen_mode", F_MODE, listen_mode, 0660, 0, 0777),
+    U("listen_owner", F_USER, listen_owner, -1, 0, UINT32_MAX - 1),
+    U("listen_group", F_GROUP, listen_group, -1, 0, UINT32_MAX - 1),
     {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0, NULL},
     U("preserve_host", F_BOOL, preserve_host, 0, 0, 1),
     {"endpoints", F_ENDPOINTS, offsetof(tt_upstream_conf_t, endpoints), 0, 0, 0, 0, NULL},
@@ -135,8 +148,9 @@ _Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line
 /* Fields that hold a pointer or an address rather than an int64_t (no UNSET, no default). */
 static int is_scalar(field_type_t t)
 {
-    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING &&
-           t != F_ENDPOINTS && t != F_RESOLVERS && t != F_REQLINE && t != F_STATUSES;
+    return t != F_ADDR && t != F_LISTEN && t != F_URL && t != F_HOSTS && t != F_PATH &&
+           t != F_STRING && t != F_ENDPOINTS && t != F_RESOLVERS && t != F_REQLINE &&
+           t != F_STATUSES;
 }
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -326,10 +340,13 @@ typedef struct {
     int in_global;
     uint64_t seen; /* bit per field of the current section, to refuse duplicates */
     int admin_line;
+    int global_line[32];      /* line of each [tether] key set, 0 if not */
     int indented;             /* the line being parsed starts with white space */
     char line_key[64];        /* its text before '=' or ':', trimmed */
     const field_t *last_list; /* the list key the previous key line set, for continuations */
 } parser_t;
+
+_Static_assert(TT_ARRAY_SIZE(global_fields) <= 32, "global_line too small");
 
 /* How much of the configuration path an error shows: its last bytes. */
 #define TT_CONF_PATH_SHOWN 200
@@ -517,6 +534,40 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
             return "expected IP:PORT or [IPv6]:PORT";
         *(int *)((char *)base + f->has_offset) = 1;
         return NULL;
+    case F_LISTEN:
+        if (tt_addr_parse_listen(value, (tt_addr_t *)slot) < 0)
+            return strncmp(value, "unix:", 5) == 0
+                       ? "expected unix:/absolute/path (at most 107 bytes)"
+                       : "expected IP:PORT, [IPv6]:PORT or unix:/absolute/path";
+        *(int *)((char *)base + f->has_offset) = 1;
+        return NULL;
+    case F_MODE: {
+        char *end;
+        if (strspn(value, "01234567") != strlen(value) || strlen(value) > 4)
+            return "expected octal permission bits (examples: 0660, 0600)";
+        v = strtoll(value, &end, 8);
+        break;
+    }
+    case F_USER:
+    case F_GROUP:
+        if (strspn(value, "0123456789") == strlen(value)) {
+            if (parse_int(value, &v) < 0)
+                return "not a number";
+            break;
+        }
+        char buf[4096];
+        if (f->type == F_USER) {
+            struct passwd pw, *found = NULL;
+            if (getpwnam_r(value, &pw, buf, sizeof(buf), &found) != 0 || found == NULL)
+                return "no such user";
+            v = pw.pw_uid;
+        } else {
+            struct group gr, *found = NULL;
+            if (getgrnam_r(value, &gr, buf, sizeof(buf), &found) != 0 || found == NULL)
+                return "no such group";
+            v = gr.gr_gid;
+        }
+        break;
     case F_URL: {
         tt_upstream_conf_t *u = base;
         const char *why = parse_url(value, &u->host, &u->port, &u->tls);
@@ -762,6 +813,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
         p->seen |= (uint64_t)1 << i;
         if (!p->in_global)
             p->current->key_line[i] = p->line;
+        else if (i < TT_ARRAY_SIZE(p->global_line))
+            p->global_line[i] = p->line;
         if (p->in_global && fields[i].type == F_ADDR && strcmp(name, "admin") == 0)
             p->admin_line = p->line;
         if (*value == '\0') {
@@ -819,6 +872,25 @@ static int check_tls_keys(parser_t *p, tt_upstream_conf_t *u)
         const char *set = u->tls_cert ? "tls_cert" : "tls_key";
         fail(p, tt_conf_key_line(u, set), set, "needs %s too (a client certificate and its key)",
              u->tls_cert ? "tls_key" : "tls_cert");
+        return -1;
+    }
+    return 0;
+}
+
+/* The mode, owner and group keys of a listener (prefix "listen_" or "proxy_listen_") apply to a
+ * unix: address only. */
+static int check_unix_keys(parser_t *p, const field_t *fields, size_t n, const int *lines,
+                           const char *prefix, const tt_addr_t *addr, int has_addr,
+                           const char *section)
+{
+    if (has_addr && tt_addr_is_unix(addr))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lines[i] == 0 || strncmp(fields[i].key, prefix, strlen(prefix)) != 0)
+            continue;
+        char a[TT_ADDR_STRLEN];
+        fail(p, lines[i], fields[i].key, "only for a unix: address (%s has %.*s %s)", section,
+             (int)strlen(prefix) - 1, prefix, has_addr ? tt_addr_format(addr, a) : "unset");
         return -1;
     }
     return 0;
@@ -941,6 +1013,9 @@ static int conf_finish(parser_t *p)
 {
     tt_conf_t *c = p->conf;
     apply_defaults(global_fields, TT_ARRAY_SIZE(global_fields), c);
+    if (check_unix_keys(p, global_fields, TT_ARRAY_SIZE(global_fields), p->global_line,
+                        "proxy_listen_", &c->proxy_listen, c->has_proxy_listen, "[tether]") < 0)
+        return -1;
     if (c->nupstreams == 0) {
         fail(p, p->line, NULL, "no [upstream NAME] section: nothing to proxy to");
         return -1;
@@ -971,6 +1046,11 @@ static int conf_finish(parser_t *p)
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
         if (check_tls_keys(p, u) < 0 || check_endpoints(p, u) < 0)
+            return -1;
+        char section[300];
+        snprintf(section, sizeof(section), "[upstream %s]", u->name);
+        if (check_unix_keys(p, upstream_fields, TT_ARRAY_SIZE(upstream_fields), u->key_line,
+                            "listen_", &u->listen, u->has_listen, section) < 0)
             return -1;
         if (check_idle_limits(p, u) < 0 || check_not_self(p, c, u) < 0)
             return -1;
@@ -1083,6 +1163,13 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
         const tt_upstream_conf_t *u = base;
         if (fields == upstream_fields && !u->tls && strncmp(f->key, "tls_", 4) == 0)
             continue;
+        if (fields == upstream_fields && strncmp(f->key, "listen_", 7) == 0 &&
+            !(u->has_listen && tt_addr_is_unix(&u->listen)))
+            continue;
+        const tt_conf_t *c = base;
+        if (fields == global_fields && strncmp(f->key, "proxy_listen_", 13) == 0 &&
+            !(c->has_proxy_listen && tt_addr_is_unix(&c->proxy_listen)))
+            continue;
         switch (f->type) {
         case F_TLSVER:
             tt_buf_appendf(b, "%s = 1.%d\n", f->key, (int)(v - 10));
@@ -1121,7 +1208,16 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
             if (*(char *const *)p != NULL)
                 tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;
+        case F_MODE:
+            tt_buf_appendf(b, "%s = %04llo\n", f->key, (unsigned long long)v);
+            break;
+        case F_USER:
+        case F_GROUP:
+            if (v >= 0)
+                tt_buf_appendf(b, "%s = %lld\n", f->key, (long long)v);
+            break;
         case F_ADDR:
+        case F_LISTEN:
             if (*(const int *)((const char *)base + f->has_offset))
                 tt_buf_appendf(b, "%s = %s\n", f->key, tt_addr_format((const tt_addr_t *)p, addr));
             break;

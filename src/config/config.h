@@ -34,11 +34,14 @@ typedef struct {
     int key_line[TT_UPSTREAM_KEYS_MAX];
 
     char *url;
-    char *host; /* from url */
-    int port;   /* from url */
-    int tls;    /* https:// */
-    tt_addr_t listen;
+    char *host;       /* from url */
+    int port;         /* from url */
+    int tls;          /* https:// */
+    tt_addr_t listen; /* TCP, or AF_UNIX (listen = unix:/path) */
     int has_listen;
+    int64_t listen_mode;  /* a unix: listen's permission bits */
+    int64_t listen_owner; /* its uid; -1: this process's */
+    int64_t listen_group; /* its gid; -1: this process's */
     char **hosts;
     size_t nhosts;
     int preserve_host;
@@ -88,6 +91,9 @@ typedef struct {
     int64_t workers; /* 0: auto */
     tt_addr_t proxy_listen;
     int has_proxy_listen;
+    int64_t proxy_listen_mode; /* for a unix: proxy_listen, as listen_mode */
+    int64_t proxy_listen_owner;
+    int64_t proxy_listen_group;
     tt_addr_t admin;
     int has_admin;
     int64_t admin_allow_remote;
@@ -99,9 +105,10 @@ typedef struct {
     int64_t request_buffer;      /* bytes of a request body read before a connection is taken */
     int64_t client_body_timeout; /* ms for the whole buffered body */
     int64_t drain_timeout;
-    int64_t tcp_defer_accept; /* ms; 0: off */
-    char *access_log;         /* path; NULL: off */
-    char *control_socket;     /* Unix socket for takeovers (net/takeover.h); NULL: none */
+    int64_t tcp_defer_accept;       /* ms; 0: off */
+    int64_t max_client_connections; /* 0: auto, from RLIMIT_NOFILE */
+    char *access_log;               /* path; NULL: off */
+    char *control_socket;           /* Unix socket for takeovers (net/takeover.h); NULL: none */
     tt_addr_t resolvers[TT_CONF_RESOLVERS_MAX]; /* none: resolv.conf and /etc/hosts */
     size_t nresolvers;
 

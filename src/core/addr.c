@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 static int parse_port(const char *s, int *port)
 {
@@ -55,6 +56,32 @@ int tt_addr_parse(const char *s, tt_addr_t *out)
     return -1;
 }
 
+int tt_addr_parse_listen(const char *s, tt_addr_t *out)
+{
+    if (strncmp(s, "unix:", 5) != 0)
+        return tt_addr_parse(s, out);
+    const char *path = s + 5;
+    struct sockaddr_un *un = (struct sockaddr_un *)&out->ss;
+    size_t len = strlen(path);
+    if (path[0] != '/' || len >= sizeof(un->sun_path))
+        return -1;
+    memset(out, 0, sizeof(*out));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, len + 1);
+    out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    return 0;
+}
+
+int tt_addr_is_unix(const tt_addr_t *a)
+{
+    return a->ss.ss_family == AF_UNIX;
+}
+
+const char *tt_addr_unix_path(const tt_addr_t *a)
+{
+    return ((const struct sockaddr_un *)&a->ss)->sun_path;
+}
+
 int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const char **err)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
@@ -92,6 +119,11 @@ const char *tt_addr_format(const tt_addr_t *a, char *buf)
         const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->ss;
         inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
         snprintf(buf, TT_ADDR_STRLEN, "[%s]:%d", host, ntohs(v6->sin6_port));
+    } else if (a->ss.ss_family == AF_UNIX) {
+        /* An unnamed peer's address ends before sun_path. */
+        const char *path =
+            a->len > offsetof(struct sockaddr_un, sun_path) ? tt_addr_unix_path(a) : "";
+        snprintf(buf, TT_ADDR_STRLEN, path[0] != '\0' ? "unix:%s" : "unix", path);
     } else {
         snprintf(buf, TT_ADDR_STRLEN, "unknown");
     }

@@ -12,14 +12,21 @@ typedef struct {
     socklen_t len;
 } tt_addr_t;
 
-#define TT_ADDR_STRLEN 64
+#define TT_ADDR_STRLEN 120 /* "unix:" and the longest socket path */
 
 /* Parses a numeric "IPv4:port" or "[IPv6]:port". Returns 0, or -1 if malformed. */
 int tt_addr_parse(const char *s, tt_addr_t *out);
+/* Like tt_addr_parse, and also "unix:/absolute/path" (a Unix-domain socket; the path shorter
+ * than sun_path). Returns 0, or -1 if malformed. */
+int tt_addr_parse_listen(const char *s, tt_addr_t *out);
+/* Whether a is a Unix-domain address; its path. */
+int tt_addr_is_unix(const tt_addr_t *a);
+const char *tt_addr_unix_path(const tt_addr_t *a);
 /* Resolves host (name or numeric) and port with getaddrinfo; fills up to max addresses.
  * Returns the number found, or -1 with a reason in *err (a static string). Blocking. */
 int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const char **err);
-/* Formats "1.2.3.4:80" or "[::1]:80" into buf (TT_ADDR_STRLEN bytes). */
+/* Formats "1.2.3.4:80", "[::1]:80", "unix:/path" (or "unix" for an unnamed peer) into buf
+ * (TT_ADDR_STRLEN bytes). */
 const char *tt_addr_format(const tt_addr_t *a, char *buf);
 int tt_addr_is_loopback(const tt_addr_t *a);
 /* Parses a list of numeric addresses separated by commas and/or spaces: "IP", "IP:PORT",

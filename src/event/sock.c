@@ -78,6 +78,11 @@ int tt_sock_connect_result(int fd)
     return err;
 }
 
+void tt_sock_ack_now(int fd)
+{
+    setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){1}, sizeof(int));
+}
+
 void tt_sock_tune(int fd, const tt_sockopts_t *o)
 {
     int one = 1;

@@ -29,6 +29,13 @@ typedef struct {
     int user_timeout_ms;   /* 0: kernel default */
 } tt_sockopts_t;
 
+/* Sends the ACK the kernel is delaying on fd, if any, and takes the socket out of its interactive
+ * ("pingpong") mode, so that what arrives next is acknowledged as soon as it is read. The kernel
+ * puts the socket back into that mode when this side next writes soon after reading, so a caller
+ * calls it again after each write that matters (see docs/internals/tuning.md). TCP_QUICKACK; a
+ * failure only leaves the ACK to the kernel's timer. */
+void tt_sock_ack_now(int fd);
+
 /* Sets TCP_NODELAY and the given keep-alive and user-timeout options; failures are ignored
  * because every option only tunes an already working socket. */
 void tt_sock_tune(int fd, const tt_sockopts_t *o);

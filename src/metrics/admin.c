@@ -46,6 +46,9 @@ typedef struct {
 struct tt_admin {
     int fd;
     int stop_fd; /* eventfd: readable once tt_admin_close asks the thread to stop */
+    /* Descriptors held in reserve: when the process runs out, they are closed so that the admin
+     * endpoint can still accept a connection and read /proc for it, then taken back. */
+    int spare[2];
     int port;
     int started;
     pthread_t thread;
@@ -258,6 +261,8 @@ int tt_admin_respond(const tt_admin_ops_t *ops, int loopback, const char *in, si
 
 /* ---- the connections ------------------------------------------------------------------------ */
 
+static void take_spares(tt_admin_t *a);
+
 static void conn_close(tt_admin_t *a, admin_conn_t *c)
 {
     close(c->fd);
@@ -267,6 +272,7 @@ static void conn_close(tt_admin_t *a, admin_conn_t *c)
     c->fd = -1;
     c->state = C_FREE;
     a->nconns--;
+    take_spares(a); /* after an exhaustion, the descriptor just freed is a spare again */
 }
 
 /* Half-close, then read briefly what the client still sends, so an unread request body does not
@@ -334,6 +340,22 @@ static void conn_drain(tt_admin_t *a, admin_conn_t *c)
     conn_close(a, c); /* EOF, error, or more than it is worth reading */
 }
 
+static void take_spares(tt_admin_t *a)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->spare[i] < 0)
+            a->spare[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void release_spares(tt_admin_t *a)
+{
+    for (int i = 0; i < 2; i++) {
+        if (a->spare[i] >= 0)
+            close(a->spare[i]);
+        a->spare[i] = -1;
+    }
+}
+
 static void conn_step(tt_admin_t *a, admin_conn_t *c, uint64_t now)
 {
     if (c->state == C_FREE)
@@ -361,6 +383,12 @@ static void accept_conns(tt_admin_t *a, uint64_t now)
 {
     while (a->nconns < MAX_CONNS) {
         int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && a->spare[0] >= 0) {
+            /* The workers took every descriptor: the spares make room for a probe of
+             * /healthz; conn_close takes them back. */
+            release_spares(a);
+            fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                 a->accept_after_ms = now + ACCEPT_BACKOFF_MS; /* rather than spin */
@@ -478,6 +506,8 @@ tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_
         free(a);
         return NULL;
     }
+    a->spare[0] = a->spare[1] = -1;
+    take_spares(a);
     return a;
 }
 
@@ -501,6 +531,7 @@ void tt_admin_close(tt_admin_t *a)
     }
     close(a->fd);
     close(a->stop_fd);
+    release_spares(a);
     free(a);
 }
 

@@ -157,6 +157,19 @@ static void render_process(const tt_snapshot_t *s, tt_buf_t *b)
     sample_u(b, "tether_downstream_connections_accepted_total", "", s->accepted);
     family(b, "tether_downstream_connections_active", "gauge", "Client connections open now.");
     sample_u(b, "tether_downstream_connections_active", "", s->active);
+    family(b, "tether_downstream_connections_max", "gauge",
+           "Client connections tetherd accepts at most (max_client_connections).");
+    sample_u(b, "tether_downstream_connections_max", "", (uint64_t)s->max_client_connections);
+    family(b, "tether_downstream_limit_reached_total", "counter",
+           "Times a worker stopped accepting at max_client_connections.");
+    sample_u(b, "tether_downstream_limit_reached_total", "", s->limit_pauses);
+    family(b, "tether_downstream_accept_errors_total", "counter",
+           "Failed accept() calls, by reason; out of descriptors (emfile, enfile) or memory "
+           "pauses accepting for a short backoff.");
+    for (int e = 0; e < TT_ACCEPT_ERRORS; e++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", tt_accept_error_names[e]);
+        sample_u(b, "tether_downstream_accept_errors_total", labels, s->accept_errors[e]);
+    }
     family(b, "tether_unrouted_responses_total", "counter",
            "Responses to requests that matched no upstream (unknown Host), by status class.");
     for (unsigned c = 1; c < TT_STATUS_CLASSES; c++) {

@@ -8,6 +8,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+const char *const tt_accept_error_names[TT_ACCEPT_ERRORS] = {"emfile", "enfile", "nomem", "other"};
+
 tt_snapshot_t *tt_snapshot_new(size_t nupstreams)
 {
     tt_snapshot_t *s = tt_calloc(1, sizeof(*s));

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TT_SNAPSHOT_ENDPOINT_LEN 64
+#define TT_SNAPSHOT_ENDPOINT_LEN 120 /* TT_ADDR_STRLEN */
 
 /* Live figures of an upstream's pools, summed over workers (tt_pool_gauges plus the requests the
  * live connections have served, so a reuse ratio can count connections that have not closed). */
@@ -64,6 +64,17 @@ typedef struct {
     uint64_t virtual_bytes;
 } tt_process_info_t;
 
+/* Why accept() failed: the reason label of tether_downstream_accept_errors_total. */
+typedef enum {
+    TT_ACCEPT_EMFILE, /* the process's descriptor limit */
+    TT_ACCEPT_ENFILE, /* the system's */
+    TT_ACCEPT_NOMEM,  /* ENOBUFS, ENOMEM */
+    TT_ACCEPT_OTHER,
+    TT_ACCEPT_ERRORS
+} tt_accept_error_t;
+
+extern const char *const tt_accept_error_names[TT_ACCEPT_ERRORS];
+
 typedef struct {
     const char *version;
     double time_s;   /* wall clock when taken, seconds since the epoch */
@@ -74,6 +85,9 @@ typedef struct {
     uint64_t active;   /* downstream connections open now */
     uint64_t
         unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
+    uint64_t accept_errors[TT_ACCEPT_ERRORS];
+    uint64_t limit_pauses; /* times a worker stopped accepting at max_client_connections */
+    int64_t max_client_connections;
     tt_process_info_t process;
     size_t nupstreams;
     tt_upstream_snapshot_t *ups; /* [nupstreams] */

@@ -235,6 +235,13 @@ void tt_stats_json_render(const tt_snapshot_t *s, tt_buf_t *b)
     tt_buf_append(b, "{", 1);
     kv_u(b, "connections_accepted_total", s->accepted, 1);
     kv_u(b, "connections_active", s->active, 1);
+    kv_u(b, "connections_max", (uint64_t)s->max_client_connections, 1);
+    kv_u(b, "limit_reached_total", s->limit_pauses, 1);
+    key(b, "accept_errors_total");
+    tt_buf_append(b, "{", 1);
+    for (int e = 0; e < TT_ACCEPT_ERRORS; e++)
+        kv_u(b, tt_accept_error_names[e], s->accept_errors[e], e + 1 < TT_ACCEPT_ERRORS);
+    tt_buf_append(b, "},", 2);
     classes(b, "unrouted_responses", s->unrouted, 0);
     tt_buf_append(b, "},", 2);
 

@@ -42,9 +42,15 @@ int tt_listenset_adopt(tt_listenset_t *s, int fd, tt_listen_kind_t kind)
     ls.addr.len = sizeof(ls.addr.ss);
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
         getsockname(fd, (struct sockaddr *)&ls.addr.ss, &ls.addr.len) < 0 ||
-        (ls.addr.ss.ss_family != AF_INET && ls.addr.ss.ss_family != AF_INET6)) {
+        (ls.addr.ss.ss_family != AF_INET && ls.addr.ss.ss_family != AF_INET6 &&
+         ls.addr.ss.ss_family != AF_UNIX)) {
         close(fd);
         return -1;
+    }
+    ls.file.fd = -1;
+    if (ls.addr.ss.ss_family == AF_UNIX) {
+        ls.shared = 1; /* one socket, which every worker accepts from */
+        tt_unix_adopt_file(&ls.file, fd, &ls.addr);
     }
     push(s, &ls);
     return 0;
@@ -97,7 +103,7 @@ int tt_listenset_ensure(tt_listenset_t *s, const tt_addr_t *addr, size_t count, 
         setsockopt(ls->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s, sizeof(defer_accept_s));
     }
     for (; have < count; have++) {
-        tt_listen_sock_t ls = {.addr = *addr, .kind = TT_LISTEN_PROXY, .wanted = 1};
+        tt_listen_sock_t ls = {.addr = *addr, .kind = TT_LISTEN_PROXY, .wanted = 1, .file.fd = -1};
         ls.fd = tt_sock_listen(addr, backlog, defer_accept_s);
         if (ls.fd < 0) {
             snprintf(err, errlen, "%s: %s", tt_addr_format(addr, a),
@@ -107,6 +113,30 @@ int tt_listenset_ensure(tt_listenset_t *s, const tt_addr_t *addr, size_t count, 
         push(s, &ls);
     }
     return 0;
+}
+
+int tt_listenset_ensure_unix(tt_listenset_t *s, const tt_addr_t *addr, int backlog,
+                             const tt_unix_perms_t *perms, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        tt_listen_sock_t *ls = &s->socks[i];
+        if (ls->kind == TT_LISTEN_PROXY && same_addr(&ls->addr, addr)) {
+            ls->wanted = 1;
+            return 0;
+        }
+    }
+    tt_listen_sock_t ls = {.addr = *addr, .kind = TT_LISTEN_PROXY, .wanted = 1, .shared = 1};
+    if (tt_unix_listen(&ls.file, addr, backlog, perms, err, errlen) < 0)
+        return -1;
+    ls.fd = ls.file.fd;
+    push(s, &ls);
+    return 0;
+}
+
+void tt_listenset_disown_files(tt_listenset_t *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        s->socks[i].file.fd = -1;
 }
 
 int tt_listenset_admin(tt_listenset_t *s, const tt_addr_t *addr, char *err, size_t errlen)
@@ -131,7 +161,7 @@ int tt_listenset_admin(tt_listenset_t *s, const tt_addr_t *addr, char *err, size
     }
     /* No SO_REUSEPORT: a second tetherd on the same admin port fails to start instead of
      * silently sharing (and splitting) the scrapes. */
-    tt_listen_sock_t ls = {.kind = TT_LISTEN_ADMIN, .wanted = 1};
+    tt_listen_sock_t ls = {.kind = TT_LISTEN_ADMIN, .wanted = 1, .file.fd = -1};
     ls.fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (ls.fd < 0) {
         snprintf(err, errlen, "admin %s: socket: %s", a, strerror(errno));
@@ -164,7 +194,10 @@ void tt_listenset_prune(tt_listenset_t *s)
                     "unanswered: remove it from the .socket unit",
                     tt_addr_format(&s->socks[i].addr, a));
         }
-        close(s->socks[i].fd);
+        if (s->socks[i].file.fd >= 0)
+            tt_unix_listener_close(&s->socks[i].file);
+        else
+            close(s->socks[i].fd);
     }
     s->n = keep;
 }
@@ -187,8 +220,12 @@ size_t tt_listenset_for_worker(const tt_listenset_t *s, const tt_addr_t *addr, s
 
 void tt_listenset_close(tt_listenset_t *s)
 {
-    for (size_t i = 0; i < s->n; i++)
-        close(s->socks[i].fd);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->socks[i].file.fd >= 0)
+            tt_unix_listener_close(&s->socks[i].file); /* closes fd, removes the file if ours */
+        else
+            close(s->socks[i].fd);
+    }
     free(s->socks);
     tt_listenset_init(s);
 }

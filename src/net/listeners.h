@@ -9,6 +9,7 @@
 #define TT_NET_LISTENERS_H
 
 #include "event/sock.h"
+#include "net/unixsock.h"
 
 #include <stddef.h>
 
@@ -22,6 +23,9 @@ typedef struct {
     /* Every worker accepts from it (EPOLLEXCLUSIVE wakes one): a socket systemd passed (socket
      * activation), one per address, whose accept queue outlives any tetherd process. */
     int shared;
+    /* A Unix socket's file while this process owns it (fd -1 in it: not ours to remove). A
+     * takeover hands the file to the successor with the socket (tt_listenset_disown_files). */
+    tt_unix_listener_t file;
 } tt_listen_sock_t;
 
 typedef struct {
@@ -32,7 +36,8 @@ typedef struct {
 void tt_listenset_init(tt_listenset_t *s);
 
 /* Takes ownership of fd, a listening socket inherited from a predecessor. Returns 0, or -1 if
- * it is not a listening TCP socket (fd is then closed). */
+ * it is not a listening TCP or Unix socket (fd is then closed). An inherited Unix
+ * socket's file is taken over too: this process removes it at its clean shutdown. */
 int tt_listenset_adopt(tt_listenset_t *s, int fd, tt_listen_kind_t kind);
 
 /* Adopts the sockets systemd passed (LISTEN_PID is this process, LISTEN_FDS of them from fd 3,
@@ -46,6 +51,16 @@ int tt_listenset_adopt_systemd(tt_listenset_t *s, char *err, size_t errlen);
  * -1 with "ADDR: reason" in err. */
 int tt_listenset_ensure(tt_listenset_t *s, const tt_addr_t *addr, size_t count, int backlog,
                         int defer_accept_s, char *err, size_t errlen);
+
+/* Makes sure a Unix socket listens on addr (unix:/path): an inherited one is kept, else it is
+ * opened with perms (net/unixsock.h: stale file replaced, a live one refused). Every worker
+ * accepts from it (shared). Returns 0, or -1 with a reason naming the path in err. */
+int tt_listenset_ensure_unix(tt_listenset_t *s, const tt_addr_t *addr, int backlog,
+                             const tt_unix_perms_t *perms, char *err, size_t errlen);
+
+/* The set's Unix socket files now belong to a successor that took the sockets over: closing the
+ * set no longer removes them. */
+void tt_listenset_disown_files(tt_listenset_t *s);
 
 /* The admin socket on addr: inherited, or bound without SO_REUSEPORT. Returns the set's fd (the
  * caller dups it), or -1 with a reason in err. */
@@ -72,7 +87,7 @@ size_t tt_listenset_for_worker(const tt_listenset_t *s, const tt_addr_t *addr, s
 size_t tt_listenset_count(const tt_listenset_t *s, const tt_addr_t *addr);
 
 /* Closes every descriptor of the set (the sockets stay open where other descriptors of them
- * remain) and empties it. */
+ * remain) and empties it; the Unix socket files it still owns are removed. */
 void tt_listenset_close(tt_listenset_t *s);
 
 #endif

@@ -48,6 +48,10 @@ static void collect_cb(tt_worker_t *w, void *arg)
     s->active += w->nsessions;
     for (size_t c = 0; c < TT_ARRAY_SIZE(s->unrouted); c++)
         s->unrouted[c] += w->unrouted[c];
+    for (size_t e = 0; e < TT_ACCEPT_ERRORS; e++)
+        s->accept_errors[e] += w->accept_errors[e];
+    s->limit_pauses += w->accept_limit_pauses;
+    s->max_client_connections = w->admission->max;
     for (size_t i = 0; i < w->nupstreams; i++) {
         tt_pool_t *pool = &w->pools[i];
         tt_upstream_snapshot_t *u = &s->ups[i];

@@ -44,6 +44,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
     tt_http_reader_init(&s->resp, HTTP_RESPONSE);
     s->head_parsed = 0;
     s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
+    s->up_acking = 0;
     tt_conn_set_handler(conn, upstream_cb, s, EPOLLIN | EPOLLRDHUP);
     /* Until the request is read whole, a client that stops sending holds an upstream
      * connection: the idle timeout bounds that. Then the response timeout takes over. */
@@ -226,14 +227,30 @@ static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
     return err == ECONNRESET ? "reset" : err == EPIPE ? "closed" : strerror(err);
 }
 
+/* Waits for the upstream's next bytes. A pooled connection that carried requests a few ms
+ * apart is in the kernel's interactive mode, which delays the ACK of what the upstream sends;
+ * an upstream with Nagle's algorithm on that writes a response in parts (head, then body) holds
+ * the next part until that ACK. So a response incomplete after a read gets its ACK now, once per
+ * response, and the rest is acknowledged as it is read. A response read whole costs nothing. */
+static void wait_for_upstream(tt_session_t *s)
+{
+    s->want_up_in = 1;
+    if (s->resp_started && !s->up_acking) {
+        s->up_acking = 1;
+        tt_conn_ack_now(s->conn);
+    }
+}
+
 /* Writes request bytes to the upstream. Returns the bytes written; 0 when the socket is full
  * (write interest is then wanted); -1 when the connection failed, after upstream_failed() has
  * decided between a retry and an error response. */
 static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
 {
     ssize_t n = tt_conn_send(s->conn, p, len);
-    if (n >= 0)
+    if (n >= 0) {
+        s->up_acking = 0;
         return n;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
         s->want_up_out = 1;
         return 0;
@@ -406,6 +423,7 @@ static tt_step_t parse_response_head(tt_session_t *s)
         s->status = 101;
         tt_http_write_response_head(tt_session_cout(s), h, base, &out);
         s->state = S_TUNNEL;
+        s->up_unacked = !s->up_acking; /* the 101 itself, read from the upstream */
     } else {
         on_final_response_head(s, h, base);
     }
@@ -543,7 +561,7 @@ static tt_step_t step_response(tt_session_t *s)
                 return tt_step_progress(moved);
         }
         if (!s->up_readable) {
-            s->want_up_in = 1;
+            wait_for_upstream(s);
             return tt_step_progress(moved);
         }
         ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
@@ -553,7 +571,7 @@ static tt_step_t step_response(tt_session_t *s)
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->want_up_in = 1;
+            wait_for_upstream(s);
             return tt_step_progress(moved);
         }
         int err = n < 0 ? errno : 0;

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -28,7 +27,7 @@ void tt_session_begin_request(tt_session_t *s)
     s->uout_sent = s->req_pending = s->resp_pending = s->retained = 0;
     s->idempotent = s->retryable = s->retaining = s->retried = 0;
     s->req_read_done = s->req_sent = s->resp_started = s->resp_head_done = s->resp_done = 0;
-    s->resp_keepalive = s->close_after = s->upgrade = s->quickack_set = 0;
+    s->resp_keepalive = s->close_after = s->upgrade = 0;
     s->head_parsed = 0;
     tt_http_head_release(&s->worker->heads, s->head);
     s->head = NULL;
@@ -237,14 +236,14 @@ tt_step_t tt_session_step_body(tt_session_t *s)
 /* Waits for the client's next bytes. Listeners delay their ACKs (TCP_QUICKACK off) so that the
  * response carries them; but a client with Nagle's algorithm on holds the rest of a request until
  * its first part is acknowledged, so in the middle of a request the ACK goes out now rather than
- * when the delayed-ACK timer fires (40 ms or more). Once per request. */
+ * when the delayed-ACK timer fires (40 ms or more). Once per request, and again after each write
+ * to the client (a 100 Continue), which puts the socket back into delayed ACKs. */
 void tt_session_wait_for_client(tt_session_t *s, int mid_request)
 {
     s->want_client_in = 1;
-    if (mid_request && !s->quickack_set) {
-        s->quickack_set = 1;
-        /* A failure only leaves the ACK to the kernel's timer: nothing to handle. */
-        setsockopt(s->io.fd, IPPROTO_TCP, TCP_QUICKACK, &(int){1}, sizeof(int));
+    if (mid_request && !s->client_acking && s->client_tcp) {
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
     }
 }
 

@@ -4,6 +4,7 @@
 #include "core/log.h"
 #include "metrics/accesslog.h"
 #include "metrics/admin.h"
+#include "net/unixsock.h"
 #include "proxy/introspect.h"
 #include "proxy/session.h"
 #include "proxy/worker.h"
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -39,6 +41,50 @@ static size_t cpus_available(void)
     return 1;
 }
 
+/* The descriptor limit, with the soft limit raised to the hard one first (as Go's runtime and
+ * HAProxy do): the soft default of 1024 is a relic of select(2), which tetherd does not use. */
+static int64_t descriptor_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)1 << 30)
+        return (int64_t)1 << 30;
+    return (int64_t)rl.rlim_cur;
+}
+
+/* max_client_connections: as configured, or what the descriptor limit leaves after the
+ * reserves (tt_admission_default_max). */
+static int64_t client_connection_limit(const tt_conf_t *conf, size_t nworkers)
+{
+    int64_t nofile = descriptor_limit();
+    int64_t upstream_conns = 0;
+    size_t nlisteners = conf->has_proxy_listen ? 1 : 0;
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        upstream_conns += conf->upstreams[i].max_connections;
+        nlisteners += conf->upstreams[i].has_listen ? 1 : 0;
+    }
+    /* Per worker and listener two descriptors: the worker's dup and the listener set's own. */
+    int64_t fit = tt_admission_default_max(nofile, upstream_conns, nworkers, 2 * nlisteners);
+    if (conf->max_client_connections == 0) {
+        tt_info("max_client_connections %lld (auto: descriptor limit %lld, less a reserve for "
+                "up to %lld upstream connections and the admin endpoint)",
+                (long long)fit, (long long)nofile, (long long)upstream_conns);
+        return fit;
+    }
+    if (conf->max_client_connections > fit)
+        tt_warn("max_client_connections %lld leaves too few of the %lld descriptors for "
+                "upstream connections and the admin endpoint (%lld would); accepting pauses "
+                "when they run out",
+                (long long)conf->max_client_connections, (long long)nofile, (long long)fit);
+    return conf->max_client_connections;
+}
+
 static void log_ready(const tt_conf_t *conf, size_t nworkers)
 {
     char a[TT_ADDR_STRLEN];
@@ -55,19 +101,33 @@ static void log_ready(const tt_conf_t *conf, size_t nworkers)
             (int)getpid());
 }
 
+/* A TCP address gets one SO_REUSEPORT socket per worker; a Unix one a single socket every
+ * worker accepts from (Linux does not balance AF_UNIX over SO_REUSEPORT). */
+static int ensure_listener(const tt_conf_t *conf, tt_listenset_t *ls, const tt_addr_t *addr,
+                           size_t nworkers, int64_t mode, int64_t owner, int64_t group, char *err,
+                           size_t errlen)
+{
+    if (tt_addr_is_unix(addr)) {
+        tt_unix_perms_t perms = {.mode = (int)mode, .uid = (long)owner, .gid = (long)group};
+        return tt_listenset_ensure_unix(ls, addr, LISTEN_BACKLOG, &perms, err, errlen);
+    }
+    int defer_s = (int)((conf->tcp_defer_accept + 999) / 1000);
+    return tt_listenset_ensure(ls, addr, nworkers, LISTEN_BACKLOG, defer_s, err, errlen);
+}
+
 /* Binds (or keeps, after a takeover) one listening socket per worker on every address of the
  * configuration, then refuses to run beside another process on any of them. */
 static int open_listeners(const tt_conf_t *conf, size_t nworkers, tt_listenset_t *ls, char *err,
                           size_t errlen)
 {
-    int defer_s = (int)((conf->tcp_defer_accept + 999) / 1000);
-    if (conf->has_proxy_listen && tt_listenset_ensure(ls, &conf->proxy_listen, nworkers,
-                                                      LISTEN_BACKLOG, defer_s, err, errlen) < 0)
+    if (conf->has_proxy_listen &&
+        ensure_listener(conf, ls, &conf->proxy_listen, nworkers, conf->proxy_listen_mode,
+                        conf->proxy_listen_owner, conf->proxy_listen_group, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < conf->nupstreams; i++) {
         const tt_upstream_conf_t *u = &conf->upstreams[i];
-        if (u->has_listen &&
-            tt_listenset_ensure(ls, &u->listen, nworkers, LISTEN_BACKLOG, defer_s, err, errlen) < 0)
+        if (u->has_listen && ensure_listener(conf, ls, &u->listen, nworkers, u->listen_mode,
+                                             u->listen_owner, u->listen_group, err, errlen) < 0)
             return -1;
     }
     if (tt_listenset_check_exclusive(ls, err, errlen) < 0)
@@ -170,6 +230,7 @@ static int reload_by_takeover(const tt_server_opts_t *opts, tt_listenset_t *ls)
         tt_error("reload: %s; the running configuration stays", err);
         return -1;
     }
+    tt_listenset_disown_files(ls); /* the successor removes them at its shutdown */
     tt_info("reload: pid %d took over the listening sockets with the new configuration; "
             "draining",
             (int)peer);
@@ -190,6 +251,7 @@ static int serve_control(int control_fd, tt_listenset_t *ls)
         tt_error("control socket: %s", err);
         return 0;
     }
+    tt_listenset_disown_files(ls); /* the successor removes them at its shutdown */
     tt_info("takeover: pid %d took over the listening sockets; draining", (int)peer);
     return 1;
 }
@@ -281,6 +343,9 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
     tt_introspect_t introspect;
     tt_introspect_init(&introspect, conf, ups, nup, workers, nworkers);
     tt_admin_t *admin = NULL;
+    tt_admission_t admission;
+    tt_loop_t **loops = tt_calloc(nworkers, sizeof(*loops));
+    tt_admission_init(&admission, client_connection_limit(conf, nworkers), loops, nworkers);
     tt_discovery_t *discovery = NULL;
     tt_listenset_t ls;
     tt_listenset_init(&ls);
@@ -338,11 +403,12 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
     }
     for (; inited_w < nworkers; inited_w++) {
         if (tt_worker_init(&workers[inited_w], inited_w, nworkers, conf, ups, nup, &ls,
-                           &tt_session_handlers, access_log_fd, err, sizeof(err)) < 0) {
+                           &tt_session_handlers, access_log_fd, &admission, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             inited_w++; /* partly initialised: joined below without a thread */
             goto out;
         }
+        loops[inited_w] = workers[inited_w].loop;
     }
     if (conf->has_admin) {
         tt_admin_ops_t ops = tt_introspect_admin_ops(&introspect);
@@ -434,6 +500,7 @@ out:
     for (size_t i = 0; i < inited_up; i++)
         tt_upstream_destroy(&ups[i]);
     free(workers);
+    free(loops);
     free(ups);
     if (access_log_fd >= 0)
         close(access_log_fd);

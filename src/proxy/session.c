@@ -177,6 +177,7 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
             return TT_STEP_ERROR;
         }
         size_t done = (size_t)w;
+        s->client_acking = 0; /* the write put the socket back into delayed ACKs */
         s->bytes_out += done;
         size_t from_head = TT_MIN(done, head);
         if (from_head > 0)
@@ -380,20 +381,21 @@ static void session_timer_cb(tt_timer_t *t)
     }
 }
 
-void tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer)
+int tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer)
 {
     tt_worker_t *w = l->worker;
     tt_session_t *s = tt_calloc(1, sizeof(*s));
     s->worker = w;
     s->listener_upstream = l->upstream;
     tt_addr_format(peer, s->peer);
+    s->client_tcp = peer->ss.ss_family != AF_UNIX;
     tt_timer_init(&s->timer, session_timer_cb);
     tt_list_init(&s->link);
     tt_list_init(&s->waiter._link);
     if (tt_io_start(w->loop, &s->io, fd, EPOLLIN, client_io_cb) < 0) {
         close(fd);
         free(s);
-        return;
+        return -1;
     }
     tt_list_push_back(&w->sessions, &s->link);
     tt_worker_session_opened(w);
@@ -402,6 +404,7 @@ void tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer)
     /* The first request must start within the header timeout; later ones within the idle one. */
     tt_session_arm_timer(s, w->conf->client_header_timeout);
     tt_session_run(s);
+    return 0;
 }
 
 void tt_session_drain(tt_worker_t *w)

@@ -13,8 +13,9 @@
 extern const tt_worker_handlers_t tt_session_handlers;
 
 /* Takes ownership of an accepted, non-blocking client fd of listener l (a dedicated port routes
- * to its upstream, the forward-proxy port by host). */
-void tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer);
+ * to its upstream, the forward-proxy port by host). Returns 0, or -1 if the session could not
+ * start (the fd is closed; tt_worker_session_closed() will not be called for it). */
+int tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer);
 
 /* Drain: an idle session closes now; a busy one closes after its current response. */
 void tt_session_drain(tt_worker_t *w);

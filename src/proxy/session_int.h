@@ -5,6 +5,7 @@
 #ifndef TT_PROXY_SESSION_INT_H
 #define TT_PROXY_SESSION_INT_H
 
+#include "event/sock.h"
 #include "proxy/session.h"
 
 typedef enum {
@@ -66,9 +67,15 @@ typedef struct tt_session {
     uint8_t client_gone; /* reset or hung up: nothing more can be written */
     uint8_t in_request;  /* a request head was read and its outcome is not yet counted */
     uint8_t generated;   /* the response is tether's own */
+    /* tt_sock_ack_now() ran on that socket and tetherd has not written to it since: the
+     * kernel acknowledges what arrives as it is read (docs/internals/tuning.md). */
+    uint8_t client_acking;
+    uint8_t up_acking;
+    /* A tunnel read data from that end since the last write to it or ack_now on it. */
+    uint8_t client_unacked, up_unacked;
+    uint8_t client_tcp; /* not a Unix-domain client, which has no ACKs to tune */
     uint8_t host_len;
     const char *proxy_error; /* with generated: the RFC 9209 error type */
-    uint8_t quickack_set;    /* wait_for_client acknowledged this request's first part */
     uint16_t status;         /* status sent to the client; 0 before a response head */
     uint8_t reused;          /* the exchange ran on a connection that served a request before */
     uint8_t path_len;

@@ -24,6 +24,12 @@ static tt_step_t tunnel_write(tt_session_t *s, tunnel_end_t end, tt_buf_t *src)
             return errno == EAGAIN || errno == EWOULDBLOCK ? TT_STEP_AGAIN : TT_STEP_ERROR;
         }
         tt_buf_consume(src, (size_t)n);
+        /* The write carried the ACK of what was read from that end, and put the socket back
+         * into delayed ACKs. */
+        if (end == TO_UPSTREAM)
+            s->up_acking = s->up_unacked = 0;
+        else
+            s->client_acking = s->client_unacked = 0;
     }
     return TT_STEP_OK;
 }
@@ -39,9 +45,32 @@ static tt_step_t tunnel_read(tt_session_t *s, tunnel_end_t end, tt_buf_t *dst)
     uint8_t readable = 1;
     ssize_t n =
         end == TO_UPSTREAM ? tt_conn_read(s->conn, dst, &readable) : tt_buf_recv(dst, s->io.fd);
-    if (n > 0)
+    if (n > 0) {
+        if (end == TO_UPSTREAM)
+            s->up_unacked |= !s->up_acking;
+        else
+            s->client_unacked |= !s->client_acking && s->client_tcp;
         return TT_STEP_OK;
+    }
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? TT_STEP_AGAIN : TT_STEP_ERROR;
+}
+
+/* A tunnel waiting for an end it read from since it last wrote there acknowledges now: either
+ * side may be a sender with Nagle's algorithm on, holding its next message until the ACK, and
+ * nothing may go back to carry it. One setsockopt per change of direction on that end; a
+ * one-way stream pays it once. */
+static void tunnel_ack(tt_session_t *s)
+{
+    if (s->want_client_in && s->client_unacked) {
+        s->client_unacked = 0;
+        s->client_acking = 1;
+        tt_sock_ack_now(s->io.fd);
+    }
+    if (s->want_up_in && s->up_unacked) {
+        s->up_unacked = 0;
+        s->up_acking = 1;
+        tt_conn_ack_now(s->conn);
+    }
 }
 
 void tt_session_step_tunnel(tt_session_t *s)
@@ -83,6 +112,7 @@ void tt_session_step_tunnel(tt_session_t *s)
             s->want_up_in = r == TT_STEP_AGAIN;
         }
     }
+    tunnel_ack(s);
     return;
 done:
     /* Either side ending ends the tunnel; what was read is delivered first where possible. */

@@ -13,32 +13,142 @@
 #define MAX_FREE_BUFS  256
 #define MAX_FREE_HEADS 64
 
-static void accept_cb(tt_io_t *io, uint32_t events)
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
+static void accept_cb(tt_io_t *io, uint32_t events);
+
+/* A shared listener wakes one of the workers polling it, not all of them. */
+static uint32_t listen_events(const tt_listener_t *l)
 {
-    tt_listener_t *l = tt_container_of(io, tt_listener_t, io);
-    tt_worker_t *w = l->worker;
-    /* Bounded per wakeup so one busy listener cannot starve the loop. */
-    for (int i = 0; i < 64; i++) {
-        tt_addr_t peer;
-        peer.len = sizeof(peer.ss);
-        int fd =
-            accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-                return;
-            unsigned suppressed;
-            if (tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
-                tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(errno),
-                        suppressed);
-            return;
+    return EPOLLIN | (l->shared ? EPOLLEXCLUSIVE : 0);
+}
+
+/* Listeners are polled only while the worker accepts: a pause takes them out of epoll (a
+ * listener that stays registered is reported readable again at once and the worker spins), and
+ * the kernel's backlog holds what arrives meanwhile. */
+static void update_listening(tt_worker_t *w)
+{
+    int want = !w->draining && w->_accept_paused == 0;
+    for (size_t i = 0; i < w->_nlisteners; i++) {
+        tt_listener_t *l = &w->_listeners[i];
+        if (want && l->io.fd < 0 && l->fd >= 0) {
+            if (tt_io_start(w->loop, &l->io, l->fd, listen_events(l), accept_cb) < 0)
+                tt_error("worker %zu: epoll: %s: listener not polled", w->id, strerror(errno));
+        } else if (!want && l->io.fd >= 0) {
+            tt_io_stop(w->loop, &l->io);
         }
-        w->accepted++;
-        l->handler(l, fd, &peer);
     }
 }
 
-/* Registers this worker's share of the sockets on addr (net/listeners.h). The worker owns a dup
- * of each, so closing it at the drain leaves the set's descriptor for a successor. */
+static void resume_accepting(tt_worker_t *w, uint8_t reason)
+{
+    if (!(w->_accept_paused & reason))
+        return;
+    w->_accept_paused &= (uint8_t)~reason;
+    if (reason == TT_ACCEPT_PAUSED_LIMIT)
+        tt_admission_unwait(w->admission);
+    else
+        tt_loop_timer_stop(w->loop, &w->_accept_timer);
+    update_listening(w);
+}
+
+static void accept_timer_cb(tt_timer_t *t)
+{
+    resume_accepting(tt_container_of(t, tt_worker_t, _accept_timer), TT_ACCEPT_PAUSED_FDS);
+}
+
+/* Takes a slot under max_client_connections, or stops accepting until one frees. */
+static int admit(tt_worker_t *w)
+{
+    if (tt_admission_take(w->admission))
+        return 1;
+    if (!(w->_accept_paused & TT_ACCEPT_PAUSED_LIMIT)) {
+        w->_accept_paused |= TT_ACCEPT_PAUSED_LIMIT;
+        w->accept_limit_pauses++;
+        tt_admission_wait(w->admission);
+        unsigned suppressed;
+        if (tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
+            tt_warn("worker %zu: max_client_connections (%lld) reached: new connections wait in "
+                    "the listen backlog until one closes (%u similar suppressed)",
+                    w->id, (long long)w->admission->max, suppressed);
+    }
+    if (tt_admission_take(w->admission)) { /* freed before the wait was seen */
+        resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);
+        return 1;
+    }
+    update_listening(w);
+    return 0;
+}
+
+static void accept_failed(tt_worker_t *w, int err)
+{
+    tt_accept_error_t why = err == EMFILE                     ? TT_ACCEPT_EMFILE
+                            : err == ENFILE                   ? TT_ACCEPT_ENFILE
+                            : err == ENOBUFS || err == ENOMEM ? TT_ACCEPT_NOMEM
+                                                              : TT_ACCEPT_OTHER;
+    w->accept_errors[why]++;
+    unsigned suppressed;
+    int say = tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed);
+    if (why == TT_ACCEPT_OTHER) {
+        if (say)
+            tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(err),
+                    suppressed);
+        return;
+    }
+    /* Out of descriptors or memory: stop polling the listeners (they stay readable, so the
+     * worker would spin) until a connection of this worker closes or the backoff ends. */
+    w->_accept_backoff = w->_accept_backoff == 0
+                             ? ACCEPT_BACKOFF_MIN_MS
+                             : TT_MIN(w->_accept_backoff * 2, ACCEPT_BACKOFF_MAX_MS);
+    w->_accept_paused |= TT_ACCEPT_PAUSED_FDS;
+    tt_loop_timer_after(w->loop, &w->_accept_timer, w->_accept_backoff);
+    update_listening(w);
+    if (say)
+        tt_warn("worker %zu: accept: %s: not accepting for %lldms or until a connection closes; "
+                "lower max_client_connections or raise the descriptor limit (%u similar "
+                "suppressed)",
+                w->id, strerror(err), (long long)w->_accept_backoff, suppressed);
+}
+
+static void accept_cb(tt_io_t *io, uint32_t events)
+{
+    (void)events;
+    tt_listener_t *l = tt_container_of(io, tt_listener_t, io);
+    tt_worker_t *w = l->worker;
+    /* Bounded per wakeup so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 64 && l->io.fd >= 0; i++) {
+        if (!admit(w))
+            return;
+        tt_addr_t peer;
+        peer.len = sizeof(peer.ss);
+        int fd =
+            accept4(l->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            tt_admission_release(w->admission);
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            /* A connection that failed while queued: the next one may be fine (accept(2)). */
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+                err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+                err == EOPNOTSUPP || err == ENETUNREACH || err == EPERM)
+                continue;
+            accept_failed(w, err);
+            return;
+        }
+        w->accepted++;
+        w->_accept_backoff = 0;
+        if (l->handler(l, fd, &peer) < 0)
+            tt_admission_release(w->admission);
+    }
+}
+
+/* Registers this worker's share of the sockets on addr (net/listeners.h), TCP or Unix alike. The
+ * worker owns a dup of each, so closing it at the drain leaves the set's descriptor for a
+ * successor. A socket every worker accepts from (shared) is polled with EPOLLEXCLUSIVE, which
+ * wakes one of them per connection; such a registration cannot be modified, so a pause deletes
+ * it and a resume adds it again (update_listening). */
 static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr_t *addr,
                          tt_upstream_t *up, char *err, size_t errlen)
 {
@@ -55,11 +165,13 @@ static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr
         l->worker = w;
         l->upstream = up;
         l->handler = w->_handlers.accept_cb;
-        /* A socket every worker accepts from wakes one of them per connection, not all. */
-        uint32_t events = EPOLLIN | (shared[i] ? EPOLLEXCLUSIVE : 0);
-        if (tt_io_start(w->loop, &l->io, fd, events, accept_cb) < 0) {
+        l->fd = fd;
+        l->shared = shared[i];
+        l->io.fd = -1;
+        if (tt_io_start(w->loop, &l->io, fd, listen_events(l), accept_cb) < 0) {
             snprintf(err, errlen, "epoll: %s", strerror(errno));
             close(fd);
+            l->fd = -1;
             w->_nlisteners--;
             return -1;
         }
@@ -69,11 +181,13 @@ static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr
 
 static void stop_listeners(tt_worker_t *w)
 {
+    tt_loop_timer_stop(w->loop, &w->_accept_timer);
     for (size_t i = 0; i < w->_nlisteners; i++) {
-        int fd = w->_listeners[i].io.fd;
-        tt_io_stop(w->loop, &w->_listeners[i].io);
-        if (fd >= 0)
-            close(fd);
+        tt_listener_t *l = &w->_listeners[i];
+        tt_io_stop(w->loop, &l->io);
+        if (l->fd >= 0) /* this worker's dup; the set keeps its own for a successor */
+            close(l->fd);
+        l->fd = -1;
     }
 }
 
@@ -114,6 +228,8 @@ void tt_worker_session_closed(tt_worker_t *w)
 {
     TT_ASSERT(w->nsessions > 0);
     w->nsessions--;
+    tt_admission_release(w->admission);
+    resume_accepting(w, TT_ACCEPT_PAUSED_FDS);
     finish_drain_if_idle(w);
 }
 
@@ -179,6 +295,8 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 {
     tt_worker_t *w = data;
     run_posted_call(w);
+    /* A slot under max_client_connections freed (tt_admission_release): try again. */
+    resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);
     if (atomic_exchange_explicit(&w->_drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
@@ -187,8 +305,8 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 
 int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
                    tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
-                   const tt_worker_handlers_t *handlers, int access_log_fd, char *err,
-                   size_t errlen)
+                   const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->_handlers = *handlers;
@@ -199,6 +317,8 @@ int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *
     w->nupstreams = nupstreams;
     tt_list_init(&w->sessions);
     tt_timer_init(&w->_drain_timer, drain_timer_cb);
+    tt_timer_init(&w->_accept_timer, accept_timer_cb);
+    w->admission = admission;
     pthread_mutex_init(&w->_call_lock, NULL);
     pthread_cond_init(&w->_call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
@@ -235,6 +355,7 @@ static void *worker_main(void *arg)
         tt_error("worker %zu: event loop failed", w->id);
     /* Sessions are gone: close what the pools still hold. */
     tt_loop_timer_stop(w->loop, &w->_drain_timer);
+    tt_loop_timer_stop(w->loop, &w->_accept_timer);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_shutdown(&w->pools[i]);
     tt_loop_run_deferred(w->loop);

@@ -10,7 +10,9 @@
 #include "event/loop.h"
 #include "http/message.h"
 #include "metrics/accesslog.h"
+#include "metrics/snapshot.h"
 #include "net/listeners.h"
+#include "proxy/admission.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -21,11 +23,14 @@ typedef struct tt_worker tt_worker_t;
 typedef struct tt_listener tt_listener_t;
 
 /* Takes an accepted, non-blocking client fd from listener l; the callee owns fd from then on.
- * peer is valid during the call only. */
-typedef void (*tt_listener_handler_cb)(tt_listener_t *l, int fd, const tt_addr_t *peer);
+ * peer is valid during the call only. Returns 0, or -1 if the connection could not be served (fd
+ * closed, and tt_worker_session_opened/closed not called for it). */
+typedef int (*tt_listener_handler_cb)(tt_listener_t *l, int fd, const tt_addr_t *peer);
 
 struct tt_listener {
-    tt_io_t io;
+    tt_io_t io; /* registered only while the worker accepts (io.fd -1 while it pauses) */
+    int fd;     /* the listening socket, -1 once closed */
+    int shared; /* every worker polls it (EPOLLEXCLUSIVE): a pause deletes, a resume re-adds */
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
     tt_listener_handler_cb handler;
@@ -34,6 +39,10 @@ struct tt_listener {
 /* What serves the client connections a worker accepts (nginx's ls->handler): the worker knows
  * their number, never their kind, so it calls nothing above itself. server.c wires in the
  * session's handlers (tt_session_handlers). */
+/* Why a worker stopped polling its listeners (bits of _accept_paused). */
+#define TT_ACCEPT_PAUSED_FDS   1 /* out of descriptors: retried after a backoff or a close */
+#define TT_ACCEPT_PAUSED_LIMIT 2 /* max_client_connections reached: resumed by a close */
+
 typedef struct {
     tt_listener_handler_cb accept_cb;
     /* Drain began: idle connections close now, busy ones after their response. */
@@ -59,7 +68,10 @@ struct tt_worker {
     int draining;
     tt_ratelimit_t error_warn; /* the 5xx its sessions generate */
     tt_accesslog_t access_log;
-    uint64_t accepted; /* client connections accepted */
+    tt_admission_t *admission; /* shared by every worker */
+    uint64_t accept_errors[TT_ACCEPT_ERRORS];
+    uint64_t accept_limit_pauses; /* times this worker stopped accepting at the cap */
+    uint64_t accepted;            /* client connections accepted */
     uint64_t
         unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
 
@@ -70,6 +82,9 @@ struct tt_worker {
     tt_timer_t _drain_timer;
     _Atomic int _drain_requested;
     tt_ratelimit_t _accept_warn;
+    tt_timer_t _accept_timer;  /* ends an accept pause for lack of descriptors */
+    tt_msec_t _accept_backoff; /* its current length; 0 after an accept succeeds */
+    uint8_t _accept_paused;    /* TT_ACCEPT_PAUSED_* */
     /* A function another thread asked this worker to run (tt_worker_call). */
     pthread_mutex_t _call_lock;
     pthread_cond_t _call_done;
@@ -79,16 +94,19 @@ struct tt_worker {
 };
 
 /* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
- * listening sockets in ls (dups; ls keeps its own), whose connections go to handlers;
- * access_log_fd is the shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs
- * on the main thread before any worker starts. */
+ * listening sockets in ls, TCP and Unix alike (dups; ls keeps its own), whose connections go to
+ * handlers; access_log_fd is the shared access log (-1: off); admission the global client
+ * connection cap, which every worker shares and the caller owns. Returns 0, or -1 with a reason
+ * in err. Runs on the main thread before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
                    tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
-                   const tt_worker_handlers_t *handlers, int access_log_fd, char *err,
-                   size_t errlen);
+                   const tt_worker_handlers_t *handlers, int access_log_fd,
+                   tt_admission_t *admission, char *err, size_t errlen);
 
 /* The handlers' hooks: a client connection began, or ended. The worker counts them, and once
- * draining finishes when the last one ends. Worker thread only. */
+ * draining finishes when the last one ends; an end frees its slot under max_client_connections
+ * and, after a lack of descriptors paused accepting, accepts again at once (a descriptor just
+ * freed). Worker thread only. */
 void tt_worker_session_opened(tt_worker_t *w);
 void tt_worker_session_closed(tt_worker_t *w);
 

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "event/sock.h"
 #include "health/probe.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
@@ -85,6 +86,13 @@ static inline int tt_conn_reused(const tt_conn_t *c)
     /* Served a request before, or waited in the pool (a pre-warmed connection): either way the
      * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
     return c->requests > 1 || c->idle_since != 0;
+}
+
+/* Acknowledges at once what the upstream sent, and what it sends until this side next writes
+ * (tt_sock_ack_now). */
+static inline void tt_conn_ack_now(tt_conn_t *c)
+{
+    tt_sock_ack_now(c->_io.fd);
 }
 
 /* Whether the owner's interest includes reading (so a hang-up will also show as a failed read). */

@@ -140,18 +140,21 @@ class Upstream:
 
 
 class Tetherd:
-    """A running tetherd. `ports` are its listening ports in configuration order (dedicated
-    `listen` and `proxy_listen`, or --listen), `port` the first of them."""
+    """A running tetherd. `ports` are its listening TCP ports in configuration order (dedicated
+    `listen` and `proxy_listen`, or --listen), `port` the first of them; `unix_paths` the paths
+    of its Unix-domain listeners (`listen = unix:/path`)."""
 
-    def __init__(self, argv, log_path, addresses, drain_timeout):
+    def __init__(self, argv, log_path, addresses, drain_timeout, preexec_fn=None):
         self.log_path = log_path
         self.addresses = addresses
-        self.ports = [port for _, port in addresses]
+        self.ports = [a[1] for a in addresses if isinstance(a, tuple)]
+        self.unix_paths = [a for a in addresses if isinstance(a, str)]
         self.port = self.ports[0] if self.ports else None
         self.drain_timeout = drain_timeout
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=preexec_fn,
             )
 
     def log(self):
@@ -165,7 +168,12 @@ class Tetherd:
                 rc = self.proc.poll()
                 assert rc is None, f"tetherd exited with {rc} during startup:\n{self.log()}"
                 try:
-                    socket.create_connection(address, timeout=1).close()
+                    if isinstance(address, str):
+                        with socket.socket(socket.AF_UNIX) as sock:
+                            sock.settimeout(1)
+                            sock.connect(address)
+                    else:
+                        socket.create_connection(address, timeout=1).close()
                     break
                 except OSError:
                     assert time.monotonic() < deadline, f"tetherd not listening on {address}"
@@ -220,7 +228,8 @@ def start_upstream(request, tmp_path):
 
 @pytest.fixture
 def start_tetherd(request, tmp_path):
-    """start_tetherd(config=INI text, args=extra CLI args) -> Tetherd once it listens.
+    """start_tetherd(config=INI text, args=extra CLI args, preexec_fn=None) -> Tetherd once it
+    listens; preexec_fn runs in the child before exec (to set resource limits, for example).
 
     The configuration is dedented and written to tmp_path. At teardown tetherd gets SIGTERM
     and must exit 0 within drain_timeout + 5 s."""
@@ -229,7 +238,7 @@ def start_tetherd(request, tmp_path):
         pytest.fail(f"{binary} not found: build it with `make` or set TETHERD")
     started = []
 
-    def start(config=None, args=()):
+    def start(config=None, args=(), preexec_fn=None):
         name = f"tetherd-{len(started)}"
         argv, addresses, drain = [str(binary)], [], DEFAULT_DRAIN_TIMEOUT
         if config is not None:
@@ -238,7 +247,8 @@ def start_tetherd(request, tmp_path):
             config_path.write_text(config)
             argv += ["-c", str(config_path)]
             listens = config_value_lines(config, "listen", "proxy_listen")
-            addresses = [parse_address(value) for value in listens]
+            addresses = [value[5:] if value.startswith("unix:") else parse_address(value)
+                         for value in listens]
             drains = config_value_lines(config, "drain_timeout")
             if drains:
                 drain = parse_duration(drains[-1])
@@ -247,7 +257,7 @@ def start_tetherd(request, tmp_path):
             addresses.append(parse_address(args[list(args).index("--listen") + 1]))
         log_path = tmp_path / f"{name}.log"
         _attach_log(request, f"{name} log", log_path)
-        tetherd = Tetherd(argv, log_path, addresses, drain)
+        tetherd = Tetherd(argv, log_path, addresses, drain, preexec_fn)
         started.append(tetherd)
         tetherd.wait_listening()
         return tetherd

@@ -23,6 +23,13 @@ static char g_dir[64];
 static int setup_dir(void **state)
 {
     (void)state;
+    /* The C library loads its user and group databases on first use and keeps them: done here,
+     * before any test counts the heap. */
+    char buf[4096];
+    struct passwd pw, *pwp;
+    struct group gr, *grp;
+    getpwnam_r("root", &pw, buf, sizeof(buf), &pwp);
+    getgrnam_r("root", &gr, buf, sizeof(buf), &grp);
     snprintf(g_dir, sizeof(g_dir), "/tmp/tether-test-config-XXXXXX");
     return mkdtemp(g_dir) == NULL ? -1 : 0;
 }
@@ -74,7 +81,10 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "# another comment style\n"
                            "[tether]\n"
                            "workers = 4\n"
-                           "proxy_listen = 127.0.0.1:15001\n"
+                           "proxy_listen = unix:/run/tether/proxy.sock\n"
+                           "proxy_listen_mode = 0666\n"
+                           "proxy_listen_owner = 0\n"
+                           "proxy_listen_group = 0\n"
                            "admin = [::1]:9900\n"
                            "admin_allow_remote = no\n"
                            "log_level = debug\n"
@@ -86,6 +96,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "client_body_timeout = 7s\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
+                           "max_client_connections = 5000\n"
                            "access_log = /var/log/tether/access.log\n"
                            "control_socket = /run/tether/tetherd.sock\n"
                            "resolver = 127.0.0.1:5353, [::1]\n"
@@ -140,6 +151,13 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "max_lifetime = 0\n"
                            "preserve_host = false\n"
                            "max_idle = 500\n"
+                           "\n"
+                           "[upstream local]\n"
+                           "url = http://127.0.0.1:8082\n"
+                           "listen = unix:/run/tether/local.sock\n"
+                           "listen_mode = 600\n"
+                           "listen_owner = root\n"
+                           "listen_group = 12345\n"
                            "\n"
                            "[upstream v6]\n"
                            "url = http://[::1]:8081\n"
@@ -198,7 +216,10 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(c->path, path);
     assert_int_equal(c->workers, 4);
     assert_true(c->has_proxy_listen);
-    assert_addr(&c->proxy_listen, "127.0.0.1:15001");
+    assert_addr(&c->proxy_listen, "unix:/run/tether/proxy.sock");
+    assert_int_equal(c->proxy_listen_mode, 0666);
+    assert_int_equal(c->proxy_listen_owner, 0);
+    assert_int_equal(c->proxy_listen_group, 0);
     assert_true(c->has_admin);
     assert_addr(&c->admin, "[::1]:9900");
     assert_int_equal(c->admin_allow_remote, 0);
@@ -211,12 +232,13 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->client_body_timeout, 7000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
+    assert_int_equal(c->max_client_connections, 5000);
     assert_string_equal(c->control_socket, "/run/tether/tetherd.sock");
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
-    assert_int_equal(c->nupstreams, 3);
+    assert_int_equal(c->nupstreams, 4);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 21);
+    assert_int_equal(u->line, 25);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -249,9 +271,9 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 45);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 42);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 27);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 49);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 46);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 31);
     assert_int_equal(u->nendpoints, 3);
     assert_addr(&u->endpoints[0], "127.0.0.2:8443");
     assert_addr(&u->endpoints[1], "127.0.0.3:8443"); /* the url's port */
@@ -289,7 +311,15 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->balance, 2);
     assert_null(u->endpoints);
 
+    u = find_upstream(c, "local");
+    assert_addr(&u->listen, "unix:/run/tether/local.sock");
+    assert_int_equal(u->listen_mode, 0600);
+    assert_int_equal(u->listen_owner, 0); /* root */
+    assert_int_equal(u->listen_group, 12345);
+
     u = find_upstream(c, "v6");
+    assert_int_equal(u->listen_mode, 0660); /* the default, unused on a TCP port */
+    assert_int_equal(u->listen_owner, -1);
     assert_string_equal(u->host, "::1");
     assert_int_equal(u->port, 8081);
     assert_addr(&u->listen, "[::1]:9002");
@@ -317,6 +347,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(c->client_body_timeout, 60000);
     assert_int_equal(c->drain_timeout, 10000);
     assert_int_equal(c->tcp_defer_accept, 1000);
+    assert_int_equal(c->max_client_connections, 0); /* auto */
     assert_null(c->access_log);
     assert_int_equal(c->nupstreams, 1);
     tt_upstream_conf_t *u = &c->upstreams[0];
@@ -356,17 +387,20 @@ static void check_defaults(tt_conf_t *c)
     for (size_t i = 0; i < u->nhosts; i++)
         authority += strcmp(u->hosts[i], "127.0.0.1:8080") == 0;
     assert_int_equal(authority, 1);
-    /* Nothing is left UNSET. */
+    /* Nothing is left UNSET, except where the default means "unchanged" (a socket's owner). */
     for (size_t i = 0; i < TT_ARRAY_SIZE(global_fields); i++) {
         const field_t *f = &global_fields[i];
-        if (f->type != F_ADDR && f->type != F_PATH)
+        if (is_scalar(f->type) && f->def != TT_UNSET)
             assert_int_not_equal(*(int64_t *)((char *)c + f->offset), TT_UNSET);
     }
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
         const field_t *f = &upstream_fields[i];
-        if (f->type != F_ADDR && f->type != F_URL && f->type != F_HOSTS)
+        if (is_scalar(f->type) && f->def != TT_UNSET)
             assert_int_not_equal(*(int64_t *)((char *)u + f->offset), TT_UNSET);
     }
+    assert_int_equal(u->listen_mode, 0660);
+    assert_int_equal(u->listen_owner, -1);
+    assert_int_equal(u->listen_group, -1);
 }
 
 static void test_defaults_for_omitted_keys(void **state)
@@ -414,6 +448,8 @@ static const bad_t bad[] = {
     {"bad workers", "[tether]\n\nworkers = many\n" UP_A, 3, "workers", "auto or a positive"},
     {"zero workers", "[tether]\nworkers = 0\n" UP_A, 2, "workers", "auto or a positive"},
     {"too many workers", "[tether]\nworkers = 1000\n" UP_A, 2, "workers", "out of range"},
+    {"zero client connections", "[tether]\nmax_client_connections = 0\n" UP_A, 2,
+     "max_client_connections", "expected auto or a positive number"},
     {"max_connections 0", UP_A "max_connections = 0\n", 4, "max_connections",
      "0: out of range (1..1000000)"},
     {"negative max_idle", UP_A "max_idle = -1\n", 4, "max_idle", "out of range"},
@@ -601,7 +637,8 @@ static void test_command_line_errors_have_no_line(void **state)
     tt_conf_error_t err;
     assert_null(tt_conf_from_args("127.0.0.1", "http://127.0.0.1:8080", NULL, NULL, &err));
     assert_string_equal(err.msg,
-                        "command line: listen: 127.0.0.1: expected IP:PORT or [IPv6]:PORT");
+                        "command line: listen: 127.0.0.1: expected IP:PORT, [IPv6]:PORT or "
+                        "unix:/absolute/path");
     tt_leakcheck_end(lc);
 }
 
@@ -963,6 +1000,13 @@ static void test_dump_has_every_key_and_loads_back(void **state)
                 continue; /* any status */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
+            if (strncmp(upstream_fields[i].key, "listen_", 7) == 0 &&
+                !(c->upstreams[u].has_listen && tt_addr_is_unix(&c->upstreams[u].listen)))
+                continue; /* socket file keys only for unix: listeners */
+            if (upstream_fields[i].def == TT_UNSET &&
+                *(const int64_t *)((const char *)&c->upstreams[u] + upstream_fields[i].offset) ==
+                    TT_UNSET)
+                continue; /* an owner left unchanged */
             char needle[64];
             snprintf(needle, sizeof(needle), "\n%s = ", upstream_fields[i].key);
             const char *at = strstr(sec, needle);

@@ -36,6 +36,7 @@ typedef struct {
     tt_conf_t *conf;
     tt_upstream_t up;
     tt_worker_t w;
+    tt_admission_t admission;
     tt_listener_t l;
     tt_leakcheck_t lc;
 } fixture_t;
@@ -66,6 +67,8 @@ static fixture_t *fixture_new(void)
     w->loop = tt_loop_create();
     assert_non_null(w->loop);
     tt_loop_set_clock(w->loop, fake_clock, f);
+    tt_admission_init(&f->admission, 16, &w->loop, 1);
+    w->admission = &f->admission;
     tt_list_init(&w->sessions);
     tt_bufpool_init(&w->bufs, 8);
     tt_http_headpool_init(&w->heads, 4);
@@ -82,6 +85,7 @@ static fixture_t *fixture_new(void)
     f->client = sv[0];
     tt_addr_t peer;
     assert_int_equal(tt_addr_parse("127.0.0.1:40000", &peer), 0);
+    assert_true(tt_admission_take(w->admission)); /* as the worker's accept does */
     f->l.handler(&f->l, sv[1], &peer);
     return f;
 }
