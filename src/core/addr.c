@@ -232,3 +232,20 @@ int tt_addr_parse_list(const char *s, int default_port, tt_addr_t *out, size_t m
     }
     return (int)n;
 }
+
+static int addr_compare_cb(const void *a, const void *b)
+{
+    return tt_addr_compare(a, b);
+}
+
+size_t tt_addr_sort_unique(tt_addr_t *a, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(a, n, sizeof(*a), addr_compare_cb);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || tt_addr_compare(&a[m - 1], &a[i]) != 0)
+            a[m++] = a[i];
+    return m;
+}

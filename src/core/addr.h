@@ -43,4 +43,8 @@ void tt_addr_set_port(tt_addr_t *a, int port);
 /* Orders addresses by family, address bytes, then port. Returns <0, 0 or >0. */
 int tt_addr_compare(const tt_addr_t *a, const tt_addr_t *b);
 
+/* Sorts a[0..n) by tt_addr_compare and drops repeats, in place; returns the new count. An
+ * endpoint set in this form compares with another element by element. */
+size_t tt_addr_sort_unique(tt_addr_t *a, size_t n);
+
 #endif

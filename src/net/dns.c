@@ -189,11 +189,6 @@ const char *tt_dns_result_name(tt_dns_result_t r)
     return names[r];
 }
 
-static int cmp_addr_cb(const void *a, const void *b)
-{
-    return tt_addr_compare(a, b);
-}
-
 static void start_lookup(tt_dns_watch_t *w);
 
 static void lookup_timer_cb(tt_timer_t *t)
@@ -263,13 +258,8 @@ static size_t collect(const tt_dns_watch_t *w, const struct ares_addrinfo *ai, t
             *ttl_s = nd->ai_ttl;
         n++;
     }
-    qsort(a, n, sizeof(*a), cmp_addr_cb);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m == 0 || tt_addr_compare(&a[m - 1], &a[i]) != 0)
-            a[m++] = a[i];
     *out = a;
-    return m;
+    return tt_addr_sort_unique(a, n);
 }
 
 static void lookup_done_cb(void *arg, int status, int timeouts, struct ares_addrinfo *ai)

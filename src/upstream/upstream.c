@@ -13,24 +13,6 @@
 #define AUTO_MIN_EXPIRY  100
 #define OBSERVE_FLOOR_MS 500 /* quicker closes are decisions, not idle timeouts */
 
-static int cmp_addr_cb(const void *a, const void *b)
-{
-    return tt_addr_compare(a, b);
-}
-
-/* Sorts and deduplicates in place; returns the new count. */
-static size_t normalize(tt_addr_t *a, size_t n)
-{
-    if (n == 0)
-        return 0;
-    qsort(a, n, sizeof(*a), cmp_addr_cb);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m == 0 || tt_addr_compare(&a[m - 1], &a[i]) != 0)
-            a[m++] = a[i];
-    return m;
-}
-
 static int initial_endpoints(tt_upstream_t *up, char *err, size_t errlen)
 {
     const tt_upstream_conf_t *conf = up->conf;
@@ -54,7 +36,7 @@ static int initial_endpoints(tt_upstream_t *up, char *err, size_t errlen)
                     conf->name, conf->host, why);
         n = got < 0 ? 0 : (size_t)got;
     }
-    up->ep_naddrs = normalize(a, n);
+    up->ep_naddrs = tt_addr_sort_unique(a, n);
     up->ep_addrs = a;
     atomic_store(&up->ep_version, 1);
     return 0;
@@ -65,7 +47,7 @@ void tt_upstream_publish_endpoints(tt_upstream_t *up, const tt_addr_t *addrs, si
     tt_addr_t *copy = tt_calloc(n ? n : 1, sizeof(*copy));
     if (n > 0)
         memcpy(copy, addrs, n * sizeof(*copy));
-    n = normalize(copy, n);
+    n = tt_addr_sort_unique(copy, n);
     pthread_mutex_lock(&up->ep_lock);
     tt_addr_t *old = up->ep_addrs;
     up->ep_addrs = copy;
