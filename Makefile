@@ -1,4 +1,5 @@
 # tether: `make` builds, `make test` runs every check, `make demo` shows the effect,
+# `make soak` runs traffic with faults against a sanitizer build,
 # `make bench` compares with direct connections, HAProxy, nginx and H2O.
 # Each target installs the Debian packages it needs first (scripts/setup.sh).
 
@@ -7,8 +8,9 @@ ASAN_BUILD  ?= build-asan
 BENCH_BUILD ?= build-release
 PYTHON      ?= /usr/bin/python3
 MESON_OPTS  ?=
+SOAK_SECONDS ?= 900
 
-.PHONY: all setup test unit unit-asan integration format format-check demo bench clean
+.PHONY: all setup test unit asan unit-asan soak integration format format-check demo bench clean
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -32,9 +34,17 @@ test: setup
 unit: all
 	meson test -C $(BUILD) --print-errorlogs
 
-unit-asan: setup $(ASAN_BUILD)/build.ninja
+asan: setup $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
+
+unit-asan: asan
 	meson test -C $(ASAN_BUILD) --print-errorlogs
+
+# Mixed traffic with injected faults against the ASan+UBSan tetherd for SOAK_SECONDS
+# (docs/operations.md#the-soak); results in bench/results/soak-<time>/.
+soak: asan
+	$(PYTHON) tests/soak/soak.py --tetherd $(ASAN_BUILD)/tetherd --seconds $(SOAK_SECONDS) \
+		--progress $(SOAK_ARGS)
 
 integration: all
 	$(PYTHON) -m pytest -q tests/integration

@@ -4,7 +4,8 @@
 Steps: formatting (clang-format), the warnings-as-errors build, unit tests, the integration suite
 (pytest, real processes on loopback), then a clang build with AddressSanitizer and
 UndefinedBehaviorSanitizer running the unit tests and the integration suite again (all but the
-deliberately slow tests). Each unit test binary, each pytest test and each gate
+deliberately slow tests), and a 60-second soak with injected faults against that build
+(tests/soak/soak.py). Each unit test binary, each pytest test and each gate
 (format, build) counts once. A failing step does not stop the later ones, so one run shows
 everything that is wrong.
 """
@@ -99,6 +100,16 @@ def integration_tests(tally, tetherd, label="integration", extra=(), env_extra=N
             tally.record(name, not failed)
 
 
+def soak(tally):
+    """The soak of `make soak`, for 60 s (tests/soak/soak.py): mixed traffic, faults and bad
+    input against the sanitizer build; one test. Its results stay in build-asan/soak-60s/."""
+    out = os.path.join(ROOT, "build-asan", "soak-60s")
+    result = run([PYTHON, "tests/soak/soak.py", "--tetherd",
+                  os.path.join(ROOT, "build-asan", "tetherd"), "--seconds", "60", "--warmup",
+                  "20", "--out", out])
+    tally.record("soak (60 s, ASan+UBSan tetherd, faults injected)", result.returncode == 0)
+
+
 def main():
     started = time.monotonic()
     tally = Tally()
@@ -118,6 +129,7 @@ def main():
         integration_tests(tally, os.path.join(ROOT, "build-asan", "tetherd"),
                           "integration (ASan+UBSan)", ["-m", "not slow"],
                           {"ASAN_OPTIONS": "detect_leaks=1:exitcode=23"})
+        soak(tally)
     print()
     print("took %.0fs" % (time.monotonic() - started))
     for name in tally.failures:
