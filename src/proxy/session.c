@@ -5,10 +5,12 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -72,6 +74,7 @@ typedef struct tt_session {
     uint16_t status;      /* status sent to the client; 0 before a response head */
     uint8_t reused;       /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
+    uint32_t send_queue; /* the client socket's unacknowledged bytes when the send timer started */
     uint64_t started_us;
     uint64_t bytes_out; /* response bytes written to the client for this request */
     char path[200];     /* request target, for the access log */
@@ -201,10 +204,50 @@ static int client_output_pending(const tt_session_t *s)
     return (s->cout != NULL && tt_buf_len(s->cout) > 0) || s->resp_pending > 0;
 }
 
+/* Bytes written to the client socket that the client has not acknowledged yet. */
+static uint32_t client_send_queue(const tt_session_t *s)
+{
+    int n = 0;
+    return ioctl(s->io.fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint32_t)n : 0;
+}
+
+/* A client that takes no byte of a response for client_idle_timeout is cut (nginx's send_timeout
+ * is the model): otherwise a client that stops reading holds its upstream connection for ever,
+ * and a few of them starve a small pool. The timer starts when a write blocks; it restarts when a
+ * write made progress first, and when it fires, a send queue shorter than at its start shows that
+ * the client is still reading (the kernel may hold megabytes, drained long before tether can
+ * write again), so only a client that took nothing is cut. A slow upstream sets the body's pace
+ * unbounded, as before. Only while a response body or tether's own error is written: the timer
+ * has other jobs before the response head, and none in a tunnel. */
+static void arm_send_timer(tt_session_t *s, int progressed)
+{
+    if (!((s->state == S_EXCHANGE && s->resp_head_done) || s->state == S_FLUSH))
+        return;
+    if (progressed || !tt_timer_armed(&s->timer)) {
+        s->send_queue = client_send_queue(s);
+        arm_timer(s, s->worker->conf->client_idle_timeout);
+    }
+}
+
+/* The send timer fired: 1 if the client took nothing since it started (then it is cut), 0 if it
+ * read meanwhile (the timer restarts) or is not behind any more. */
+static int client_stalled(tt_session_t *s)
+{
+    if (!client_output_pending(s))
+        return 0;
+    uint32_t queue = client_send_queue(s);
+    if (queue == 0 || queue >= s->send_queue)
+        return 1;
+    s->send_queue = queue;
+    arm_timer(s, s->worker->conf->client_idle_timeout);
+    return 0;
+}
+
 /* Writes cout, then the raw response body waiting in conn->in. Returns 1 when all is written,
  * 0 when the socket is full, -1 when the client is gone. */
 static int flush_client(tt_session_t *s)
 {
+    int progressed = 0;
     while (client_output_pending(s)) {
         struct iovec iov[2];
         int n = 0;
@@ -223,11 +266,13 @@ static int flush_client(tt_session_t *s)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->want_client_out = 1;
+                arm_send_timer(s, progressed);
                 return 0;
             }
             s->client_gone = 1;
             return -1;
         }
+        progressed = 1;
         size_t done = (size_t)w;
         s->bytes_out += done;
         size_t from_head = TT_MIN(done, head);
@@ -1229,6 +1274,11 @@ static void session_timer_cb(tt_timer_t *t)
 {
     tt_session_t *s = tt_container_of(t, tt_session_t, timer);
     switch (s->state) {
+    case S_FLUSH:
+        if (!client_stalled(s) && tt_timer_armed(&s->timer))
+            return;
+        session_close(s, TT_CLOSE_ERROR);
+        return;
     case S_HEAD:
         if (s->cin != NULL && s->cin->wpos > 0) {
             reply_error(s, 408, TT_CLOSE_ERROR, "request head not received within %lldms",
@@ -1239,6 +1289,14 @@ static void session_timer_cb(tt_timer_t *t)
         }
         return;
     case S_EXCHANGE:
+        if (s->resp_head_done && client_stalled(s)) {
+            tt_debug("client %s: took no response byte for %lldms; closing", s->peer,
+                     (long long)s->worker->conf->client_idle_timeout);
+            session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
+            return;
+        }
+        if (s->resp_head_done && (s->req_sent || tt_timer_armed(&s->timer)))
+            return; /* the client reads, or is not behind: the upstream sets the pace */
         if (!s->req_sent) {
             reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL, "request body stalled for %lldms",
                         (long long)s->worker->conf->client_idle_timeout);
