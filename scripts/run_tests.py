@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Runs every check behind `make test` and ends with the line `N passed, N failed`.
 
-Steps: formatting (clang-format), the warnings-as-errors build, unit tests, the integration suite
-(pytest, real processes on loopback), then a clang build with AddressSanitizer and
-UndefinedBehaviorSanitizer running the unit tests and the integration suite again (all but the
-deliberately slow tests), and a 60-second soak with injected faults against that build
-(tests/soak/soak.py). Each unit test binary, each pytest test and each gate
-(format, build) counts once. A failing step does not stop the later ones, so one run shows
-everything that is wrong.
+Steps: formatting (clang-format), the include layers (tests/check_layers.py), the
+warnings-as-errors build, unit tests, the integration suite (pytest, real processes on loopback),
+then a clang build with AddressSanitizer and UndefinedBehaviorSanitizer running the unit tests and
+the integration suite again (all but the deliberately slow tests), and last the libFuzzer
+harnesses (tests/fuzz, built in build-fuzz): each replays its saved regression inputs and fuzzes
+for FUZZ_SMOKE_SECONDS (10); between the two, a 60-second soak with injected faults
+against the sanitizer build (tests/soak/soak.py). Each unit test binary, each pytest test, each fuzz replay and run,
+and each gate (format, layers, build) counts once. A failing step does not stop the later ones,
+so one run shows everything that is wrong.
 """
 
 import json
@@ -20,6 +22,10 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = "/usr/bin/python3"
+FUZZ_SMOKE_SECONDS = 10
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import fuzz  # noqa: E402  (scripts/fuzz.py)
 
 
 class Tally:
@@ -52,6 +58,11 @@ def check_format(tally):
     files = tracked_c_files()
     result = run(["clang-format", "--dry-run", "--Werror"] + files)
     tally.record("format (clang-format)", result.returncode == 0)
+
+
+def check_layers(tally):
+    result = run([PYTHON, "tests/check_layers.py"])
+    tally.record("layers (tests/check_layers.py)", result.returncode == 0)
 
 
 def build(tally, builddir, setup_args, env=None, label="build"):
@@ -110,10 +121,35 @@ def soak(tally):
     tally.record("soak (60 s, ASan+UBSan tetherd, faults injected)", result.returncode == 0)
 
 
+def fuzz_checks(tally):
+    """Replays every harness's regression inputs, then fuzzes each briefly from its seeds (a
+    scratch working corpus; a crash is saved under tests/fuzz/regressions like `make fuzz`)."""
+    print("+ scripts/fuzz.py (build)", flush=True)
+    if not fuzz.build():
+        tally.record("build (clang, libFuzzer)", False)
+        return
+    tally.record("build (clang, libFuzzer)", True)
+    for name in fuzz.HARNESSES:
+        ok, count, out = fuzz.replay(name)
+        print(f"fuzz {name}: {count} regression inputs: {'ok' if ok else 'FAILED'}", flush=True)
+        if not ok:
+            print(out[-4000:])
+        tally.record(f"fuzz: {name} regressions", ok)
+        with tempfile.TemporaryDirectory() as work:
+            r = fuzz.fuzz(name, FUZZ_SMOKE_SECONDS, workdir=work)
+        print(f"fuzz {name}: {r['execs']} executions in {r['seconds']}s, cov {r['cov']} "
+              f"ft {r['ft']}{', CRASH ' + ' '.join(r['artifacts']) if r['crashed'] else ''}",
+              flush=True)
+        if r["crashed"]:
+            print(r["tail"])
+        tally.record(f"fuzz: {name} {FUZZ_SMOKE_SECONDS}s", not r["crashed"])
+
+
 def main():
     started = time.monotonic()
     tally = Tally()
     check_format(tally)
+    check_layers(tally)
     if build(tally, "build", [], label="build (-Wall -Wextra -Werror)"):
         unit_tests(tally, "build", "unit")
         integration_tests(tally, os.path.join(ROOT, "build", "tetherd"))
@@ -130,6 +166,9 @@ def main():
                           "integration (ASan+UBSan)", ["-m", "not slow"],
                           {"ASAN_OPTIONS": "detect_leaks=1:exitcode=23"})
         soak(tally)
+
+
+    fuzz_checks(tally)
     print()
     print("took %.0fs" % (time.monotonic() - started))
     for name in tally.failures:

@@ -4,8 +4,8 @@
 set -eu
 
 PACKAGES="build-essential meson ninja-build pkg-config clang clang-format libclang-rt-14-dev
-node-llhttp libinih-dev libssl-dev libcmocka-dev
-python3 python3-pytest python3-requests python3-httpx
+node-llhttp libinih-dev libssl-dev libcmocka-dev libc-ares-dev
+python3 python3-pytest python3-requests python3-httpx python3-dnslib
 nginx-light wrk haproxy h2o gnuplot-nox prometheus curl procps iproute2 openssl"
 
 missing=""

@@ -19,7 +19,7 @@ KEY_ALGORITHM = "ECDSA P-256"
 VALIDITY_DAYS = 2
 OPENSSL_TIMEOUT_S = 30
 
-_CONFIG = f"""[req]
+_CONFIG_TEMPLATE = f"""[req]
 distinguished_name = dn
 prompt = no
 [dn]
@@ -32,7 +32,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:{SERVER_NAME}, IP:127.0.0.1
+subjectAltName = {{alt_names}}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 """
@@ -55,21 +55,24 @@ def _new_key(path: Path) -> None:
              "-out", str(path))
 
 
-def make_certificates(directory: Path) -> Certificates:
-    """Creates DIR/ca.pem, DIR/server.pem and DIR/server.key; raises HarnessError on failure."""
+def make_certificates(directory: Path, server_name: str = SERVER_NAME,
+                      addresses: tuple[str, ...] = ("127.0.0.1",)) -> Certificates:
+    """Creates DIR/ca.pem, DIR/server.pem and DIR/server.key for `server_name` and `addresses`
+    (the certificate's subjectAltName); raises HarnessError on failure."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "openssl.cnf"
-    config.write_text(_CONFIG)
+    alt_names = ", ".join([f"DNS:{server_name}"] + [f"IP:{ip}" for ip in addresses])
+    config.write_text(_CONFIG_TEMPLATE.replace("{alt_names}", alt_names))
     ca_key, ca, key, csr, cert = (directory / name for name in
                                   ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
     _new_key(ca_key)
     _openssl("req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", str(VALIDITY_DAYS),
              "-config", str(config), "-extensions", "ca_ext", "-out", str(ca))
     _new_key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={SERVER_NAME}", "-config",
+    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={server_name}", "-config",
              str(config), "-out", str(csr))
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
              "-set_serial", "2", "-days", str(VALIDITY_DAYS), "-sha256", "-extfile", str(config),
              "-extensions", "server_ext", "-out", str(cert))
     _openssl("verify", "-x509_strict", "-CAfile", str(ca), str(cert))
-    return Certificates(ca, cert, key)
+    return Certificates(ca, cert, key, server_name)

@@ -1,8 +1,10 @@
 #include "config/config.h"
 
+#include "config/values.h"
 #include "core/buf.h"
 #include "core/invariant.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -23,9 +25,16 @@ typedef enum {
     F_ADDR,
     F_URL,
     F_HOSTS,
-    F_PATH,   /* a file name */
-    F_STRING, /* free text */
-    F_TLSVER, /* 1.2 or 1.3, kept as 12 or 13 */
+    F_PATH,        /* a file name */
+    F_STRING,      /* free text */
+    F_TLSVER,      /* 1.2 or 1.3, kept as 12 or 13 */
+    F_ENUM,        /* one of names, kept as its index */
+    F_DNS_REFRESH, /* ttl, off, or a duration */
+    F_ENDPOINTS,   /* IP[:PORT], ... */
+    F_RESOLVERS,   /* IP[:PORT], ... */
+    F_PERCENT,     /* 0..100, with or without a trailing % */
+    F_REQLINE,     /* "METHOD TARGET" or off, kept as text (NULL: off) */
+    F_STATUSES,    /* "200-399,404", kept as text */
 } field_type_t;
 
 typedef struct {
@@ -35,40 +44,69 @@ typedef struct {
     size_t has_offset; /* F_ADDR: int flag set when present */
     int64_t def;
     int64_t min, max;
+    const char *const *names; /* F_ENUM, NULL-terminated */
 } field_t;
 
 #define G(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi                                                 \
+        k, t, offsetof(tt_conf_t, f), 0, d, lo, hi, NULL                                           \
     }
 #define U(k, t, f, d, lo, hi)                                                                      \
     {                                                                                              \
-        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi                                        \
+        k, t, offsetof(tt_upstream_conf_t, f), 0, d, lo, hi, NULL                                  \
+    }
+#define E(k, f, d, n)                                                                              \
+    {                                                                                              \
+        k, F_ENUM, offsetof(tt_upstream_conf_t, f), 0, d, 0, 0, n                                  \
     }
 #define DAY (24LL * 3600 * 1000)
+
+/* Index order matches tt_dns_empty_t and tt_balance_t. */
+static const char *const dns_empty_names[] = {"keep", "clear", NULL};
+static const char *const balance_names[] = {"least_request", "round_robin", "random", NULL};
 
 /* Every key, its type and its default: the one place defaults live (docs/configuration.md). */
 static const field_t global_fields[] = {
     G("workers", F_WORKERS, workers, 0, 0, 256),
     {"proxy_listen", F_ADDR, offsetof(tt_conf_t, proxy_listen),
-     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0},
-    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0},
+     offsetof(tt_conf_t, has_proxy_listen), 0, 0, 0, NULL},
+    {"admin", F_ADDR, offsetof(tt_conf_t, admin), offsetof(tt_conf_t, has_admin), 0, 0, 0, NULL},
     G("admin_allow_remote", F_BOOL, admin_allow_remote, 0, 0, 1),
     G("log_level", F_LOGLEVEL, log_level, TT_LOG_INFO, 0, 3),
     G("max_head_size", F_SIZE, max_head_size, 65536, 1024, 1 << 24),
     G("client_header_timeout", F_DURATION, client_header_timeout, 10000, 1, DAY),
     G("client_idle_timeout", F_DURATION, client_idle_timeout, 60000, 1, DAY),
+    G("lingering_timeout", F_DURATION_OFF, lingering_timeout, 5000, 0, 600000),
+    G("request_buffer", F_SIZE, request_buffer, 65536, 0, 1 << 24),
+    G("client_body_timeout", F_DURATION, client_body_timeout, 60000, 1, DAY),
     G("drain_timeout", F_DURATION, drain_timeout, 10000, 0, DAY),
     G("tcp_defer_accept", F_DURATION_OFF, tcp_defer_accept, 1000, 0, 600000),
-    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0},
+    {"access_log", F_PATH, offsetof(tt_conf_t, access_log), 0, 0, 0, 0, NULL},
+    {"control_socket", F_PATH, offsetof(tt_conf_t, control_socket), 0, 0, 0, 0, NULL},
+    {"resolver", F_RESOLVERS, offsetof(tt_conf_t, resolvers), 0, 0, 0, 0, NULL},
 };
 
 static const field_t upstream_fields[] = {
-    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0},
+    {"url", F_URL, offsetof(tt_upstream_conf_t, url), 0, 0, 0, 0, NULL},
     {"listen", F_ADDR, offsetof(tt_upstream_conf_t, listen),
-     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0},
-    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0},
+     offsetof(tt_upstream_conf_t, has_listen), 0, 0, 0, NULL},
+    {"hosts", F_HOSTS, offsetof(tt_upstream_conf_t, hosts), 0, 0, 0, 0, NULL},
     U("preserve_host", F_BOOL, preserve_host, 0, 0, 1),
+    {"endpoints", F_ENDPOINTS, offsetof(tt_upstream_conf_t, endpoints), 0, 0, 0, 0, NULL},
+    U("dns_refresh", F_DNS_REFRESH, dns_refresh, TT_DNS_REFRESH_BY_TTL, 100, DAY),
+    U("dns_min_ttl", F_DURATION, dns_min_ttl, 1000, 100, DAY),
+    U("dns_max_ttl", F_DURATION, dns_max_ttl, 300000, 100, DAY),
+    E("dns_empty", dns_empty, 0, dns_empty_names),
+    E("balance", balance, 0, balance_names),
+    U("connect_retries", F_INT, connect_retries, 2, 0, 8),
+    U("breaker_failures", F_INT, breaker_failures, 5, 0, 1000),
+    U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
+    U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
+    U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
+    U("probe", F_REQLINE, probe, 0, 0, 0),
+    U("probe_interval", F_DURATION, probe_interval, 10000, 100, 3600000),
+    U("probe_timeout", F_DURATION, probe_timeout, 1000, 10, 60000),
+    U("probe_expect", F_STATUSES, probe_expect, 0, 0, 0),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -97,7 +135,8 @@ _Static_assert(TT_ARRAY_SIZE(upstream_fields) <= TT_UPSTREAM_KEYS_MAX, "key_line
 /* Fields that hold a pointer or an address rather than an int64_t (no UNSET, no default). */
 static int is_scalar(field_type_t t)
 {
-    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING;
+    return t != F_ADDR && t != F_URL && t != F_HOSTS && t != F_PATH && t != F_STRING &&
+           t != F_ENDPOINTS && t != F_RESOLVERS && t != F_REQLINE && t != F_STATUSES;
 }
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -261,6 +300,21 @@ static const char *parse_hosts(const char *value, char ***out, size_t *n)
     return NULL;
 }
 
+/* "IP[:PORT], ..." (no port: the url's, filled in later). */
+static const char *parse_endpoints(const char *value, tt_addr_t **out, size_t *n)
+{
+    tt_addr_t *list = tt_calloc(TT_CONF_ENDPOINTS_MAX, sizeof(*list));
+    const char *why;
+    int count = tt_addr_parse_list(value, 0, list, TT_CONF_ENDPOINTS_MAX, &why);
+    if (count < 0) {
+        free(list);
+        return why;
+    }
+    *out = list;
+    *n = (size_t)count;
+    return NULL;
+}
+
 /* Parsing state shared by the line reader and the inih handler. */
 typedef struct {
     tt_conf_t *conf;
@@ -272,7 +326,13 @@ typedef struct {
     int in_global;
     uint64_t seen; /* bit per field of the current section, to refuse duplicates */
     int admin_line;
+    int indented;             /* the line being parsed starts with white space */
+    char line_key[64];        /* its text before '=' or ':', trimmed */
+    const field_t *last_list; /* the list key the previous key line set, for continuations */
 } parser_t;
+
+/* How much of the configuration path an error shows: its last bytes. */
+#define TT_CONF_PATH_SHOWN 200
 
 static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -282,11 +342,24 @@ static void fail(parser_t *p, int line, const char *key, const char *fmt, ...)
     if (p->failed)
         return;
     p->failed = 1;
-    int n = snprintf(p->err->msg, sizeof(p->err->msg), "%s:%d: %s%s", p->conf->path, line,
-                     key ? key : "", key ? ": " : "");
+    /* The command line has no line numbers: "command line: listen: ...". */
+    char where[32] = "";
+    if (line > 0)
+        snprintf(where, sizeof(where), ":%d", line);
+    /* A very long path keeps its tail (the file's name), so line, key and reason still fit. */
+    const char *path = p->conf->path;
+    size_t plen = strlen(path);
+    const char *cut = plen > TT_CONF_PATH_SHOWN ? "..." : "";
+    if (plen > TT_CONF_PATH_SHOWN)
+        path += plen - TT_CONF_PATH_SHOWN;
+    char *msg = p->err->msg;
+    size_t room = sizeof(p->err->msg);
+    int n = snprintf(msg, room, "%s%s%s: %s%s", cut, path, where, key ? key : "", key ? ": " : "");
+    if (n < 0 || (size_t)n >= room) /* cannot happen with the cut path, but never write past */
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err->msg + n, sizeof(p->err->msg) - (size_t)n, fmt, ap);
+    vsnprintf(msg + n, room - (size_t)n, fmt, ap);
     va_end(ap);
 }
 
@@ -312,6 +385,7 @@ static void init_global(tt_conf_t *c)
 static void begin_section(parser_t *p, const char *name)
 {
     p->seen = 0;
+    p->last_list = NULL; /* an indented line never continues a list of the section before */
     p->current = NULL;
     p->in_global = 0;
     if (strcmp(name, "tether") == 0) {
@@ -377,11 +451,17 @@ static char *read_line(char *str, int num, void *stream)
         memcpy(name, s + 1, n);
         name[n] = '\0';
         begin_section(p, name);
-    } else if (*s != '\0' && *s != ';' && *s != '#' && strpbrk(s, "=:") == NULL) {
+    } else if (s == str && *s != '\0' && *s != ';' && *s != '#' && strpbrk(s, "=:") == NULL) {
         fail(p, p->line, NULL, "syntax error: expected [section], key = value, or a comment");
-    } else if (*s != '\0' && *s != ';' && *s != '#' && s != str) {
-        fail(p, p->line, NULL, "syntax error: indented line (values cannot span lines)");
     }
+    /* inih joins an indented line to the key above (a continuation); handle_key decides. */
+    p->indented = s != str && *s != '\0' && *s != ';' && *s != '#';
+    size_t klen = strcspn(s, "=:");
+    while (klen > 0 && isspace((unsigned char)s[klen - 1]))
+        klen--;
+    klen = TT_MIN(klen, sizeof(p->line_key) - 1);
+    memcpy(p->line_key, s, klen);
+    p->line_key[klen] = '\0';
     return str;
 }
 
@@ -453,6 +533,71 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
     case F_STRING:
         *(char **)slot = tt_strdup(value);
         return NULL;
+    case F_REQLINE: {
+        tt_request_line_t rl;
+        const char *why;
+        if (strcasecmp(value, "off") == 0)
+            return NULL;
+        if (tt_request_line_parse(value, &rl, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
+    case F_STATUSES: {
+        tt_status_set_t set;
+        const char *why;
+        if (tt_status_set_parse(value, &set, &why) < 0)
+            return why;
+        *(char **)slot = tt_strdup(value);
+        return NULL;
+    }
+    case F_ENUM:
+        for (int64_t i = 0; f->names[i] != NULL; i++) {
+            if (strcmp(value, f->names[i]) == 0) {
+                *slot = i;
+                return NULL;
+            }
+        }
+        return f->names == balance_names ? "expected least_request, round_robin or random"
+                                         : "expected keep or clear";
+    case F_DNS_REFRESH:
+        if (strcasecmp(value, "ttl") == 0) {
+            *slot = TT_DNS_REFRESH_BY_TTL;
+            return NULL;
+        }
+        if (strcasecmp(value, "off") == 0) {
+            *slot = 0;
+            return NULL;
+        }
+        if (tt_parse_duration_ms(value, &v) < 0)
+            return "expected ttl, off or a duration (examples: 30s, 5m)";
+        break;
+    case F_PERCENT: {
+        char num[24];
+        size_t len = strlen(value);
+        if (len > 0 && value[len - 1] == '%')
+            len--;
+        if (len == 0 || len >= sizeof(num))
+            return "expected a percentage (examples: 50%, 100)";
+        memcpy(num, value, len);
+        num[len] = '\0';
+        if (parse_int(num, &v) < 0)
+            return "expected a percentage (examples: 50%, 100)";
+        break;
+    }
+    case F_ENDPOINTS: {
+        tt_upstream_conf_t *u = base;
+        return parse_endpoints(value, &u->endpoints, &u->nendpoints);
+    }
+    case F_RESOLVERS: {
+        tt_conf_t *c = base;
+        const char *why;
+        int n = tt_addr_parse_list(value, 53, c->resolvers, TT_CONF_RESOLVERS_MAX, &why);
+        if (n < 0)
+            return why;
+        c->nresolvers = (size_t)n;
+        return NULL;
+    }
     case F_TLSVER:
         if (strcmp(value, "1.2") == 0)
             *slot = 12;
@@ -467,6 +612,113 @@ static const char *set_field(const field_t *f, void *base, const char *value, pa
         return "out of range";
     *slot = v;
     return NULL;
+}
+
+/* Edit distance between two short keys (insertions, deletions, substitutions, swaps). */
+static size_t key_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return SIZE_MAX;
+    size_t d[41][41];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t best = TT_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
+            best = TT_MIN(best, d[i - 1][j - 1] + cost);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                best = TT_MIN(best, d[i - 2][j - 2] + 1);
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+static const char *closest_key(const field_t *fields, size_t n, const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX, limit = strlen(name) <= 4 ? 1 : 2;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = key_distance(fields[i].key, name);
+        if (d < best_d) {
+            best_d = d;
+            best = fields[i].key;
+        }
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+static int has_key(const field_t *fields, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fields[i].key, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* An unknown key: a key of the other kind of section, or a near miss, says so. */
+static void unknown_key(parser_t *p, const char *name, const char *section)
+{
+    const field_t *mine = p->in_global ? global_fields : upstream_fields;
+    size_t nmine = p->in_global ? TT_ARRAY_SIZE(global_fields) : TT_ARRAY_SIZE(upstream_fields);
+    const field_t *other = p->in_global ? upstream_fields : global_fields;
+    size_t nother = p->in_global ? TT_ARRAY_SIZE(upstream_fields) : TT_ARRAY_SIZE(global_fields);
+    const char *near = closest_key(mine, nmine, name);
+    if (has_key(other, nother, name))
+        fail(p, p->line, name, "unknown key in [%s]: it belongs in %s", section,
+             p->in_global ? "an [upstream NAME] section" : "[tether]");
+    else if (near != NULL)
+        fail(p, p->line, name, "unknown key in [%s] (did you mean %s?)", section, near);
+    else
+        fail(p, p->line, name, "unknown key in [%s]", section);
+}
+
+/* inih strips inline comments that start with ';' only: "55s # why" reaches us whole. */
+static int hash_comment(parser_t *p, const char *name, const char *value)
+{
+    const char *hash = strchr(value, '#');
+    if (hash == NULL || hash == value || !isspace((unsigned char)hash[-1]))
+        return 0;
+    fail(p, p->line, name,
+         "%s: only ';' starts an inline comment ('#' only at the start of a line); write "
+         "\"%.*s ; %s\"",
+         value, (int)(hash - value - 1), value, hash + 1 + strspn(hash + 1, " \t"));
+    return 1;
+}
+
+/* An indented line after a list key: more entries of the list (inih's continuation lines). */
+static int continue_list(parser_t *p, const char *name, const char *value)
+{
+    if (strchr(value, '=') != NULL) {
+        fail(p, p->line, NULL,
+             "indented line: it continues %s above; a key = value line must not be indented", name);
+        return 0;
+    }
+    /* inih leaves the inline comment on a continuation line: cut it as it does elsewhere. */
+    char line[256];
+    snprintf(line, sizeof(line), "%s", value);
+    for (char *c = line; *c; c++)
+        if (*c == ';' && c > line && isspace((unsigned char)c[-1])) {
+            *c = '\0';
+            break;
+        }
+    value = line;
+    if (hash_comment(p, name, value))
+        return 0;
+    tt_upstream_conf_t *u = p->current;
+    char **more;
+    size_t nmore;
+    if (parse_hosts(value, &more, &nmore) != NULL)
+        return 1; /* nothing but separators */
+    u->hosts = tt_realloc(u->hosts, (u->nhosts + nmore) * sizeof(*u->hosts));
+    memcpy(u->hosts + u->nhosts, more, nmore * sizeof(*more));
+    u->nhosts += nmore;
+    free(more);
+    return 1;
 }
 
 static int handle_key(void *user, const char *section, const char *name, const char *value)
@@ -490,6 +742,16 @@ static int handle_key(void *user, const char *section, const char *name, const c
         return 0;
     }
     (void)section;
+    if (p->indented && strcmp(name, p->line_key) != 0) { /* a continuation of name */
+        if (p->last_list != NULL && strcmp(p->last_list->key, name) == 0)
+            return continue_list(p, name, value);
+        fail(p, p->line, NULL,
+             "indented line: it would continue %s above, and only a list (hosts) may span "
+             "lines; remove the indentation",
+             name);
+        return 0;
+    }
+    p->last_list = NULL;
     for (size_t i = 0; i < nfields; i++) {
         if (strcmp(fields[i].key, name) != 0)
             continue;
@@ -506,6 +768,8 @@ static int handle_key(void *user, const char *section, const char *name, const c
             fail(p, p->line, name, "empty value");
             return 0;
         }
+        if (hash_comment(p, name, value))
+            return 0;
         const char *why = set_field(&fields[i], base, value, p);
         if (why != NULL) {
             if (strcmp(why, "out of range") == 0)
@@ -515,9 +779,11 @@ static int handle_key(void *user, const char *section, const char *name, const c
                 fail(p, p->line, name, "%s: %s", value, why);
             return 0;
         }
+        if (fields[i].type == F_HOSTS)
+            p->last_list = &fields[i];
         return 1;
     }
-    fail(p, p->line, name, "unknown key in [%s]", section);
+    unknown_key(p, name, section);
     return 0;
 }
 
@@ -558,12 +824,116 @@ static int check_tls_keys(parser_t *p, tt_upstream_conf_t *u)
     return 0;
 }
 
+static int host_is_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Where the endpoints come from: an explicit list or an IP literal are fixed, so dns_refresh
+ * (other than off) has nothing to do there; a name is followed unless dns_refresh = off. */
+static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
+{
+    int fixed = u->endpoints != NULL || host_is_literal(u->host);
+    int line = tt_conf_key_line(u, "dns_refresh");
+    if (fixed && line != u->line && u->dns_refresh != 0) {
+        fail(p, line, "dns_refresh",
+             "nothing to re-resolve: [upstream %s] has %s (remove dns_refresh or set it off)",
+             u->name, u->endpoints ? "an endpoints list" : "an IP address in url");
+        return -1;
+    }
+    if (fixed)
+        u->dns_refresh = 0;
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (tt_addr_port(&u->endpoints[i]) == 0)
+            tt_addr_set_port(&u->endpoints[i], u->port);
+    if (u->breaker_cooldown > u->breaker_max_cooldown) {
+        fail(p, tt_conf_key_line(u, "breaker_cooldown"), "breaker_cooldown",
+             "%lldms exceeds breaker_max_cooldown %lldms in [upstream %s]",
+             (long long)u->breaker_cooldown, (long long)u->breaker_max_cooldown, u->name);
+        return -1;
+    }
+    if (u->dns_min_ttl > u->dns_max_ttl) {
+        fail(p, tt_conf_key_line(u, "dns_min_ttl"), "dns_min_ttl",
+             "%lldms exceeds dns_max_ttl %lldms in [upstream %s]", (long long)u->dns_min_ttl,
+             (long long)u->dns_max_ttl, u->name);
+        return -1;
+    }
+    return 0;
+}
+
 int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key)
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++)
         if (strcmp(upstream_fields[i].key, key) == 0 && u->key_line[i] != 0)
             return u->key_line[i];
     return u->line;
+}
+
+static int key_was_set(const tt_upstream_conf_t *u, const char *key)
+{
+    return tt_conf_key_line(u, key) != u->line;
+}
+
+/* min_idle <= max_idle <= max_connections. A max_idle above max_connections is capped quietly
+ * (it is only a ceiling); a min_idle above what max_idle allows is an error that names every key
+ * involved and where it was set, or that it is a default. */
+static int check_idle_limits(parser_t *p, tt_upstream_conf_t *u)
+{
+    int capped = u->max_idle > u->max_connections;
+    if (capped)
+        u->max_idle = u->max_connections;
+    if (u->min_idle <= u->max_idle)
+        return 0;
+    char idle[96], conns[96];
+    if (key_was_set(u, "max_idle"))
+        snprintf(idle, sizeof(idle), "max_idle = %lld (line %d)", (long long)u->max_idle,
+                 tt_conf_key_line(u, "max_idle"));
+    else
+        snprintf(idle, sizeof(idle), "max_idle %lld (its default)", (long long)u->max_idle);
+    conns[0] = '\0';
+    if (capped && key_was_set(u, "max_connections"))
+        snprintf(conns, sizeof(conns), ", capped by max_connections = %lld (line %d)",
+                 (long long)u->max_connections, tt_conf_key_line(u, "max_connections"));
+    else if (capped)
+        snprintf(conns, sizeof(conns), ", capped by max_connections %lld (its default)",
+                 (long long)u->max_connections);
+    fail(p, tt_conf_key_line(u, "min_idle"), "min_idle",
+         "%lld exceeds %s%s in [upstream %s]: pre-warmed connections must fit in the idle pool",
+         (long long)u->min_idle, idle, conns, u->name);
+    return -1;
+}
+
+/* A url that points at one of tetherd's own listeners would send every request around in a
+ * loop until the connections ran out. Only numeric hosts and localhost are known here; names
+ * are resolved at startup. */
+static int check_not_self(parser_t *p, const tt_conf_t *c, const tt_upstream_conf_t *u)
+{
+    char text[300];
+    snprintf(text, sizeof(text), strchr(u->host, ':') ? "[%s]:%d" : "%s:%d",
+             strcasecmp(u->host, "localhost") == 0 ? "127.0.0.1" : u->host, u->port);
+    tt_addr_t target;
+    if (tt_addr_parse(text, &target) < 0)
+        return 0;
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const tt_upstream_conf_t *o = &c->upstreams[i];
+        if (o->has_listen && same_addr(&o->listen, &target)) {
+            fail(p, tt_conf_key_line(u, "url"), "url",
+                 "%s is tetherd's own listener (listen of [upstream %s], line %d): requests "
+                 "would loop through tetherd",
+                 u->url, o->name, tt_conf_key_line(o, "listen"));
+            return -1;
+        }
+    }
+    if ((c->has_proxy_listen && same_addr(&c->proxy_listen, &target)) ||
+        (c->has_admin && same_addr(&c->admin, &target))) {
+        fail(p, tt_conf_key_line(u, "url"), "url",
+             "%s is tetherd's own %s address: requests would loop through tetherd", u->url,
+             c->has_proxy_listen && same_addr(&c->proxy_listen, &target) ? "proxy_listen"
+                                                                         : "admin");
+        return -1;
+    }
+    return 0;
 }
 
 /* Fills defaults and checks what no single key can: required keys and cross-key rules. */
@@ -600,15 +970,10 @@ static int conf_finish(parser_t *p)
                 snprintf(hp, sizeof(hp), "%s:%d", host, u->port);
             parse_hosts(hp, &u->hosts, &u->nhosts);
         }
-        if (check_tls_keys(p, u) < 0)
+        if (check_tls_keys(p, u) < 0 || check_endpoints(p, u) < 0)
             return -1;
-        if (u->max_idle > u->max_connections)
-            u->max_idle = u->max_connections;
-        if (u->min_idle > u->max_idle) {
-            fail(p, u->line, "min_idle", "%lld exceeds max_idle %lld in [upstream %s]",
-                 (long long)u->min_idle, (long long)u->max_idle, u->name);
+        if (check_idle_limits(p, u) < 0 || check_not_self(p, c, u) < 0)
             return -1;
-        }
         for (size_t j = 0; j < i; j++) {
             tt_upstream_conf_t *o = &c->upstreams[j];
             if (u->has_listen && o->has_listen && same_addr(&u->listen, &o->listen)) {
@@ -665,7 +1030,7 @@ tt_conf_t *tt_conf_from_args(const char *listen, const char *url, const char *wo
                              const char *log_level, tt_conf_error_t *err)
 {
     tt_conf_t *conf = tt_calloc(1, sizeof(*conf));
-    conf->path = tt_strdup("command line");
+    conf->path = tt_strdup(TT_CONF_COMMAND_LINE);
     init_global(conf);
     parser_t p = {.conf = conf, .err = err};
     p.in_global = 1;
@@ -697,9 +1062,13 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->tls_ca);
         free(u->tls_cert);
         free(u->tls_key);
+        free(u->endpoints);
+        free(u->probe);
+        free(u->probe_expect);
     }
     free(conf->upstreams);
     free(conf->access_log);
+    free(conf->control_socket);
     free(conf->path);
     free(conf);
 }
@@ -718,8 +1087,37 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
         case F_TLSVER:
             tt_buf_appendf(b, "%s = 1.%d\n", f->key, (int)(v - 10));
             break;
+        case F_ENUM:
+            tt_buf_appendf(b, "%s = %s\n", f->key, f->names[v]);
+            break;
+        case F_DNS_REFRESH:
+            if (v == TT_DNS_REFRESH_BY_TTL)
+                tt_buf_appendf(b, "%s = ttl\n", f->key);
+            else if (v == 0)
+                tt_buf_appendf(b, "%s = off\n", f->key);
+            else
+                tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_ENDPOINTS:
+        case F_RESOLVERS: {
+            const tt_addr_t *list =
+                f->type == F_ENDPOINTS ? u->endpoints : ((const tt_conf_t *)base)->resolvers;
+            size_t count =
+                f->type == F_ENDPOINTS ? u->nendpoints : ((const tt_conf_t *)base)->nresolvers;
+            if (count == 0)
+                break;
+            tt_buf_appendf(b, "%s = ", f->key);
+            for (size_t k = 0; k < count; k++)
+                tt_buf_appendf(b, "%s%s", k ? ", " : "", tt_addr_format(&list[k], addr));
+            tt_buf_appendf(b, "\n");
+            break;
+        }
+        case F_REQLINE:
+            tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p ? *(char *const *)p : "off");
+            break;
         case F_PATH:
         case F_STRING:
+        case F_STATUSES:
             if (*(char *const *)p != NULL)
                 tt_buf_appendf(b, "%s = %s\n", f->key, *(char *const *)p);
             break;
@@ -758,6 +1156,9 @@ static void dump_fields(tt_buf_t *b, const field_t *fields, size_t n, const void
                 tt_buf_appendf(b, "%s = off\n", f->key);
             else
                 tt_buf_appendf(b, "%s = %lldms\n", f->key, (long long)v);
+            break;
+        case F_PERCENT:
+            tt_buf_appendf(b, "%s = %lld%%\n", f->key, (long long)v);
             break;
         case F_INT:
         case F_SIZE:

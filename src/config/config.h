@@ -6,9 +6,9 @@
 #ifndef TT_CONFIG_CONFIG_H
 #define TT_CONFIG_CONFIG_H
 
+#include "core/addr.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "event/sock.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,8 +18,15 @@
 /* idle_timeout = auto: learn the upstream's idle timeout and stay under it. */
 #define TT_IDLE_AUTO -2
 
+/* dns_refresh = ttl: follow the records' TTL (clamped by dns_min_ttl and dns_max_ttl). */
+#define TT_DNS_REFRESH_BY_TTL -2
+
+/* Bounds on the lists of endpoints and resolvers one key may give. */
+#define TT_CONF_ENDPOINTS_MAX 256
+#define TT_CONF_RESOLVERS_MAX 8
+
 /* Room for the line of every upstream key (tt_conf_key_line). */
-#define TT_UPSTREAM_KEYS_MAX 40
+#define TT_UPSTREAM_KEYS_MAX 48
 
 typedef struct {
     char *name;
@@ -35,6 +42,23 @@ typedef struct {
     char **hosts;
     size_t nhosts;
     int preserve_host;
+    tt_addr_t *endpoints; /* explicit list (NULL: the url's host, resolved) */
+    size_t nendpoints;
+
+    int64_t dns_refresh; /* ms, TT_DNS_REFRESH_BY_TTL, or 0: off (always 0 for literals) */
+    int64_t dns_min_ttl;
+    int64_t dns_max_ttl;
+    int64_t dns_empty;            /* tt_dns_empty_t: 0 keep, 1 clear */
+    int64_t balance;              /* tt_balance_t */
+    int64_t connect_retries;      /* other endpoints tried after a failed connect */
+    int64_t breaker_failures;     /* failed connects in a row that eject an endpoint; 0: off */
+    int64_t breaker_cooldown;     /* ms */
+    int64_t breaker_max_cooldown; /* ms */
+    int64_t max_ejected;          /* percent of the endpoints */
+    char *probe;                  /* request line of idle-connection probes; NULL: off */
+    int64_t probe_interval;
+    int64_t probe_timeout;
+    char *probe_expect; /* status set; NULL: any status */
 
     int64_t max_connections;
     int64_t max_idle;
@@ -71,13 +95,22 @@ typedef struct {
     int64_t max_head_size;
     int64_t client_header_timeout;
     int64_t client_idle_timeout;
+    int64_t lingering_timeout;   /* ms; 0: off */
+    int64_t request_buffer;      /* bytes of a request body read before a connection is taken */
+    int64_t client_body_timeout; /* ms for the whole buffered body */
     int64_t drain_timeout;
     int64_t tcp_defer_accept; /* ms; 0: off */
     char *access_log;         /* path; NULL: off */
+    char *control_socket;     /* Unix socket for takeovers (net/takeover.h); NULL: none */
+    tt_addr_t resolvers[TT_CONF_RESOLVERS_MAX]; /* none: resolv.conf and /etc/hosts */
+    size_t nresolvers;
 
     tt_upstream_conf_t *upstreams;
     size_t nupstreams;
 } tt_conf_t;
+
+/* conf->path of the zero-config form. */
+#define TT_CONF_COMMAND_LINE "command line"
 
 /* Error text of a failed load, "FILE:LINE: KEY: reason". */
 typedef struct {

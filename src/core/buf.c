@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,9 +12,7 @@
 
 void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free)
 {
-    bp->free = NULL;
-    bp->nfree = 0;
-    bp->max_free = max_free;
+    tt_recycle_init(&bp->recycle, offsetof(tt_buf_t, _next_free), max_free);
 }
 
 static void buf_free(tt_buf_t *b)
@@ -24,27 +23,28 @@ static void buf_free(tt_buf_t *b)
 
 void tt_bufpool_destroy(tt_bufpool_t *bp)
 {
-    while (bp->free != NULL) {
-        tt_buf_t *b = bp->free;
-        bp->free = b->next_free;
+    tt_buf_t *b;
+    while ((b = tt_recycle_pop(&bp->recycle)) != NULL)
         buf_free(b);
-    }
-    bp->nfree = 0;
+}
+
+void tt_buf_init(tt_buf_t *b, size_t cap)
+{
+    memset(b, 0, sizeof(*b));
+    b->data = tt_malloc(cap);
+    b->cap = cap;
 }
 
 tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp)
 {
-    tt_buf_t *b = bp->free;
-    if (b != NULL) {
-        bp->free = b->next_free;
-        bp->nfree--;
-    } else {
+    tt_buf_t *b = tt_recycle_pop(&bp->recycle);
+    if (b == NULL) {
         b = tt_malloc(sizeof(*b));
         b->data = tt_malloc(TT_BUF_SIZE);
         b->cap = TT_BUF_SIZE;
     }
     b->rpos = b->wpos = 0;
-    b->next_free = NULL;
+    b->_next_free = NULL;
     return b;
 }
 
@@ -52,13 +52,9 @@ void tt_buf_release(tt_bufpool_t *bp, tt_buf_t *b)
 {
     if (b == NULL)
         return;
-    if (b->cap != TT_BUF_SIZE || bp->nfree >= bp->max_free) {
+    /* A buffer grown for a large head goes back to malloc: the pool keeps the standard size. */
+    if (b->cap != TT_BUF_SIZE || tt_recycle_push(&bp->recycle, b) < 0)
         buf_free(b);
-        return;
-    }
-    b->next_free = bp->free;
-    bp->free = b;
-    bp->nfree++;
 }
 
 void tt_buf_compact(tt_buf_t *b)

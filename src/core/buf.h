@@ -6,6 +6,8 @@
 #ifndef TT_CORE_BUF_H
 #define TT_CORE_BUF_H
 
+#include "core/recycle.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -17,18 +19,20 @@ typedef struct tt_buf {
     size_t rpos; /* first unread byte */
     size_t wpos; /* one past the last written byte */
     size_t cap;
-    struct tt_buf *next_free;
+    void *_next_free; /* while kept by a tt_bufpool_t */
 } tt_buf_t;
 
 typedef struct {
-    tt_buf_t *free;
-    size_t nfree;
-    size_t max_free; /* bound on cached buffers: nothing grows without a limit */
+    tt_recycle_t recycle; /* of buffers of TT_BUF_SIZE */
 } tt_bufpool_t;
 
 void tt_bufpool_init(tt_bufpool_t *bp, size_t max_free);
 /* Frees every cached buffer. Buffers still lent out must have been returned first. */
 void tt_bufpool_destroy(tt_bufpool_t *bp);
+
+/* Sets up a buffer of its own (not from a pool) with room for cap bytes; it grows with
+ * tt_buf_reserve. The caller frees b->data. */
+void tt_buf_init(tt_buf_t *b, size_t cap);
 
 /* Lends an empty buffer of TT_BUF_SIZE. The caller returns it with tt_buf_release(). */
 tt_buf_t *tt_buf_acquire(tt_bufpool_t *bp);

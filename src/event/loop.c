@@ -14,6 +14,8 @@ struct tt_loop {
     int epfd;
     int running;
     tt_msec_t now;
+    tt_clock_cb clock; /* NULL: the monotonic clock */
+    void *clock_arg;
     tt_timerwheel_t timers;
     tt_list_t deferred;
     tt_io_t wakeup_io;
@@ -162,6 +164,20 @@ void tt_loop_stop(tt_loop_t *loop)
     loop->running = 0;
 }
 
+static tt_msec_t read_clock(const tt_loop_t *loop)
+{
+    return loop->clock != NULL ? loop->clock(loop->clock_arg) : tt_clock_monotonic_ms();
+}
+
+void tt_loop_set_clock(tt_loop_t *loop, tt_clock_cb clock, void *arg)
+{
+    TT_ASSERT(tt_timerwheel_count(&loop->timers) == 0);
+    loop->clock = clock;
+    loop->clock_arg = arg;
+    loop->now = read_clock(loop);
+    tt_timerwheel_init(&loop->timers, loop->now);
+}
+
 static int next_timeout_ms(tt_loop_t *loop)
 {
     if (!tt_list_empty(&loop->deferred))
@@ -175,30 +191,48 @@ static int next_timeout_ms(tt_loop_t *loop)
     return wait > 60000 ? 60000 : (int)wait;
 }
 
-int tt_loop_run(tt_loop_t *loop)
+/* One iteration; max_wait_ms < 0: wait until the next timer. Returns the events dispatched, 0
+ * when stopped by a timer or deferred callback, or -1 if epoll_wait failed. */
+static int iterate(tt_loop_t *loop, int max_wait_ms)
 {
     struct epoll_event events[MAX_EVENTS];
+    loop->now = read_clock(loop);
+    tt_timerwheel_run(&loop->timers, loop->now);
+    tt_loop_run_deferred(loop);
+    if (!loop->running)
+        return 0;
+    int timeout = next_timeout_ms(loop);
+    if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms))
+        timeout = max_wait_ms;
+    int n = epoll_wait(loop->epfd, events, MAX_EVENTS, timeout);
+    if (n < 0)
+        return errno == EINTR ? 0 : -1;
+    loop->now = read_clock(loop);
+    for (int i = 0; i < n; i++) {
+        tt_io_t *io = events[i].data.ptr;
+        if (io->fd >= 0) /* stopped earlier in this batch: its owner awaits deferred free */
+            io->cb(io, events[i].events);
+    }
+    tt_loop_run_deferred(loop);
+    return n;
+}
+
+int tt_loop_run(tt_loop_t *loop)
+{
     loop->running = 1;
     while (loop->running) {
-        loop->now = tt_clock_monotonic_ms();
-        tt_timerwheel_run(&loop->timers, loop->now);
-        tt_loop_run_deferred(loop);
-        if (!loop->running)
-            break;
-        int n = epoll_wait(loop->epfd, events, MAX_EVENTS, next_timeout_ms(loop));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        if (iterate(loop, -1) < 0) {
             tt_error("epoll_wait: %s", strerror(errno));
             return -1;
         }
-        loop->now = tt_clock_monotonic_ms();
-        for (int i = 0; i < n; i++) {
-            tt_io_t *io = events[i].data.ptr;
-            if (io->fd >= 0) /* stopped earlier in this batch: its owner awaits deferred free */
-                io->cb(io, events[i].events);
-        }
-        tt_loop_run_deferred(loop);
     }
     return 0;
+}
+
+int tt_loop_run_once(tt_loop_t *loop, int max_wait_ms)
+{
+    loop->running = 1;
+    int n = iterate(loop, max_wait_ms);
+    loop->running = 0;
+    return n;
 }

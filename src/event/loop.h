@@ -34,6 +34,9 @@ typedef struct tt_deferred {
 
 typedef void (*tt_wakeup_cb)(tt_loop_t *loop, void *data);
 
+/* Where a loop reads the time: the monotonic clock, or a test's fake one. */
+typedef tt_msec_t (*tt_clock_cb)(void *arg);
+
 /* Creates a loop; returns NULL (errno set) if epoll or eventfd cannot be created. */
 tt_loop_t *tt_loop_create(void);
 /* Frees the loop. Every watcher and timer must have been stopped by its owner first. */
@@ -44,7 +47,18 @@ int tt_loop_run(tt_loop_t *loop);
 /* Makes tt_loop_run() return after the current iteration. Loop thread only. */
 void tt_loop_stop(tt_loop_t *loop);
 
-/* Milliseconds of the monotonic clock, read once per loop iteration. */
+/* Runs one iteration: reads the clock, fires the timers due, waits for I/O at most max_wait_ms
+ * (0: only what is ready; -1: until the next timer), dispatches the events and runs deferred
+ * work. Returns the number of I/O events, or -1 if epoll_wait fails. For tests that drive a
+ * loop step by step (with a fake clock, see tt_loop_set_clock). */
+int tt_loop_run_once(tt_loop_t *loop, int max_wait_ms);
+
+/* Makes the loop read the time from clock(arg) instead of the monotonic clock; the timer wheel
+ * restarts at that time, so no timer may be armed. For tests: idle expiry, lifetimes and queue
+ * deadlines then move only when the test moves its clock. */
+void tt_loop_set_clock(tt_loop_t *loop, tt_clock_cb clock, void *arg);
+
+/* Milliseconds of the loop's clock, read once per loop iteration. */
 tt_msec_t tt_loop_now(const tt_loop_t *loop);
 tt_timerwheel_t *tt_loop_timers(tt_loop_t *loop);
 

@@ -1,119 +1,18 @@
 #include "event/sock.h"
 
+#include "core/clock.h"
+#include "core/invariant.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int parse_port(const char *s, int *port)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < 0 || v > 65535)
-        return -1;
-    *port = (int)v;
-    return 0;
-}
-
-int tt_addr_parse(const char *s, tt_addr_t *out)
-{
-    char host[INET6_ADDRSTRLEN + 2];
-    const char *colon;
-    int port;
-    memset(out, 0, sizeof(*out));
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close[1] != ':' || (size_t)(close - s - 1) >= sizeof(host))
-            return -1;
-        memcpy(host, s + 1, (size_t)(close - s - 1));
-        host[close - s - 1] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
-            return -1;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = '\0';
-    }
-    if (parse_port(colon + 1, &port) < 0)
-        return -1;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&out->ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->ss;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        out->len = sizeof(*v4);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        out->len = sizeof(*v6);
-        return 0;
-    }
-    return -1;
-}
-
-int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const char **err)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    struct addrinfo *res, *ai;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    int rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0) {
-        *err = gai_strerror(rc);
-        return -1;
-    }
-    int n = 0;
-    for (ai = res; ai != NULL && n < max; ai = ai->ai_next) {
-        if (ai->ai_addrlen > sizeof(out[n].ss))
-            continue;
-        memset(&out[n], 0, sizeof(out[n]));
-        memcpy(&out[n].ss, ai->ai_addr, ai->ai_addrlen);
-        out[n].len = ai->ai_addrlen;
-        n++;
-    }
-    freeaddrinfo(res);
-    if (n == 0)
-        *err = "no usable address";
-    return n == 0 ? -1 : n;
-}
-
-const char *tt_addr_format(const tt_addr_t *a, char *buf)
-{
-    char host[INET6_ADDRSTRLEN];
-    if (a->ss.ss_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)&a->ss;
-        inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
-        snprintf(buf, TT_ADDR_STRLEN, "%s:%d", host, ntohs(v4->sin_port));
-    } else if (a->ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->ss;
-        inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
-        snprintf(buf, TT_ADDR_STRLEN, "[%s]:%d", host, ntohs(v6->sin6_port));
-    } else {
-        snprintf(buf, TT_ADDR_STRLEN, "unknown");
-    }
-    return buf;
-}
-
-int tt_addr_is_loopback(const tt_addr_t *a)
-{
-    if (a->ss.ss_family == AF_INET) {
-        const struct sockaddr_in *v4 = (const struct sockaddr_in *)&a->ss;
-        return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (a->ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->ss;
-        return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
-    }
-    return 0;
-}
 
 int tt_sock_listen(const tt_addr_t *a, int backlog, int defer_accept_s)
 {
@@ -151,6 +50,23 @@ int tt_sock_connect(const tt_addr_t *a)
         return -1;
     }
     return fd;
+}
+
+int tt_sock_wait(int fd, short events, uint64_t deadline_ms, int stop_fd)
+{
+    for (;;) {
+        uint64_t now = tt_clock_monotonic_ms();
+        if (now >= deadline_ms)
+            return -1;
+        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = stop_fd, .events = POLLIN}};
+        int n = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)TT_MIN(deadline_ms - now, 1u << 30));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || (stop_fd >= 0 && pfd[1].revents != 0))
+            return -1;
+        if (pfd[0].revents != 0)
+            return 0;
+    }
 }
 
 int tt_sock_connect_result(int fd)

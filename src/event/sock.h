@@ -1,27 +1,11 @@
-/* Socket helpers: address parsing and formatting, non-blocking listeners and connects, and the
- * socket options tether sets on upstream connections. */
+/* Socket helpers: non-blocking listeners and connects, and the socket options tether sets on
+ * upstream connections. Addresses are core/addr.h. */
 #ifndef TT_EVENT_SOCK_H
 #define TT_EVENT_SOCK_H
 
-#include <netinet/in.h>
-#include <stddef.h>
-#include <sys/socket.h>
+#include "core/addr.h"
 
-typedef struct {
-    struct sockaddr_storage ss;
-    socklen_t len;
-} tt_addr_t;
-
-#define TT_ADDR_STRLEN 64
-
-/* Parses a numeric "IPv4:port" or "[IPv6]:port". Returns 0, or -1 if malformed. */
-int tt_addr_parse(const char *s, tt_addr_t *out);
-/* Resolves host (name or numeric) and port with getaddrinfo; fills up to max addresses.
- * Returns the number found, or -1 with a reason in *err (a static string). Blocking. */
-int tt_addr_resolve(const char *host, int port, tt_addr_t *out, int max, const char **err);
-/* Formats "1.2.3.4:80" or "[::1]:80" into buf (TT_ADDR_STRLEN bytes). */
-const char *tt_addr_format(const tt_addr_t *a, char *buf);
-int tt_addr_is_loopback(const tt_addr_t *a);
+#include <stdint.h>
 
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT, so each worker binds its
  * own, and TCP_NODELAY, which accepted sockets inherit. With defer_accept_s > 0, TCP_DEFER_ACCEPT:
@@ -31,6 +15,10 @@ int tt_addr_is_loopback(const tt_addr_t *a);
 int tt_sock_listen(const tt_addr_t *a, int backlog, int defer_accept_s);
 /* Starts a non-blocking connect. Returns the fd (connected or in progress), or -1 with errno. */
 int tt_sock_connect(const tt_addr_t *a);
+/* Waits (blocking, with poll) until fd is ready for events or deadline_ms on the monotonic clock
+ * passes; stop_fd (-1: none) becoming readable ends the wait early. Returns 0 when fd is ready,
+ * -1 on timeout, error or stop. For the threads that block: the admin endpoint, the CLI. */
+int tt_sock_wait(int fd, short events, uint64_t deadline_ms, int stop_fd);
 /* Returns 0 if a non-blocking connect completed, else the pending socket error. */
 int tt_sock_connect_result(int fd);
 

@@ -137,7 +137,12 @@ tt_msec_t tt_timerwheel_next(const tt_timerwheel_t *w)
 
 size_t tt_timerwheel_run(tt_timerwheel_t *w, tt_msec_t now)
 {
-    size_t fired = 0;
+    /* Everything due is collected first and the cursor moved past now before any callback runs
+     * (as libuv and H2O do): a timer re-armed for a time <= now from a callback is placed after
+     * the cursor and waits for the next run, however many milliseconds this run spans. Collected
+     * timers stay armed, so a callback may still stop or re-arm one that has not fired yet. */
+    tt_list_t due;
+    tt_list_init(&due);
     for (;;) {
         tt_msec_t t = tt_timerwheel_next(w);
         if (t == TT_TIME_NEVER || t > now)
@@ -147,25 +152,30 @@ size_t tt_timerwheel_run(tt_timerwheel_t *w, tt_msec_t now)
         unsigned slot = digit(t, 0);
         if (!(w->_occupied[0] & ((uint64_t)1 << slot)))
             continue; /* t was a cascade only */
-        /* Popped one at a time: a callback may stop or re-arm another timer of this batch. */
-        tt_list_t due;
-        take_slot(w, 0, slot, &due);
+        tt_list_t batch;
+        take_slot(w, 0, slot, &batch);
         advance(w, t + 1);
-        while (!tt_list_empty(&due)) {
-            tt_list_t *n = tt_list_first(&due);
+        while (!tt_list_empty(&batch)) {
+            tt_list_t *n = tt_list_first(&batch);
             tt_timer_t *timer = tt_container_of(n, tt_timer_t, _link);
             tt_list_remove(n);
-            if (timer->expire_at > now) { /* parked beyond the wheel's range */
+            if (timer->expire_at > now) /* parked beyond the wheel's range */
                 place(w, timer);
-                continue;
-            }
-            w->_count--;
-            fired++;
-            timer->cb(timer);
+            else
+                tt_list_push_back(&due, n);
         }
     }
     if (w->_cursor <= now)
         advance(w, now + 1);
+    size_t fired = 0;
+    while (!tt_list_empty(&due)) {
+        tt_list_t *n = tt_list_first(&due);
+        tt_timer_t *timer = tt_container_of(n, tt_timer_t, _link);
+        tt_list_remove(n);
+        w->_count--;
+        fired++;
+        timer->cb(timer);
+    }
     return fired;
 }
 

@@ -4,47 +4,31 @@
 #include "core/list.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <string.h>
 
 void tt_http_headpool_init(tt_http_headpool_t *hp, size_t max_free)
 {
-    hp->free = NULL;
-    hp->nfree = 0;
-    hp->max_free = max_free;
+    tt_recycle_init(&hp->recycle, offsetof(tt_http_head_t, _next_free), max_free);
 }
 
 void tt_http_headpool_destroy(tt_http_headpool_t *hp)
 {
-    while (hp->free != NULL) {
-        tt_http_head_t *h = hp->free;
-        hp->free = h->next_free;
+    tt_http_head_t *h;
+    while ((h = tt_recycle_pop(&hp->recycle)) != NULL)
         free(h);
-    }
-    hp->nfree = 0;
 }
 
 tt_http_head_t *tt_http_head_acquire(tt_http_headpool_t *hp)
 {
-    tt_http_head_t *h = hp->free;
-    if (h != NULL) {
-        hp->free = h->next_free;
-        hp->nfree--;
-        return h;
-    }
-    return tt_malloc(sizeof(*h));
+    tt_http_head_t *h = tt_recycle_pop(&hp->recycle);
+    return h != NULL ? h : tt_malloc(sizeof(*h));
 }
 
 void tt_http_head_release(tt_http_headpool_t *hp, tt_http_head_t *h)
 {
-    if (h == NULL)
-        return;
-    if (hp->nfree >= hp->max_free) {
+    if (h != NULL && tt_recycle_push(&hp->recycle, h) < 0)
         free(h);
-        return;
-    }
-    h->next_free = hp->free;
-    hp->free = h;
-    hp->nfree++;
 }
 
 static tt_http_reader_t *reader_of(llhttp_t *p)
@@ -112,14 +96,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (!r->_in_head)
         return 0;
     tt_http_header_t *hdr = &r->_head->headers[r->_head->nheaders - 1];
+    /* Pieces of one value are contiguous: a folded value (which would not be) is refused once
+     * the head is complete (check_head). */
     if (!r->_last_was_value) {
         hdr->value = offset_of(r, at);
         r->_last_was_value = 1;
-    } else if (at != r->_base + hdr->value + hdr->value_len) {
-        /* Pieces of one value are contiguous unless the value was folded over lines
-         * (obs-fold), which RFC 9112 lets a proxy refuse: it hides header boundaries. */
-        r->_error = "obsolete line folding in a header value";
-        return HPE_USER;
     }
     hdr->value_len += (uint32_t)len;
     return 0;
@@ -155,6 +136,36 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Called after each chunk-size line. The size bound is nginx's reason: a size past the range of
+ * signed offsets reads differently in every implementation that converts it. The last chunk
+ * pauses the parser so that the trailer section can be checked byte by byte (see
+ * tt_http_reader_body). */
+static int on_chunk_header(llhttp_t *p)
+{
+    tt_http_reader_t *r = reader_of(p);
+    r->_ext_len = 0;
+    if (p->content_length > TT_HTTP_MAX_BODY_LENGTH) {
+        r->_error = "chunk size too large";
+        return HPE_USER;
+    }
+    if (p->content_length == 0) {
+        r->_trailers_begin = 1;
+        return HPE_PAUSED;
+    }
+    return 0;
+}
+
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    tt_http_reader_t *r = reader_of(p);
+    r->_ext_len += (uint32_t)TT_MIN(len, TT_HTTP_MAX_CHUNK_EXT + 1);
+    if (r->_ext_len > TT_HTTP_MAX_CHUNK_EXT) {
+        r->_error = "chunk extensions too long";
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     reader_of(p)->_message_done = 1;
@@ -169,6 +180,9 @@ static const llhttp_settings_t settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_message_complete = on_message_complete,
 };
 
@@ -190,6 +204,8 @@ void tt_http_reader_begin_head(tt_http_reader_t *r, tt_http_head_t *h, int skip_
     r->_too_many = 0;
     r->_error = NULL;
     r->_decoded = NULL;
+    r->_ext_len = 0;
+    r->_trailers_begin = r->_in_trailers = r->_trailer_lf = 0;
 }
 
 /* Runs llhttp over [p, p+n) and reports how much it took before pausing. */
@@ -210,12 +226,58 @@ static llhttp_errno_t execute(tt_http_reader_t *r, const char *p, size_t n, size
     return rc;
 }
 
+/* Checks the line ends of a head in its raw bytes: each LF must follow a CR (llhttp takes a bare
+ * LF for the empty line that ends a head), and no line may start with whitespace, which is an
+ * obsolete line fold (RFC 9112 5.2), refused because implementations disagree on where the
+ * folded field ends (llhttp reports a fold after an empty first line as a plain value). */
+static const char *check_line_ends(const char *p, size_t len)
+{
+    const char *end = p + len;
+    for (const char *lf = memchr(p, '\n', len); lf != NULL;
+         lf = memchr(lf + 1, '\n', (size_t)(end - lf - 1))) {
+        if (lf == p || lf[-1] != '\r')
+            return "bare LF in the head";
+        if (lf + 1 < end && (lf[1] == ' ' || lf[1] == '\t'))
+            return "obsolete line folding in a header value";
+    }
+    return NULL;
+}
+
+/* "METHOD SP target SP HTTP/x.y": llhttp lets more than one space through, which another parser
+ * may read as part of the target. */
+static int request_line_is_exact(const tt_http_head_t *h, const char *base)
+{
+    size_t mlen = strlen(llhttp_method_name((llhttp_method_t)h->method));
+    return h->target == mlen + 1 && base[mlen] == ' ' && base[h->target + h->target_len] == ' ' &&
+           base[h->target + h->target_len + 1] == 'H';
+}
+
+/* A reason phrase is HTAB, SP, VCHAR and obs-text (RFC 9112 4): a control byte in it ends up in
+ * a log or a client's status line as something else. */
+static int reason_is_valid(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 /* What llhttp lets through but a proxy must refuse (RFC 9112): HTTP/0.9 and HTTP/2+ request
- * lines, and whitespace between a field name and its colon (a request smuggling vector). */
-static const char *check_head(const tt_http_head_t *h, const char *base)
+ * lines, folded lines, whitespace between a field name and its colon (a request smuggling
+ * vector), Transfer-Encoding in an HTTP/1.0 message (6.1: its framing is faulty), lengths past
+ * TT_HTTP_MAX_BODY_LENGTH, and for responses a status outside 100-599 or a reason phrase with
+ * control bytes. */
+static const char *check_head(const tt_http_reader_t *r, const tt_http_head_t *h, const char *base)
 {
     if (h->major != 1)
         return "unsupported HTTP version";
+    const char *why = check_line_ends(base, h->head_len);
+    if (why != NULL)
+        return why;
+    if (r->_parser.type == HTTP_REQUEST && !request_line_is_exact(h, base))
+        return "more than one space in the request line";
     for (uint32_t i = 0; i < h->nheaders; i++) {
         const tt_http_header_t *hdr = &h->headers[i];
         if (hdr->name_len == 0)
@@ -223,6 +285,16 @@ static const char *check_head(const tt_http_head_t *h, const char *base)
         char last = base[hdr->name + hdr->name_len - 1];
         if (last == ' ' || last == '\t')
             return "whitespace between header name and colon";
+        if (h->minor == 0 && tt_http_header_is(base, hdr, "transfer-encoding", 17))
+            return "Transfer-Encoding in an HTTP/1.0 message";
+    }
+    if (h->has_length && h->content_length > TT_HTTP_MAX_BODY_LENGTH)
+        return "Content-Length too large";
+    if (r->_parser.type == HTTP_RESPONSE) {
+        if (h->status < 100 || h->status > 599)
+            return "status code outside 100-599";
+        if (!reason_is_valid(base + h->reason, h->reason_len))
+            return "control character in the reason phrase";
     }
     return NULL;
 }
@@ -243,7 +315,7 @@ tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, s
         return *parsed >= max_head ? TT_HTTP_HEAD_TOO_LARGE : TT_HTTP_AGAIN;
     r->_in_head = 0;
     r->_head->head_len = (uint32_t)*parsed;
-    if ((r->_error = check_head(r->_head, buf->data)) != NULL)
+    if ((r->_error = check_head(r, r->_head, buf->data)) != NULL)
         return TT_HTTP_ERROR;
     if (!r->_message_done && !r->_skip_body) {
         /* Body-less messages complete without consuming input; learn that now. */
@@ -254,14 +326,43 @@ tt_http_status_t tt_http_reader_head(tt_http_reader_t *r, const tt_buf_t *buf, s
     return TT_HTTP_HEAD_DONE;
 }
 
+/* A trailer section is relayed as body bytes and not parsed into a head, but it must not fold
+ * either: a line starting with whitespace is refused, with the state carried across reads. */
+static int trailer_folds(tt_http_reader_t *r, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (r->_trailer_lf && (p[i] == ' ' || p[i] == '\t'))
+            return 1;
+        r->_trailer_lf = p[i] == '\n';
+    }
+    return 0;
+}
+
 tt_http_status_t tt_http_reader_body(tt_http_reader_t *r, const char *p, size_t n, size_t *consumed)
 {
     if (r->_message_done) {
         *consumed = 0;
         return TT_HTTP_MESSAGE_DONE;
     }
-    if (execute(r, p, n, consumed) != HPE_OK)
-        return TT_HTTP_ERROR;
+    size_t used = 0;
+    do {
+        const char *from = p + used;
+        size_t took;
+        if (execute(r, from, n - used, &took) != HPE_OK)
+            return TT_HTTP_ERROR;
+        if (r->_in_trailers && trailer_folds(r, from, took)) {
+            r->_error = "obsolete line folding in a trailer field";
+            return TT_HTTP_ERROR;
+        }
+        used += took;
+        if (!r->_trailers_begin)
+            break;
+        /* Paused after the last chunk's size line: the trailer section starts at a line start. */
+        r->_trailers_begin = 0;
+        r->_in_trailers = 1;
+        r->_trailer_lf = 1;
+    } while (!r->_message_done);
+    *consumed = used;
     return r->_message_done ? TT_HTTP_MESSAGE_DONE : TT_HTTP_AGAIN;
 }
 
@@ -313,6 +414,40 @@ const tt_http_header_t *tt_http_head_find(const tt_http_head_t *h, const char *b
         if (tt_http_header_is(base, &h->headers[i], name, len))
             return &h->headers[i];
     return NULL;
+}
+
+int tt_http_transfer_coding_is_chunked(const tt_http_head_t *h, const char *base)
+{
+    const tt_http_header_t *te = NULL;
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        if (!tt_http_header_is(base, &h->headers[i], "transfer-encoding", 17))
+            continue;
+        if (te != NULL)
+            return 0;
+        te = &h->headers[i];
+    }
+    if (te == NULL)
+        return 0;
+    const char *v = base + te->value;
+    size_t len = te->value_len;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
+int tt_http_host_is_valid(const char *p, size_t len)
+{
+    /* uri-host [":" port] (RFC 3986): reg-name, IPv4 or [IP-literal]. No userinfo ('@'), no
+     * path, query, whitespace or control byte: any of those makes two parsers pick different
+     * hosts. */
+    static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789-._~%!$&'()*+,;=:[]";
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] == '\0' || strchr(allowed, p[i]) == NULL)
+            return 0;
+    return 1;
 }
 
 int tt_http_value_has_token(const char *value, size_t len, const char *token)

@@ -9,6 +9,7 @@
 #define TT_HTTP_MESSAGE_H
 
 #include "core/buf.h"
+#include "core/recycle.h"
 
 #include <llhttp.h>
 #include <stddef.h>
@@ -37,12 +38,11 @@ typedef struct tt_http_head {
     uint64_t content_length;
     uint32_t nheaders;
     tt_http_header_t headers[TT_HTTP_MAX_HEADERS];
-    struct tt_http_head *next_free;
+    void *_next_free; /* while kept by a tt_http_headpool_t */
 } tt_http_head_t;
 
 typedef struct {
-    tt_http_head_t *free;
-    size_t nfree, max_free;
+    tt_recycle_t recycle;
 } tt_http_headpool_t;
 
 void tt_http_headpool_init(tt_http_headpool_t *hp, size_t max_free);
@@ -64,13 +64,24 @@ typedef struct {
     const char *_base;     /* buffer start, while reading a head */
     tt_buf_t *_decoded;    /* when set, body bytes without chunk framing are appended here */
     const char *_error;    /* a head llhttp accepted but tether refuses */
+    uint32_t _ext_len;     /* chunk extension bytes on the current chunk-size line */
     uint8_t _in_head;
     uint8_t _head_done;
     uint8_t _message_done;
     uint8_t _skip_body; /* response to HEAD */
     uint8_t _last_was_value;
     uint8_t _too_many;
+    uint8_t _trailers_begin; /* paused at the start of a chunked body's trailer section */
+    uint8_t _in_trailers;
+    uint8_t _trailer_lf; /* the last trailer byte seen was LF */
 } tt_http_reader_t;
+
+/* Bounds beyond which a length is refused rather than relayed: nginx refuses chunk sizes past
+ * its off_t range, and a length near 2^64 is a desync waiting for the first signed conversion
+ * downstream. 2^60 - 1 bytes (an exabyte) is far past any real body. */
+#define TT_HTTP_MAX_BODY_LENGTH ((UINT64_C(1) << 60) - 1)
+/* Chunk extensions carry no meaning tether uses; a long one is only a way to hide bytes. */
+#define TT_HTTP_MAX_CHUNK_EXT 1024
 
 /* kind is HTTP_REQUEST or HTTP_RESPONSE. */
 void tt_http_reader_init(tt_http_reader_t *r, llhttp_type_t kind);
@@ -113,6 +124,11 @@ static inline int tt_http_header_is(const char *base, const tt_http_header_t *h,
 /* Finds the first header with this name, or NULL. */
 const tt_http_header_t *tt_http_head_find(const tt_http_head_t *h, const char *base,
                                           const char *name);
+/* Whether the head's transfer coding is exactly "chunked": one Transfer-Encoding field holding
+ * that one token and nothing else. */
+int tt_http_transfer_coding_is_chunked(const tt_http_head_t *h, const char *base);
+/* Whether a Host value (or an absolute-form target's authority) is uri-host [":" port]. */
+int tt_http_host_is_valid(const char *p, size_t len);
 /* Whether a comma-separated header value list contains token (case-insensitive). */
 int tt_http_value_has_token(const char *value, size_t len, const char *token);
 

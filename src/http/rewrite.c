@@ -2,6 +2,7 @@
 
 #include "core/invariant.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,9 +19,11 @@ typedef struct {
         s, sizeof(s) - 1                                                                           \
     }
 
+/* Upgrade comes first: a tunnel keeps it (see is_hop_by_hop). */
+enum { HOP_UPGRADE = 0 };
 static const name_t hop_by_hop[] = {
-    NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
-    NAME("te"),         NAME("trailer"),    NAME("upgrade"),
+    [HOP_UPGRADE] = NAME("upgrade"), NAME("connection"), NAME("keep-alive"),
+    NAME("proxy-connection"),        NAME("te"),         NAME("trailer"),
 };
 
 static const name_t never_hop_by_hop[] = {
@@ -52,7 +55,7 @@ static int is_hop_by_hop(const tt_http_head_t *h, const char *base, const tt_htt
 {
     for (size_t i = 0; i < TT_ARRAY_SIZE(hop_by_hop); i++) {
         if (tt_http_header_is(base, hdr, hop_by_hop[i].name, hop_by_hop[i].len))
-            return !(keep_upgrade && i == 5);
+            return !(keep_upgrade && i == HOP_UPGRADE);
     }
     /* "Connection: content-length" must not strip the framing tether relays the body by (the
      * body would reach the upstream as a second, smuggled request), nor the Host it routed by. */
@@ -183,7 +186,42 @@ const char *tt_http_reason(int status)
     }
 }
 
-void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, ...)
+const char *tt_proxy_status_for_errno(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return "connection_refused";
+    case ETIMEDOUT:
+        return "connection_timeout";
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+        return "destination_ip_unroutable";
+    case ECONNRESET:
+    case EPIPE:
+        return "connection_terminated";
+    default:
+        return "destination_unavailable";
+    }
+}
+
+/* Appends text as the content of an RFC 8941 sf-string: printable ASCII only (anything else
+ * becomes '?'), with '"' and '\\' escaped. */
+static void append_sf_string(tt_buf_t *out, const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            tt_buf_append(out, esc, 2);
+        } else {
+            char plain = c >= 0x20 && c < 0x7f ? (char)c : '?';
+            tt_buf_append(out, &plain, 1);
+        }
+    }
+}
+
+void tt_http_write_error(tt_buf_t *out, int status, int close, const char *proxy_error,
+                         const char *fmt, ...)
 {
     char body[512];
     int n = snprintf(body, sizeof(body), "tether: ");
@@ -192,11 +230,17 @@ void tt_http_write_error(tt_buf_t *out, int status, int close, const char *fmt, 
     int m = vsnprintf(body + n, sizeof(body) - (size_t)n - 1, fmt, ap);
     va_end(ap);
     size_t len = TT_MIN((size_t)n + (size_t)(m < 0 ? 0 : m), sizeof(body) - 2);
+    tt_buf_appendf(out, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n", status,
+                   tt_http_reason(status));
+    tt_buf_appendf(out, "Proxy-Status: tether; error=%s; details=\"", proxy_error);
+    append_sf_string(out, body + n, len - (size_t)n);
+    tt_buf_append(out, "\"\r\n", 3);
+    if (status == 503) /* a queue or a drain: worth a retry in a moment */
+        tt_buf_appendf(out, "Retry-After: 1\r\n");
+    if (status == 405) /* CONNECT, the one method refused */
+        tt_buf_appendf(out, "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n");
     body[len++] = '\n';
-    tt_buf_appendf(out,
-                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\n%s\r\n",
-                   status, tt_http_reason(status), len, close ? "Connection: close\r\n" : "");
+    tt_buf_appendf(out, "Content-Length: %zu\r\n%s\r\n", len, close ? "Connection: close\r\n" : "");
     tt_buf_append(out, body, len);
 }
 
@@ -209,15 +253,10 @@ int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *pa
         p++;
     if (p == a)
         return -1;
+    /* Userinfo stays in the authority, for tt_http_host_is_valid() to refuse (RFC 9110 4.2.4:
+     * it serves to obscure the authority). */
     authority->str = a;
     authority->len = (size_t)(p - a);
-    const char *at = memchr(a, '@', authority->len);
-    if (at != NULL) { /* userinfo is never forwarded as part of the host */
-        authority->len -= (size_t)(at + 1 - a);
-        authority->str = at + 1;
-        if (authority->len == 0)
-            return -1;
-    }
     if (p == end) {
         path->str = "/";
         path->len = 1;
@@ -226,6 +265,34 @@ int tt_http_split_absolute(tt_span_t target, tt_span_t *authority, tt_span_t *pa
         path->len = (size_t)(end - p);
     }
     return 0;
+}
+
+const char *tt_http_request_target(const tt_http_head_t *h, const char *base, tt_http_target_t *t)
+{
+    tt_span_t target = {base + h->target, h->target_len};
+    t->host = (tt_span_t){NULL, 0};
+    t->absolute = tt_http_split_absolute(target, &t->host, &t->target) == 0;
+    if (!t->absolute) {
+        int asterisk = target.len == 1 && target.str[0] == '*' && h->method == HTTP_OPTIONS;
+        if (target.len == 0 || (target.str[0] != '/' && !asterisk))
+            return "invalid request target";
+        t->target = target;
+    }
+    const tt_http_header_t *hh = NULL;
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        if (!tt_http_header_is(base, &h->headers[i], "host", 4))
+            continue;
+        if (hh != NULL) /* which one would win? */
+            return "more than one Host header";
+        hh = &h->headers[i];
+    }
+    if (hh == NULL && h->minor == 1 && !t->absolute)
+        return "HTTP/1.1 request without a Host header";
+    if (!t->absolute && hh != NULL)
+        t->host = (tt_span_t){base + hh->value, hh->value_len};
+    if (t->host.len > 0 && !tt_http_host_is_valid(t->host.str, t->host.len))
+        return t->absolute ? "invalid host in the request target" : "invalid Host header";
+    return NULL;
 }
 
 int tt_http_keepalive_timeout(const char *value, size_t len)

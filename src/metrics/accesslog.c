@@ -97,6 +97,12 @@ void tt_accesslog_write(tt_accesslog_t *al, const tt_access_entry_t *e)
     }
     append_field(b, "method", e->method, strlen(e->method));
     append_field(b, "path", e->path, e->path_len);
+    if (e->host_len > 0)
+        append_field(b, "host", e->host, e->host_len);
+    if (e->generated_by != NULL)
+        append_field(b, "generated_by", e->generated_by, strlen(e->generated_by));
+    if (e->error != NULL)
+        append_field(b, "error", e->error, strlen(e->error));
     tt_buf_appendf(b,
                    ",\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,\"reused\":%s,"
                    "\"retried\":%s}\n",

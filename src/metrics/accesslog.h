@@ -18,8 +18,12 @@ typedef struct {
     const char *method;
     const char *path;
     size_t path_len;
-    unsigned status; /* 0: no response was sent */
-    uint64_t bytes;  /* response bytes written to the client */
+    const char *host; /* Host header or absolute-form authority; host_len 0: none */
+    size_t host_len;
+    const char *generated_by; /* "tether" or "upstream"; NULL: no response was sent */
+    const char *error;        /* tether's own response: its RFC 9209 error type, else NULL */
+    unsigned status;          /* 0: no response was sent */
+    uint64_t bytes;           /* response bytes written to the client */
     uint64_t duration_us;
     int reused;  /* served on a connection that served a request before */
     int retried; /* sent again after meeting a stale connection */

@@ -8,22 +8,40 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define HEAD_LIMIT      8192
-#define URL_LIMIT       2048
-#define READ_TIMEOUT_MS 5000
-#define SEND_TIMEOUT_MS 10000
-#define LINGER_MS       200
+#define HEAD_LIMIT        8192
+#define URL_LIMIT         2048
+#define MAX_CONNS         64    /* connections served at once; more wait in the listen backlog */
+#define READ_TIMEOUT_MS   5000  /* the whole request head, from accept */
+#define SEND_TIMEOUT_MS   10000 /* the whole response */
+#define LINGER_MS         200
+#define ACCEPT_BACKOFF_MS 100 /* out of descriptors: accept again after this */
 
 #define JSON_TYPE "application/json"
 #define TEXT_TYPE "text/plain; charset=utf-8"
+
+typedef enum { C_FREE, C_READ, C_WRITE, C_LINGER } conn_state_t;
+
+/* One client connection: its head being read, then its response being written. */
+typedef struct {
+    int fd;
+    conn_state_t state;
+    uint64_t deadline_ms;
+    char *in; /* HEAD_LIMIT bytes while reading */
+    size_t in_len;
+    tt_buf_t out;
+    size_t sent;
+    int loopback; /* the client is on this host (POST /reload) */
+} admin_conn_t;
 
 struct tt_admin {
     int fd;
@@ -32,10 +50,12 @@ struct tt_admin {
     int started;
     pthread_t thread;
     tt_admin_ops_t ops;
-    llhttp_settings_t settings;
+    uint64_t accept_after_ms; /* accepting paused (EMFILE) until then */
+    size_t nconns;
+    admin_conn_t conns[MAX_CONNS];
 };
 
-/* One request being read. */
+/* One request being parsed. */
 typedef struct {
     llhttp_t parser;
     char url[URL_LIMIT];
@@ -64,251 +84,355 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED; /* the head is all we need; a body, if any, is never read */
 }
 
-static int64_t remaining(uint64_t deadline_ms)
+static const llhttp_settings_t settings = {
+    .on_url = on_url,
+    .on_headers_complete = on_headers_complete,
+};
+
+static void respond(tt_buf_t *out, int head_only, int status, const char *reason, const char *type,
+                    const char *extra, const char *body, size_t len)
 {
-    uint64_t now = tt_clock_monotonic_ms();
-    return now >= deadline_ms ? 0 : (int64_t)(deadline_ms - now);
+    tt_buf_appendf(out,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                   "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                   status, reason, type, len, extra != NULL ? extra : "");
+    if (!head_only)
+        tt_buf_append(out, body, len);
 }
 
-/* Waits until fd is ready for events or the deadline passes; 0 when ready, -1 on timeout, error
- * or a stop request. */
-static int wait_fd(tt_admin_t *a, int fd, short events, uint64_t deadline_ms)
-{
-    for (;;) {
-        int64_t left = remaining(deadline_ms);
-        if (left == 0)
-            return -1;
-        struct pollfd pfd[2] = {{.fd = fd, .events = events}, {.fd = a->stop_fd, .events = POLLIN}};
-        int n = poll(pfd, 2, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || pfd[1].revents != 0)
-            return -1;
-        if (pfd[0].revents != 0)
-            return 0;
-    }
-}
-
-static int send_all(tt_admin_t *a, int fd, const char *p, size_t len)
-{
-    uint64_t deadline = tt_clock_monotonic_ms() + SEND_TIMEOUT_MS;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-            wait_fd(a, fd, POLLOUT, deadline) == 0)
-            continue;
-        return -1;
-    }
-    return 0;
-}
-
-static void respond(tt_admin_t *a, int fd, int head_only, int status, const char *reason,
-                    const char *type, const char *extra, const char *body, size_t len)
-{
-    char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-                     status, reason, type, len, extra != NULL ? extra : "");
-    TT_BUG_ON(n < 0 || (size_t)n >= sizeof(head));
-    if (send_all(a, fd, head, (size_t)n) == 0 && !head_only && len > 0)
-        send_all(a, fd, body, len);
-}
-
-static void respond_text(tt_admin_t *a, int fd, int head_only, int status, const char *reason,
+static void respond_text(tt_buf_t *out, int head_only, int status, const char *reason,
                          const char *text)
 {
-    respond(a, fd, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
+    respond(out, head_only, status, reason, TEXT_TYPE, NULL, text, strlen(text));
 }
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
-static void serve_snapshot(tt_admin_t *a, int fd, int head_only, int json)
+static void serve_snapshot(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only, int json)
 {
     char err[256] = "";
-    tt_snapshot_t *s = a->ops.snapshot(a->ops.ctx, err, sizeof(err));
+    tt_snapshot_t *s = ops->snapshot(ops->ctx, err, sizeof(err));
     if (s == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg), "tether: statistics unavailable: %s\n", err);
-        respond_text(a, fd, head_only, 503, "Service Unavailable", msg);
+        respond_text(out, head_only, 503, "Service Unavailable", msg);
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 65536);
+    tt_buf_init(&b, 65536);
     if (json)
         tt_stats_json_render(s, &b);
     else
         tt_prom_render(s, &b);
-    respond(a, fd, head_only, 200, "OK", json ? JSON_TYPE : TT_PROM_CONTENT_TYPE, NULL, b.data,
+    respond(out, head_only, 200, "OK", json ? JSON_TYPE : TT_PROM_CONTENT_TYPE, NULL, b.data,
             tt_buf_len(&b));
     free(b.data);
     tt_snapshot_free(s);
 }
 
-static void serve_pools(tt_admin_t *a, int fd, int head_only)
+static void serve_pools(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only)
 {
     char err[256] = "";
     tt_conn_list_t l = {0};
-    if (a->ops.pools(a->ops.ctx, &l, err, sizeof(err)) < 0) {
+    if (ops->pools(ops->ctx, &l, err, sizeof(err)) < 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "tether: connection list unavailable: %s\n", err);
-        respond_text(a, fd, head_only, 503, "Service Unavailable", msg);
+        respond_text(out, head_only, 503, "Service Unavailable", msg);
         tt_conn_list_free(&l);
         return;
     }
     tt_buf_t b;
-    buf_init(&b, 4096 + l.n * 200);
+    tt_buf_init(&b, 4096 + l.n * 200);
     tt_pools_json_render(&l, &b);
-    respond(a, fd, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
+    respond(out, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
     free(b.data);
     tt_conn_list_free(&l);
 }
 
-static void serve_config(tt_admin_t *a, int fd, int head_only)
+static void serve_config(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only)
 {
-    char *text = a->ops.config != NULL ? a->ops.config(a->ops.ctx) : NULL;
+    char *text = ops->config != NULL ? ops->config(ops->ctx) : NULL;
     if (text == NULL) {
-        respond_text(a, fd, head_only, 503, "Service Unavailable",
+        respond_text(out, head_only, 503, "Service Unavailable",
                      "tether: configuration unavailable\n");
         return;
     }
     char *safe = tt_admin_redact_config(text);
     free(text);
-    respond_text(a, fd, head_only, 200, "OK", safe);
+    respond_text(out, head_only, 200, "OK", safe);
     free(safe);
 }
 
-static void dispatch(tt_admin_t *a, int fd, const request_t *r)
+/* POST /reload: what SIGHUP does, for `tether reload`. It changes the running process, so only
+ * a client on this host may ask, whatever admin_allow_remote lets read. */
+static void serve_reload(const tt_admin_ops_t *ops, tt_buf_t *out, int method, int loopback)
+{
+    if (method != HTTP_POST) {
+        respond(out, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: POST\r\n",
+                "tether: POST /reload\n", 21);
+        return;
+    }
+    if (!loopback) {
+        respond_text(out, 0, 403, "Forbidden", "tether: /reload is for loopback clients only\n");
+        return;
+    }
+    char msg[600] = "";
+    int rc = ops->reload != NULL ? ops->reload(ops->ctx, msg, sizeof(msg) - 1) : -1;
+    size_t len = strlen(msg);
+    msg[len++] = '\n';
+    msg[len] = '\0';
+    if (rc == 0)
+        respond_text(out, 0, 202, "Accepted", msg);
+    else
+        respond_text(out, 0, rc == -1 ? 400 : 503, rc == -1 ? "Bad Request" : "Service Unavailable",
+                     msg);
+}
+
+static void dispatch(const tt_admin_ops_t *ops, int loopback, tt_buf_t *out, const request_t *r)
 {
     int method = llhttp_get_method((llhttp_t *)&r->parser);
     int head_only = method == HTTP_HEAD;
-    if (method != HTTP_GET && method != HTTP_HEAD) {
-        respond(a, fd, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
-                "tether: only GET and HEAD\n", 26);
-        return;
-    }
     /* Origin-form only; the query string is ignored. */
     size_t plen = strcspn(r->url, "?#");
     char path[URL_LIMIT];
     memcpy(path, r->url, plen);
     path[plen] = '\0';
+    if (strcmp(path, "/reload") == 0) {
+        serve_reload(ops, out, method, loopback);
+        return;
+    }
+    if (method != HTTP_GET && method != HTTP_HEAD) {
+        respond(out, 0, 405, "Method Not Allowed", TEXT_TYPE, "Allow: GET, HEAD\r\n",
+                "tether: only GET and HEAD\n", 26);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
-        serve_snapshot(a, fd, head_only, 0);
+        serve_snapshot(ops, out, head_only, 0);
     } else if (strcmp(path, "/stats") == 0) {
-        serve_snapshot(a, fd, head_only, 1);
+        serve_snapshot(ops, out, head_only, 1);
     } else if (strcmp(path, "/healthz") == 0) {
-        respond_text(a, fd, head_only, 200, "OK", "ok\n");
+        respond_text(out, head_only, 200, "OK", "ok\n");
     } else if (strcmp(path, "/ready") == 0) {
         char why[256] = "", msg[300];
-        int ready = a->ops.ready(a->ops.ctx, why, sizeof(why));
+        int ready = ops->ready(ops->ctx, why, sizeof(why));
         snprintf(msg, sizeof(msg), "%s%s%s\n", ready ? "ready" : "not ready", why[0] ? ": " : "",
                  why);
-        respond_text(a, fd, head_only, ready ? 200 : 503, ready ? "OK" : "Service Unavailable",
-                     msg);
+        respond_text(out, head_only, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", msg);
     } else if (strcmp(path, "/pools") == 0) {
-        serve_pools(a, fd, head_only);
+        serve_pools(ops, out, head_only);
     } else if (strcmp(path, "/config") == 0) {
-        serve_config(a, fd, head_only);
+        serve_config(ops, out, head_only);
     } else if (strcmp(path, "/") == 0) {
-        respond_text(a, fd, head_only, 200, "OK",
-                     "tetherd admin: /metrics /stats /healthz /ready /pools /config\n");
+        respond_text(
+            out, head_only, 200, "OK",
+            "tetherd admin: /metrics /stats /healthz /ready /pools /config, POST /reload\n");
     } else {
-        respond_text(a, fd, head_only, 404, "Not Found", "tether: no such admin path\n");
+        respond_text(out, head_only, 404, "Not Found", "tether: no such admin path\n");
     }
 }
 
-/* Reads one request head (bounded in size and time) and answers it. */
-static void serve(tt_admin_t *a, int fd)
+int tt_admin_respond(const tt_admin_ops_t *ops, int loopback, const char *in, size_t len,
+                     tt_buf_t *out)
 {
+    /* The head is parsed again from its start on every read: it is at most HEAD_LIMIT bytes,
+     * and the connection then needs no parser state of its own. */
     request_t *r = tt_calloc(1, sizeof(*r));
-    char *buf = tt_malloc(HEAD_LIMIT);
-    size_t len = 0;
-    llhttp_init(&r->parser, HTTP_REQUEST, &a->settings);
+    llhttp_init(&r->parser, HTTP_REQUEST, &settings);
     r->parser.data = r;
-    uint64_t deadline = tt_clock_monotonic_ms() + READ_TIMEOUT_MS;
+    llhttp_errno_t e = llhttp_execute(&r->parser, in, TT_MIN(len, (size_t)HEAD_LIMIT));
+    int done = 1;
+    if (r->head_done) {
+        if (r->url_too_long)
+            respond_text(out, 0, 414, "URI Too Long", "tether: request target too long\n");
+        else
+            dispatch(ops, loopback, out, r);
+    } else if (e != HPE_OK) {
+        respond_text(out, 0, 400, "Bad Request", "tether: malformed request\n");
+    } else if (len >= HEAD_LIMIT) {
+        respond_text(out, 0, 431, "Request Header Fields Too Large",
+                     "tether: request head too large\n");
+    } else {
+        done = 0;
+    }
+    free(r);
+    return done;
+}
+
+/* ---- the connections ------------------------------------------------------------------------ */
+
+static void conn_close(tt_admin_t *a, admin_conn_t *c)
+{
+    close(c->fd);
+    free(c->in);
+    free(c->out.data);
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->state = C_FREE;
+    a->nconns--;
+}
+
+/* Half-close, then read briefly what the client still sends, so an unread request body does not
+ * turn the close into a reset that destroys the response in flight. */
+static void conn_linger(admin_conn_t *c, uint64_t now)
+{
+    shutdown(c->fd, SHUT_WR);
+    c->state = C_LINGER;
+    c->deadline_ms = now + LINGER_MS;
+}
+
+static void conn_write(tt_admin_t *a, admin_conn_t *c, uint64_t now)
+{
+    while (c->sent < c->out.wpos) {
+        ssize_t n = send(c->fd, c->out.data + c->sent, c->out.wpos - c->sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return; /* POLLOUT */
+        conn_close(a, c);
+        return;
+    }
+    conn_linger(c, now);
+}
+
+static void conn_read(tt_admin_t *a, admin_conn_t *c, uint64_t now)
+{
     for (;;) {
-        if (len == HEAD_LIMIT) {
-            respond_text(a, fd, 0, 431, "Request Header Fields Too Large",
-                         "tether: request head too large\n");
-            goto out;
+        ssize_t n = recv(c->fd, c->in + c->in_len, HEAD_LIMIT - c->in_len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) { /* gone before its request: nothing worth answering */
+            conn_close(a, c);
+            return;
         }
-        ssize_t n = recv(fd, buf + len, HEAD_LIMIT - len, 0);
-        if (n == 0)
-            goto out;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(a, fd, POLLIN, deadline) == 0)
-                continue;
-            goto out; /* reset, timeout or stopping: nothing worth answering */
-        }
-        llhttp_errno_t e = llhttp_execute(&r->parser, buf + len, (size_t)n);
-        len += (size_t)n;
-        if (r->head_done)
-            break;
-        if (e != HPE_OK) {
-            respond_text(a, fd, 0, 400, "Bad Request", "tether: malformed request\n");
-            goto out;
+        c->in_len += (size_t)n;
+        if (tt_admin_respond(&a->ops, c->loopback, c->in, c->in_len, &c->out)) {
+            free(c->in);
+            c->in = NULL;
+            c->state = C_WRITE;
+            c->deadline_ms = now + SEND_TIMEOUT_MS;
+            conn_write(a, c, now);
+            return;
         }
     }
-    if (r->url_too_long)
-        respond_text(a, fd, 0, 414, "URI Too Long", "tether: request target too long\n");
-    else
-        dispatch(a, fd, r);
-out:
-    /* Half-close, then read briefly what the client still sends, so an unread request body does
-     * not turn the close into a reset that destroys the response in flight. */
-    shutdown(fd, SHUT_WR);
-    uint64_t linger = tt_clock_monotonic_ms() + LINGER_MS;
+}
+
+static void conn_drain(tt_admin_t *a, admin_conn_t *c)
+{
+    char sink[4096];
     for (int i = 0; i < 16; i++) {
-        ssize_t n = recv(fd, buf, HEAD_LIMIT, 0);
+        ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
         if (n > 0 || (n < 0 && errno == EINTR))
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-            wait_fd(a, fd, POLLIN, linger) == 0)
-            continue;
-        break; /* EOF, error, or the linger time is up */
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        break;
     }
-    free(buf);
-    free(r);
+    conn_close(a, c); /* EOF, error, or more than it is worth reading */
 }
 
+static void conn_step(tt_admin_t *a, admin_conn_t *c, uint64_t now)
+{
+    if (c->state == C_FREE)
+        return;
+    if (now >= c->deadline_ms) { /* too slow to send its head, to read its response, or done */
+        conn_close(a, c);
+        return;
+    }
+    switch (c->state) {
+    case C_READ:
+        conn_read(a, c, now);
+        break;
+    case C_WRITE:
+        conn_write(a, c, now);
+        break;
+    case C_LINGER:
+        conn_drain(a, c);
+        break;
+    case C_FREE: /* returned above */
+        break;
+    }
+}
+
+static void accept_conns(tt_admin_t *a, uint64_t now)
+{
+    while (a->nconns < MAX_CONNS) {
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                a->accept_after_ms = now + ACCEPT_BACKOFF_MS; /* rather than spin */
+            return;
+        }
+        admin_conn_t *c = NULL;
+        for (size_t i = 0; i < MAX_CONNS && c == NULL; i++)
+            if (a->conns[i].state == C_FREE)
+                c = &a->conns[i];
+        TT_BUG_ON(c == NULL);
+        tt_addr_t peer;
+        peer.len = sizeof(peer.ss);
+        c->loopback = getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) == 0 &&
+                      tt_addr_is_loopback(&peer);
+        c->fd = fd;
+        c->state = C_READ;
+        c->deadline_ms = now + READ_TIMEOUT_MS;
+        c->in = tt_malloc(HEAD_LIMIT);
+        c->in_len = 0;
+        tt_buf_init(&c->out, 512);
+        c->sent = 0;
+        a->nconns++;
+        conn_read(a, c, now); /* the request usually arrived with the connection */
+    }
+}
+
+/* The admin thread's loop: poll(2) over the listener and at most MAX_CONNS connections, each
+ * bounded by its deadline, so that a silent or slow client delays no other (a probe of /healthz
+ * stays fast). poll rather than tt_loop: a few dozen descriptors, no timers beyond deadlines. */
 static void *admin_main(void *arg)
 {
     tt_admin_t *a = arg;
+    struct pollfd pfd[2 + MAX_CONNS];
+    admin_conn_t *polled[MAX_CONNS];
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = a->fd, .events = POLLIN},
-                                {.fd = a->stop_fd, .events = POLLIN}};
-        int n = poll(pfd, 2, -1);
-        if (n < 0 && errno == EINTR)
+        uint64_t now = tt_clock_monotonic_ms();
+        int accepting = a->nconns < MAX_CONNS && now >= a->accept_after_ms;
+        pfd[0] = (struct pollfd){.fd = a->stop_fd, .events = POLLIN};
+        pfd[1] = (struct pollfd){.fd = a->fd, .events = accepting ? POLLIN : 0};
+        nfds_t n = 2;
+        uint64_t wake = accepting ? UINT64_MAX : a->accept_after_ms;
+        if (a->nconns == MAX_CONNS)
+            wake = UINT64_MAX;
+        for (size_t i = 0; i < MAX_CONNS; i++) {
+            admin_conn_t *c = &a->conns[i];
+            if (c->state == C_FREE)
+                continue;
+            polled[n - 2] = c;
+            pfd[n++] =
+                (struct pollfd){.fd = c->fd, .events = c->state == C_WRITE ? POLLOUT : POLLIN};
+            wake = TT_MIN(wake, c->deadline_ms);
+        }
+        int timeout = wake == UINT64_MAX ? -1 : wake <= now ? 0 : (int)TT_MIN(wake - now, 60000);
+        int ready = poll(pfd, n, timeout);
+        if (ready < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
+        if (ready < 0) {
             tt_error("admin: poll: %s", strerror(errno));
             break;
         }
-        if (pfd[1].revents != 0)
+        if (pfd[0].revents != 0)
             break;
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                usleep(100000); /* out of descriptors: back off rather than spin */
-            continue;
-        }
-        serve(a, fd);
-        close(fd);
+        now = tt_clock_monotonic_ms();
+        for (nfds_t i = 2; i < n; i++)
+            if (pfd[i].revents != 0 || now >= polled[i - 2]->deadline_ms)
+                conn_step(a, polled[i - 2], now);
+        if (pfd[1].revents != 0)
+            accept_conns(a, now);
     }
+    for (size_t i = 0; i < MAX_CONNS; i++)
+        if (a->conns[i].state != C_FREE)
+            conn_close(a, &a->conns[i]);
     return NULL;
 }
 
@@ -331,15 +455,20 @@ tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char
         close(fd);
         return NULL;
     }
+    return tt_admin_open_fd(fd, ops, err, errlen);
+}
+
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen)
+{
     tt_addr_t bound;
     bound.len = sizeof(bound.ss);
     getsockname(fd, (struct sockaddr *)&bound.ss, &bound.len);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     tt_admin_t *a = tt_calloc(1, sizeof(*a));
     a->fd = fd;
     a->ops = *ops;
-    llhttp_settings_init(&a->settings);
-    a->settings.on_url = on_url;
-    a->settings.on_headers_complete = on_headers_complete;
+    for (size_t i = 0; i < MAX_CONNS; i++)
+        a->conns[i].fd = -1;
     a->port = ntohs(bound.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound.ss)->sin6_port
                                                    : ((struct sockaddr_in *)&bound.ss)->sin_port);
     a->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -430,7 +559,7 @@ static void put_value(tt_buf_t *b, const char *v, size_t n)
 char *tt_admin_redact_config(const char *text)
 {
     tt_buf_t b;
-    buf_init(&b, strlen(text) + 64);
+    tt_buf_init(&b, strlen(text) + 64);
     const char *line = text;
     while (*line != '\0') {
         const char *eol = strchr(line, '\n');

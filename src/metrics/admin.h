@@ -4,11 +4,14 @@
  *   /healthz  200 while the process    /ready   200 once ready (ops->ready), else 503
  *             answers                  /pools   every upstream connection now (JSON)
  *   /config   the effective configuration, secrets redacted
+ *   POST /reload   reload the configuration file (ops->reload), loopback clients only
  *
- * Only GET and HEAD; anything else is 405, an unknown path 404. One connection at a time, one
+ * Only GET and HEAD (POST for /reload); anything else is 405, an unknown path 404. Up to 64
+ * connections are served at once by a non-blocking loop (more wait in the listen backlog), one
  * request per connection (Connection: close), the request head bounded (8 KiB) and read within a
- * deadline (5 s), so a slow or hostile client costs at most that and cannot exhaust anything.
- * Scrapers open a connection per scrape anyway.
+ * deadline (5 s) and the response written within another (10 s): a slow or silent client costs one
+ * slot for at most that, and delays no other request (a /healthz probe). Scrapers open a connection
+ * per scrape anyway.
  *
  * The server knows nothing of workers: what it serves comes from tt_admin_ops_t, which the proxy
  * implements (proxy/introspect.h) and tests fake. The ops are called on the admin thread. */
@@ -32,6 +35,9 @@ typedef struct {
     /* The effective configuration as INI text (malloc'd, the server frees it), or NULL. The
      * server redacts it before serving. */
     char *(*config)(void *ctx);
+    /* Validates the configuration file and starts a reload: 0 (started), -1 (the file is
+     * invalid), -2 (cannot reload now); a one-line explanation in msg either way. NULL: none. */
+    int (*reload)(void *ctx, char *msg, size_t msglen);
 } tt_admin_ops_t;
 
 typedef struct tt_admin tt_admin_t;
@@ -41,6 +47,9 @@ typedef struct tt_admin tt_admin_t;
  * server, not yet serving, or NULL with a reason in err. ops is copied. */
 tt_admin_t *tt_admin_open(const tt_addr_t *addr, const tt_admin_ops_t *ops, char *err,
                           size_t errlen);
+
+/* The same on fd, a listening socket the server takes ownership of (closed on failure too). */
+tt_admin_t *tt_admin_open_fd(int fd, const tt_admin_ops_t *ops, char *err, size_t errlen);
 
 /* Starts the serving thread. Call after the state the ops read exists (workers started).
  * Returns 0, or an errno value. */
@@ -52,6 +61,13 @@ void tt_admin_close(tt_admin_t *a);
 
 /* The port actually bound. */
 int tt_admin_port(const tt_admin_t *a);
+
+/* Answers a request head: in holds the len bytes received so far on a connection. Returns 1 with
+ * the complete response (Connection: close) appended to out, or 0 when the head is incomplete
+ * (call again with more bytes). loopback: the client is on this host (POST /reload is refused
+ * otherwise). Calls the ops; used by the server loop and the fuzzer. */
+int tt_admin_respond(const tt_admin_ops_t *ops, int loopback, const char *in, size_t len,
+                     tt_buf_t *out);
 
 /* A copy of INI text with secret values replaced by "<redacted>": keys naming a key, password,
  * secret, token or credential, and the password part of URLs with user information. The caller

@@ -34,8 +34,6 @@ static const bound_t requests_bounds[] = {
     {"100", 100}, {"200", 200}, {"500", 500}, {"1000", 1000}, {"10000", 10000}, {"100000", 100000},
 };
 
-static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-
 void tt_prom_put_label_value(tt_buf_t *out, const char *v)
 {
     tt_buf_append(out, "\"", 1);
@@ -104,17 +102,10 @@ typedef struct {
     tt_buf_t ep; /* upstream="name",endpoint="addr" */
 } labels_t;
 
-static void buf_init(tt_buf_t *b, size_t cap)
-{
-    memset(b, 0, sizeof(*b));
-    b->data = tt_malloc(cap);
-    b->cap = cap;
-}
-
 static void labels_init(labels_t *l, const tt_upstream_snapshot_t *u)
 {
-    buf_init(&l->up, 128);
-    buf_init(&l->ep, 192);
+    tt_buf_init(&l->up, 128);
+    tt_buf_init(&l->ep, 192);
     tt_buf_append(&l->up, "upstream=", 9);
     tt_prom_put_label_value(&l->up, u->name);
     tt_buf_append(&l->up, "", 1);
@@ -168,8 +159,8 @@ static void render_process(const tt_snapshot_t *s, tt_buf_t *b)
     sample_u(b, "tether_downstream_connections_active", "", s->active);
     family(b, "tether_unrouted_responses_total", "counter",
            "Responses to requests that matched no upstream (unknown Host), by status class.");
-    for (int c = 1; c <= 5; c++) {
-        snprintf(labels, sizeof(labels), "code=\"%s\"", class_names[c]);
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++) {
+        snprintf(labels, sizeof(labels), "code=\"%s\"", tt_status_class_name(c));
         sample_u(b, "tether_unrouted_responses_total", labels, s->unrouted[c]);
     }
 }
@@ -195,9 +186,9 @@ static void emit_requests(tt_buf_t *b, const tt_upstream_snapshot_t *u, const la
 
 static void emit_responses(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    for (int c = 1; c <= 5; c++) {
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++) {
         tt_buf_appendf(b, "tether_upstream_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
-                       l->up.data, class_names[c], u->stats.responses[c]);
+                       l->up.data, tt_status_class_name(c), u->stats.responses[c]);
     }
 }
 
@@ -208,9 +199,9 @@ static void emit_abandoned(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
 
 static void emit_generated(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    for (int c = 1; c <= 5; c++)
+    for (unsigned c = 1; c < TT_STATUS_CLASSES; c++)
         tt_buf_appendf(b, "tether_upstream_generated_responses_total{%s,code=\"%s\"} %" PRIu64 "\n",
-                       l->up.data, class_names[c], u->stats.generated[c]);
+                       l->up.data, tt_status_class_name(c), u->stats.generated[c]);
 }
 
 static void emit_sent(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
@@ -361,6 +352,58 @@ static void emit_socket_mem(tt_buf_t *b, const tt_upstream_snapshot_t *u, const 
     sample_u(b, "tether_upstream_socket_memory_bytes", l->ep.data, u->live.socket_mem_bytes);
 }
 
+static void emit_failovers(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    sample_u(b, "tether_upstream_connect_failovers_total", l->up.data, u->stats.connect_failovers);
+}
+
+static void emit_ejections(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    tt_buf_appendf(b, "tether_ejections_total{%s,cause=\"connect\"} %" PRIu64 "\n", l->up.data,
+                   u->stats.ejections);
+}
+
+static void emit_probes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    for (int r = 0; r < TT_PROBE_RESULTS; r++)
+        tt_buf_appendf(b, "tether_probes_total{%s,result=\"%s\"} %" PRIu64 "\n", l->up.data,
+                       tt_probe_result_name((tt_probe_result_t)r), u->stats.probes[r]);
+}
+
+static void emit_endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    tt_buf_appendf(b, "tether_upstream_endpoints{%s,state=\"active\"} %" PRIu64 "\n", l->up.data,
+                   u->endpoints_active);
+    tt_buf_appendf(b, "tether_upstream_endpoints{%s,state=\"draining\"} %" PRIu64 "\n", l->up.data,
+                   u->endpoints_draining);
+}
+
+static void emit_endpoint_requests(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        tt_buf_appendf(b, "tether_upstream_endpoint_requests_total{%s,endpoint=", l->up.data);
+        tt_prom_put_label_value(b, u->endpoints[i].address);
+        tt_buf_appendf(b, "} %" PRIu64 "\n", u->endpoints[i].requests);
+    }
+}
+
+static void emit_dns_lookups(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    static const char *const results[] = {"ok", "empty", "error"};
+    if (!u->dns_followed)
+        return;
+    for (size_t r = 0; r < 3; r++)
+        tt_buf_appendf(b, "tether_dns_lookups_total{%s,result=\"%s\"} %" PRIu64 "\n", l->up.data,
+                       results[r], u->dns_lookups[r]);
+}
+
+static void emit_dns_change(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    if (u->dns_followed)
+        sample_scaled(b, "tether_dns_last_change_timestamp_seconds", l->up.data,
+                      u->dns_last_change_ms, 3);
+}
+
 static void emit_max_conns(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     sample_u(b, "tether_upstream_max_connections", l->up.data, (uint64_t)u->max_connections);
@@ -431,6 +474,27 @@ static const struct {
     {"tether_upstream_socket_memory_bytes", "gauge",
      "Kernel memory held by the pooled sockets (SO_MEMINFO).", emit_socket_mem},
     {"tether_upstream_max_connections", "gauge", "Configured max_connections.", emit_max_conns},
+    {"tether_upstream_endpoints", "gauge",
+     "Endpoints of the upstream, by state (draining: left the set, connections finishing).",
+     emit_endpoints},
+    {"tether_upstream_endpoint_requests_total", "counter",
+     "Requests the balancer sent to each endpoint (those still in the set).",
+     emit_endpoint_requests},
+    {"tether_upstream_connect_failovers_total", "counter",
+     "Failed connects tried again on another endpoint (connect_retries).", emit_failovers},
+    {"tether_probes_total", "counter",
+     "Probes of idle upstream connections, by result (anything but ok closed the connection).",
+     emit_probes},
+    {"tether_ejections_total", "counter",
+     "Endpoints ejected by their circuit breaker, by cause (re-ejections after a failed trial "
+     "included).",
+     emit_ejections},
+    {"tether_dns_lookups_total", "counter",
+     "DNS lookups of the upstream's host, by result (ok, empty: NXDOMAIN or no address, error).",
+     emit_dns_lookups},
+    {"tether_dns_last_change_timestamp_seconds", "gauge",
+     "When DNS last changed the upstream's endpoint set (seconds since the epoch; 0: never).",
+     emit_dns_change},
 };
 
 void tt_prom_render(const tt_snapshot_t *s, tt_buf_t *b)

@@ -20,35 +20,23 @@ void tt_snapshot_free(tt_snapshot_t *s)
 {
     if (s == NULL)
         return;
+    for (size_t i = 0; i < s->nupstreams; i++)
+        free(s->ups[i].endpoints);
     free(s->ups);
     free(s);
 }
 
-void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src)
+tt_endpoint_row_t *tt_snapshot_endpoint(tt_upstream_snapshot_t *u, const char *address)
 {
-    for (size_t i = 0; i < TT_ARRAY_SIZE(dst->responses); i++) {
-        dst->responses[i] += src->responses[i];
-        dst->generated[i] += src->generated[i];
-    }
-    dst->requests_on_reused += src->requests_on_reused;
-    dst->retries += src->retries;
-    dst->conns_opened += src->conns_opened;
-    for (size_t i = 0; i < TT_CLOSE__COUNT; i++)
-        dst->conns_closed[i] += src->conns_closed[i];
-    for (size_t i = 0; i < TT_REJECT__COUNT; i++)
-        dst->rejected[i] += src->rejected[i];
-    dst->queued += src->queued;
-    dst->lease_warnings += src->lease_warnings;
-    dst->handed_over += src->handed_over;
-    dst->tls_full += src->tls_full;
-    dst->tls_resumed += src->tls_resumed;
-    for (size_t i = 0; i < TT_TLS_FAIL__COUNT; i++)
-        dst->tls_failures[i] += src->tls_failures[i];
-    tt_hist_merge(&dst->tls_handshake_us, &src->tls_handshake_us);
-    tt_hist_merge(&dst->request_duration_us, &src->request_duration_us);
-    tt_hist_merge(&dst->queue_wait_us, &src->queue_wait_us);
-    tt_hist_merge(&dst->conn_age_ms, &src->conn_age_ms);
-    tt_hist_merge(&dst->conn_requests, &src->conn_requests);
+    for (size_t i = 0; i < u->nendpoints; i++)
+        if (strcmp(u->endpoints[i].address, address) == 0)
+            return &u->endpoints[i];
+    u->endpoints = tt_realloc(u->endpoints, (u->nendpoints + 1) * sizeof(*u->endpoints));
+    tt_endpoint_row_t *r = &u->endpoints[u->nendpoints++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->address, sizeof(r->address), "%s", address);
+    r->draining = 1;
+    return r;
 }
 
 uint64_t tt_snapshot_sent(const tt_upstream_snapshot_t *u)

@@ -8,7 +8,7 @@
 #ifndef TT_METRICS_SNAPSHOT_H
 #define TT_METRICS_SNAPSHOT_H
 
-#include "metrics/stats.h"
+#include "upstream/stats.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +24,14 @@ typedef struct {
     uint64_t live_requests;    /* requests started on the live connections */
 } tt_live_gauges_t;
 
+/* One endpoint of an upstream, merged over the workers' views by address. */
+typedef struct {
+    char address[TT_SNAPSHOT_ENDPOINT_LEN];
+    int draining;      /* in every worker's view */
+    uint64_t requests; /* requests the balancers sent to it */
+    uint64_t connections, idle, outstanding;
+} tt_endpoint_row_t;
+
 typedef struct {
     const char *name;
     char endpoint[TT_SNAPSHOT_ENDPOINT_LEN];
@@ -34,7 +42,16 @@ typedef struct {
     int idle_timeout_auto;
     int tls; /* https:// upstream */
     int64_t max_connections, max_idle, min_idle;
+    tt_endpoint_row_t *endpoints; /* [nendpoints], sorted as the workers' sets */
+    size_t nendpoints;
+    uint64_t endpoints_active, endpoints_draining; /* the largest worker view */
+    int dns_followed;                              /* the url's host is re-resolved */
+    uint64_t dns_lookups[3];                       /* ok, empty, error */
+    uint64_t dns_last_change_ms;                   /* wall clock; 0: never changed */
 } tt_upstream_snapshot_t;
+
+/* The row for address in u, added (zeroed) if new. */
+tt_endpoint_row_t *tt_snapshot_endpoint(tt_upstream_snapshot_t *u, const char *address);
 
 /* The process, from /proc/self (tt_process_read). */
 typedef struct {
@@ -53,9 +70,10 @@ typedef struct {
     double uptime_s; /* monotonic seconds since tetherd started (rates divide by its deltas) */
     int ready;
     size_t nworkers;
-    uint64_t accepted;    /* downstream connections accepted */
-    uint64_t active;      /* downstream connections open now */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* downstream connections accepted */
+    uint64_t active;   /* downstream connections open now */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
     tt_process_info_t process;
     size_t nupstreams;
     tt_upstream_snapshot_t *ups; /* [nupstreams] */
@@ -64,9 +82,6 @@ typedef struct {
 /* A zeroed snapshot with room for nupstreams upstreams. The caller frees it (tt_snapshot_free). */
 tt_snapshot_t *tt_snapshot_new(size_t nupstreams);
 void tt_snapshot_free(tt_snapshot_t *s);
-
-/* Adds every counter and histogram of src to dst. */
-void tt_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t *src);
 
 /* Requests sent to the upstream (every lease of a connection, retries included): those counted by
  * connections that closed plus those of live connections. The denominator of the reuse ratio. */
@@ -84,7 +99,7 @@ typedef enum { TT_ROW_CONNECTING, TT_ROW_IDLE, TT_ROW_ACTIVE } tt_conn_row_state
 
 typedef struct {
     const char *upstream; /* owned by the configuration */
-    const char *endpoint; /* owned by the upstream */
+    char endpoint[TT_SNAPSHOT_ENDPOINT_LEN];
     uint32_t worker;
     tt_conn_row_state_t state;
     uint64_t id;

@@ -5,8 +5,6 @@
 
 #include <inttypes.h>
 
-static const char *const class_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-
 static void key(tt_buf_t *b, const char *k)
 {
     tt_json_put_str(b, k);
@@ -19,6 +17,14 @@ static void kv_u(tt_buf_t *b, const char *k, uint64_t v, int comma)
     tt_buf_appendf(b, "%" PRIu64 "%s", v, comma ? "," : "");
 }
 
+static void kv_str(tt_buf_t *b, const char *k, const char *v, int comma)
+{
+    key(b, k);
+    tt_json_put_str(b, v);
+    if (comma)
+        tt_buf_append(b, ",", 1);
+}
+
 static void kv_num(tt_buf_t *b, const char *k, double v, int comma)
 {
     key(b, k);
@@ -27,12 +33,12 @@ static void kv_num(tt_buf_t *b, const char *k, double v, int comma)
         tt_buf_append(b, ",", 1);
 }
 
-static void classes(tt_buf_t *b, const char *k, const uint64_t v[6], int comma)
+static void classes(tt_buf_t *b, const char *k, const uint64_t v[TT_STATUS_CLASSES], int comma)
 {
     key(b, k);
     tt_buf_append(b, "{", 1);
-    for (int c = 0; c < 6; c++)
-        kv_u(b, class_names[c], v[c], c < 5);
+    for (unsigned c = 0; c < TT_STATUS_CLASSES; c++)
+        kv_u(b, tt_status_class_name(c), v[c], c + 1 < TT_STATUS_CLASSES);
     tt_buf_append(b, "},", comma ? 2 : 1);
 }
 
@@ -107,23 +113,59 @@ static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "},", 2);
 }
 
+/* "endpoints": counts by state, each endpoint with its share of requests, and DNS. */
+static void endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < u->nendpoints; i++)
+        total += u->endpoints[i].requests;
+    key(b, "endpoints");
+    tt_buf_append(b, "{", 1);
+    kv_u(b, "active", u->endpoints_active, 1);
+    kv_u(b, "draining", u->endpoints_draining, 1);
+    key(b, "list");
+    tt_buf_append(b, "[", 1);
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        const tt_endpoint_row_t *r = &u->endpoints[i];
+        tt_buf_append(b, i ? ",{" : "{", i ? 2 : 1);
+        key(b, "address");
+        tt_json_put_str(b, r->address);
+        tt_buf_appendf(b, ",\"state\":\"%s\",", r->draining ? "draining" : "active");
+        kv_u(b, "requests_total", r->requests, 1);
+        kv_num(b, "share", total ? (double)r->requests / (double)total : 0, 1);
+        kv_u(b, "connections", r->connections, 1);
+        kv_u(b, "idle", r->idle, 1);
+        kv_u(b, "outstanding", r->outstanding, 0);
+        tt_buf_append(b, "}", 1);
+    }
+    tt_buf_append(b, "]", 1);
+    if (u->dns_followed) {
+        tt_buf_append(b, ",", 1);
+        key(b, "dns");
+        tt_buf_appendf(
+            b, "{\"lookups\":{\"ok\":%" PRIu64 ",\"empty\":%" PRIu64 ",\"error\":%" PRIu64 "},",
+            u->dns_lookups[0], u->dns_lookups[1], u->dns_lookups[2]);
+        kv_num(b, "last_change_time", (double)u->dns_last_change_ms / 1000.0, 0);
+        tt_buf_append(b, "}", 1);
+    }
+    tt_buf_append(b, "},", 2);
+}
+
 static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 {
     const tt_upstream_stats_t *st = &u->stats;
     tt_buf_append(b, "{", 1);
-    key(b, "name");
-    tt_json_put_str(b, u->name);
-    tt_buf_append(b, ",", 1);
-    key(b, "endpoint");
-    tt_json_put_str(b, u->endpoint);
-    tt_buf_append(b, ",", 1);
+    kv_str(b, "name", u->name, 1);
+    kv_str(b, "endpoint", u->endpoint, 1);
     kv_u(b, "requests_total", tt_snapshot_requests(u), 1);
     classes(b, "responses", st->responses, 1);
     classes(b, "generated", st->generated, 1);
     kv_u(b, "requests_sent_total", tt_snapshot_sent(u), 1);
     kv_u(b, "requests_reused_total", st->requests_on_reused, 1);
     key(b, "retries");
-    tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 "},", st->retries);
+    tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 ",\"connect_failover\":%" PRIu64 "},",
+                   st->retries, st->connect_failovers);
+    endpoints(b, u);
 
     key(b, "connections");
     tt_buf_append(b, "{", 1);
@@ -172,9 +214,7 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 void tt_stats_json_render(const tt_snapshot_t *s, tt_buf_t *b)
 {
     tt_buf_append(b, "{", 1);
-    key(b, "version");
-    tt_json_put_str(b, s->version != NULL ? s->version : "unknown");
-    tt_buf_append(b, ",", 1);
+    kv_str(b, "version", s->version != NULL ? s->version : "unknown", 1);
     kv_num(b, "time", s->time_s, 1);
     kv_num(b, "uptime_seconds", s->uptime_s, 1);
     key(b, "ready");
@@ -214,17 +254,11 @@ void tt_pools_json_render(const tt_conn_list_t *l, tt_buf_t *b)
     for (size_t i = 0; i < l->n; i++) {
         const tt_conn_row_t *r = &l->rows[i];
         tt_buf_append(b, i > 0 ? ",\n{" : "\n{", i > 0 ? 3 : 2);
-        key(b, "upstream");
-        tt_json_put_str(b, r->upstream);
-        tt_buf_append(b, ",", 1);
-        key(b, "endpoint");
-        tt_json_put_str(b, r->endpoint);
-        tt_buf_append(b, ",", 1);
+        kv_str(b, "upstream", r->upstream, 1);
+        kv_str(b, "endpoint", r->endpoint, 1);
         kv_u(b, "worker", r->worker, 1);
         kv_u(b, "id", r->id, 1);
-        key(b, "state");
-        tt_json_put_str(b, tt_conn_row_state_name(r->state));
-        tt_buf_append(b, ",", 1);
+        kv_str(b, "state", tt_conn_row_state_name(r->state), 1);
         kv_u(b, "age_ms", r->age_ms, 1);
         key(b, "idle_ms");
         if (r->idle_ms < 0)

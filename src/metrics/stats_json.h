@@ -4,7 +4,7 @@
  * says which: _us, _ms), plus quantiles and the non-empty fine buckets of every histogram so that a
  * reader comparing two snapshots (tether top) can compute percentiles over the interval. Counters
  * are cumulative since start: rates are differences over "uptime_seconds". The layout is
- * documented in docs/metrics.md and read back by src/metrics/top.c; change both together. */
+ * documented in docs/metrics.md and read back by src/cli/top.c; change both together. */
 #ifndef TT_METRICS_STATS_JSON_H
 #define TT_METRICS_STATS_JSON_H
 

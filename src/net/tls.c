@@ -24,8 +24,7 @@ typedef struct {
 } file_stamp_t;
 
 struct tt_tls_client {
-    const tt_upstream_conf_t *conf;
-    const char *conf_path;
+    tt_tls_options_t opts;
     const char *name; /* verified, and sent as SNI unless an IP address */
     int name_is_ip;
     file_stamp_t ca, cert, key;
@@ -37,16 +36,16 @@ struct tt_tls_client {
 };
 
 static const struct {
-    const char *name, *phrase;
+    const char *name, *phrase, *proxy_status;
 } failures[TT_TLS_FAIL__COUNT] = {
-    [TT_TLS_FAIL_UNTRUSTED] = {"untrusted", "certificate not trusted"},
-    [TT_TLS_FAIL_NAME_MISMATCH] = {"name_mismatch", "name mismatch"},
-    [TT_TLS_FAIL_EXPIRED] = {"expired", "certificate expired"},
-    [TT_TLS_FAIL_PROTOCOL_VERSION] = {"protocol_version", "protocol version"},
-    [TT_TLS_FAIL_TIMEOUT] = {"timeout", "handshake timeout"},
-    [TT_TLS_FAIL_REJECTED] = {"rejected", "rejected by upstream"},
-    [TT_TLS_FAIL_CLOSED] = {"closed", "connection closed"},
-    [TT_TLS_FAIL_OTHER] = {"other", "handshake error"},
+    [TT_TLS_FAIL_UNTRUSTED] = {"untrusted", "certificate not trusted", "tls_certificate_error"},
+    [TT_TLS_FAIL_NAME_MISMATCH] = {"name_mismatch", "name mismatch", "tls_certificate_error"},
+    [TT_TLS_FAIL_EXPIRED] = {"expired", "certificate expired", "tls_certificate_error"},
+    [TT_TLS_FAIL_PROTOCOL_VERSION] = {"protocol_version", "protocol version", "tls_protocol_error"},
+    [TT_TLS_FAIL_TIMEOUT] = {"timeout", "handshake timeout", "connection_timeout"},
+    [TT_TLS_FAIL_REJECTED] = {"rejected", "rejected by upstream", "tls_alert_received"},
+    [TT_TLS_FAIL_CLOSED] = {"closed", "connection closed", "connection_terminated"},
+    [TT_TLS_FAIL_OTHER] = {"other", "handshake error", "tls_protocol_error"},
 };
 
 const char *tt_tls_failure_name(tt_tls_failure_t f)
@@ -57,6 +56,11 @@ const char *tt_tls_failure_name(tt_tls_failure_t f)
 const char *tt_tls_failure_phrase(tt_tls_failure_t f)
 {
     return f < TT_TLS_FAIL__COUNT ? failures[f].phrase : "handshake error";
+}
+
+const char *tt_proxy_status_for_tls(tt_tls_failure_t f)
+{
+    return f < TT_TLS_FAIL__COUNT ? failures[f].proxy_status : "tls_protocol_error";
 }
 
 /* ---- building the context ------------------------------------------------------------------ */
@@ -76,14 +80,14 @@ static int same_stamp(const file_stamp_t *a, const file_stamp_t *b)
 }
 
 /* Writes "FILE:LINE: KEY: PATH: reason", with OpenSSL's reason appended when it has one. */
-static void file_error(const tt_tls_client_t *tc, const char *key, const char *path, char *err,
+static void file_error(const tt_tls_client_t *tc, tt_tls_opt_t key, const char *path, char *err,
                        size_t errlen, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static void file_error(const tt_tls_client_t *tc, const char *key, const char *path, char *err,
+static void file_error(const tt_tls_client_t *tc, tt_tls_opt_t key, const char *path, char *err,
                        size_t errlen, const char *fmt, ...)
 {
-    int n = snprintf(err, errlen, "%s:%d: %s: %s: ", tc->conf_path, tt_conf_key_line(tc->conf, key),
-                     key, path);
+    const tt_tls_options_t *o = &tc->opts;
+    int n = snprintf(err, errlen, "%s:%d: %s: %s: ", o->file, o->line[key], o->key_name[key], path);
     if (n < 0 || (size_t)n >= errlen)
         return;
     va_list ap;
@@ -96,7 +100,7 @@ static void file_error(const tt_tls_client_t *tc, const char *key, const char *p
     ERR_clear_error();
 }
 
-static int readable_file(const tt_tls_client_t *tc, const char *key, const char *path, char *err,
+static int readable_file(const tt_tls_client_t *tc, tt_tls_opt_t key, const char *path, char *err,
                          size_t errlen)
 {
     FILE *f = fopen(path, "r");
@@ -114,17 +118,17 @@ static int private_key_guarded(const tt_tls_client_t *tc, const char *path, char
 {
     struct stat sb;
     if (stat(path, &sb) < 0) {
-        file_error(tc, "tls_key", path, err, errlen, "cannot read: %s", strerror(errno));
+        file_error(tc, TT_TLS_OPT_KEY, path, err, errlen, "cannot read: %s", strerror(errno));
         return -1;
     }
     if (sb.st_mode & (S_IRWXO | S_IWGRP)) {
-        file_error(tc, "tls_key", path, err, errlen,
+        file_error(tc, TT_TLS_OPT_KEY, path, err, errlen,
                    "permissions %04o are too open: others may read or change the private key "
                    "(chmod 600, or 640 for a group)",
                    (unsigned)(sb.st_mode & 07777));
         return -1;
     }
-    return readable_file(tc, "tls_key", path, err, errlen);
+    return readable_file(tc, TT_TLS_OPT_KEY, path, err, errlen);
 }
 
 static int refuse_passphrase(char *buf, int size, int rwflag, void *u)
@@ -148,15 +152,14 @@ static int on_cert_request(SSL *ssl, void *arg)
 
 static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
 {
-    const tt_upstream_conf_t *conf = tc->conf;
+    const tt_tls_options_t *o = &tc->opts;
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
-        snprintf(err, errlen, "upstream %s: cannot create a TLS context", conf->name);
+        snprintf(err, errlen, "upstream %s: cannot create a TLS context", o->upstream);
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(ctx,
-                                  conf->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ctx, o->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     /* Partial writes and a moving buffer make SSL_write behave like send(); released buffers
      * keep an idle pooled connection at a few hundred bytes of OpenSSL state. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -167,13 +170,13 @@ static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
     SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
-    if (conf->tls_verify) {
+    if (o->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (conf->tls_ca != NULL) {
-            if (readable_file(tc, "tls_ca", conf->tls_ca, err, errlen) < 0)
+        if (o->ca != NULL) {
+            if (readable_file(tc, TT_TLS_OPT_CA, o->ca, err, errlen) < 0)
                 goto fail;
-            if (SSL_CTX_load_verify_file(ctx, conf->tls_ca) != 1) {
-                file_error(tc, "tls_ca", conf->tls_ca, err, errlen, "no PEM certificate in it");
+            if (SSL_CTX_load_verify_file(ctx, o->ca) != 1) {
+                file_error(tc, TT_TLS_OPT_CA, o->ca, err, errlen, "no PEM certificate in it");
                 goto fail;
             }
         } else {
@@ -186,36 +189,37 @@ static SSL_CTX *build_ctx(tt_tls_client_t *tc, char *err, size_t errlen)
         int ok = tc->name_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, tc->name)
                                 : X509_VERIFY_PARAM_set1_host(param, tc->name, 0);
         if (ok != 1) {
-            snprintf(err, errlen, "%s:%d: tls_server_name: %s: not a valid name to verify",
-                     tc->conf_path, tt_conf_key_line(conf, "tls_server_name"), tc->name);
+            snprintf(err, errlen, "%s:%d: %s: %s: not a valid name to verify", o->file,
+                     o->line[TT_TLS_OPT_SERVER_NAME], o->key_name[TT_TLS_OPT_SERVER_NAME],
+                     tc->name);
             goto fail;
         }
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    if (conf->tls_cert != NULL) {
-        if (readable_file(tc, "tls_cert", conf->tls_cert, err, errlen) < 0 ||
-            private_key_guarded(tc, conf->tls_key, err, errlen) < 0)
+    if (o->cert != NULL) {
+        if (readable_file(tc, TT_TLS_OPT_CERT, o->cert, err, errlen) < 0 ||
+            private_key_guarded(tc, o->key, err, errlen) < 0)
             goto fail;
-        if (SSL_CTX_use_certificate_chain_file(ctx, conf->tls_cert) != 1) {
-            file_error(tc, "tls_cert", conf->tls_cert, err, errlen, "not a PEM certificate");
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
+            file_error(tc, TT_TLS_OPT_CERT, o->cert, err, errlen, "not a PEM certificate");
             goto fail;
         }
-        if (SSL_CTX_use_PrivateKey_file(ctx, conf->tls_key, SSL_FILETYPE_PEM) != 1) {
+        if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1) {
             if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
-                file_error(tc, "tls_key", conf->tls_key, err, errlen,
+                file_error(tc, TT_TLS_OPT_KEY, o->key, err, errlen,
                            "not an unencrypted PEM private key");
                 goto fail;
             }
         }
         if (ERR_peek_last_error() != 0 || SSL_CTX_check_private_key(ctx) != 1) {
             ERR_clear_error();
-            file_error(tc, "tls_key", conf->tls_key, err, errlen,
-                       "does not match the certificate in tls_cert (%s)", conf->tls_cert);
+            file_error(tc, TT_TLS_OPT_KEY, o->key, err, errlen,
+                       "does not match the certificate in tls_cert (%s)", o->cert);
             goto fail;
         }
     }
-    if (conf->tls_session_reuse) {
+    if (o->session_reuse) {
         /* Sessions are kept by tether (on_new_session), not in OpenSSL's internal cache. */
         SSL_CTX_set_session_cache_mode(ctx,
                                        SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -237,29 +241,28 @@ static int is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
-tt_tls_client_t *tt_tls_client_new(const tt_upstream_conf_t *conf, const char *conf_path, char *err,
-                                   size_t errlen)
+tt_tls_client_t *tt_tls_client_new(const tt_tls_options_t *opts, char *err, size_t errlen)
 {
-    TT_ASSERT(conf->tls);
+    TT_ASSERT(opts->server_name != NULL);
     tt_tls_client_t *tc = tt_calloc(1, sizeof(*tc));
-    tc->conf = conf;
-    tc->conf_path = conf_path;
-    tc->name = conf->tls_server_name != NULL ? conf->tls_server_name : conf->host;
+    tc->opts = *opts;
+    const tt_tls_options_t *o = &tc->opts;
+    tc->name = o->server_name;
     tc->name_is_ip = is_ip_literal(tc->name);
     pthread_mutex_init(&tc->lock, NULL);
-    stamp_file(conf->tls_ca, &tc->ca);
-    stamp_file(conf->tls_cert, &tc->cert);
-    stamp_file(conf->tls_key, &tc->key);
+    stamp_file(o->ca, &tc->ca);
+    stamp_file(o->cert, &tc->cert);
+    stamp_file(o->key, &tc->key);
     tc->ctx = build_ctx(tc, err, errlen);
     if (tc->ctx == NULL) {
         tt_tls_client_free(tc);
         return NULL;
     }
-    if (!conf->tls_verify)
+    if (!o->verify)
         tt_warn("upstream %s: tls_verify = no: the certificate of %s is NOT verified, so anyone "
                 "on the path can impersonate it and read the traffic; trust a private CA with "
                 "tls_ca instead",
-                conf->name, tc->name);
+                o->upstream, tc->name);
     return tc;
 }
 
@@ -275,7 +278,7 @@ void tt_tls_client_free(tt_tls_client_t *tc)
 
 int tt_tls_client_awaits_session(tt_tls_client_t *tc)
 {
-    if (!tc->conf->tls_session_reuse)
+    if (!tc->opts.session_reuse)
         return 0;
     pthread_mutex_lock(&tc->lock);
     int none = tc->session == NULL;
@@ -285,11 +288,11 @@ int tt_tls_client_awaits_session(tt_tls_client_t *tc)
 
 int tt_tls_client_reload(tt_tls_client_t *tc, char *err, size_t errlen)
 {
-    const tt_upstream_conf_t *conf = tc->conf;
+    const tt_tls_options_t *o = &tc->opts;
     file_stamp_t ca, cert, key;
-    stamp_file(conf->tls_ca, &ca);
-    stamp_file(conf->tls_cert, &cert);
-    stamp_file(conf->tls_key, &key);
+    stamp_file(o->ca, &ca);
+    stamp_file(o->cert, &cert);
+    stamp_file(o->key, &key);
     if (same_stamp(&ca, &tc->ca) && same_stamp(&cert, &tc->cert) && same_stamp(&key, &tc->key))
         return 0;
     SSL_CTX *fresh = build_ctx(tc, err, errlen);

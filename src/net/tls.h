@@ -9,7 +9,6 @@
 #ifndef TT_NET_TLS_H
 #define TT_NET_TLS_H
 
-#include "config/config.h"
 #include "net/tls_failure.h"
 
 #include <errno.h>
@@ -20,11 +19,34 @@
 typedef struct tt_tls_client tt_tls_client_t;
 typedef struct ssl_st tt_tls_t; /* OpenSSL's SSL */
 
-/* Builds the TLS setup of an https:// upstream: loads and checks tls_ca, tls_cert and tls_key
- * (key permissions, key matching the certificate). Returns NULL with "FILE:LINE: KEY: reason" in
- * err on failure. Warns loudly when tls_verify = no. */
-tt_tls_client_t *tt_tls_client_new(const tt_upstream_conf_t *conf, const char *conf_path, char *err,
-                                   size_t errlen);
+/* Where a setting was made, for errors ("FILE:LINE: KEY: reason"). */
+typedef enum {
+    TT_TLS_OPT_CA,
+    TT_TLS_OPT_CERT,
+    TT_TLS_OPT_KEY,
+    TT_TLS_OPT_SERVER_NAME,
+    TT_TLS_OPT__COUNT,
+} tt_tls_opt_t;
+
+/* What TLS origination to one upstream needs. Strings are borrowed: they must outlive the client
+ * built from them. The TLS layer knows nothing of the configuration file beyond these. */
+typedef struct {
+    const char *upstream;    /* name, for log lines */
+    const char *server_name; /* verified and sent as SNI (an IP literal is verified, not sent) */
+    const char *ca;          /* PEM file; NULL: the system store */
+    const char *cert, *key;  /* client certificate and key; NULL: none */
+    int verify;
+    int min_version; /* 12 or 13 */
+    int session_reuse;
+    const char *file;                        /* for errors: the configuration file */
+    int line[TT_TLS_OPT__COUNT];             /* for errors: where each setting was made */
+    const char *key_name[TT_TLS_OPT__COUNT]; /* for errors: the key's name ("tls_ca") */
+} tt_tls_options_t;
+
+/* Builds the TLS setup of an https:// upstream: loads and checks the CA, certificate and key
+ * files (key permissions, key matching the certificate). Returns NULL with "FILE:LINE: KEY:
+ * reason" in err on failure. Warns loudly when verification is off. */
+tt_tls_client_t *tt_tls_client_new(const tt_tls_options_t *opts, char *err, size_t errlen);
 void tt_tls_client_free(tt_tls_client_t *tc);
 
 /* Rebuilds the context when tls_ca, tls_cert or tls_key changed on disk since it was built, so

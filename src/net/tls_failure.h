@@ -19,5 +19,7 @@ typedef enum {
 const char *tt_tls_failure_name(tt_tls_failure_t f);
 /* For people: "certificate not trusted", "name mismatch", ... */
 const char *tt_tls_failure_phrase(tt_tls_failure_t f);
+/* The RFC 9209 Proxy-Status error type: "tls_certificate_error", "tls_alert_received", ... */
+const char *tt_proxy_status_for_tls(tt_tls_failure_t f);
 
 #endif

@@ -1,14 +1,15 @@
 #include "proxy/introspect.h"
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/invariant.h"
+#include "net/dns.h"
+#include "upstream/pool_endpoints.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#ifndef TETHER_VERSION
-#define TETHER_VERSION "0.1.0"
-#endif
 
 void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
                         tt_worker_t *workers, size_t nworkers)
@@ -34,7 +35,7 @@ void tt_introspect_set_running(tt_introspect_t *in)
 
 /* ---- snapshot: runs on each worker's thread ----------------------------------------------- */
 
-static void add_live_requests(const tt_upconn_t *c, void *arg)
+static void add_live_requests(const tt_conn_t *c, void *arg)
 {
     uint64_t *n = arg;
     *n += c->requests;
@@ -50,7 +51,7 @@ static void collect_cb(tt_worker_t *w, void *arg)
     for (size_t i = 0; i < w->nupstreams; i++) {
         tt_pool_t *pool = &w->pools[i];
         tt_upstream_snapshot_t *u = &s->ups[i];
-        tt_stats_merge(&u->stats, &pool->stats);
+        tt_upstream_stats_merge(&u->stats, &pool->stats);
         tt_pool_gauges_t g;
         tt_pool_gauges(pool, &g);
         u->live.idle += g.idle;
@@ -60,6 +61,19 @@ static void collect_cb(tt_worker_t *w, void *arg)
         u->live.age_sum_ms += g.age_sum_ms;
         u->live.socket_mem_bytes += g.socket_mem_bytes;
         tt_pool_foreach_conn(pool, add_live_requests, &u->live.live_requests);
+        size_t active, draining;
+        tt_pool_endpoint_counts(pool, &active, &draining);
+        u->endpoints_active = TT_MAX(u->endpoints_active, active);
+        u->endpoints_draining = TT_MAX(u->endpoints_draining, draining);
+        for (size_t e = 0; e < pool->endpoints.n; e++) {
+            const tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, e);
+            tt_endpoint_row_t *r = tt_snapshot_endpoint(u, ep->name);
+            r->draining &= ep->state == TT_ENDPOINT_DRAINING;
+            r->requests += ep->picked;
+            r->connections += ep->nconns;
+            r->idle += ep->nidle;
+            r->outstanding += ep->outstanding;
+        }
     }
 }
 
@@ -82,6 +96,14 @@ tt_snapshot_t *tt_introspect_snapshot(tt_introspect_t *in, char *err, size_t err
         u->max_connections = up->conf->max_connections;
         u->max_idle = up->conf->max_idle;
         u->min_idle = up->conf->min_idle;
+        if (up->dns_stats != NULL) {
+            u->dns_followed = 1;
+            for (size_t r = 0; r < TT_DNS_RESULTS; r++)
+                u->dns_lookups[r] =
+                    atomic_load_explicit(&up->dns_stats->lookups[r], memory_order_relaxed);
+            u->dns_last_change_ms =
+                atomic_load_explicit(&up->dns_stats->last_change_wall_ms, memory_order_relaxed);
+        }
     }
     for (size_t i = 0; i < in->nworkers; i++) {
         if (tt_worker_call(&in->workers[i], collect_cb, s, TT_INTROSPECT_CALL_TIMEOUT_MS) < 0) {
@@ -106,19 +128,21 @@ typedef struct {
     tt_msec_t now;
 } pools_walk_t;
 
-static void add_row(const tt_upconn_t *c, void *arg)
+static void add_row(const tt_conn_t *c, void *arg)
 {
     pools_walk_t *pw = arg;
     tt_conn_row_t *r = tt_conn_list_push(pw->out);
     r->upstream = pw->up->conf->name;
-    r->endpoint = pw->up->addr_str;
+    snprintf(r->endpoint, sizeof(r->endpoint), "%s", c->ep != NULL ? c->ep->name : "?");
     r->worker = (uint32_t)pw->worker;
     r->id = c->id;
-    r->state = c->state == TT_CONN_IDLE         ? TT_ROW_IDLE
-               : c->state == TT_CONN_CONNECTING ? TT_ROW_CONNECTING
-                                                : TT_ROW_ACTIVE;
+    r->state = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING ? TT_ROW_IDLE
+               : c->state == TT_CONN_CONNECTING                        ? TT_ROW_CONNECTING
+                                                                       : TT_ROW_ACTIVE;
     r->age_ms = pw->now - c->created_at;
-    r->idle_ms = c->state == TT_CONN_IDLE ? (int64_t)(pw->now - c->idle_since) : -1;
+    r->idle_ms = c->state == TT_CONN_IDLE || c->state == TT_CONN_PROBING
+                     ? (int64_t)(pw->now - c->idle_since)
+                     : -1;
     r->requests = c->requests;
     r->socket_mem_bytes = tt_conn_socket_memory(c);
 }
@@ -202,6 +226,33 @@ static char *op_config(void *ctx)
     return tt_conf_dump(in->conf);
 }
 
+/* The file is checked here, so `tether reload` reports an invalid one; the reload itself is the
+ * main thread's, on the SIGHUP this sends (proxy/server.h). */
+static int op_reload(void *ctx, char *msg, size_t msglen)
+{
+    tt_introspect_t *in = ctx;
+    if (strcmp(in->conf->path, TT_CONF_COMMAND_LINE) == 0) {
+        snprintf(msg, msglen, "tether: nothing to reload: tetherd runs from the command line");
+        return -2;
+    }
+    tt_conf_error_t err;
+    tt_conf_t *next = tt_conf_load(in->conf->path, &err);
+    if (next == NULL) {
+        snprintf(msg, msglen, "tether: %s; the running configuration stays", err.msg);
+        return -1;
+    }
+    tt_conf_free(next);
+    if (kill(getpid(), SIGHUP) < 0) {
+        snprintf(msg, msglen, "tether: cannot signal tetherd: %s", strerror(errno));
+        return -2;
+    }
+    snprintf(msg, msglen,
+             "reloading %s: it is valid; a changed file is taken over by a new tetherd, an "
+             "unchanged one reloads only TLS files (the log says which)",
+             in->conf->path);
+    return 0;
+}
+
 tt_admin_ops_t tt_introspect_admin_ops(tt_introspect_t *in)
 {
     tt_admin_ops_t ops = {
@@ -210,6 +261,7 @@ tt_admin_ops_t tt_introspect_admin_ops(tt_introspect_t *in)
         .pools = op_pools,
         .ready = op_ready,
         .config = op_config,
+        .reload = op_reload,
     };
     return ops;
 }

@@ -5,7 +5,17 @@
 
 #include "config/config.h"
 
-/* Runs tetherd with conf until SIGTERM or SIGINT. Returns the process exit status. */
-int tt_server_run(const tt_conf_t *conf);
+typedef struct {
+    const char *exe;   /* this binary's path, run again by a reload */
+    char *const *argv; /* the arguments to run it with (NULL-terminated) */
+    int takeover;      /* --takeover: take the sockets over through conf->control_socket */
+    int takeover_fd;   /* --takeover-fd: a reload's socket pair to the predecessor; -1: none */
+} tt_server_opts_t;
+
+/* Runs tetherd with conf until SIGTERM or SIGINT, or until a successor took its listening
+ * sockets over (control socket or reload; net/takeover.h), then drains. SIGHUP reloads: with an
+ * unchanged file only the TLS files, otherwise by starting a successor with the new file. SIGUSR1
+ * reopens the access log. Returns the process exit status. */
+int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts);
 
 #endif

@@ -9,9 +9,12 @@
 
 #include "proxy/worker.h"
 
-/* Takes ownership of an accepted, non-blocking client fd. upstream is the listener's upstream
- * (NULL: forward-proxy port, route by host). */
-void tt_session_start(tt_worker_t *w, int fd, const tt_addr_t *peer, tt_upstream_t *upstream);
+/* The worker's handlers for client connections: each accepted one becomes a session. */
+extern const tt_worker_handlers_t tt_session_handlers;
+
+/* Takes ownership of an accepted, non-blocking client fd of listener l (a dedicated port routes
+ * to its upstream, the forward-proxy port by host). */
+void tt_session_start(tt_listener_t *l, int fd, const tt_addr_t *peer);
 
 /* Drain: an idle session closes now; a busy one closes after its current response. */
 void tt_session_drain(tt_worker_t *w);

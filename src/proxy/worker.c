@@ -2,16 +2,14 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
-#include "proxy/session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LISTEN_BACKLOG 4096
 #define MAX_FREE_BUFS  256
 #define MAX_FREE_HEADS 64
 
@@ -29,43 +27,51 @@ static void accept_cb(tt_io_t *io, uint32_t events)
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return;
             unsigned suppressed;
-            if (tt_ratelimit_allow(&w->accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
+            if (tt_ratelimit_allow(&w->_accept_warn, tt_loop_now(w->loop), 5000, &suppressed))
                 tt_warn("worker %zu: accept: %s (%u similar suppressed)", w->id, strerror(errno),
                         suppressed);
             return;
         }
         w->accepted++;
-        tt_session_start(w, fd, &peer, l->upstream);
+        l->handler(l, fd, &peer);
     }
 }
 
-static int add_listener(tt_worker_t *w, const tt_addr_t *addr, tt_upstream_t *up, char *err,
-                        size_t errlen)
+/* Registers this worker's share of the sockets on addr (net/listeners.h). The worker owns a dup
+ * of each, so closing it at the drain leaves the set's descriptor for a successor. */
+static int add_listeners(tt_worker_t *w, const tt_listenset_t *ls, const tt_addr_t *addr,
+                         tt_upstream_t *up, char *err, size_t errlen)
 {
-    char a[TT_ADDR_STRLEN];
-    int defer_s = (int)((w->conf->tcp_defer_accept + 999) / 1000);
-    int fd = tt_sock_listen(addr, LISTEN_BACKLOG, defer_s);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", tt_addr_format(addr, a), strerror(errno));
-        return -1;
-    }
-    tt_listener_t *l = &w->listeners[w->nlisteners++];
-    l->worker = w;
-    l->upstream = up;
-    if (tt_io_start(w->loop, &l->io, fd, EPOLLIN, accept_cb) < 0) {
-        snprintf(err, errlen, "epoll: %s", strerror(errno));
-        close(fd);
-        w->nlisteners--;
-        return -1;
+    int fds[64], shared[64];
+    size_t n =
+        tt_listenset_for_worker(ls, addr, w->id, w->nworkers, fds, shared, TT_ARRAY_SIZE(fds));
+    for (size_t i = 0; i < n; i++) {
+        int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(err, errlen, "dup: %s", strerror(errno));
+            return -1;
+        }
+        tt_listener_t *l = &w->_listeners[w->_nlisteners++];
+        l->worker = w;
+        l->upstream = up;
+        l->handler = w->_handlers.accept_cb;
+        /* A socket every worker accepts from wakes one of them per connection, not all. */
+        uint32_t events = EPOLLIN | (shared[i] ? EPOLLEXCLUSIVE : 0);
+        if (tt_io_start(w->loop, &l->io, fd, events, accept_cb) < 0) {
+            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            close(fd);
+            w->_nlisteners--;
+            return -1;
+        }
     }
     return 0;
 }
 
 static void stop_listeners(tt_worker_t *w)
 {
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        int fd = w->listeners[i].io.fd;
-        tt_io_stop(w->loop, &w->listeners[i].io);
+    for (size_t i = 0; i < w->_nlisteners; i++) {
+        int fd = w->_listeners[i].io.fd;
+        tt_io_stop(w->loop, &w->_listeners[i].io);
         if (fd >= 0)
             close(fd);
     }
@@ -73,12 +79,19 @@ static void stop_listeners(tt_worker_t *w)
 
 static void drain_timer_cb(tt_timer_t *t)
 {
-    tt_worker_t *w = tt_container_of(t, tt_worker_t, drain_timer);
+    tt_worker_t *w = tt_container_of(t, tt_worker_t, _drain_timer);
     if (w->nsessions > 0)
         tt_info("worker %zu: drain timeout: closing %zu connections still busy", w->id,
                 w->nsessions);
-    tt_session_close_all(w);
+    w->_handlers.close_all_cb(w);
     tt_loop_stop(w->loop);
+}
+
+/* A drain ends when the last client connection has closed. */
+static void finish_drain_if_idle(tt_worker_t *w)
+{
+    if (w->draining && w->nsessions == 0)
+        tt_loop_stop(w->loop);
 }
 
 static void begin_drain(tt_worker_t *w)
@@ -87,24 +100,37 @@ static void begin_drain(tt_worker_t *w)
         return;
     w->draining = 1;
     stop_listeners(w);
-    tt_loop_timer_after(w->loop, &w->drain_timer, (tt_msec_t)w->conf->drain_timeout);
-    tt_session_drain(w);
+    tt_loop_timer_after(w->loop, &w->_drain_timer, (tt_msec_t)w->conf->drain_timeout);
+    w->_handlers.drain_cb(w);
+    finish_drain_if_idle(w);
+}
+
+void tt_worker_session_opened(tt_worker_t *w)
+{
+    w->nsessions++;
+}
+
+void tt_worker_session_closed(tt_worker_t *w)
+{
+    TT_ASSERT(w->nsessions > 0);
+    w->nsessions--;
+    finish_drain_if_idle(w);
 }
 
 static void run_posted_call(tt_worker_t *w)
 {
-    pthread_mutex_lock(&w->call_lock);
-    if (w->call_state != 1) {
-        pthread_mutex_unlock(&w->call_lock);
+    pthread_mutex_lock(&w->_call_lock);
+    if (w->_call_state != 1) {
+        pthread_mutex_unlock(&w->_call_lock);
         return;
     }
-    w->call_state = 2;
-    pthread_mutex_unlock(&w->call_lock);
-    w->call_fn(w, w->call_arg);
-    pthread_mutex_lock(&w->call_lock);
-    w->call_state = 3;
-    pthread_cond_broadcast(&w->call_done);
-    pthread_mutex_unlock(&w->call_lock);
+    w->_call_state = 2;
+    pthread_mutex_unlock(&w->_call_lock);
+    w->_call_fn(w, w->_call_arg);
+    pthread_mutex_lock(&w->_call_lock);
+    w->_call_state = 3;
+    pthread_cond_broadcast(&w->_call_done);
+    pthread_mutex_unlock(&w->_call_lock);
 }
 
 int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *arg, int timeout_ms)
@@ -117,35 +143,35 @@ int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000;
     }
-    pthread_mutex_lock(&w->call_lock);
-    while (w->call_state != 0) /* one caller at a time */
-        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0)
+    pthread_mutex_lock(&w->_call_lock);
+    while (w->_call_state != 0) /* one caller at a time */
+        if (pthread_cond_timedwait(&w->_call_done, &w->_call_lock, &deadline) != 0)
             break;
-    if (w->call_state != 0) {
-        pthread_mutex_unlock(&w->call_lock);
+    if (w->_call_state != 0) {
+        pthread_mutex_unlock(&w->_call_lock);
         return -1;
     }
-    w->call_fn = fn;
-    w->call_arg = arg;
-    w->call_state = 1;
+    w->_call_fn = fn;
+    w->_call_arg = arg;
+    w->_call_state = 1;
     tt_loop_wakeup(w->loop);
     int rc = 0;
-    while (w->call_state != 3) {
-        if (w->call_state == 2) { /* running: it finishes, deadline or not */
-            pthread_cond_wait(&w->call_done, &w->call_lock);
+    while (w->_call_state != 3) {
+        if (w->_call_state == 2) { /* running: it finishes, deadline or not */
+            pthread_cond_wait(&w->_call_done, &w->_call_lock);
             continue;
         }
-        if (pthread_cond_timedwait(&w->call_done, &w->call_lock, &deadline) != 0 &&
-            w->call_state == 1) {
-            w->call_state = 0; /* withdrawn before it started */
+        if (pthread_cond_timedwait(&w->_call_done, &w->_call_lock, &deadline) != 0 &&
+            w->_call_state == 1) {
+            w->_call_state = 0; /* withdrawn before it started */
             rc = -1;
             break;
         }
     }
     if (rc == 0)
-        w->call_state = 0;
-    pthread_cond_broadcast(&w->call_done);
-    pthread_mutex_unlock(&w->call_lock);
+        w->_call_state = 0;
+    pthread_cond_broadcast(&w->_call_done);
+    pthread_mutex_unlock(&w->_call_lock);
     return rc;
 }
 
@@ -153,24 +179,28 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
 {
     tt_worker_t *w = data;
     run_posted_call(w);
-    if (atomic_exchange_explicit(&w->drain_requested, 0, memory_order_acq_rel))
+    if (atomic_exchange_explicit(&w->_drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_on_wakeup(&w->pools[i]);
 }
 
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, char *err, size_t errlen)
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   const tt_worker_handlers_t *handlers, int access_log_fd, char *err,
+                   size_t errlen)
 {
     memset(w, 0, sizeof(*w));
+    w->_handlers = *handlers;
     w->id = id;
+    w->nworkers = nworkers;
     w->conf = conf;
     w->upstreams = upstreams;
     w->nupstreams = nupstreams;
     tt_list_init(&w->sessions);
-    tt_timer_init(&w->drain_timer, drain_timer_cb);
-    pthread_mutex_init(&w->call_lock, NULL);
-    pthread_cond_init(&w->call_done, NULL);
+    tt_timer_init(&w->_drain_timer, drain_timer_cb);
+    pthread_mutex_init(&w->_call_lock, NULL);
+    pthread_cond_init(&w->_call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
     tt_http_headpool_init(&w->heads, MAX_FREE_HEADS);
     w->loop = tt_loop_create();
@@ -185,12 +215,12 @@ int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream
         tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
         upstreams[i].pools[id] = &w->pools[i];
     }
-    w->listeners = tt_calloc(nupstreams + 1, sizeof(*w->listeners));
-    if (conf->has_proxy_listen && add_listener(w, &conf->proxy_listen, NULL, err, errlen) < 0)
+    w->_listeners = tt_calloc(ls->n, sizeof(*w->_listeners));
+    if (conf->has_proxy_listen && add_listeners(w, ls, &conf->proxy_listen, NULL, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < nupstreams; i++) {
         const tt_upstream_conf_t *u = &conf->upstreams[i];
-        if (u->has_listen && add_listener(w, &u->listen, &upstreams[i], err, errlen) < 0)
+        if (u->has_listen && add_listeners(w, ls, &u->listen, &upstreams[i], err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -204,7 +234,7 @@ static void *worker_main(void *arg)
     if (tt_loop_run(w->loop) < 0)
         tt_error("worker %zu: event loop failed", w->id);
     /* Sessions are gone: close what the pools still hold. */
-    tt_loop_timer_stop(w->loop, &w->drain_timer);
+    tt_loop_timer_stop(w->loop, &w->_drain_timer);
     for (size_t i = 0; i < w->nupstreams; i++)
         tt_pool_shutdown(&w->pools[i]);
     tt_loop_run_deferred(w->loop);
@@ -214,18 +244,18 @@ static void *worker_main(void *arg)
 
 int tt_worker_start(tt_worker_t *w)
 {
-    return pthread_create(&w->thread, NULL, worker_main, w);
+    return pthread_create(&w->_thread, NULL, worker_main, w);
 }
 
 void tt_worker_request_drain(tt_worker_t *w)
 {
-    atomic_store_explicit(&w->drain_requested, 1, memory_order_release);
+    atomic_store_explicit(&w->_drain_requested, 1, memory_order_release);
     tt_loop_wakeup(w->loop);
 }
 
 void tt_worker_join(tt_worker_t *w)
 {
-    pthread_join(w->thread, NULL);
+    pthread_join(w->_thread, NULL);
 }
 
 void tt_worker_destroy(tt_worker_t *w)
@@ -237,30 +267,10 @@ void tt_worker_destroy(tt_worker_t *w)
         tt_accesslog_destroy(&w->access_log);
         tt_loop_destroy(w->loop);
     }
-    free(w->listeners);
+    free(w->_listeners);
     free(w->pools);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
-    pthread_mutex_destroy(&w->call_lock);
-    pthread_cond_destroy(&w->call_done);
-}
-
-static int host_matches(const char *pattern, const char *host, size_t len)
-{
-    return strlen(pattern) == len && strncasecmp(pattern, host, len) == 0;
-}
-
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len)
-{
-    /* "name:80" and "name" are the same origin for plain HTTP. */
-    size_t bare = len;
-    if (len > 3 && strncmp(host + len - 3, ":80", 3) == 0)
-        bare = len - 3;
-    for (size_t i = 0; i < w->nupstreams; i++) {
-        const tt_upstream_conf_t *u = w->upstreams[i].conf;
-        for (size_t h = 0; h < u->nhosts; h++)
-            if (host_matches(u->hosts[h], host, len) || host_matches(u->hosts[h], host, bare))
-                return &w->upstreams[i];
-    }
-    return NULL;
+    pthread_mutex_destroy(&w->_call_lock);
+    pthread_cond_destroy(&w->_call_done);
 }

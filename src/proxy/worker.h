@@ -10,6 +10,7 @@
 #include "event/loop.h"
 #include "http/message.h"
 #include "metrics/accesslog.h"
+#include "net/listeners.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
 
@@ -17,47 +18,79 @@
 #include <stdatomic.h>
 
 typedef struct tt_worker tt_worker_t;
+typedef struct tt_listener tt_listener_t;
 
-typedef struct {
+/* Takes an accepted, non-blocking client fd from listener l; the callee owns fd from then on.
+ * peer is valid during the call only. */
+typedef void (*tt_listener_handler_cb)(tt_listener_t *l, int fd, const tt_addr_t *peer);
+
+struct tt_listener {
     tt_io_t io;
     tt_worker_t *worker;
     tt_upstream_t *upstream; /* dedicated port; NULL for the forward-proxy port */
-} tt_listener_t;
+    tt_listener_handler_cb handler;
+};
 
+/* What serves the client connections a worker accepts (nginx's ls->handler): the worker knows
+ * their number, never their kind, so it calls nothing above itself. server.c wires in the
+ * session's handlers (tt_session_handlers). */
+typedef struct {
+    tt_listener_handler_cb accept_cb;
+    /* Drain began: idle connections close now, busy ones after their response. */
+    void (*drain_cb)(tt_worker_t *w);
+    /* The drain timed out (or the worker stops): close every connection at once. */
+    void (*close_all_cb)(tt_worker_t *w);
+} tt_worker_handlers_t;
+
+/* The fields without a leading underscore are the worker's resources its sessions and the admin
+ * collection (on the worker's thread) use; the _private ones are worker.c's alone. */
 struct tt_worker {
     size_t id;
-    pthread_t thread;
+    size_t nworkers;
     tt_loop_t *loop;
     const tt_conf_t *conf;
     tt_upstream_t *upstreams;
     size_t nupstreams;
     tt_pool_t *pools; /* [nupstreams] */
-    tt_listener_t *listeners;
-    size_t nlisteners;
     tt_bufpool_t bufs;
     tt_http_headpool_t heads;
-    tt_list_t sessions;
-    size_t nsessions;
+    tt_list_t sessions; /* the handlers' own list of their connections */
+    size_t nsessions;   /* counted by tt_worker_session_opened/closed */
     int draining;
-    tt_timer_t drain_timer;
-    _Atomic int drain_requested;
-    tt_ratelimit_t accept_warn;
+    tt_ratelimit_t error_warn; /* the 5xx its sessions generate */
     tt_accesslog_t access_log;
-    uint64_t accepted;    /* client connections accepted */
-    uint64_t unrouted[6]; /* responses by class to requests that reached no upstream */
+    uint64_t accepted; /* client connections accepted */
+    uint64_t
+        unrouted[TT_STATUS_CLASSES]; /* responses by class to requests that reached no upstream */
+
+    pthread_t _thread;
+    tt_listener_t *_listeners;
+    size_t _nlisteners;
+    tt_worker_handlers_t _handlers;
+    tt_timer_t _drain_timer;
+    _Atomic int _drain_requested;
+    tt_ratelimit_t _accept_warn;
     /* A function another thread asked this worker to run (tt_worker_call). */
-    pthread_mutex_t call_lock;
-    pthread_cond_t call_done;
-    void (*call_fn)(tt_worker_t *w, void *arg);
-    void *call_arg;
-    int call_state; /* 0 none, 1 posted, 2 running, 3 done */
+    pthread_mutex_t _call_lock;
+    pthread_cond_t _call_done;
+    void (*_call_fn)(tt_worker_t *w, void *arg);
+    void *_call_arg;
+    int _call_state; /* 0 none, 1 posted, 2 running, 3 done */
 };
 
-/* Prepares worker id: creates its loop and pools and binds its listeners; access_log_fd is the
- * shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs on the main thread
- * before any worker starts. */
-int tt_worker_init(tt_worker_t *w, size_t id, const tt_conf_t *conf, tt_upstream_t *upstreams,
-                   size_t nupstreams, int access_log_fd, char *err, size_t errlen);
+/* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
+ * listening sockets in ls (dups; ls keeps its own), whose connections go to handlers;
+ * access_log_fd is the shared access log (-1: off). Returns 0, or -1 with a reason in err. Runs
+ * on the main thread before any worker starts. */
+int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
+                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   const tt_worker_handlers_t *handlers, int access_log_fd, char *err,
+                   size_t errlen);
+
+/* The handlers' hooks: a client connection began, or ended. The worker counts them, and once
+ * draining finishes when the last one ends. Worker thread only. */
+void tt_worker_session_opened(tt_worker_t *w);
+void tt_worker_session_closed(tt_worker_t *w);
 
 /* Starts the worker's thread. */
 int tt_worker_start(tt_worker_t *w);
@@ -85,8 +118,5 @@ static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)
 {
     return &w->pools[up->index];
 }
-
-/* Finds the upstream serving host (Host header or absolute-URI authority), or NULL. */
-tt_upstream_t *tt_worker_route(tt_worker_t *w, const char *host, size_t len);
 
 #endif

@@ -20,6 +20,8 @@ static const char *const names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_POOL_FULL] = "pool_full",
     [TT_CLOSE_TRIMMED] = "trimmed",
     [TT_CLOSE_SHUTDOWN] = "shutdown",
+    [TT_CLOSE_ENDPOINT_REMOVED] = "endpoint_removed",
+    [TT_CLOSE_PROBE_FAILED] = "probe_failed",
 };
 
 const char *tt_close_reason_name(tt_close_reason_t r)

@@ -23,6 +23,8 @@ typedef enum {
     TT_CLOSE_POOL_FULL,        /* max_idle reached */
     TT_CLOSE_TRIMMED,          /* surplus idle connection after a burst */
     TT_CLOSE_SHUTDOWN,         /* tetherd is stopping */
+    TT_CLOSE_ENDPOINT_REMOVED, /* its endpoint left the upstream's set (DNS) */
+    TT_CLOSE_PROBE_FAILED,     /* a probe while idle got no good answer in probe_timeout */
     TT_CLOSE__COUNT
 } tt_close_reason_t;
 

@@ -11,51 +11,68 @@
 #include "core/clock.h"
 #include "core/list.h"
 #include "event/loop.h"
+#include "health/probe.h"
 #include "net/tls.h"
 #include "upstream/close_reason.h"
+#include "upstream/endpoint.h"
 
 #include <stdint.h>
 
 typedef struct tt_pool tt_pool_t;
 typedef struct tt_pool_waiter tt_pool_waiter_t;
-typedef struct tt_upconn tt_upconn_t;
+typedef struct tt_conn tt_conn_t;
 
-typedef enum { TT_CONN_CONNECTING, TT_CONN_ACTIVE, TT_CONN_IDLE, TT_CONN_CLOSED } tt_conn_state_t;
+/* PROBING: an idle connection whose probe is out (health/probe.h): off the idle list, so no
+ * request takes it, and back to IDLE with its idle clock unchanged when the answer is good. */
+typedef enum {
+    TT_CONN_CONNECTING,
+    TT_CONN_ACTIVE,
+    TT_CONN_IDLE,
+    TT_CONN_PROBING,
+    TT_CONN_CLOSED
+} tt_conn_state_t;
 
 /* Pseudo-events delivered to the handler by the lease timer (outside the epoll bit range). */
 #define TT_CONN_EV_LEASE_WARN    (1u << 28)
 #define TT_CONN_EV_LEASE_TIMEOUT (1u << 29)
 
 /* Called for I/O events (and the lease pseudo-events) while the connection is leased. */
-typedef void (*tt_conn_handler_t)(tt_upconn_t *conn, uint32_t events);
+typedef void (*tt_conn_handler_t)(tt_conn_t *conn, uint32_t events);
 
-struct tt_upconn {
-    tt_io_t io;
-    tt_pool_t *pool;
-    tt_list_t link; /* pool's idle LRU, or its busy list */
-    tt_conn_state_t state;
+/* Fields without a leading underscore may be read by the connection's owner and the admin
+ * endpoint; only src/upstream/ writes any field, and only it reads the _private ones. */
+struct tt_conn {
     uint64_t id;
+    tt_conn_state_t state;
     tt_msec_t created_at;
-    tt_msec_t retire_at;  /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
-    tt_msec_t idle_since; /* when it last became idle */
+    tt_msec_t idle_since; /* when it last became idle; 0 until it first does */
     tt_msec_t leased_at;
-    uint64_t requests;        /* requests started on it */
-    tt_timer_t timer;         /* connect timeout, or idle expiry */
-    tt_buf_t *in;             /* bytes from the upstream; only while leased */
-    tt_pool_waiter_t *waiter; /* the request this new connection was opened for */
-    tt_conn_handler_t handler;
-    void *owner;
-    int connect_error; /* errno of a failed connect */
-    tt_tls_t *tls;     /* NULL over plain TCP */
-    uint64_t tls_started_us;
-    uint32_t tls_handshake_us; /* counted once the upstream accepted the handshake */
-    uint8_t retired;           /* do not reuse after the current request */
-    uint8_t lease_warned;
-    uint8_t tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
-    uint8_t tls_write_wants_read; /* the last TLS write waits for it to be readable */
-    uint8_t tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint64_t requests; /* requests started on it */
+    tt_buf_t *in;      /* bytes from the upstream; only while leased */
+    void *owner;       /* the lease holder's argument to tt_conn_set_handler */
+    tt_endpoint_t *ep; /* where it leads, in its pool's view (NULL only while handed over) */
+
+    tt_io_t _io;
+    tt_pool_t *_pool;
+    tt_list_t _link;           /* pool's idle LRU, or its busy list */
+    tt_msec_t _retire_at;      /* lifetime deadline with jitter; TT_TIME_NEVER if unlimited */
+    tt_timer_t _timer;         /* connect timeout, idle expiry, or the lease timer */
+    tt_pool_waiter_t *_waiter; /* the request this new connection was opened for */
+    tt_conn_handler_t _handler;
+    int _connect_error; /* errno of a failed connect */
+    tt_tls_t *_tls;     /* NULL over plain TCP */
+    uint64_t _tls_started_us;
+    uint32_t _tls_handshake_us; /* counted once the upstream accepted the handshake */
+    uint8_t _retired;           /* do not reuse after the current request */
+    uint8_t _lease_warned;
+    uint8_t _tls_read_wants_write; /* the last TLS read waits for the socket to be writable */
+    uint8_t _tls_write_wants_read; /* the last TLS write waits for it to be readable */
+    uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
+    uint8_t _counted;              /* counts in ep->outstanding (leased, or opened for a request) */
+    tt_msec_t _probed_at;          /* last probe sent since it went idle (0: none) */
+    tt_probe_t *_probe;            /* while PROBING */
     tt_deferred_t _free;
-    /* While handed over to another worker: the socket (io.fd stays -1, so events of the giving
+    /* While handed over to another worker: the socket (_io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
     int _handoff_fd;
     tt_deferred_t _handoff;
@@ -63,38 +80,56 @@ struct tt_upconn {
 
 /* Whether the connection could have gone stale before the current request (a failure on such a
  * connection may be a keep-alive race; on a brand-new one it is not). */
-static inline int tt_conn_reused(const tt_upconn_t *c)
+static inline int tt_conn_reused(const tt_conn_t *c)
 {
     /* Served a request before, or waited in the pool (a pre-warmed connection): either way the
      * upstream may have closed it meanwhile. idle_since is 0 until it first goes idle. */
     return c->requests > 1 || c->idle_since != 0;
 }
 
+/* Whether the owner's interest includes reading (so a hang-up will also show as a failed read). */
+static inline int tt_conn_reading(const tt_conn_t *c)
+{
+    return (c->_io.events & EPOLLIN) != 0;
+}
+
+/* Whether the last read (over TLS) waits for the socket to become writable: then EPOLLOUT means
+ * a read is worth trying. */
+static inline int tt_conn_read_waits_write(const tt_conn_t *c)
+{
+    return c->_tls_read_wants_write;
+}
+
 /* Reads what the upstream sent into b's free tail (recv conventions: bytes, 0 at the end, -1 with
  * errno, EAGAIN included). *readable is cleared once the socket is known drained, so no read is
  * tried until epoll reports it again; over TLS it stays set while OpenSSL holds unread bytes. */
-ssize_t tt_conn_read(tt_upconn_t *c, tt_buf_t *b, uint8_t *readable);
+ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable);
 /* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
-ssize_t tt_conn_send(tt_upconn_t *c, const void *p, size_t len);
+ssize_t tt_conn_send(tt_conn_t *c, const void *p, size_t len);
 /* The upstream accepted the TLS handshake: counts it (full or resumed, and its time) and re-arms
  * failure logging. */
-void tt_conn_tls_established(tt_upconn_t *c);
+void tt_conn_tls_established(tt_conn_t *c);
 /* The upstream refused a handshake it had let finish (TLS 1.3 client authentication; call right
  * after the failed read): counts and logs it like a failed handshake. Returns the cause. */
-tt_tls_failure_t tt_conn_tls_refused(tt_upconn_t *c, char *detail, size_t len);
+tt_tls_failure_t tt_conn_tls_refused(tt_conn_t *c, char *detail, size_t len);
+#define TT_CONN_TLS_ERROR "failed with a TLS error"
+
 /* Explains a failed read or write (errno err) when TLS is the cause, as "failed with a TLS error:
- * PHRASE (DETAIL)" in buf. On a connection still awaiting the upstream's verdict, what the
- * upstream sent is read first: its alert explains the reset that follows it. NULL when TLS is not
- * the cause. */
-const char *tt_conn_tls_failure(tt_upconn_t *c, int err, char *buf, size_t len);
+ * PHRASE (DETAIL)" in buf (starting with TT_CONN_TLS_ERROR). On a connection still awaiting the
+ * upstream's verdict, what the upstream sent is read first: its alert explains the reset that
+ * follows it. NULL when TLS is not the cause. */
+const char *tt_conn_tls_failure(tt_conn_t *c, int err, char *buf, size_t len);
 
 /* Installs the handler and interest for a leased connection. */
-void tt_conn_set_handler(tt_upconn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);
-void tt_conn_set_events(tt_upconn_t *c, uint32_t events);
+void tt_conn_set_handler(tt_conn_t *c, tt_conn_handler_t handler, void *owner, uint32_t events);
+void tt_conn_set_events(tt_conn_t *c, uint32_t events);
+
+/* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
+uint64_t tt_conn_socket_memory(const tt_conn_t *c);
 
 /* Closes the connection for reason: stops its watcher and timer, closes the fd, returns its
  * buffer, updates the pool's counts and frees the memory after the current event batch. The
  * connection must not be idle-listed or queued elsewhere by the caller (the pool unlinks it). */
-void tt_conn_close(tt_upconn_t *c, tt_close_reason_t reason);
+void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason);
 
 #endif

@@ -11,8 +11,10 @@
 
 #include "core/buf.h"
 #include "event/loop.h"
-#include "metrics/stats.h"
+#include "upstream/balancer.h"
 #include "upstream/conn.h"
+#include "upstream/endpoint.h"
+#include "upstream/stats.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -27,10 +29,17 @@ typedef enum {
     TT_POOL_CONNECT_TIMEOUT, /* new connection not established in connect_timeout */
     TT_POOL_TLS_FAILED,      /* TLS handshake failed or timed out */
     TT_POOL_SHUTDOWN,
+    TT_POOL_NO_ENDPOINTS, /* the upstream has no endpoint at all */
+    TT_POOL_BREAKER_OPEN, /* every endpoint is ejected (breaker open or its trial out) */
 } tt_pool_result_t;
+
+/* Bound on the endpoints one request tries before its connect failure is final (the first one
+ * and connect_retries others). */
+#define TT_POOL_MAX_TRIES 9
 
 /* Why a new connection failed, for the client's error response. */
 typedef struct {
+    const char *endpoint; /* the endpoint that failed ("10.0.0.5:8080"); valid during the call */
     int errno_value;      /* CONNECT_FAILED, CONNECT_TIMEOUT */
     tt_tls_failure_t tls; /* TLS_FAILED */
     const char *detail;   /* TLS_FAILED: OpenSSL's words; valid during the callback only */
@@ -40,40 +49,50 @@ struct tt_pool_waiter {
     tt_list_t _link;
     tt_timer_t _timer;
     tt_pool_t *_pool;
-    tt_upconn_t *_conn; /* the new connection being opened for this waiter */
+    tt_conn_t *_conn; /* the new connection being opened for this waiter */
     tt_msec_t _queued_at;
+    tt_endpoint_t *_tried[TT_POOL_MAX_TRIES]; /* endpoints whose connect failed for it */
+    uint8_t _ntried;
     /* Delivers a leased connection (result OK) or a failure (conn NULL; err says more for
      * CONNECT_FAILED, CONNECT_TIMEOUT and TLS_FAILED, else is NULL). Called from the event loop;
      * the waiter is no longer linked anywhere. */
-    void (*cb)(tt_pool_waiter_t *w, tt_upconn_t *conn, tt_pool_result_t result,
+    void (*cb)(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
                const tt_pool_error_t *err);
 };
 
+/* up, loop, worker and stats may be read by the pool's worker; the _private fields are
+ * src/upstream/'s alone. */
 struct tt_pool {
     tt_upstream_t *up;
     tt_loop_t *loop;
-    tt_bufpool_t *bufs;
     size_t worker;
-    tt_list_t idle; /* LRU: head is warmest */
-    tt_list_t busy; /* connecting and leased */
-    size_t nidle, nbusy;
-    tt_list_t waiters; /* FIFO */
-    size_t nwaiters;
-    size_t min_idle;  /* this worker's share of min_idle */
-    size_t peak_busy; /* most connections leased at once this trim window */
-    size_t prev_peak; /* of the window before */
-    tt_timer_t trim_timer;
-    tt_timer_t replenish_timer; /* refills min_idle, with backoff while connects fail */
-    unsigned connect_failures;  /* in a row, for that backoff */
-    int shutting_down;
     tt_upstream_stats_t stats;
+    tt_endpoint_set_t endpoints; /* this worker's view of the upstream's endpoints */
+
+    tt_bufpool_t *_bufs;
+    tt_balancer_t _balancer;
+    tt_breaker_conf_t _breaker;
+    uint64_t _ep_version; /* of the upstream's addresses last applied */
+    tt_list_t _idle;      /* LRU: head is warmest */
+    tt_list_t _busy;      /* connecting and leased */
+    size_t _nidle, _nbusy;
+    tt_list_t _waiters; /* FIFO */
+    size_t _nwaiters;
+    size_t _min_idle;  /* this worker's share of min_idle */
+    size_t _peak_busy; /* most connections leased at once this trim window */
+    size_t _prev_peak; /* of the window before */
+    tt_timer_t _trim_timer;
+    tt_timer_t _replenish_timer;  /* refills min_idle, with backoff while connects fail */
+    unsigned _connect_failures;   /* in a row, for that backoff */
+    tt_ratelimit_t _prewarm_warn; /* failed pre-warming connects (conn.c) */
+    int _shutting_down;
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
-    _Atomic int64_t takeover_requested;
-    _Atomic int has_waiters;      /* nwaiters > 0, for other workers */
-    _Atomic int capacity_freed;   /* a connection closed somewhere: retry queued requests */
-    pthread_mutex_t handoff_lock; /* guards handoff only; never taken on the request path */
-    tt_list_t handoff;            /* connections other workers handed to this pool */
+    _Atomic int64_t _takeover_requested;
+    _Atomic int _has_waiters;      /* nwaiters > 0, for other workers */
+    _Atomic int _capacity_freed;   /* a connection closed somewhere: retry queued requests */
+    pthread_mutex_t _handoff_lock; /* guards _handoff only; never taken on the request path */
+    tt_list_t _handoff;            /* connections other workers handed to this pool */
 };
 
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
@@ -90,8 +109,7 @@ enum { TT_ACQUIRE_FRESH = 1 /* never reuse an idle connection (a retry) */ };
  * its checkout check). WAIT: a new connection is being opened or the request is queued; w->cb
  * delivers the outcome later. QUEUE_FULL: answer 503 now. The caller owns a leased connection
  * until tt_pool_release(). */
-tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags,
-                                 tt_upconn_t **conn);
+tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags, tt_conn_t **conn);
 
 /* Withdraws a waiting request (the client went away). Harmless if not waiting. */
 void tt_pool_cancel(tt_pool_waiter_t *w);
@@ -100,7 +118,7 @@ void tt_pool_cancel(tt_pool_waiter_t *w);
  * complete and keep-alive, request fully sent, no error); the pool adds its own items (lifetime,
  * max_requests, max_idle, shutdown) and then hands the connection to a queued request, keeps it
  * idle, or closes it with the first failing reason. */
-void tt_pool_release(tt_upconn_t *conn, tt_close_reason_t verdict);
+void tt_pool_release(tt_conn_t *conn, tt_close_reason_t verdict);
 
 /* Closes idle connections and fails queued requests; later releases close. Used when draining. */
 void tt_pool_shutdown(tt_pool_t *pool);
@@ -108,6 +126,10 @@ void tt_pool_shutdown(tt_pool_t *pool);
 /* Handles requests from other workers (hand over an idle connection, adopt one handed over,
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
+
+/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for the
+ * 503's text; *cause is why that endpoint's last connect failed (a static phrase). */
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
 typedef struct {
@@ -120,15 +142,12 @@ void tt_pool_gauges(tt_pool_t *pool, tt_pool_gauges_t *g);
 
 /* Calls fn for every connection of the pool (idle, then connecting and leased). Worker thread
  * only; fn must not close connections. */
-void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_upconn_t *c, void *arg), void *arg);
-
-/* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
-uint64_t tt_conn_socket_memory(const tt_upconn_t *c);
+void tt_pool_foreach_conn(tt_pool_t *pool, void (*fn)(const tt_conn_t *c, void *arg), void *arg);
 
 /* Number of connections this pool owns (idle + connecting + leased). */
 static inline size_t tt_pool_size(const tt_pool_t *pool)
 {
-    return pool->nidle + pool->nbusy;
+    return pool->_nidle + pool->_nbusy;
 }
 
 #endif

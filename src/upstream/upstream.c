@@ -2,13 +2,95 @@
 
 #include "core/invariant.h"
 #include "core/log.h"
+#include "upstream/endpoint.h"
+#include "upstream/pool.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define AUTO_DEFAULT_MS  60000
 #define AUTO_MIN_EXPIRY  100
 #define OBSERVE_FLOOR_MS 500 /* quicker closes are decisions, not idle timeouts */
+
+static int cmp_addr_cb(const void *a, const void *b)
+{
+    return tt_addr_compare(a, b);
+}
+
+/* Sorts and deduplicates in place; returns the new count. */
+static size_t normalize(tt_addr_t *a, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(a, n, sizeof(*a), cmp_addr_cb);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || tt_addr_compare(&a[m - 1], &a[i]) != 0)
+            a[m++] = a[i];
+    return m;
+}
+
+static int initial_endpoints(tt_upstream_t *up, char *err, size_t errlen)
+{
+    const tt_upstream_conf_t *conf = up->conf;
+    tt_addr_t *a = tt_calloc(TT_ENDPOINTS_MAX, sizeof(*a));
+    size_t n;
+    if (conf->endpoints != NULL) {
+        n = TT_MIN(conf->nendpoints, TT_ENDPOINTS_MAX);
+        memcpy(a, conf->endpoints, n * sizeof(*a));
+    } else {
+        const char *why;
+        int got = tt_addr_resolve(conf->host, conf->port, a, TT_ENDPOINTS_MAX, &why);
+        if (got < 0 && conf->dns_refresh == 0) {
+            snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", conf->name, conf->host,
+                     why);
+            free(a);
+            return -1;
+        }
+        if (got < 0)
+            tt_warn("upstream %s: cannot resolve %s at startup: %s; requests get 503 (no "
+                    "endpoints yet) until a lookup succeeds",
+                    conf->name, conf->host, why);
+        n = got < 0 ? 0 : (size_t)got;
+    }
+    up->ep_naddrs = normalize(a, n);
+    up->ep_addrs = a;
+    atomic_store(&up->ep_version, 1);
+    return 0;
+}
+
+void tt_upstream_publish_endpoints(tt_upstream_t *up, const tt_addr_t *addrs, size_t n)
+{
+    tt_addr_t *copy = tt_calloc(n ? n : 1, sizeof(*copy));
+    if (n > 0)
+        memcpy(copy, addrs, n * sizeof(*copy));
+    n = normalize(copy, n);
+    pthread_mutex_lock(&up->ep_lock);
+    tt_addr_t *old = up->ep_addrs;
+    up->ep_addrs = copy;
+    up->ep_naddrs = n;
+    atomic_fetch_add_explicit(&up->ep_version, 1, memory_order_release);
+    pthread_mutex_unlock(&up->ep_lock);
+    free(old);
+    for (size_t i = 0; i < up->nworkers; i++)
+        if (up->pools[i] != NULL)
+            tt_loop_wakeup(up->pools[i]->loop);
+}
+
+size_t tt_upstream_copy_endpoints(tt_upstream_t *up, tt_addr_t **out, uint64_t *version)
+{
+    pthread_mutex_lock(&up->ep_lock);
+    size_t n = up->ep_naddrs;
+    *out = NULL;
+    if (n > 0) {
+        *out = tt_malloc(n * sizeof(**out));
+        memcpy(*out, up->ep_addrs, n * sizeof(**out));
+    }
+    *version = atomic_load_explicit(&up->ep_version, memory_order_acquire);
+    pthread_mutex_unlock(&up->ep_lock);
+    return n;
+}
 
 int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const char *conf_path,
                      size_t index, size_t nworkers, char *err, size_t errlen)
@@ -16,13 +98,11 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
     memset(up, 0, sizeof(*up));
     up->conf = conf;
     up->index = index;
-    const char *why;
-    if (tt_addr_resolve(conf->host, conf->port, &up->addr, 1, &why) < 0) {
-        snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", conf->name, conf->host, why);
-        return -1;
-    }
-    tt_addr_format(&up->addr, up->addr_str);
+    pthread_mutex_init(&up->ep_lock, NULL);
     int v6 = strchr(conf->host, ':') != NULL;
+    snprintf(up->addr_str, sizeof(up->addr_str), v6 ? "[%s]:%d" : "%s:%d", conf->host, conf->port);
+    if (initial_endpoints(up, err, errlen) < 0)
+        return -1;
     if (conf->port == (conf->tls ? 443 : 80))
         snprintf(up->host_header, sizeof(up->host_header), v6 ? "[%s]" : "%s", conf->host);
     else
@@ -33,11 +113,55 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
      * noticed in bounded time even with data in flight. */
     if (conf->tcp_keepalive > 0)
         up->sockopts.user_timeout_ms = (int)TT_MIN(conf->tcp_keepalive * 2, 600000);
-    if (conf->tls && (up->tls = tt_tls_client_new(conf, conf_path, err, errlen)) == NULL)
-        return -1;
+    if (conf->tls) {
+        tt_tls_options_t opts;
+        tt_upstream_tls_options(conf, conf_path, &opts);
+        if ((up->tls = tt_tls_client_new(&opts, err, errlen)) == NULL) {
+            free(up->ep_addrs);
+            up->ep_addrs = NULL;
+            pthread_mutex_destroy(&up->ep_lock);
+            return -1;
+        }
+    }
+    if (conf->probe != NULL) {
+        /* Validated when the configuration was read. */
+        const char *why;
+        up->probe = tt_calloc(1, sizeof(*up->probe));
+        tt_request_line_parse(conf->probe, &up->probe->line, &why);
+        if (conf->probe_expect != NULL)
+            tt_status_set_parse(conf->probe_expect, &up->probe->expect, &why);
+        up->probe->interval = (tt_msec_t)conf->probe_interval;
+        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
+    }
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
+}
+
+void tt_upstream_tls_options(const tt_upstream_conf_t *conf, const char *conf_path,
+                             tt_tls_options_t *opts)
+{
+    static const char *const keys[TT_TLS_OPT__COUNT] = {
+        [TT_TLS_OPT_CA] = "tls_ca",
+        [TT_TLS_OPT_CERT] = "tls_cert",
+        [TT_TLS_OPT_KEY] = "tls_key",
+        [TT_TLS_OPT_SERVER_NAME] = "tls_server_name",
+    };
+    *opts = (tt_tls_options_t){
+        .upstream = conf->name,
+        .server_name = conf->tls_server_name != NULL ? conf->tls_server_name : conf->host,
+        .ca = conf->tls_ca,
+        .cert = conf->tls_cert,
+        .key = conf->tls_key,
+        .verify = conf->tls_verify != 0,
+        .min_version = (int)conf->tls_min_version,
+        .session_reuse = conf->tls_session_reuse != 0,
+        .file = conf_path,
+    };
+    for (size_t i = 0; i < TT_TLS_OPT__COUNT; i++) {
+        opts->key_name[i] = keys[i];
+        opts->line[i] = tt_conf_key_line(conf, keys[i]);
+    }
 }
 
 void tt_upstream_destroy(tt_upstream_t *up)
@@ -46,6 +170,11 @@ void tt_upstream_destroy(tt_upstream_t *up)
     up->tls = NULL;
     free(up->pools);
     up->pools = NULL;
+    free(up->ep_addrs);
+    up->ep_addrs = NULL;
+    free(up->probe);
+    up->probe = NULL;
+    pthread_mutex_destroy(&up->ep_lock);
 }
 
 static tt_msec_t under(tt_msec_t ms)

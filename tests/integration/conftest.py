@@ -286,11 +286,11 @@ def proxy(start_proxy):
 
 @pytest.fixture
 def start_badpeer():
-    """start_badpeer(mode) -> BadPeer, closed at teardown."""
+    """start_badpeer(mode, **options) -> BadPeer, closed at teardown."""
     peers = []
 
-    def start(mode):
-        peer = BadPeer(mode)
+    def start(mode, **options):
+        peer = BadPeer(mode, **options)
         peers.append(peer)
         return peer
 

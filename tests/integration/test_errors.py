@@ -80,8 +80,9 @@ def test_response_timeout_gets_504_and_the_late_connection_is_dropped(start_prox
     tetherd, upstream = start_proxy(upstream_cfg="response_timeout = 1s")
     start = time.monotonic()
     resp = fetch(tetherd.port, "GET", "/slow", [("X-Delay-Ms", "3000")])
-    assert 0.9 <= elapsed_since(start) < 2.5
-    assert_tether_error(resp, 504)
+    assert elapsed_since(start) < 2.5  # well before the upstream's answer at 3 s
+    # The words name the timer that fired (its exact moment is tested in test_session.c).
+    assert_tether_error(resp, 504, "did not respond within 1000ms")
     # The slow connection still owes a response: reusing it would serve that to the next client.
     after = fetch(tetherd.port, "GET", "/after")
     assert after.header("X-Upstream-Target") == "/after"
@@ -167,9 +168,12 @@ def test_tcp_defer_accept_hands_over_connections_with_their_request(start_proxy,
 
     before = accepted()
     with Client(tetherd.port) as client:
-        time.sleep(0.3)
-        silent = accepted() - before  # admin requests are not downstream connections
-        assert silent == (0 if defer != "off" else 1)
+        # admin requests are not downstream connections
+        if defer == "off":
+            wait_for(lambda: accepted() - before == 1, 5, "the silent connection's accept")
+        else:
+            time.sleep(0.3)  # well under the deferral (1 s and more): still not accepted
+            assert accepted() == before
         resp = client.request("GET", "/")
     assert resp.status == 200
 
@@ -189,8 +193,8 @@ def test_partial_head_gets_408_after_client_header_timeout(start_proxy):
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
         resp = client.read_response()
         assert client.closed_by_server()
-    assert 0.9 <= elapsed_since(start) < 3
-    assert_tether_error(resp, 408)
+    assert elapsed_since(start) < 3
+    assert_tether_error(resp, 408, "request head not received within 1000ms")
     assert upstream.stats()["requests"] == 0
 
 
@@ -222,8 +226,8 @@ def test_stalled_request_body_gets_408_and_frees_the_upstream_connection(start_p
         client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         resp = client.read_response()
         assert client.closed_by_server()
-    assert 0.9 <= elapsed_since(start) < 3
-    assert_tether_error(resp, 408, "stalled")
+    assert elapsed_since(start) < 3
+    assert_tether_error(resp, 408, "request body stalled for 1000ms")
     wait_for(lambda: upstream.stats()["connections_open"] == 0, 3, "the upstream connection to close")
     assert upstream.stats()["completed"] == 0
 
@@ -236,7 +240,9 @@ def test_more_than_one_host_header_gets_400(start_proxy):
 
 
 def test_prewarming_a_down_upstream_backs_off(start_tetherd):
-    """min_idle toward an upstream that refuses connections must not spin: connects back off."""
+    """min_idle toward an upstream that refuses connections must not spin: connects back off,
+    and once breaker_failures (5) of them failed the endpoint is ejected: a request then gets 503
+    at once, naming the cause, with Retry-After."""
     config = (f"[tether]\nworkers = 1\n[upstream down]\nurl = http://127.0.0.1:{free_port()}\n"
               f"listen = 127.0.0.1:{free_port()}\nmin_idle = 2\n")
     tetherd = start_tetherd(config)
@@ -244,7 +250,9 @@ def test_prewarming_a_down_upstream_backs_off(start_tetherd):
     cpu_before = process_cpu_seconds(tetherd.proc.pid)
     time.sleep(2)
     assert process_cpu_seconds(tetherd.proc.pid) - cpu_before < 0.2
-    assert_tether_error(fetch(tetherd.port), 502, "connect")
+    resp = fetch(tetherd.port)
+    assert_tether_error(resp, 503, "circuit breaker open", "connection refused")
+    assert int(resp.header("Retry-After")) >= 1, resp
 
 
 def process_cpu_seconds(pid):

@@ -61,6 +61,8 @@ def test_echo_streams_the_body_back(start_upstream, chunked):
         resp = client.read_response()
         sender.join()
     assert (resp.body == body, resp.chunked) == (True, chunked)
+    # An echo's body is recorded once its last byte is echoed, which may follow the response.
+    wait_for(lambda: "e" in upstream.stats()["bodies"], 3, "the echoed body to be recorded")
     assert upstream.stats()["bodies"]["e"][0]["sha256"] == sha256(body)
 
 
@@ -104,7 +106,8 @@ def test_idle_close(start_upstream):
     with Client(upstream.port) as client:
         assert client.request().header("Keep-Alive") == "timeout=9"
         assert client.closed_by_server(timeout=3)
-    assert upstream.stats()["closed_by_server"] == 1
+    # The connection's thread records how it ended as it finishes closing.
+    wait_for(lambda: upstream.stats()["closed_by_server"] == 1, 3, "the close to be recorded")
 
 
 def test_upgrade_becomes_raw_echo(start_upstream):

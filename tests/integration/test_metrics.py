@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -120,8 +121,11 @@ def test_counters_equal_both_sides(start_admin_proxy):
         for j in range(50):
             statuses[client.request("GET", f"/ka/{j}").status] += 1
     client_conns += 1
-    # Let the upstream close idle pooled connections (--idle-close 1), then use the pool again.
-    time.sleep(1.6)
+    # Let the upstream close idle pooled connections (--idle-close 1) and tetherd see it, then
+    # use the pool again.
+    wait_for(lambda: upstream.stats()["connections_open"] == 0
+             and admin_json(admin, "/stats")["upstreams"][0]["connections"]["idle"] == 0, 10,
+             "the upstream to close the idle pooled connections")
     for j in range(10):
         statuses[fetch(tetherd.port, "GET", f"/after/{j}").status] += 1
     client_conns += 10
@@ -300,6 +304,24 @@ def test_health_ready_config_and_errors(start_admin_proxy):
     assert resp.status == 200 and resp.body == b"" and int(resp.header("Content-Length")) > 0
 
 
+def test_silent_admin_connections_do_not_delay_healthz(start_admin_proxy):
+    """Regression: the admin endpoint served one connection at a time, so one silent local
+    connection delayed /healthz by 5 s (a failed Kubernetes probe)."""
+    _, _, admin = start_admin_proxy()
+    silent = [socket.create_connection(("127.0.0.1", admin), timeout=5) for _ in range(4)]
+    try:
+        silent[0].sendall(b"GET /metrics HTTP/1.1\r\nHost:")  # half a head, then nothing
+        time.sleep(0.1)
+        for _ in range(3):
+            start = time.monotonic()
+            resp = admin_get(admin, "/healthz")
+            assert resp.status == 200
+            assert time.monotonic() - start < 0.5
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 def test_ready_waits_for_prewarming(start_admin_proxy):
     """An upstream that refuses connections cannot be pre-warmed: /ready says 503 and why, then
     200 once the pre-warm deadline (connect_timeout + 1 s) has passed, so a dead upstream does
@@ -343,12 +365,16 @@ def test_top_once_shows_the_upstream_row(start_admin_proxy):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("tetherd ") and "ready" in lines[0]
-    assert lines[1].split()[:4] == ["UPSTREAM", "REQ/S", "CONN/S", "REUSE%"]
-    row = next(line for line in lines if line.startswith("app "))
-    fields = row.split()
+    assert lines[1].startswith("clients: ")
+    assert lines[2].split() == ["UPSTREAM", "REQ/S", "CONN/S", "REUSE%", "ACT", "IDLE", "AGE",
+                                "P50", "P99", "QUE", "5XX/S", "SKMEM"]
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    index = next(i for i, line in enumerate(lines) if line.startswith("app "))
+    fields = lines[index].split()
     assert float(fields[1]) > 10  # req/s under the load above
     assert 0 <= float(fields[3]) <= 100  # reuse %
-    assert fields[-1] == f"127.0.0.1:{upstream.port}"
+    assert re.fullmatch(r"\d+[KMG]?", fields[-1]), fields  # socket memory
+    assert lines[index + 1] == f"  -> 127.0.0.1:{upstream.port}"
 
     assert json_result.returncode == 0, json_result.stderr
     snap = json.loads(json_result.stdout)
@@ -368,6 +394,25 @@ def test_top_without_tetherd_says_so():
     assert result.stdout == ""
     result = run_top("--once", "--admin", "nonsense")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("value,ok", [("1", True), ("0.5", True), ("500ms", True), ("2s", True),
+                                      ("1m", True), ("0", False), ("2h", False), ("soon", False),
+                                      ("-1", False)])
+def test_top_interval_accepts_what_its_message_says(value, ok):
+    """Every example the error message gives is accepted; the rest is refused with it."""
+    result = run_top("--once", "--interval", value, "--admin", f"127.0.0.1:{free_port()}")
+    if ok:
+        assert result.returncode == 1 and "cannot reach tetherd" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 2
+        message = result.stderr
+        assert "--interval: expected a duration above 0 and up to 1h" in message, message
+        examples = re.search(r"\(examples: ([^)]*)\)", message).group(1).split(", ")
+        for example in examples:
+            again = run_top("--once", "--interval", example, "--admin",
+                            f"127.0.0.1:{free_port()}")
+            assert again.returncode == 1, (example, again.stderr)
     assert subprocess.run([str(tether_binary()), "version"], capture_output=True,
                           text=True).stdout.startswith("tether ")
 
@@ -505,6 +550,28 @@ def test_dashboard_and_documented_queries_return_data(start_admin_proxy, tmp_pat
         except subprocess.TimeoutExpired:
             prom.kill()
             prom.wait()
+
+
+def test_access_log_reused_is_false_on_a_prewarmed_connections_first_request(
+        start_upstream, start_tetherd, tmp_path):
+    """reused means "served a request before", as requests_reused_total counts it: a connection
+    opened ahead of demand (min_idle) that then waited idle is not reused on its first request."""
+    upstream = start_upstream()
+    log = tmp_path / "access.log"
+    port, admin = free_port(), free_port()
+    tetherd = start_tetherd(f"[tether]\nworkers = 1\naccess_log = {log}\n"
+                            f"admin = 127.0.0.1:{admin}\n"
+                            f"[upstream app]\nurl = http://127.0.0.1:{upstream.port}\n"
+                            f"listen = 127.0.0.1:{port}\nmin_idle = 1\n")
+    wait_for(lambda: _answers(admin), 5, "the admin endpoint")
+    wait_for(lambda: admin_json(admin, "/stats")["upstreams"][0]["connections"]["idle"] == 1, 5,
+             "the pre-warmed connection to be idle")
+    assert fetch(port).conn_id == 1
+    assert fetch(port).conn_id == 1
+    wait_for(lambda: log.exists() and log.read_text().count("\n") == 2, 3, "two log lines")
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (first["reused"], second["reused"]) == (False, True)
+    assert admin_json(admin, "/stats")["upstreams"][0]["requests_reused_total"] == 1
 
 
 def test_access_log_writes_one_json_line_per_request(start_upstream, start_tetherd, tmp_path):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers import (Client, ConnectionClosed, assert_tether_error, fetch, free_port, get_json,
-                     wait_for)
+                     queue_length, wait_for)
 
 TEST_TIME_LIMIT = 90  # seconds; every load loop below also stops on its own bound
 
@@ -145,8 +145,10 @@ def test_global_cap_holds_across_four_workers(start_proxy):
 
 
 def test_queue_overflow_answers_503_at_once(start_proxy):
+    admin = free_port()
     tetherd, upstream = start_proxy(
-        upstream_cfg="max_connections = 1\nmax_queue = 2\nqueue_timeout = 10s")
+        upstream_cfg="max_connections = 1\nmax_queue = 2\nqueue_timeout = 10s",
+        tether_cfg=f"admin = 127.0.0.1:{admin}")
     slow = [("X-Delay-Ms", "1500")]
     holder = threading.Thread(target=fetch, args=(tetherd.port, "GET", "/hold", slow))
     holder.start()
@@ -155,7 +157,7 @@ def test_queue_overflow_answers_503_at_once(start_proxy):
               for _ in range(2)]
     for t in queued:
         t.start()
-    time.sleep(0.3)  # both are queued now
+    wait_for(lambda: queue_length(admin) == 2, 5, "both requests to be queued")
     start = time.monotonic()
     resp = fetch(tetherd.port)
     assert time.monotonic() - start < 0.5

@@ -4,7 +4,7 @@ connections are kept, evicted or capped."""
 import threading
 import time
 
-from helpers import fetch, wait_for
+from helpers import assert_tether_error, fetch, free_port, queue_length, wait_for
 from upstream import body_pattern
 
 
@@ -136,3 +136,53 @@ def test_concurrent_clients_reuse_pooled_connections(start_proxy):
     assert stats["requests"] == 400
     assert stats["connections_accepted"] <= 16, "each worker needs at most 8 connections"
 
+
+
+def test_post_on_a_stale_connection_is_not_retried_because_it_is_not_idempotent(proxy):
+    tetherd, upstream = proxy
+    assert fetch(tetherd.port).conn_id == 1
+    resp = fetch(tetherd.port, "POST", "/p", [("X-Reset-If-Reused", "1")], b"x")
+    assert_tether_error(resp, 502, "not retried because POST is not idempotent")
+    assert "retry_buffer" not in resp.text  # the one reason, not a choice of two
+    assert upstream.stats()["requests"] == 2  # sent once
+
+
+def test_put_over_retry_buffer_on_a_stale_connection_is_not_retried_and_says_so(start_proxy):
+    tetherd, upstream = start_proxy(upstream_cfg="retry_buffer = 16")
+    assert fetch(tetherd.port).conn_id == 1
+    resp = fetch(tetherd.port, "PUT", "/p", [("X-Reset-If-Reused", "1")], b"y" * 100)
+    assert_tether_error(resp, 502, "not retried because its body exceeds retry_buffer (16 bytes)")
+    assert "idempotent" not in resp.text
+    assert upstream.stats()["requests"] == 2
+
+
+def test_retry_waiting_for_a_connection_gets_504_at_response_timeout(start_proxy):
+    """A request whose reused connection failed after it was sent is retried; the retry waits in
+    the queue (max_connections = 1, the slot went to a request queued meanwhile). The first
+    attempt's response_timeout still runs there, and when it fires the client gets a 504 (it used
+    to get its connection closed without any response)."""
+    admin = free_port()
+    tetherd, upstream = start_proxy(
+        upstream_cfg="max_connections = 1\nresponse_timeout = 2s\nqueue_timeout = 10s",
+        tether_cfg=f"admin = 127.0.0.1:{admin}")
+    assert fetch(tetherd.port).conn_id == 1
+    results = {}
+
+    def send(name, headers):
+        results[name] = fetch(tetherd.port, "GET", "/" + name, headers)
+
+    # a: reset on connection 1 a second after it arrives, so b can queue meanwhile.
+    a = threading.Thread(target=send, args=("a", [("X-Reset-On-Conn", "1"),
+                                                  ("X-Delay-Ms", "1000")]))
+    a.start()
+    wait_for(lambda: upstream.stats()["requests"] == 2, 5, "a to reach the upstream")
+    # b: answered 1.5 s after it is sent, 2.5 s after a was: within its own response_timeout,
+    # after the one of a, whose retry waits for b's connection.
+    b = threading.Thread(target=send, args=("b", [("X-Delay-Ms", "1500")]))
+    b.start()
+    wait_for(lambda: queue_length(admin) == 1, 5, "b to be queued")
+    a.join(15)
+    b.join(15)
+    assert upstream.stats()["resets"] == 1  # a's retry was queued behind b, never sent
+    assert_tether_error(results["a"], 504, "did not respond within 2000ms", "retry")
+    assert results["b"].status == 200 and results["b"].conn_id == 2

@@ -37,6 +37,7 @@ Request headers that script the response:
                              no close_notify (a cut stream, as an attacker on the path makes it)
     X-Reset: 1               reset the connection (RST) instead of responding
     X-Reset-If-Reused: 1     reset, unread, if the connection already carried a request
+    X-Reset-On-Conn: N       reset, unread, if this is TCP connection N (after X-Delay-Ms)
     X-Add-Header: N: V       append header "N: V" to the response (repeatable, kept in order)
     Expect: 100-continue     answered with "100 Continue" before the body is read
     Upgrade + Connection: upgrade   "101 Switching Protocols", then a raw byte echo
@@ -52,6 +53,9 @@ Server options:
     --close-lag-ms MS        with --idle-close: the FIN leaves MS after the decision to close;
                              a request arriving in between is reset (the race over a network)
     --max-requests-per-conn N   answer the Nth request of a connection with Connection: close
+    --dead-after-idle S      a request arriving on a connection idle for S seconds or more is
+                             read and never answered, nor is anything after it (a dead path:
+                             the socket stays open, nothing answers); counted as "swallowed"
     --tls-cert PEM, --tls-key PEM   serve HTTPS with this certificate (chain) and key
     --tls-client-ca PEM      require a client certificate issued by this CA (mTLS)
     --tls-min-version V, --tls-max-version V   1.1, 1.2 or 1.3 (1.1 also lowers the security
@@ -354,6 +358,7 @@ class Stats:
                     "upgrades",
                     "bad_requests",
                     "control_requests",
+                    "swallowed",
                 )
             }
             snap.update(
@@ -385,6 +390,7 @@ class Connection:
         self.buf = bytearray()
         self.served = 0
         self.close_how = "closed_by_peer"
+        self.idle_since = time.monotonic()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -628,6 +634,11 @@ class Connection:
         if raw_head is None:
             return False
         req = Request(raw_head)
+        if (self.opts.dead_after_idle and not self.control
+                and time.monotonic() - self.idle_since >= self.opts.dead_after_idle):
+            self.stats.bump("swallowed")
+            self._swallow()
+            return False
         self.served += 1
         if req.method == "GET" and req.target == "/__stats":
             self.stats.bump("control_requests")
@@ -642,8 +653,25 @@ class Connection:
             return self._serve_request(req)
         finally:
             self.stats.request_done()
+            self.idle_since = time.monotonic()
+
+    def _swallow(self):
+        """Reads and drops everything until the peer closes: nothing is ever answered."""
+        self.sock.settimeout(IO_TIMEOUT)
+        self.buf.clear()
+        while True:
+            try:
+                self._fill()
+            except socket.timeout:
+                continue
+            self.buf.clear()
 
     def _serve_request(self, req):
+        if req.int_header("X-Reset-On-Conn", 0) == self.conn_id:
+            time.sleep(req.int_header("X-Delay-Ms", 0) / 1000)
+            self.stats.bump("resets")
+            self._reset()
+            return False
         if req.flag("X-Reset") or (req.flag("X-Reset-If-Reused") and self.served > 1):
             self.stats.bump("resets")
             self._reset()
@@ -864,6 +892,7 @@ def parse_args(argv):
     parser.add_argument("--keepalive-hint", type=int, default=0, metavar="N")
     parser.add_argument("--close-lag-ms", type=int, default=0, metavar="MS")
     parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
+    parser.add_argument("--dead-after-idle", type=float, default=0.0, metavar="S")
     parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
     parser.add_argument("--record", metavar="FILE")
     parser.add_argument("--tls-cert", metavar="PEM")

@@ -4,9 +4,9 @@
  * JSON) and its message when nothing listens. Every test ends with no descriptor left open. */
 #include "metrics/admin.h"
 
+#include "cli/top.h"
 #include "core/invariant.h"
 #include "core/json.h"
-#include "metrics/top.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "leakcheck.h"
+#include "testutil.h"
 
 static int g_ready = 1;
 static int g_fail = 0;
@@ -66,7 +68,7 @@ static int fake_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
     for (int i = 0; i < 2; i++) {
         tt_conn_row_t *r = tt_conn_list_push(out);
         r->upstream = "users";
-        r->endpoint = "127.0.0.1:8080";
+        snprintf(r->endpoint, sizeof(r->endpoint), "127.0.0.1:8080");
         r->worker = (uint32_t)i;
         r->id = 10 + (uint64_t)i;
         r->state = i == 0 ? TT_ROW_IDLE : TT_ROW_ACTIVE;
@@ -96,12 +98,23 @@ static char *fake_config(void *ctx)
                      "; api_token = commented out stays\n");
 }
 
+static int g_reloads, g_reload_rc;
+
+static int fake_reload(void *ctx, char *msg, size_t msglen)
+{
+    (void)ctx;
+    g_reloads++;
+    snprintf(msg, msglen, "%s", g_reload_rc == 0 ? "reloading" : "tether.ini:3: workers: bad");
+    return g_reload_rc;
+}
+
 static const tt_admin_ops_t fake_ops = {
     .ctx = NULL,
     .snapshot = fake_snapshot,
     .pools = fake_pools,
     .ready = fake_ready,
     .config = fake_config,
+    .reload = fake_reload,
 };
 
 typedef struct {
@@ -337,6 +350,80 @@ static void test_methods_and_bad_requests(void **state)
     free(r);
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Regression: the server took one connection at a time, so one silent local connection delayed
+ * /healthz by the 5 s read deadline, enough to fail a Kubernetes probe. Now silent connections,
+ * one with half a head and one that never reads its response each hold only their own slot. */
+static void test_silent_connections_do_not_delay_healthz(void **state)
+{
+    fixture_t *f = *state;
+    int silent[8];
+    for (size_t i = 0; i < 8; i++)
+        silent[i] = dial(f->port);
+    const char half[] = "GET /metrics HTTP/1.1\r\nHost:";
+    assert_int_equal(send(silent[0], half, sizeof(half) - 1, MSG_NOSIGNAL),
+                     (ssize_t)sizeof(half) - 1);
+    for (int round = 0; round < 3; round++) {
+        double start = now_ms();
+        char *r = get(f->port, "GET", "/healthz");
+        double took = now_ms() - start;
+        assert_int_equal(status_of(r), 200);
+        free(r);
+        if (took >= 500)
+            fail_msg("/healthz took %.0f ms with silent connections open", took);
+    }
+    for (size_t i = 0; i < 8; i++)
+        close(silent[i]);
+}
+
+/* More connections than the server serves at once: the rest wait in the backlog and are served
+ * as slots free; nothing is refused or crashes. */
+static void test_connections_past_the_limit_wait(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 80 };
+    int fds[N];
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t i = 0; i < N; i++) {
+        fds[i] = dial(f->port);
+        assert_int_equal(send(fds[i], req, sizeof(req) - 1, MSG_NOSIGNAL),
+                         (ssize_t)sizeof(req) - 1);
+    }
+    for (size_t i = 0; i < N; i++) {
+        char buf[512];
+        ssize_t n = recv(fds[i], buf, sizeof(buf) - 1, 0);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_int_equal(status_of(buf), 200);
+        close(fds[i]);
+    }
+}
+
+/* tt_admin_respond: an incomplete head asks for more, in any split. */
+static void test_respond_needs_the_whole_head(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t len = 0; len < sizeof(req) - 1; len++) {
+        tt_buf_t out = {0};
+        assert_int_equal(tt_admin_respond(&fake_ops, 1, req, len, &out), 0);
+        assert_int_equal(out.wpos, 0);
+        free(out.data);
+    }
+    tt_buf_t out = {0};
+    assert_int_equal(tt_admin_respond(&fake_ops, 1, req, sizeof(req) - 1, &out), 1);
+    assert_true(out.wpos > 0 && strncmp(out.data, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    free(out.data);
+    tt_leakcheck_end(lc);
+}
+
 static void test_failing_operations(void **state)
 {
     fixture_t *f = *state;
@@ -351,16 +438,6 @@ static void test_failing_operations(void **state)
     r = get(f->port, "GET", "/healthz"); /* alive all the same */
     assert_int_equal(status_of(r), 200);
     free(r);
-}
-
-static char *read_all(FILE *fp)
-{
-    fflush(fp);
-    long n = ftell(fp);
-    rewind(fp);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(fread(s, 1, (size_t)n, fp), (size_t)n);
-    return s;
 }
 
 static void test_top_reads_the_endpoint(void **state)
@@ -383,7 +460,7 @@ static void test_top_reads_the_endpoint(void **state)
     FILE *out = tmpfile(), *errf = tmpfile();
     tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    char *text = read_all(out);
+    char *text = tt_test_read_all(out);
     /* Two scrapes, 1 s apart in the fake's uptime, 100 requests apart. */
     assert_non_null(strstr(text, "tetherd 0.0.test at 127.0.0.1:"));
     assert_non_null(strstr(text, "UPSTREAM"));
@@ -401,7 +478,7 @@ static void test_top_reads_the_endpoint(void **state)
     out = tmpfile();
     o.json = 1;
     assert_int_equal(tt_top_run(&o, out, errf), 0);
-    text = read_all(out);
+    text = tt_test_read_all(out);
     tt_json_t *j = tt_json_parse(text, strlen(text), NULL, 0);
     assert_non_null(j);
     const tt_json_t *u = tt_json_at(tt_json_get(j, "upstreams"), 0);
@@ -412,34 +489,6 @@ static void test_top_reads_the_endpoint(void **state)
     free(text);
     fclose(out);
     fclose(errf);
-}
-
-static void test_top_without_tetherd(void **state)
-{
-    (void)state;
-    tt_leakcheck_t lc = tt_leakcheck_begin();
-    /* A port that was free a moment ago: bind, read it, close. */
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sin);
-    assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    getsockname(s, (struct sockaddr *)&sin, &len);
-    close(s);
-    char admin[64];
-    snprintf(admin, sizeof(admin), "127.0.0.1:%d", ntohs(sin.sin_port));
-    FILE *out = tmpfile(), *errf = tmpfile();
-    tt_top_opts_t o = {.admin = admin, .once = 1, .interval_s = 0.05};
-    assert_int_equal(tt_top_run(&o, out, errf), 1);
-    char *msg = read_all(errf);
-    assert_non_null(strstr(msg, "cannot reach tetherd"));
-    assert_non_null(strstr(msg, "connection refused"));
-    free(msg);
-    o.admin = "not-an-address";
-    assert_int_equal(tt_top_run(&o, out, errf), 2);
-    fclose(out);
-    fclose(errf);
-    tt_leakcheck_end(lc);
 }
 
 /* glibc keeps a finished thread's stack and TLS for the next thread: run the admin thread once
@@ -456,16 +505,46 @@ static void warm_up_thread_cache(void)
     }
 }
 
+/* POST /reload runs the reload op: 202 when it started, 400 with the error for a bad file; any
+ * other method is 405 with Allow: POST and never reloads. */
+static void test_reload(void **state)
+{
+    fixture_t *f = *state;
+    g_reloads = g_reload_rc = 0;
+    char *r = get(f->port, "POST", "/reload");
+    assert_int_equal(status_of(r), 202);
+    assert_string_equal(body_of(r), "reloading\n");
+    free(r);
+    g_reload_rc = -1;
+    r = get(f->port, "POST", "/reload");
+    assert_int_equal(status_of(r), 400);
+    assert_string_equal(body_of(r), "tether.ini:3: workers: bad\n");
+    free(r);
+    assert_int_equal(g_reloads, 2);
+    r = get(f->port, "GET", "/reload");
+    assert_int_equal(status_of(r), 405);
+    assert_non_null(strstr(r, "Allow: POST\r\n"));
+    free(r);
+    r = get(f->port, "POST", "/metrics");
+    assert_int_equal(status_of(r), 405);
+    free(r);
+    assert_int_equal(g_reloads, 2);
+}
+
 int main(void)
 {
     warm_up_thread_cache();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_is_redacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_methods_and_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_operations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_connections_do_not_delay_healthz, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_connections_past_the_limit_wait, setup, teardown),
+        cmocka_unit_test(test_respond_needs_the_whole_head),
         cmocka_unit_test_setup_teardown(test_top_reads_the_endpoint, setup, teardown),
-        cmocka_unit_test(test_top_without_tetherd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

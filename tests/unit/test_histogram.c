@@ -2,7 +2,7 @@
  * value space without gaps, quantiles over random data (fixed seed, several distributions) stay
  * within the stated bound of 1/32 (3.2%) of the exact sorted quantile, count_le is what a
  * Prometheus "le" bucket needs, and merging equals recording everything in one histogram. */
-#include "metrics/histogram.h"
+#include "core/histogram.h"
 
 #include <math.h>
 #include <setjmp.h>

@@ -504,7 +504,7 @@ static void test_trailers_leave_released_head_alone(void **state)
 
         assert_int_equal(read_body(&r, b, &in, &body), TT_HTTP_MESSAGE_DONE);
         assert_int_equal(body, sizeof(msg) - 1 - parsed);
-        if (memcmp(other, &copy, offsetof(tt_http_head_t, next_free)) != 0) {
+        if (memcmp(other, &copy, offsetof(tt_http_head_t, _next_free)) != 0) {
             print_error("%s: the trailers changed a released head (nheaders %u, was 1)\n",
                         step ? "byte by byte" : "one piece", other->nheaders);
             failures++;
@@ -767,6 +767,62 @@ static const bad_case_t bad_cases[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n"),
     BAD("obsolete line folding in a response", HTTP_RESPONSE,
         "HTTP/1.1 200 OK\r\nX-Y: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
+    BAD("fold after an empty first line", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
+    BAD("fold after an empty first line in a response", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nContent-Length:\r\n 2\r\n\r\nok"),
+    BAD("fold in a trailer", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "1\r\na\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
+    BAD("fold after an empty trailer line", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T:\r\n\tb\r\n\r\n"),
+    BAD("Transfer-Encoding in an HTTP/1.0 request", HTTP_REQUEST,
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    BAD("Transfer-Encoding in an HTTP/1.0 response", HTTP_RESPONSE,
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    BAD("chunk size 2^63", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "8000000000000000\r\nab"),
+    BAD("chunk size 2^64 - 1", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab"),
+    BAD("chunk size 2^60", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000\r\nab"),
+    BAD("chunk extension over 1 KiB", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;x="
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aa"
+        "\r\na\r\n0\r\n\r\n"),
+    BAD("Content-Length 2^63", HTTP_REQUEST,
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+    BAD("status 000", HTTP_RESPONSE, "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("status 099", HTTP_RESPONSE, "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("status 600", HTTP_RESPONSE, "HTTP/1.1 600 High\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("control byte in reason phrase", HTTP_RESPONSE,
+        "HTTP/1.1 200 O\x01K\r\nContent-Length: 2\r\n\r\nok"),
+    BAD("DEL in reason phrase", HTTP_RESPONSE,
+        "HTTP/1.1 200 OK\x7f\r\nContent-Length: 2\r\n\r\nok"),
 };
 
 static void test_malformed_input_is_an_error(void **state)
@@ -952,15 +1008,15 @@ static void test_headpool_recycles(void **state)
     pools_init(&p);
     tt_http_head_t *a = tt_http_head_acquire(&p.heads), *b = tt_http_head_acquire(&p.heads);
     tt_http_head_t *c = tt_http_head_acquire(&p.heads);
-    p.heads.max_free = 2;
+    p.heads.recycle.max_free = 2;
     tt_http_head_release(&p.heads, a);
     tt_http_head_release(&p.heads, b);
     tt_http_head_release(&p.heads, c); /* over max_free: freed */
     tt_http_head_release(&p.heads, NULL);
-    assert_int_equal(p.heads.nfree, 2);
+    assert_int_equal(p.heads.recycle.nfree, 2);
     assert_ptr_equal(tt_http_head_acquire(&p.heads), b);
     assert_ptr_equal(tt_http_head_acquire(&p.heads), a);
-    assert_int_equal(p.heads.nfree, 0);
+    assert_int_equal(p.heads.recycle.nfree, 0);
     tt_http_head_release(&p.heads, a);
     tt_http_head_release(&p.heads, b);
     pools_done(&p);

@@ -5,6 +5,7 @@
  * works with. */
 #include "http/rewrite.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -349,18 +350,18 @@ static void test_write_error(void **state)
     (void)state;
     fx_t f;
     fx_init(&f);
-    tt_http_write_error(f.out, 502, 1, "upstream %s (%s): connect failed: %s", "users",
-                        "127.0.0.1:8080", "Connection refused");
+    tt_http_write_error(f.out, 502, 1, "connection_refused", "upstream %s (%s): connect failed: %s",
+                        "users", "127.0.0.1:8080", "Connection refused");
     check_error_response(&f, 502, 1,
                          "tether: upstream users (127.0.0.1:8080): connect failed: "
                          "Connection refused\n");
 
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 404, 0, "no route");
+    tt_http_write_error(f.out, 404, 0, "destination_not_found", "no route");
     check_error_response(&f, 404, 0, "tether: no route\n");
 
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 431, 1, "%s", "");
+    tt_http_write_error(f.out, 431, 1, "http_request_error", "%s", "");
     check_error_response(&f, 431, 1, "tether: \n");
 
     /* A message too long for the body buffer is cut, and Content-Length still matches. */
@@ -368,7 +369,7 @@ static void test_write_error(void **state)
     memset(huge, 'x', 4999);
     huge[4999] = '\0';
     f.out->rpos = f.out->wpos = 0;
-    tt_http_write_error(f.out, 400, 1, "bad: %s", huge);
+    tt_http_write_error(f.out, 400, 1, "http_request_error", "bad: %s", huge);
     size_t blen = check_error_response(&f, 400, 1, NULL);
     assert_true(blen < 5000);
     free(huge);
@@ -376,12 +377,75 @@ static void test_write_error(void **state)
     /* Appended after what is already queued for the client. */
     f.out->rpos = f.out->wpos = 0;
     tt_buf_append(f.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    tt_http_write_error(f.out, 504, 1, "timeout");
+    tt_http_write_error(f.out, 504, 1, "connection_timeout", "timeout");
     assert_memory_equal(tt_buf_rptr(f.out), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     tt_buf_consume(f.out, 25);
     tt_buf_compact(f.out);
     check_error_response(&f, 504, 1, "tether: timeout\n");
+
     fx_done(&f);
+}
+
+static const char *header_of(fx_t *f, const char *name, size_t *len)
+{
+    const tt_http_header_t *h = tt_http_head_find(f->h, f->out->data, name);
+    if (h == NULL)
+        return NULL;
+    *len = h->value_len;
+    return f->out->data + h->value;
+}
+
+static void test_write_error_says_who_failed(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_init(&f);
+    size_t len = 0;
+    tt_http_write_error(f.out, 502, 1, "connection_refused", "upstream %s: connect failed",
+                        "users");
+    check_error_response(&f, 502, 1, NULL);
+    const char *v = header_of(&f, "proxy-status", &len);
+    const char *want =
+        "tether; error=connection_refused; details=\"upstream users: connect failed\"";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+    assert_null(header_of(&f, "retry-after", &len));
+    assert_null(header_of(&f, "allow", &len));
+
+    /* details is an sf-string: quotes and backslashes escaped, nothing but printable ASCII. */
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 403, 0, "destination_not_found", "host \"a\\b\"\x01\xc3\xa9");
+    check_error_response(&f, 403, 0, NULL);
+    v = header_of(&f, "proxy-status", &len);
+    want = "tether; error=destination_not_found; details=\"host \\\"a\\\\b\\\"???\"";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(v, want, len);
+
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 503, 1, "connection_limit_reached", "queue full");
+    check_error_response(&f, 503, 1, "tether: queue full\n");
+    v = header_of(&f, "retry-after", &len);
+    assert_non_null(v);
+    assert_memory_equal(v, "1", len);
+
+    f.out->rpos = f.out->wpos = 0;
+    tt_http_write_error(f.out, 405, 1, "http_request_denied", "no CONNECT");
+    check_error_response(&f, 405, 1, NULL);
+    v = header_of(&f, "allow", &len);
+    assert_non_null(v);
+    assert_null(memmem(v, len, "CONNECT", 7));
+    assert_non_null(memmem(v, len, "GET", 3));
+    fx_done(&f);
+}
+
+static void test_proxy_status_for_errno(void **state)
+{
+    (void)state;
+    assert_string_equal(tt_proxy_status_for_errno(ECONNREFUSED), "connection_refused");
+    assert_string_equal(tt_proxy_status_for_errno(ETIMEDOUT), "connection_timeout");
+    assert_string_equal(tt_proxy_status_for_errno(EHOSTUNREACH), "destination_ip_unroutable");
+    assert_string_equal(tt_proxy_status_for_errno(ECONNRESET), "connection_terminated");
+    assert_string_equal(tt_proxy_status_for_errno(EACCES), "destination_unavailable");
 }
 
 /* --- absolute-form targets -------------------------------------------------------------------- */
@@ -401,8 +465,8 @@ static void test_split_absolute(void **state)
         {"http://example.com", 0, "example.com", "/"},
         {"HTTP://Example.COM/A", 0, "Example.COM", "/A"},
         {"http://[::1]:9000/v6", 0, "[::1]:9000", "/v6"},
-        {"http://user:pw@example.com:81/secret", 0, "example.com:81", "/secret"},
-        {"http://user@example.com", 0, "example.com", "/"},
+        {"http://user:pw@example.com:81/secret", 0, "user:pw@example.com:81", "/secret"},
+        {"http://user@example.com", 0, "user@example.com", "/"},
         {"http://example.com/a@b", 0, "example.com", "/a@b"},
         {"https://example.com/", -1, NULL, NULL},
         {"ftp://example.com/", -1, NULL, NULL},
@@ -454,14 +518,67 @@ static void test_absolute_query_only_gives_origin_form(void **state)
     fx_done(&f);
 }
 
-/* Userinfo and no host: nothing to route to. */
-static void test_split_absolute_userinfo_without_host(void **state)
+/* Userinfo is left in the authority, and the authority check refuses it (RFC 9110 4.2.4), as it
+ * refuses anything that is not uri-host [":" port]. */
+static void test_userinfo_and_bad_hosts_are_refused(void **state)
 {
     (void)state;
+    static const char *const bad[] = {
+        "user@/x", "user@example.com", "a@b@c",   "a b", "a/b", "a?b", "a#b", "a\tb",
+        "",        "a\x01b",           "\xc3\xa9"};
+    static const char *const good[] = {"example.com", "example.com:8080", "[::1]:9000",
+                                       "10.0.0.1",    "a-b_c.d~e",        "xn--bcher-kva.example"};
     tt_span_t a = {NULL, 0}, p = {NULL, 0};
-    int rc = tt_http_split_absolute(span("http://user@/x"), &a, &p);
-    if (rc == 0)
-        fail_msg("accepted with an empty authority \"%.*s\"", (int)a.len, a.str);
+    assert_int_equal(tt_http_split_absolute(span("http://user@/x"), &a, &p), 0);
+    assert_false(tt_http_host_is_valid(a.str, a.len));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (tt_http_host_is_valid(bad[i], strlen(bad[i])))
+            fail_msg("host \"%s\" accepted", bad[i]);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!tt_http_host_is_valid(good[i], strlen(good[i])))
+            fail_msg("host \"%s\" refused", good[i]);
+}
+
+/* tt_http_request_target: the target forms and Host rules of RFC 9112 3.2, as the session routes
+ * by them. NULL reason: accepted, with the host to route by and the target to send. */
+static void test_request_target_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head, *reason, *host, *target;
+    } cases[] = {
+        {"GET /a?b HTTP/1.1\r\nHost: x.test\r\n\r\n", NULL, "x.test", "/a?b"},
+        {"GET http://a.test:81/p HTTP/1.1\r\nHost: b.test\r\n\r\n", NULL, "a.test:81", "/p"},
+        {"GET http://a.test HTTP/1.1\r\n\r\n", NULL, "a.test", "/"},
+        {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", NULL, "x", "*"},
+        {"GET / HTTP/1.0\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\nHost:\r\n\r\n", NULL, "", "/"},
+        {"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 request without a Host header", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "more than one Host header", NULL, NULL},
+        {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET https://a/ HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target", NULL, NULL},
+        {"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", "invalid Host header", NULL, NULL},
+        {"GET http://u@a/ HTTP/1.1\r\n\r\n", "invalid host in the request target", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fx_t f;
+        fx_init(&f);
+        parse(&f, HTTP_REQUEST, cases[i].head);
+        tt_http_target_t t;
+        const char *why = tt_http_request_target(f.h, f.in->data, &t);
+        if (cases[i].reason == NULL) {
+            if (why != NULL)
+                fail_msg("%s: refused: %s", cases[i].head, why);
+            assert_int_equal(t.host.len, strlen(cases[i].host));
+            assert_memory_equal(t.host.str, cases[i].host, t.host.len);
+            assert_int_equal(t.target.len, strlen(cases[i].target));
+            assert_memory_equal(t.target.str, cases[i].target, t.target.len);
+        } else if (why == NULL || strcmp(why, cases[i].reason) != 0) {
+            fail_msg("%s: got \"%s\", expected \"%s\"", cases[i].head, why ? why : "(accepted)",
+                     cases[i].reason);
+        }
+        fx_done(&f);
+    }
 }
 
 /* --- Keep-Alive: timeout=N -------------------------------------------------------------------- */
@@ -511,9 +628,12 @@ int main(void)
         cmocka_unit_test(test_response_connection_management),
         cmocka_unit_test(test_response_reason_and_tunnel),
         cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_write_error_says_who_failed),
+        cmocka_unit_test(test_proxy_status_for_errno),
         cmocka_unit_test(test_split_absolute),
         cmocka_unit_test(test_absolute_query_only_gives_origin_form),
-        cmocka_unit_test(test_split_absolute_userinfo_without_host),
+        cmocka_unit_test(test_userinfo_and_bad_hosts_are_refused),
+        cmocka_unit_test(test_request_target_rules),
         cmocka_unit_test(test_keepalive_timeout),
     };
     return cmocka_run_group_tests_name("http_rewrite", tests, NULL, NULL);

@@ -143,6 +143,43 @@ static void test_callbacks_modify_wheel(void **state)
     assert_int_equal(tt_timerwheel_count(&w), 0);
 }
 
+/* The contract of a re-arm for "now" holds when one run spans many milliseconds (a loop that
+ * woke late): the timer fires once in that run, and again in the next. Before the fix the wheel
+ * placed it after the cursor it was still walking and fired it again in the same run. Also a
+ * timer of a later tick that an earlier callback stops or re-arms does not fire. */
+static void test_rearm_for_now_waits_for_next_run_across_a_long_run(void **state)
+{
+    (void)state;
+    tt_timerwheel_t w;
+    g_wheel = &w;
+    tt_timerwheel_init(&w, 0);
+    probe_t a = {0}, b = {0};
+    tt_timer_init(&a.t, rearm_cb);
+    tt_timer_init(&b.t, stop_partner_cb);
+    tt_timer_start(&w, &a.t, 5);
+    g_now = 100;
+    assert_int_equal(tt_timerwheel_run(&w, 100), 1);
+    assert_int_equal(tt_timerwheel_validate(&w), 0);
+    assert_int_equal(a.fired, 1);
+    assert_true(tt_timer_armed(&a.t));
+    assert_int_equal(tt_timerwheel_run(&w, 101), 1); /* the next run */
+    assert_int_equal(a.fired, 2);
+    tt_timer_stop(&w, &a.t);
+
+    /* b (due at 110) stops a (due at 150) within one run to 200: a never fires. */
+    probe_t c = {0};
+    tt_timer_init(&c.t, probe_cb);
+    g_partner = &c;
+    tt_timer_start(&w, &b.t, 110);
+    tt_timer_start(&w, &c.t, 150);
+    g_now = 200;
+    assert_int_equal(tt_timerwheel_run(&w, 200), 1);
+    assert_int_equal(b.fired, 1);
+    assert_int_equal(c.fired, 0);
+    assert_int_equal(tt_timerwheel_count(&w), 0);
+    assert_int_equal(tt_timerwheel_validate(&w), 0);
+}
+
 #define N 20000
 
 static void test_randomized_against_model(void **state)
@@ -207,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_stop_and_rearm),
         cmocka_unit_test(test_big_jump_and_far_deadline),
         cmocka_unit_test(test_callbacks_modify_wheel),
+        cmocka_unit_test(test_rearm_for_now_waits_for_next_run_across_a_long_run),
         cmocka_unit_test(test_randomized_against_model),
     };
     return cmocka_run_group_tests_name("timerwheel", tests, NULL, NULL);

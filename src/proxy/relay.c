@@ -1,0 +1,697 @@
+/* The exchange with the upstream: leasing a connection, sending the request (with the body kept
+ * for a safe retry), reading and relaying the response, and what happens when the connection
+ * fails: a retry on a fresh connection when that is safe, else an error response. */
+#include "proxy/session_int.h"
+
+#include "core/invariant.h"
+#include "core/log.h"
+#include "http/rewrite.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static void upstream_cb(tt_conn_t *conn, uint32_t events);
+static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
+                      const tt_pool_error_t *err);
+
+/* Ends the exchange's hold on its upstream connection: back to the pool when verdict allows. */
+void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
+{
+    tt_pool_cancel(&s->waiter);
+    if (s->conn == NULL)
+        return;
+    tt_conn_t *c = s->conn;
+    s->conn = NULL;
+    if (verdict == TT_REUSE_OK)
+        tt_pool_release(c, verdict);
+    else
+        tt_conn_close(c, verdict);
+}
+
+static void attach_conn(tt_session_t *s, tt_conn_t *conn)
+{
+    TT_ASSERT(s->conn == NULL && conn->state == TT_CONN_ACTIVE && s->uout != NULL);
+    s->conn = conn;
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", conn->ep->name);
+    /* For the access log, as for requests_on_reused: served a request before this one (the lease
+     * counted this one). A pre-warmed connection's first request is not a reuse. */
+    s->reused = conn->requests > 1;
+    s->uout_sent = 0;
+    s->resp_pending = 0;
+    s->resp_started = s->resp_head_done = s->resp_done = 0;
+    s->req_sent = 0;
+    tt_http_reader_init(&s->resp, HTTP_RESPONSE);
+    s->head_parsed = 0;
+    s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
+    tt_conn_set_handler(conn, upstream_cb, s, EPOLLIN | EPOLLRDHUP);
+    /* Until the request is read whole, a client that stops sending holds an upstream
+     * connection: the idle timeout bounds that. Then the response timeout takes over. */
+    if (!s->req_read_done)
+        tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
+    else
+        tt_loop_timer_stop(tt_session_loop(s), &s->timer);
+    s->state = S_EXCHANGE;
+}
+
+/* The upstream has no endpoint at all (a name that has not resolved yet, or whose answer was
+ * emptied with dns_empty = clear): fail at once, with no connect attempt and no queueing. */
+static void reply_no_endpoints(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (conf->endpoints == NULL && conf->dns_refresh != 0)
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "dns_error",
+                               "upstream %s: no endpoints yet (%s has no address from DNS)",
+                               conf->name, conf->host);
+    else
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_not_found",
+                               "upstream %s: no endpoints", conf->name);
+}
+
+/* Every endpoint is ejected: fail fast, and say why and when the next trial is due. */
+static void reply_breaker_open(tt_session_t *s)
+{
+    const tt_upstream_conf_t *conf = s->up->conf;
+    const char *cause;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
+    tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
+                           "upstream %s: circuit breaker open: every endpoint failed %lld "
+                           "connects in a row (last: %s); next trial in %llums",
+                           conf->name, (long long)conf->breaker_failures, cause,
+                           (unsigned long long)ms);
+}
+
+void tt_session_acquire_conn(tt_session_t *s, int flags)
+{
+    TT_ASSERT(s->up != NULL && s->conn == NULL && s->state != S_CLOSED);
+    tt_pool_t *pool = tt_worker_pool(s->worker, s->up);
+    const tt_upstream_conf_t *conf = s->up->conf;
+    tt_conn_t *conn = NULL;
+    s->waiter.cb = waiter_cb;
+    switch (tt_pool_acquire(pool, &s->waiter, flags, &conn)) {
+    case TT_POOL_OK:
+        attach_conn(s, conn);
+        return;
+    case TT_POOL_WAIT:
+        s->state = S_WAIT_CONN;
+        return;
+    case TT_POOL_QUEUE_FULL:
+        tt_session_reply_error(
+            s, 503, TT_CLOSE_ERROR, "connection_limit_reached",
+            "upstream %s: %lld requests already waiting for a connection (max_queue)", conf->name,
+            (long long)conf->max_queue);
+        return;
+    case TT_POOL_CONNECT_FAILED:
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(errno),
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(errno));
+        return;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        return;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
+        return;
+    case TT_POOL_SHUTDOWN:
+    default:
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "proxy_internal_response", "shutting down");
+        return;
+    }
+}
+
+static void upstream_cb(tt_conn_t *conn, uint32_t events);
+static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
+                      const tt_pool_error_t *err)
+{
+    tt_session_t *s = tt_container_of(w, tt_session_t, waiter);
+    TT_ASSERT(s->state == S_WAIT_CONN && s->conn == NULL);
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (err != NULL && err->endpoint != NULL)
+        snprintf(s->endpoint, sizeof(s->endpoint), "%s", err->endpoint);
+    switch (result) {
+    case TT_POOL_OK:
+        attach_conn(s, conn);
+        break;
+    case TT_POOL_QUEUE_TIMEOUT:
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "connection_limit_reached",
+                               "upstream %s: no connection available within queue_timeout (%lldms, "
+                               "max_connections %lld)",
+                               conf->name, (long long)conf->queue_timeout,
+                               (long long)conf->max_connections);
+        break;
+    case TT_POOL_CONNECT_TIMEOUT:
+        tt_session_reply_error(s, 504, TT_CLOSE_ERROR, "connection_timeout",
+                               "upstream %s (%s): connect timed out after %lldms", conf->name,
+                               tt_session_endpoint(s), (long long)conf->connect_timeout);
+        break;
+    case TT_POOL_CONNECT_FAILED:
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_errno(err->errno_value),
+                               "upstream %s (%s): connect failed: %s", conf->name,
+                               tt_session_endpoint(s), strerror(err->errno_value));
+        break;
+    case TT_POOL_TLS_FAILED:
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, tt_proxy_status_for_tls(err->tls),
+                               "upstream %s (%s): TLS handshake failed: %s (%s)", conf->name,
+                               tt_session_endpoint(s), tt_tls_failure_phrase(err->tls),
+                               err->detail);
+        break;
+    case TT_POOL_NO_ENDPOINTS:
+        reply_no_endpoints(s);
+        break;
+    case TT_POOL_BREAKER_OPEN:
+        reply_breaker_open(s);
+        break;
+    default:
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "proxy_internal_response", "shutting down");
+        break;
+    }
+    tt_session_run(s);
+}
+
+/* Handles a failed upstream connection before or while the request is sent. A request that met a
+ * stale reused connection before any response byte is sent again once on a fresh connection when
+ * that is safe; anything else gets 502. */
+static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const char *why)
+{
+    tt_conn_t *c = s->conn;
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (!s->resp_started && c != NULL && tt_conn_reused(c)) {
+        tt_upstream_learn_idle_close(s->up, c->leased_at - c->idle_since);
+        if (s->retryable && !s->retried) {
+            tt_debug("upstream %s: connection %llu %s before responding; retrying on a fresh "
+                     "connection",
+                     conf->name, (unsigned long long)c->id, why);
+            tt_session_drop_conn(s, reason);
+            tt_worker_pool(s->worker, s->up)->stats.retries++;
+            s->retried = 1;
+            s->uout_sent = 0;
+            tt_session_acquire_conn(s, TT_ACQUIRE_FRESH);
+            return;
+        }
+    }
+    if (s->resp_head_done) {
+        tt_session_close(s, reason);
+        return;
+    }
+    /* A TLS error on a read or write (a TLS 1.3 upstream refusing the client certificate after
+     * the handshake) is the TLS layer's failure, and is logged as such, once per cause. */
+    const char *perr = strncmp(why, TT_CONN_TLS_ERROR, strlen(TT_CONN_TLS_ERROR)) == 0
+                           ? "tls_protocol_error"
+                           : "connection_terminated";
+    if (!s->retryable && tt_conn_reused(c) && !s->resp_started) {
+        char because[96];
+        if (!s->idempotent)
+            snprintf(because, sizeof(because), "%s is not idempotent",
+                     llhttp_method_name((llhttp_method_t)s->method));
+        else if (s->upgrade)
+            snprintf(because, sizeof(because), "it asks for a protocol upgrade");
+        else
+            snprintf(because, sizeof(because), "its body exceeds retry_buffer (%lld bytes)",
+                     (long long)conf->retry_buffer);
+        tt_session_reply_error(s, 502, reason, perr,
+                               "upstream %s (%s): connection %s before responding; not retried "
+                               "because %s",
+                               conf->name, tt_session_endpoint(s), why, because);
+    } else
+        tt_session_reply_error(s, 502, reason, perr, "upstream %s (%s): connection %s", conf->name,
+                               tt_session_endpoint(s), why);
+}
+
+/* Words for a failed upstream read or write, as in "connection %s before responding". */
+static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
+{
+    const char *tls = tt_conn_tls_failure(s->conn, err, buf, len);
+    if (tls != NULL)
+        return tls;
+    return err == ECONNRESET ? "reset" : err == EPIPE ? "closed" : strerror(err);
+}
+
+/* Writes request bytes to the upstream. Returns the bytes written; 0 when the socket is full
+ * (write interest is then wanted); -1 when the connection failed, after upstream_failed() has
+ * decided between a retry and an error response. */
+static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
+{
+    ssize_t n = tt_conn_send(s->conn, p, len);
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->want_up_out = 1;
+        return 0;
+    }
+    char why[256];
+    upstream_failed(s, TT_CLOSE_ERROR, io_why(s, errno, why, sizeof(why)));
+    return -1;
+}
+
+/* Sends the request head and body. OK on progress, AGAIN when waiting, DECLINED if the exchange
+ * ended. */
+static tt_step_t step_request(tt_session_t *s)
+{
+    int moved = 0;
+    for (;;) {
+        if (s->uout_sent < s->uout->wpos) {
+            ssize_t n =
+                send_upstream(s, s->uout->data + s->uout_sent, s->uout->wpos - s->uout_sent);
+            if (n <= 0)
+                return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
+            s->uout_sent += (size_t)n;
+            moved = 1;
+            continue;
+        }
+        if (!s->retryable && s->uout->wpos > 0) { /* nothing will be sent twice: drop it */
+            s->uout->rpos = s->uout->wpos = 0;
+            s->uout_sent = 0;
+        }
+        if (s->req_pending > 0) {
+            if (s->retaining) {
+                if (s->retained + s->req_pending <= (size_t)s->up->conf->retry_buffer) {
+                    tt_buf_append(s->uout, tt_buf_rptr(s->cin), s->req_pending);
+                    s->retained += s->req_pending;
+                    tt_buf_consume(s->cin, s->req_pending);
+                    s->req_pending = 0;
+                    continue;
+                }
+                s->retaining = 0;
+                s->retryable = 0;
+                continue; /* flush what was kept, then stream the rest directly */
+            }
+            ssize_t n = send_upstream(s, tt_buf_rptr(s->cin), s->req_pending);
+            if (n <= 0)
+                return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
+            tt_buf_consume(s->cin, (size_t)n);
+            s->req_pending -= (size_t)n;
+            moved = 1;
+            continue;
+        }
+        if (s->req_read_done) {
+            s->req_sent = 1;
+            if (!s->resp_head_done)
+                tt_session_arm_timer(s, s->up->conf->response_timeout);
+            return TT_STEP_OK;
+        }
+        size_t avail = tt_buf_len(s->cin);
+        if (avail > 0) {
+            size_t consumed;
+            tt_http_status_t st =
+                tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
+            if (st == TT_HTTP_ERROR) {
+                tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
+                                       "malformed request body: %s", tt_http_reader_error(&s->req));
+                return TT_STEP_DECLINED;
+            }
+            s->req_pending = consumed;
+            if (st == TT_HTTP_MESSAGE_DONE)
+                s->req_read_done = 1;
+            moved = 1;
+            continue;
+        }
+        if (s->client_eof) {
+            tt_session_close(s, TT_CLOSE_REQUEST_PARTIAL);
+            return TT_STEP_DECLINED;
+        }
+        if (!s->client_readable) {
+            tt_session_wait_for_client(s, 1);
+            return tt_step_progress(moved);
+        }
+        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+        if (n > 0) {
+            tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
+            moved = 1;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            tt_session_wait_for_client(s, 1);
+            return tt_step_progress(moved);
+        }
+        s->client_eof = 1;
+    }
+}
+
+static void on_final_response_head(tt_session_t *s, tt_http_head_t *h, const char *base)
+{
+    tt_worker_t *w = s->worker;
+    const tt_http_header_t *ka = tt_http_head_find(h, base, "keep-alive");
+    if (ka != NULL)
+        tt_upstream_learn_hint(s->up, tt_http_keepalive_timeout(base + ka->value, ka->value_len));
+    int needs_eof = tt_http_reader_needs_eof(&s->resp);
+    int dechunk = s->http10 && h->chunked;
+    s->ends_at_close = needs_eof || dechunk;
+    s->resp_keepalive = h->keep_alive && !needs_eof;
+    s->close_after =
+        !s->client_keepalive || needs_eof || dechunk || w->draining || !s->req_read_done;
+    tt_http_response_out_t out = {
+        .close = s->close_after,
+        .keep_alive_10 = s->http10 && !s->close_after,
+        .dechunk = dechunk,
+    };
+    s->status = h->status;
+    s->final_head_at = s->bytes_out + tt_buf_len(tt_session_cout(s));
+    tt_http_write_response_head(s->cout, h, base, &out);
+    if (dechunk)
+        tt_http_reader_decode_into(&s->resp, s->cout);
+}
+
+/* Parses a response head in conn->in. OK if it completed, AGAIN if more bytes are needed,
+ * DECLINED if the exchange ended. */
+static tt_step_t parse_response_head(tt_session_t *s)
+{
+    tt_conn_t *c = s->conn;
+    tt_worker_t *w = s->worker;
+    if (s->head == NULL) {
+        s->head = tt_http_head_acquire(&w->heads);
+        tt_http_reader_begin_head(&s->resp, s->head, s->method == HTTP_HEAD);
+        tt_buf_compact(c->in);
+        s->head_parsed = 0;
+    }
+    tt_http_status_t st =
+        tt_http_reader_head(&s->resp, c->in, &s->head_parsed, (size_t)w->conf->max_head_size);
+    if (st == TT_HTTP_AGAIN)
+        return TT_STEP_AGAIN;
+    if (st != TT_HTTP_HEAD_DONE) {
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                               "upstream %s sent an invalid response head: %s", s->up->conf->name,
+                               st == TT_HTTP_ERROR ? tt_http_reader_error(&s->resp) : "too large");
+        return TT_STEP_DECLINED;
+    }
+    tt_http_head_t *h = s->head;
+    const char *base = c->in->data;
+    if (h->status == 101 && !s->upgrade) {
+        /* A client that did not ask to switch would read whatever follows as a new protocol,
+         * or as the next response. */
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                               "upstream %s switched protocols unasked (101)", s->up->conf->name);
+        return TT_STEP_DECLINED;
+    }
+    if (h->status >= 100 && h->status < 200 && h->status != 101) {
+        /* Interim response: pass it on to HTTP/1.1 clients, then read the final one. */
+        if (!s->http10) {
+            tt_http_response_out_t out = {0};
+            tt_http_write_response_head(tt_session_cout(s), h, base, &out);
+        }
+        tt_buf_consume(c->in, h->head_len);
+        tt_http_head_release(&w->heads, s->head);
+        s->head = NULL;
+        return TT_STEP_OK;
+    }
+    if (h->status == 101 && !s->req_sent) {
+        /* The tunnel would interleave its bytes with the rest of the request (and over TLS
+         * break OpenSSL's rule that a pending write is retried with the same bytes). */
+        tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                               "upstream %s switched protocols before the request was sent whole",
+                               s->up->conf->name);
+        return TT_STEP_DECLINED;
+    }
+    if (h->status == 101) {
+        tt_http_response_out_t out = {.tunnel = 1};
+        s->status = 101;
+        tt_http_write_response_head(tt_session_cout(s), h, base, &out);
+        s->state = S_TUNNEL;
+    } else {
+        on_final_response_head(s, h, base);
+    }
+    tt_buf_consume(c->in, h->head_len);
+    tt_http_head_release(&w->heads, s->head);
+    s->head = NULL;
+    s->resp_head_done = 1;
+    tt_loop_timer_stop(tt_session_loop(s), &s->timer);
+    if (s->state != S_TUNNEL && tt_http_reader_message_done(&s->resp))
+        s->resp_done = 1;
+    return TT_STEP_OK;
+}
+
+static void finish_exchange(tt_session_t *s)
+{
+    TT_ASSERT(s->resp_done && s->resp_pending == 0 && s->state == S_EXCHANGE);
+    tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
+                                : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
+                                                     : TT_REUSE_OK;
+    tt_session_end_request(s);
+    tt_session_drop_conn(s, verdict);
+    /* Body bytes read but never sent (the upstream answered early) must not be parsed as the
+     * next request: this client connection ends with its response. */
+    if (s->close_after || s->client_gone || s->req_pending > 0) {
+        if (tt_session_should_linger(s))
+            tt_session_start_linger(s);
+        else
+            tt_session_close(s, TT_CLOSE_ERROR);
+        return;
+    }
+    tt_session_begin_request(s);
+}
+
+/* A response found broken after its head was accepted: while no byte of its head has reached the
+ * client, the head and what was queued after it are withdrawn (interim responses before it stay)
+ * so that the client gets a 502 in its place rather than a connection that just ends. Returns
+ * whether it was withdrawn. */
+static int withdraw_response(tt_session_t *s)
+{
+    if (!s->resp_head_done || s->state != S_EXCHANGE || s->bytes_out > s->final_head_at)
+        return 0;
+    s->cout->wpos = s->cout->rpos + (size_t)(s->final_head_at - s->bytes_out);
+    s->resp_pending = 0;
+    s->resp_head_done = 0;
+    tt_http_reader_decode_into(&s->resp, NULL);
+    return 1;
+}
+
+/* Whether conn->in holds response bytes not yet parsed. */
+static int response_parseable(const tt_session_t *s)
+{
+    if (s->resp_done || s->state == S_TUNNEL)
+        return 0;
+    const tt_buf_t *in = s->conn->in;
+    if (s->resp_head_done)
+        return tt_buf_len(in) > s->resp_pending;
+    return tt_buf_len(in) > 0 && (s->head == NULL || s->head_parsed < in->wpos);
+}
+
+/* Parses the response body bytes read so far: they stay in conn->in to be relayed raw, or for an
+ * HTTP/1.0 client their de-chunked copy goes to cout. OK, or DECLINED if the exchange ended. */
+static tt_step_t parse_response_body(tt_session_t *s)
+{
+    tt_buf_t *in = s->conn->in;
+    size_t consumed;
+    tt_http_status_t st = tt_http_reader_body(&s->resp, tt_buf_rptr(in) + s->resp_pending,
+                                              tt_buf_len(in) - s->resp_pending, &consumed);
+    if (st == TT_HTTP_ERROR) {
+        if (withdraw_response(s)) {
+            tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_protocol_error",
+                                   "upstream %s sent an invalid response body: %s",
+                                   s->up->conf->name, tt_http_reader_error(&s->resp));
+            return TT_STEP_DECLINED;
+        }
+        tt_debug("upstream %s: invalid response body: %s", s->up->conf->name,
+                 tt_http_reader_error(&s->resp));
+        tt_session_close(s, TT_CLOSE_ERROR);
+        return TT_STEP_DECLINED;
+    }
+    if (tt_http_reader_decoding(&s->resp))
+        tt_buf_consume(in, consumed);
+    else
+        s->resp_pending += consumed;
+    if (st == TT_HTTP_MESSAGE_DONE)
+        s->resp_done = 1;
+    return TT_STEP_OK;
+}
+
+/* Reads the response and relays it. OK on progress, AGAIN when waiting, DECLINED if the exchange
+ * ended (or moved to another state). */
+static tt_step_t step_response(tt_session_t *s)
+{
+    tt_conn_t *c = s->conn;
+    int moved = 0;
+    for (;;) {
+        /* Parse everything already read before writing, so the head and the body it arrived
+         * with leave in one writev. */
+        if (!response_parseable(s) && tt_session_output_pending(s)) {
+            tt_step_t r = tt_session_flush_client(s);
+            if (r == TT_STEP_ERROR) {
+                tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
+                return TT_STEP_DECLINED;
+            }
+            if (r == TT_STEP_AGAIN)
+                return tt_step_progress(moved); /* the client is slow: stop reading the upstream */
+            moved = 1;
+        }
+        if (s->resp_done) {
+            finish_exchange(s);
+            return TT_STEP_DECLINED;
+        }
+        if (s->state == S_TUNNEL)
+            return TT_STEP_OK;
+        if (response_parseable(s)) {
+            tt_step_t r = s->resp_head_done ? parse_response_body(s) : parse_response_head(s);
+            if (r == TT_STEP_DECLINED)
+                return TT_STEP_DECLINED;
+            if (r == TT_STEP_OK) {
+                moved = 1;
+                continue;
+            }
+        }
+        if (tt_buf_room(c->in) == 0) {
+            if (s->resp_head_done || s->resp_pending > 0)
+                tt_buf_compact(c->in);
+            else if (tt_buf_reserve(c->in, TT_BUF_SIZE, (size_t)s->worker->conf->max_head_size) <
+                     0) {
+                tt_session_reply_error(s, 502, TT_CLOSE_ERROR, "http_response_header_section_size",
+                                       "upstream %s sent a response head over %lld bytes",
+                                       s->up->conf->name,
+                                       (long long)s->worker->conf->max_head_size);
+                return TT_STEP_DECLINED;
+            }
+            if (tt_buf_room(c->in) == 0)
+                return tt_step_progress(moved);
+        }
+        if (!s->up_readable) {
+            s->want_up_in = 1;
+            return tt_step_progress(moved);
+        }
+        ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
+        if (n > 0) {
+            s->resp_started = 1;
+            moved = 1;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->want_up_in = 1;
+            return tt_step_progress(moved);
+        }
+        int err = n < 0 ? errno : 0;
+        if (!s->resp_started) {
+            char why[256];
+            upstream_failed(s, n == 0 ? TT_CLOSE_PEER_CLOSED : TT_CLOSE_ERROR,
+                            n == 0 ? "closed" : io_why(s, err, why, sizeof(why)));
+            return TT_STEP_DECLINED;
+        }
+        /* Only an orderly end completes a body delimited by the close: a reset, or over TLS an
+         * end without close_notify, may have cut it. */
+        if (n == 0 && s->resp_head_done && tt_http_reader_eof(&s->resp) == TT_HTTP_MESSAGE_DONE) {
+            s->resp_done = 1; /* close-delimited body */
+            s->resp_keepalive = 0;
+            continue;
+        }
+        if (!s->resp_head_done) {
+            tt_session_reply_error(
+                s, 502, TT_CLOSE_RESPONSE_PARTIAL, "http_response_incomplete",
+                "upstream %s closed the connection in the middle of the response head",
+                s->up->conf->name);
+            return TT_STEP_DECLINED;
+        }
+        /* Truncated body: the client must see a 502 or the connection end, never a
+         * complete-looking response. */
+        if (withdraw_response(s)) {
+            tt_session_reply_error(
+                s, 502, TT_CLOSE_RESPONSE_PARTIAL, "http_response_incomplete",
+                "upstream %s closed the connection in the middle of the response body",
+                s->up->conf->name);
+            return TT_STEP_DECLINED;
+        }
+        tt_session_flush_client(s);
+        tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
+        return TT_STEP_DECLINED;
+    }
+}
+
+/* Once the request is read, the client stays readable while the response is relayed: what it
+ * sends next (a pipelined request) waits in cin and its EOF or reset is noticed, and its epoll
+ * interest never has to change. OK on data, AGAIN when waiting, ERROR if the client is gone. */
+static tt_step_t read_ahead(tt_session_t *s)
+{
+    if (s->client_eof)
+        return TT_STEP_AGAIN;
+    if (tt_buf_room(s->cin) == 0)
+        tt_buf_compact(s->cin);
+    if (tt_buf_room(s->cin) == 0)
+        return TT_STEP_AGAIN; /* full: the client waits until this response is done */
+    s->want_client_in = 1;
+    if (!s->client_readable)
+        return TT_STEP_AGAIN;
+    ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+    if (n > 0)
+        return TT_STEP_OK;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return TT_STEP_AGAIN;
+    if (n == 0) { /* a half-close still gets its response */
+        s->client_eof = 1;
+        s->want_client_in = 0;
+        return TT_STEP_AGAIN;
+    }
+    s->client_gone = 1;
+    return TT_STEP_ERROR;
+}
+
+void tt_session_step_exchange(tt_session_t *s)
+{
+    for (;;) {
+        int progress = 0;
+        if (!s->req_sent) {
+            tt_step_t r = step_request(s);
+            if (r == TT_STEP_DECLINED || s->state != S_EXCHANGE)
+                return;
+            progress |= r == TT_STEP_OK;
+        }
+        if (s->req_read_done) {
+            tt_step_t r = read_ahead(s);
+            if (r == TT_STEP_ERROR) {
+                tt_session_close(s, s->resp_head_done ? TT_CLOSE_RESPONSE_PARTIAL
+                                                      : TT_CLOSE_REQUEST_PARTIAL);
+                return;
+            }
+            progress |= r == TT_STEP_OK;
+        }
+        tt_step_t r = step_response(s);
+        if (r == TT_STEP_DECLINED || s->state != S_EXCHANGE)
+            return;
+        progress |= r == TT_STEP_OK;
+        if (!progress)
+            return;
+        s->want_client_in = s->want_client_out = s->want_up_in = s->want_up_out = 0;
+    }
+}
+
+/* The upstream connection failed after the whole response was read, while a slow client still
+ * receives it: the response bytes move to cout and the connection is closed (it cannot be reused
+ * after a reset), so the client still gets every byte. */
+static void keep_response_drop_conn(tt_session_t *s)
+{
+    tt_buf_append(tt_session_cout(s), tt_buf_rptr(s->conn->in), s->resp_pending);
+    tt_buf_consume(s->conn->in, s->resp_pending);
+    s->resp_pending = 0;
+    s->req_sent = 1; /* nothing more can be sent; req_pending still ends the client connection */
+    tt_session_drop_conn(s, TT_CLOSE_ERROR);
+}
+
+static void upstream_cb(tt_conn_t *conn, uint32_t events)
+{
+    tt_session_t *s = conn->owner;
+    TT_ASSERT(s->conn == conn && (s->state == S_EXCHANGE || s->state == S_TUNNEL));
+    const tt_upstream_conf_t *conf = s->up->conf;
+    if (events & TT_CONN_EV_LEASE_WARN) {
+        tt_warn("upstream %s: connection %llu to %s leased for over %lldms by client %s "
+                "(a client not reading its response?)",
+                conf->name, (unsigned long long)conn->id, tt_session_endpoint(s),
+                (long long)conf->lease_warn, s->peer);
+        tt_worker_pool(s->worker, s->up)->stats.lease_warnings++;
+        return;
+    }
+    if (events & TT_CONN_EV_LEASE_TIMEOUT) {
+        tt_warn("upstream %s: reclaiming connection %llu leased for over %lldms by client %s",
+                conf->name, (unsigned long long)conn->id, (long long)conf->lease_timeout, s->peer);
+        tt_session_close(s, TT_CLOSE_LEASE_TIMEOUT);
+        return;
+    }
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+        ((events & EPOLLOUT) && tt_conn_read_waits_write(conn)))
+        s->up_readable = 1;
+    if ((events & (EPOLLERR | EPOLLHUP)) && !tt_conn_reading(conn)) {
+        if (s->resp_done) { /* only the client is slow: the response is all here */
+            keep_response_drop_conn(s);
+            tt_session_run(s);
+            return;
+        }
+        upstream_failed(s, TT_CLOSE_ERROR, "failed");
+        tt_session_run(s);
+        return;
+    }
+    tt_session_run(s);
+}
