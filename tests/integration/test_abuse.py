@@ -240,7 +240,8 @@ def test_oversized_heads_trickled_byte_by_byte(start_proxy, record_property):
     assert all(sent >= 64 * KIB for status, sent, _ in fast if status == "431"), fast
     assert {status for status, _, _ in slow} == {"408"}, slow
     slow_time = max(seconds for _, _, seconds in slow)
-    assert slow_time < 3 + 5, f"408 only after {slow_time:.1f}s"
+    # The trickler keeps sending through tetherd's lingering close (5 s) before it reads the 408.
+    assert slow_time < 3 + 5 + 5, f"408 only after {slow_time:.1f}s"
     assert worst < FRESH_BOUND, f"a fresh client waited {worst:.2f}s"
     assert upstream.stats()["requests"] == 1 + 5, "a trickled head reached the upstream"
     growth = probe.peak_rss - base_rss
