@@ -1,6 +1,7 @@
 # tether: `make` builds, `make test` runs every check, `make demo` shows the effect,
 # `make bench` compares with direct connections, HAProxy, nginx and H2O, `make fuzz` runs the
 # libFuzzer harnesses (FUZZ_SECONDS each, default 600; FUZZ_ARGS="--jobs 2" for more at once).
+# `make soak` runs traffic with faults against the sanitizer build (SOAK_SECONDS, default 900).
 # Each target installs the Debian packages it needs first (scripts/setup.sh).
 
 BUILD       ?= build
@@ -9,10 +10,11 @@ BENCH_BUILD ?= build-release
 FUZZ_SECONDS ?= 600
 PYTHON      ?= /usr/bin/python3
 MESON_OPTS  ?=
+SOAK_SECONDS ?= 900
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 
-.PHONY: all setup test unit unit-asan integration format format-check demo bench prove fuzz clean install
+.PHONY: all setup test unit asan unit-asan soak integration format format-check demo bench prove fuzz clean install
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -36,9 +38,17 @@ test: setup
 unit: all
 	meson test -C $(BUILD) --print-errorlogs
 
-unit-asan: setup $(ASAN_BUILD)/build.ninja
+asan: setup $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
+
+unit-asan: asan
 	meson test -C $(ASAN_BUILD) --print-errorlogs
+
+# Mixed traffic with injected faults against the ASan+UBSan tetherd for SOAK_SECONDS
+# (docs/operations.md#the-soak); results in bench/results/soak-<time>/.
+soak: asan
+	$(PYTHON) tests/soak/soak.py --tetherd $(ASAN_BUILD)/tetherd --seconds $(SOAK_SECONDS) \
+		--progress $(SOAK_ARGS)
 
 integration: all
 	$(PYTHON) -m pytest -q tests/integration

@@ -6,7 +6,8 @@ warnings-as-errors build, unit tests, the integration suite (pytest, real proces
 then a clang build with AddressSanitizer and UndefinedBehaviorSanitizer running the unit tests and
 the integration suite again (all but the deliberately slow tests), and last the libFuzzer
 harnesses (tests/fuzz, built in build-fuzz): each replays its saved regression inputs and fuzzes
-for FUZZ_SMOKE_SECONDS (10). Each unit test binary, each pytest test, each fuzz replay and run,
+for FUZZ_SMOKE_SECONDS (10); between the two, a 60-second soak with injected faults
+against the sanitizer build (tests/soak/soak.py). Each unit test binary, each pytest test, each fuzz replay and run,
 and each gate (format, layers, build) counts once. A failing step does not stop the later ones,
 so one run shows everything that is wrong.
 """
@@ -110,6 +111,16 @@ def integration_tests(tally, tetherd, label="integration", extra=(), env_extra=N
             tally.record(name, not failed)
 
 
+def soak(tally):
+    """The soak of `make soak`, for 60 s (tests/soak/soak.py): mixed traffic, faults and bad
+    input against the sanitizer build; one test. Its results stay in build-asan/soak-60s/."""
+    out = os.path.join(ROOT, "build-asan", "soak-60s")
+    result = run([PYTHON, "tests/soak/soak.py", "--tetherd",
+                  os.path.join(ROOT, "build-asan", "tetherd"), "--seconds", "60", "--warmup",
+                  "20", "--out", out])
+    tally.record("soak (60 s, ASan+UBSan tetherd, faults injected)", result.returncode == 0)
+
+
 def fuzz_checks(tally):
     """Replays every harness's regression inputs, then fuzzes each briefly from its seeds (a
     scratch working corpus; a crash is saved under tests/fuzz/regressions like `make fuzz`)."""
@@ -154,6 +165,9 @@ def main():
         integration_tests(tally, os.path.join(ROOT, "build-asan", "tetherd"),
                           "integration (ASan+UBSan)", ["-m", "not slow"],
                           {"ASAN_OPTIONS": "detect_leaks=1:exitcode=23"})
+        soak(tally)
+
+
     fuzz_checks(tally)
     print()
     print("took %.0fs" % (time.monotonic() - started))

@@ -7,10 +7,12 @@
 #include "http/rewrite.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -149,10 +151,50 @@ int tt_session_output_pending(const tt_session_t *s)
     return (s->cout != NULL && tt_buf_len(s->cout) > 0) || s->resp_pending > 0;
 }
 
+/* Bytes written to the client socket that the client has not acknowledged yet. */
+static uint32_t client_send_queue(const tt_session_t *s)
+{
+    int n = 0;
+    return ioctl(s->io.fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint32_t)n : 0;
+}
+
+/* A client that takes no byte of a response for client_idle_timeout is cut (nginx's send_timeout
+ * is the model): otherwise a client that stops reading holds its upstream connection for ever,
+ * and a few of them starve a small pool. The timer starts when a write blocks; it restarts when a
+ * write made progress first, and when it fires, a send queue shorter than at its start shows that
+ * the client is still reading (the kernel may hold megabytes, drained long before tether can
+ * write again), so only a client that took nothing is cut. A slow upstream sets the body's pace
+ * unbounded, as before. Only while a response body or tether's own error is written: the timer
+ * has other jobs before the response head, and none in a tunnel. */
+static void arm_send_timer(tt_session_t *s, int progressed)
+{
+    if (!((s->state == S_EXCHANGE && s->resp_head_done) || s->state == S_FLUSH))
+        return;
+    if (progressed || !tt_timer_armed(&s->timer)) {
+        s->send_queue = client_send_queue(s);
+        tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
+    }
+}
+
+/* The send timer fired: 1 if the client took nothing since it started (then it is cut), 0 if it
+ * read meanwhile (the timer restarts) or is not behind any more. */
+static int client_stalled(tt_session_t *s)
+{
+    if (!tt_session_output_pending(s))
+        return 0;
+    uint32_t queue = client_send_queue(s);
+    if (queue == 0 || queue >= s->send_queue)
+        return 1;
+    s->send_queue = queue;
+    tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
+    return 0;
+}
+
 /* Writes cout, then the raw response body waiting in conn->in. OK when all is written, AGAIN
  * when the socket is full, ERROR when the client is gone. */
 tt_step_t tt_session_flush_client(tt_session_t *s)
 {
+    int progressed = 0;
     while (tt_session_output_pending(s)) {
         struct iovec iov[2];
         int n = 0;
@@ -171,11 +213,13 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->want_client_out = 1;
+                arm_send_timer(s, progressed);
                 return TT_STEP_AGAIN;
             }
             s->client_gone = 1;
             return TT_STEP_ERROR;
         }
+        progressed = 1;
         size_t done = (size_t)w;
         s->client_acking = 0; /* the write put the socket back into delayed ACKs */
         s->bytes_out += done;
@@ -351,6 +395,14 @@ static void session_timer_cb(tt_timer_t *t)
         tt_session_run(s);
         return;
     case S_EXCHANGE:
+        if (s->resp_head_done && client_stalled(s)) {
+            tt_debug("client %s: took no response byte for %lldms; closing", s->peer,
+                     (long long)s->worker->conf->client_idle_timeout);
+            tt_session_close(s, TT_CLOSE_RESPONSE_PARTIAL);
+            return;
+        }
+        if (s->resp_head_done && (s->req_sent || tt_timer_armed(&s->timer)))
+            return; /* the client reads, or is not behind: the upstream sets the pace */
         if (!s->req_sent) {
             tt_session_reply_error(s, 408, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
                                    "request body stalled for %lldms",
@@ -375,6 +427,11 @@ static void session_timer_cb(tt_timer_t *t)
         tt_session_run(s);
         return;
     }
+    case S_FLUSH:
+        if (!client_stalled(s) && tt_timer_armed(&s->timer))
+            return;
+        tt_session_close(s, TT_CLOSE_ERROR);
+        return;
     default:
         tt_session_close(s, TT_CLOSE_ERROR);
         return;

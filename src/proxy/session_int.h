@@ -79,6 +79,7 @@ typedef struct tt_session {
     uint16_t status;         /* status sent to the client; 0 before a response head */
     uint8_t reused;          /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
+    uint32_t send_queue; /* the client socket's unacknowledged bytes when the send timer started */
     uint64_t started_us;
     uint64_t bytes_out;      /* response bytes written to the client for this request */
     uint64_t final_head_at;  /* offset in bytes_out where the final response head starts */

@@ -2,7 +2,7 @@
 """Scriptable HTTP/1.1 upstream server for tether's integration tests.
 
     upstream.py --port 0 [--host ADDR] [--name NAME] [--idle-close S] [--keepalive-hint N]
-                [--max-requests-per-conn N] [--keep-heads N]
+                [--max-requests-per-conn N] [--keep-heads N] [--record FILE]
                 [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-min-version V]
                  [--tls-max-version V] [--tls-close-without-fin]]
 
@@ -64,6 +64,16 @@ Server options:
                              close): send close_notify but no FIN, and wait up to 5 s for the
                              peer to close (a peer that ignores close_notify is seen doing so)
 
+    --record FILE            append one line per request head ("H <method> <target> <id>") and
+                             per request body fully received ("B <id> <sha256> <size>") to FILE,
+                             each with one write(2) on an O_APPEND descriptor, so the journal
+                             survives a SIGKILL and several processes may share it (<id> is the
+                             X-Request-Id, "-" without one). The soak proves with it that no
+                             POST reached an upstream twice, across restarts.
+
+GET /__reset on the control port resets every open service connection at once (RST, not FIN; a
+fault the soak injects) and answers {"reset": n}.
+
 GET /__stats (on either port) returns JSON; these control requests are counted only in
 "control_requests". Fields:
     connections_accepted, connections_open, connections_peak (most open at once; a connection
@@ -99,6 +109,7 @@ import collections
 import hashlib
 import itertools
 import json
+import os
 import random
 import socket
 import ssl
@@ -237,8 +248,11 @@ class Request(HeaderList):
 class Stats:
     """Counters shared by all connection threads; snapshot() is what /__stats returns."""
 
-    def __init__(self, keep_heads, tls):
+    def __init__(self, keep_heads, tls, record_path=None):
         self._lock = threading.Lock()
+        self._record = None
+        if record_path:
+            self._record = os.open(record_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._tls = None
         if tls:
             self._tls = {
@@ -283,6 +297,7 @@ class Stats:
             self._heads.append(
                 {"conn": conn_id, "req": req_index, "head": req.raw_head.decode("latin-1")}
             )
+        self._journal(f"H {req.method} {req.target} {req.header('X-Request-Id') or '-'}")
 
     def request_done(self):
         with self._lock:
@@ -294,6 +309,11 @@ class Stats:
             request_id = req.header("X-Request-Id")
             if request_id is not None:
                 self._bodies[request_id].append({"sha256": digest, "size": size, "conn": conn_id})
+        self._journal(f"B {request_id or '-'} {digest} {size}")
+
+    def _journal(self, line):
+        if self._record is not None:
+            os.write(self._record, (line.replace("\n", " ") + "\n").encode("latin-1", "replace"))
 
     def tls_sni(self, server_name):
         with self._lock:
@@ -359,6 +379,7 @@ class Connection:
     connection (conn_id 0) serves only /__stats and is left out of the stats."""
 
     def __init__(self, server, sock, conn_id, control):
+        self.server = server
         self.control = control
         self.opts = server.opts
         self.stats = server.stats
@@ -490,9 +511,20 @@ class Connection:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_how = "reset_by_server"
 
+    def reset_from_outside(self):
+        """Resets this connection from another thread: SHUT_RD wakes the serving thread's recv
+        with an EOF without sending anything, and its close then sends the RST (SO_LINGER 0)."""
+        try:
+            self._reset()
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:  # closed meanwhile
+            pass
+
     # --- serving --------------------------------------------------------------------------
 
     def serve(self):
+        if not self.control:
+            self.server.track(self, True)
         try:
             if self.tls_context is not None and not self._tls_handshake():
                 return
@@ -546,6 +578,7 @@ class Connection:
                 self._linger()
         self.sock.close()
         if not self.control:
+            self.server.track(self, False)
             self.stats.closed(self.close_how)
 
     def _linger(self):
@@ -610,6 +643,9 @@ class Connection:
         if req.method == "GET" and req.target == "/__stats":
             self.stats.bump("control_requests")
             return self._respond_stats(req)
+        if self.control and req.method == "GET" and req.target == "/__reset":
+            self.stats.bump("control_requests")
+            return self._respond_json(req, {"reset": self.server.reset_connections()})
         if self.control:
             raise BadRequest("the control port serves only GET /__stats", 404)
         self.stats.request(self.conn_id, self.served, req)
@@ -670,7 +706,10 @@ class Connection:
         return headers, keep
 
     def _respond_stats(self, req):
-        body = json.dumps(self.stats.snapshot()).encode()
+        return self._respond_json(req, self.stats.snapshot())
+
+    def _respond_json(self, req, value):
+        body = json.dumps(value).encode()
         conn_headers, keep = self._connection_headers(req, True)
         headers = [("Content-Type", "application/json"), ("Content-Length", len(body))]
         self.sock.sendall(self._head(200, req, headers + conn_headers) + body)
@@ -804,13 +843,27 @@ class Server:
 
     def __init__(self, opts):
         self.opts = opts
-        self.stats = Stats(opts.keep_heads, tls=bool(opts.tls_cert))
+        self.stats = Stats(opts.keep_heads, tls=bool(opts.tls_cert), record_path=opts.record)
+        self._open_lock = threading.Lock()
+        self._open = set()  # service connections being served, for /__reset
         self.tls_context = tls_context(opts, self.stats.tls_sni) if opts.tls_cert else None
         family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
         self.listener = socket.create_server((opts.host, opts.port), family=family, backlog=1024)
         self.control_listener = socket.create_server((opts.host, 0), family=family)
         self.port = self.listener.getsockname()[1]
         self.control_port = self.control_listener.getsockname()[1]
+
+    def track(self, conn, is_open):
+        with self._open_lock:
+            (self._open.add if is_open else self._open.discard)(conn)
+
+    def reset_connections(self):
+        """Resets every open service connection (plain TCP only); returns how many."""
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            conn.reset_from_outside()
+        return len(conns)
 
     def run(self):
         threading.Thread(target=self._accept_loop, args=(self.control_listener, True),
@@ -841,6 +894,7 @@ def parse_args(argv):
     parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
     parser.add_argument("--dead-after-idle", type=float, default=0.0, metavar="S")
     parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
+    parser.add_argument("--record", metavar="FILE")
     parser.add_argument("--tls-cert", metavar="PEM")
     parser.add_argument("--tls-key", metavar="PEM")
     parser.add_argument("--tls-client-ca", metavar="PEM")
