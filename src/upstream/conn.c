@@ -498,19 +498,8 @@ static void probe_finish(tt_pool_t *pool, tt_conn_t *c, tt_probe_result_t result
         tt_conn_close(c, pool->_shutting_down ? TT_CLOSE_SHUTDOWN : TT_CLOSE_ENDPOINT_REMOVED);
         return;
     }
-    if (!tt_list_empty(&pool->_waiters)) {
-        tt_pool_waiter_t *w = tt_pool_dequeue(pool);
-        c->state = TT_CONN_ACTIVE;
-        tt_conn_lease(pool, c);
-        w->cb(w, c, TT_POOL_OK, NULL);
+    if (tt_pool_claim(pool, c))
         return;
-    }
-    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
-    if (idle >= pool->up->conf->max_idle) {
-        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
-        tt_conn_close(c, TT_CLOSE_POOL_FULL);
-        return;
-    }
     tt_list_remove(&c->_link);
     pool->_nbusy--;
     tt_list_push_front(&pool->_idle, &c->_link);

@@ -100,6 +100,24 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
     return w;
 }
 
+int tt_pool_claim(tt_pool_t *pool, tt_conn_t *c)
+{
+    if (!tt_list_empty(&pool->_waiters)) {
+        tt_pool_waiter_t *w = tt_pool_dequeue(pool);
+        c->state = TT_CONN_ACTIVE;
+        tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
+        w->cb(w, c, TT_POOL_OK, NULL);
+        return 1;
+    }
+    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+    if (idle >= pool->up->conf->max_idle) {
+        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
+        tt_conn_close(c, TT_CLOSE_POOL_FULL);
+        return 1;
+    }
+    return 0;
+}
+
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
@@ -108,19 +126,8 @@ void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
         tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
         return;
     }
-    if (!tt_list_empty(&pool->_waiters)) {
-        tt_pool_waiter_t *w = tt_pool_dequeue(pool);
-        tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
-        w->cb(w, c, TT_POOL_OK, NULL);
-        return;
-    }
-    int64_t idle = atomic_fetch_add_explicit(&pool->up->nidle, 1, memory_order_relaxed);
-    if (idle >= pool->up->conf->max_idle) {
-        atomic_fetch_sub_explicit(&pool->up->nidle, 1, memory_order_relaxed);
-        tt_conn_close(c, TT_CLOSE_POOL_FULL);
-        return;
-    }
-    tt_conn_make_idle(pool, c);
+    if (!tt_pool_claim(pool, c))
+        tt_conn_make_idle(pool, c);
 }
 
 /* ---- acquire and release --------------------------------------------------------------------- */

@@ -44,6 +44,10 @@ void tt_pool_publish_waiting(tt_pool_t *pool);
 tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep);
 /* Takes the first queued request off the queue, recording how long it waited. */
 tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool);
+/* A connection free for another request goes to the first queued request (leased, returns 1),
+ * or takes one of the upstream's max_idle slots (returns 0: the caller makes it idle), or is
+ * closed as pool_full when none is left (returns 1). */
+int tt_pool_claim(tt_pool_t *pool, tt_conn_t *c);
 /* Hands a connection to the first queued request, or keeps it idle; closes it if neither. */
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c);
 /* Opens connections for queued requests while capacity allows. */
