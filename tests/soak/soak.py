@@ -60,6 +60,11 @@ from upstream import body_pattern  # noqa: E402
 UPSTREAMS = 3
 CLIENT_TIMEOUT = 30.0  # far above every fault's length: a timeout is a failure to explain
 SLACK = 5.0  # seconds after a fault during which its after-effects still explain a failure
+# The circuit breaker ejects an upstream whose connects fail (a kill, a stall's connect
+# timeouts) and answers 503 at once until its cooldown ends, doubling on each re-ejection up to
+# this: a 503 that long after such a fault is still its after-effect.
+BREAKER_COOLDOWN_S = 2
+BREAKER_MAX_COOLDOWN_S = 8
 HEADER_TIMEOUT = 2  # tetherd's client_header_timeout in the soak, seconds
 LARGE_SIZES = (2 << 20, 4 << 20, 6 << 20)
 SLOW_SIZE = 4 << 20
@@ -161,7 +166,8 @@ class Faults:
         with self.lock:
             faults = self.done + ([tuple(self.active[:3]) + (now(),)] if self.active else [])
         for up, fkind, start, end in faults:
-            if up == upstream and kind in EXPLAINS[fkind] and t0 <= end + SLACK and t1 >= start:
+            slack = SLACK + (BREAKER_MAX_COOLDOWN_S if kind == "503" else 0)
+            if up == upstream and kind in EXPLAINS[fkind] and t0 <= end + slack and t1 >= start:
                 return (up, fkind, start, end)
         return None
 
@@ -537,7 +543,9 @@ def tetherd_config(listen_ports, upstream_ports, admin_port):
     for i, (listen, port) in enumerate(zip(listen_ports, upstream_ports)):
         text += (f"\n[upstream u{i}]\nurl = http://127.0.0.1:{port}\nlisten = 127.0.0.1:{listen}\n"
                  "max_connections = 32\nmax_idle = 16\nconnect_timeout = 1s\n"
-                 "response_timeout = 3s\nqueue_timeout = 2s\n")
+                 "response_timeout = 3s\nqueue_timeout = 2s\n"
+                 f"breaker_cooldown = {BREAKER_COOLDOWN_S}s\n"
+                 f"breaker_max_cooldown = {BREAKER_MAX_COOLDOWN_S}s\n")
     return text
 
 
