@@ -67,7 +67,16 @@ def open_half_heads(port, count):
 
 
 def downstream(admin):
-    return get_json(admin, "/stats")["downstream"]
+    """/stats' downstream section; waits for the admin endpoint to answer (it starts beside the
+    listeners, and a loaded machine may let the first connect come before it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return get_json(admin, "/stats")["downstream"]
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def served(port):
