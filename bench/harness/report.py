@@ -6,14 +6,14 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from .aggregate import Standing
+from .aggregate import FeatureCost, Standing
 from .runner import RunResult
 
 GNUPLOT = "/usr/bin/gnuplot"
 
 _COLUMNS = ("contender", "scenario", "req/s", "req/s ±", "p50 ms", "p99 ms", "errors",
             "upstream conns", "conns/req", "proxy CPU s/100k", "upstream CPU s/100k",
-            "proxy RSS MiB", "upstream TLS handshakes", "resumed")
+            "proxy RSS MiB", "upstream TLS handshakes", "resumed", "MB/s", "proxy CPU ms/MB")
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -39,6 +39,8 @@ def _row(result: RunResult) -> list[str]:
         _number(rss_mib, 1),
         _count(result.upstream_tls_handshakes),
         _count(result.upstream_tls_resumed),
+        _number(result.mb_per_s, 0),
+        _number(result.proxy_cpu_ms_per_mb, 2),
     ]
 
 
@@ -59,7 +61,7 @@ def markdown_table(results: list[RunResult]) -> str:
 
 
 def _standing_cell(standing: Standing) -> str:
-    digits = 0 if standing.figure == "req/s" else (3 if standing.figure == "p99 ms" else 2)
+    digits = {"req/s": 0, "MB/s": 0, "p50 ms": 3, "p99 ms": 3}.get(standing.figure, 2)
     mark = "" if standing.tether_leads else " (behind)"
     return (f"{standing.tether:,.{digits}f} vs {standing.best_other} "
             f"{standing.best_value:,.{digits}f}: **{standing.ratio:.2f}×**{mark}")
@@ -79,12 +81,28 @@ def standings_table(standings: list[Standing]) -> str:
     return "\n".join(lines)
 
 
+def costs_table(costs: list[FeatureCost]) -> str:
+    """tether's CPU per request with a feature against without; empty if none was measured."""
+    if not costs:
+        return ""
+    lines = ["What a feature costs tether (proxy CPU per request, tether against its own row in "
+             "the baseline scenario):", "", "| scenario | baseline | CPU s/100k | ratio | limit |",
+             "|---|---|---|---|---|"]
+    for cost in costs:
+        limit = "—" if cost.limit is None else (
+            f"≤ {cost.limit:.2f}×: {'met' if cost.within else '**missed**'}")
+        lines.append(f"| {cost.scenario} | {cost.baseline} | {cost.cpu:.2f} vs "
+                     f"{cost.baseline_cpu:.2f} | **{cost.ratio:.3f}×** | {limit} |")
+    return "\n".join(lines)
+
+
 def markdown_report(title: str, header_lines: list[str], results: list[RunResult],
-                    footer_lines: list[str], standings: list[Standing] | None = None) -> str:
+                    footer_lines: list[str], standings: list[Standing] | None = None,
+                    costs: list[FeatureCost] | None = None) -> str:
     parts = [f"# {title}", "", *header_lines, "", markdown_table(results), ""]
-    comparison = standings_table(standings or [])
-    if comparison:
-        parts += [comparison, ""]
+    for extra in (standings_table(standings or []), costs_table(costs or [])):
+        if extra:
+            parts += [extra, ""]
     if footer_lines:
         parts += [*footer_lines, ""]
     return "\n".join(parts)
@@ -120,7 +138,7 @@ def _panel(title: str, first_column: int, scenarios: list[str]) -> str:
 def _chart_rows(results: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
     """(data file, row title, results) per chart row: plain-HTTP scenarios, then TLS ones.
     A row is drawn when one of its runs was measured; failed runs leave empty slots."""
-    plain = [r for r in results if not r.upstream_tls]
+    plain = [r for r in results if not r.upstream_tls and r.mb_per_s is None]
     tls = [r for r in results if r.upstream_tls]
     rows = [("chart.dat", "upstream over plain HTTP", plain),
             ("chart-tls.dat", "upstream over TLS", tls)]
