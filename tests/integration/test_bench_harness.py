@@ -203,3 +203,15 @@ def test_loadgen_completes_requests_over_unix_and_tcp(tmp_path, family, close):
     assert result.requests > 10
     assert result.error_count == 0, result.errors
     assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] <= result.latency_ms["max"]
+
+
+def test_chart_draws_the_large_bodies_in_a_row_of_their_own(tmp_path):
+    rows = [run("tether", "keepalive", 50_000, 1.0, 2.0), run("tether", "large-body", 10, 80, 9),
+            run("haproxy", "large-body", 8, 90, 9)]
+    rows[1].mb_per_s, rows[1].proxy_cpu_ms_per_mb = 800.0, 0.5
+    rows[2].mb_per_s, rows[2].proxy_cpu_ms_per_mb = 600.0, 0.9
+    assert report.write_chart(tmp_path, "t", rows, ["tether", "haproxy"]) is not None
+    bodies = (tmp_path / "chart-bodies.dat").read_text().splitlines()
+    assert bodies == ["# contender mbps_large-body cpumb_large-body", "tether 800.000 0.500",
+                      "haproxy 600.000 0.900"]
+    assert "large-body" not in (tmp_path / "chart.dat").read_text()
