@@ -17,9 +17,10 @@ an upstream listener that does not resume sessions, so every connection is a ful
 The added scenarios ask more of a launch: `endpoints` (three upstream addresses: each proxy
 balances over them by its own means: tether `endpoints =` with its default least_request,
 HAProxy `balance leastconn`, nginx `least_conn`), `unix_path` (listen on a Unix-domain socket
-instead of the TCP port: tether `listen = unix:`, HAProxy `bind unix@`, nginx `listen unix:`,
-h2o `type: unix`), `tether_conf`/`tether_global` (lines for tether's upstream section and
-[tether]: probes, health checks, request_buffer) and `health_checks` (HAProxy `check inter 1s`).
+instead of the TCP port: tether `listen = unix:`, HAProxy `bind unix@`, nginx `listen unix:`;
+h2o is not in those scenarios), `tether_conf`/`tether_global` (lines for tether's upstream
+section and [tether]: probes, health checks, request_buffer) and `health_checks` (HAProxy
+`check inter 1s`).
 """
 
 import os
@@ -213,7 +214,9 @@ pid-file: {ctx.workdir / 'h2o.pid'}
 error-log: {ctx.workdir / 'h2o-error.log'}
 max-connections: {MAX_CLIENT_CONNECTIONS}
 proxy.timeout.keepalive: 60000
-{_h2o_tls(ctx)}{_h2o_listen(ctx)}
+{_h2o_tls(ctx)}listen:
+  host: 127.0.0.1
+  port: {ctx.port}
 hosts:
   default:
     paths:
@@ -221,12 +224,6 @@ hosts:
         proxy.reverse.url: {_h2o_url(ctx)}/
 """)
     return [H2O, "-c", str(config)]
-
-
-def _h2o_listen(ctx: Launch) -> str:
-    if ctx.unix_path:
-        return f"listen:\n  type: unix\n  port: {ctx.unix_path}\n  permission: 0666"
-    return f"listen:\n  host: 127.0.0.1\n  port: {ctx.port}"
 
 
 def _h2o_url(ctx: Launch) -> str:
