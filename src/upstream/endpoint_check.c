@@ -23,8 +23,8 @@ struct tt_endpoint_check {
     tt_io_t io;
     tt_tls_t *tls;
     tt_judge_t judge;
-    tt_buf_t req;  /* the request, built once */
-    size_t sent;   /* of req, on the connection out */
+    tt_buf_t req; /* the request, built once */
+    size_t sent;  /* of req, on the connection out */
     check_phase_t phase;
     tt_health_t health;
 };
@@ -84,8 +84,7 @@ static void check_done(tt_endpoint_check_t *k, tt_health_result_t result, const 
                                     tt_health_result_name(result));
     }
     int was_up = k->health.up;
-    if (tt_health_record(&k->health, &pool->up->check->hysteresis, result == TT_HEALTH_OK,
-                         now))
+    if (tt_health_record(&k->health, &pool->up->check->hysteresis, result == TT_HEALTH_OK, now))
         tt_pool_endpoint_health(pool, k->ep, !was_up, why);
     schedule(k, pool->up->check->interval);
 }
@@ -93,9 +92,9 @@ static void check_done(tt_endpoint_check_t *k, tt_health_result_t result, const 
 static void send_request(tt_endpoint_check_t *k)
 {
     while (k->sent < k->req.wpos) {
-        ssize_t n = k->tls ? tt_tls_write(k->tls, k->req.data + k->sent, k->req.wpos - k->sent)
-                           : send(k->io.fd, k->req.data + k->sent, k->req.wpos - k->sent,
-                                  MSG_NOSIGNAL);
+        ssize_t n =
+            k->tls ? tt_tls_write(k->tls, k->req.data + k->sent, k->req.wpos - k->sent)
+                   : send(k->io.fd, k->req.data + k->sent, k->req.wpos - k->sent, MSG_NOSIGNAL);
         if (n < 0 && errno == EAGAIN) {
             tt_io_set_events(k->pool->loop, &k->io, EPOLLOUT | EPOLLIN);
             return;

@@ -11,6 +11,7 @@ import time
 
 from helpers import Client, assert_tether_error, fetch, free_port, get_json, wait_for
 from test_endpoints import HOSTS, common_port, config, run_load
+from test_metrics import run_top
 
 CHECKS = ("health_check = GET /healthz\nhealth_interval = 300ms\nhealth_timeout = 200ms\n"
           "health_fall = 2\nhealth_rise = 2\nbreaker_cooldown = 1s\n")
@@ -83,6 +84,9 @@ def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     assert tetherd.log().count(f"endpoint {sick} down") == 1  # once per change, not per check
     (app,) = get_json(admin, "/stats")["upstreams"]
     assert app["connections"]["closed"]["endpoint_down"] >= 1, app["connections"]["closed"]
+    top = run_top("--once", "--interval", "0.2", "--admin", f"127.0.0.1:{admin}")
+    assert f"UP 2/3, {sick} down" in top.stdout, top.stdout
+    assert max(len(line) for line in top.stdout.splitlines()) <= 80, top.stdout
 
 
 def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd):
