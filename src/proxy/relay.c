@@ -84,7 +84,7 @@ static void reply_breaker_open(tt_session_t *s)
     }
     tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                            "upstream %s: circuit breaker open: every endpoint failed %lld "
-                           "connects in a row (last: %s); next trial in %llums",
+                           "times in a row (last: %s); next trial in %llums",
                            conf->name, (long long)conf->breaker_failures, cause,
                            (unsigned long long)ms);
 }
@@ -190,10 +190,12 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
     if (!s->resp_started && c != NULL && tt_conn_reused(c))
         tt_upstream_learn_idle_close(s->up, c->leased_at - c->idle_since);
     /* Nothing of a response came: an idempotent request whose body was kept goes again, once,
-     * on a fresh connection — to another endpoint when the connection was fresh too (that
-     * endpoint, not the keep-alive race, is the likely cause). */
-    if (!s->resp_started && c != NULL && s->retryable && !s->retried) {
-        int fresh = !tt_conn_reused(c);
+     * on a fresh connection. When the connection was fresh too, its endpoint (not the
+     * keep-alive race) is the likely cause: only another endpoint gets the retry. */
+    int fresh = c != NULL && !tt_conn_reused(c);
+    if (!s->resp_started && c != NULL && s->retryable && !s->retried &&
+        (!fresh || (c->ep != NULL &&
+                    tt_pool_other_endpoint_usable(tt_worker_pool(s->worker, s->up), c->ep)))) {
         tt_debug("upstream %s: connection %llu %s before responding; retrying on a fresh "
                  "connection%s",
                  conf->name, (unsigned long long)c->id, why, fresh ? " elsewhere" : "");

@@ -235,6 +235,7 @@ static tt_endpoint_check_t *check_new(tt_pool_t *pool, tt_endpoint_t *ep)
     k->ep = ep;
     k->io.fd = -1;
     tt_health_init(&k->health);
+    k->health.up = !ep->down; /* an endpoint that drained while down and came back stays down */
     tt_check_request(&pool->up->check->line, pool->up->check->host, 0, &k->req);
     tt_timer_init(&k->timer, check_timer_cb);
     /* The first check anywhere in the first interval: a restart of many tetherds does not

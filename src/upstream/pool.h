@@ -110,6 +110,9 @@ enum {
                                  when one is usable */
 };
 
+/* Whether an endpoint other than ep could take a request now (a retry elsewhere). */
+int tt_pool_other_endpoint_usable(tt_pool_t *pool, const tt_endpoint_t *ep);
+
 /* Before an acquire with TT_ACQUIRE_ELSEWHERE: the endpoint the request just failed on. */
 static inline void tt_pool_avoid(tt_pool_waiter_t *w, tt_endpoint_t *ep)
 {

@@ -102,6 +102,17 @@ tt_endpoint_t *tt_pool_pick_endpoint(tt_pool_t *pool, tt_endpoint_t *const *excl
                             tt_loop_now(pool->loop));
 }
 
+int tt_pool_other_endpoint_usable(tt_pool_t *pool, const tt_endpoint_t *ep)
+{
+    tt_msec_t now = tt_loop_now(pool->loop);
+    for (size_t i = 0; i < pool->endpoints.n; i++) {
+        tt_endpoint_t *other = tt_endpoint_set_at(&pool->endpoints, i);
+        if (other != ep && tt_endpoint_usable(other, now))
+            return 1;
+    }
+    return 0;
+}
+
 tt_endpoint_t *tt_pool_warm_endpoint(tt_pool_t *pool)
 {
     tt_endpoint_t *best = NULL;
