@@ -88,13 +88,14 @@ def now():
 
 class UpstreamProc:
     """One upstream.py on a fixed port, restartable after a SIGKILL; all its incarnations append
-    to one journal, which starts empty: a previous soak in the same --out directory (a second
-    `make test`) would otherwise count its POSTs as sent twice."""
+    to one journal."""
 
     def __init__(self, index, workdir):
         self.name = f"u{index}"
         self.port = free_port()
         self.journal = workdir / f"{self.name}.journal"
+        # The journal is appended to across restarts of this run; one left by an earlier run
+        # (an interrupted one too) would read as POSTs sent twice.
         self.journal.unlink(missing_ok=True)
         self.log = workdir / f"{self.name}.log"
         self.proc = None
