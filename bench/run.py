@@ -180,7 +180,7 @@ def health_check_support(tetherd: str, scenarios: list[Scenario],
     if not any(set(HEALTH_CHECKS) & set(s.tether_conf) for s in scenarios):
         return scenarios, []
     config = workdir / "health-check.ini"
-    config.write_text("[upstream check]\nurl = http://127.0.0.1:1\nlisten = 127.0.0.1:1\n"
+    config.write_text("[upstream check]\nurl = http://127.0.0.1:1\nlisten = 127.0.0.1:2\n"
                       + "\n".join(HEALTH_CHECKS) + "\n")
     done = subprocess.run([tetherd, "--check", "-c", str(config)], capture_output=True,
                           text=True, timeout=30)
