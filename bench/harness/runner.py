@@ -25,7 +25,7 @@ PER_100K = 100_000
 PROBES = ("probe = OPTIONS *", "probe_interval = 1s")
 HEALTH_CHECKS = ("health_check = GET /", "health_interval = 1s", "health_timeout = 500ms")
 POST_BYTES = 4096  # the request body of the buffering scenarios
-LOAD_SECONDS = 4.0  # the added load scenarios run at most this long (--duration caps it)
+LOAD_SECONDS = 3.0  # the added load scenarios run at most this long (--duration caps it)
 UNIX_CONTENDERS = ("direct", "tether", "haproxy", "nginx")  # the Unix listeners compared
 
 

@@ -142,7 +142,7 @@ def test_scenarios_choose_their_contenders_and_cap_their_duration():
     assert (order[7][0].name, order[7][1].name) == ("probes-health", "haproxy")  # round 2 shifts
     settings = LoadSettings(10.0, 64, 1, 1, None, None)
     assert run_seconds(by_name["keepalive"], settings) == 10.0
-    assert run_seconds(by_name["uds-close"], settings) == 4.0
+    assert run_seconds(by_name["uds-close"], settings) == 3.0
     assert bench_run.expected_seconds(order, settings) > 0
 
 
