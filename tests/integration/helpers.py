@@ -173,6 +173,11 @@ class Client:
         resp = self.read_head()
         while resp.status < 200 and resp.status != 101:
             resp = self.read_head()
+        return self.read_body(resp, method)
+
+    def read_body(self, resp, method="GET"):
+        """Reads the body of `resp`, whose head read_head() returned, into resp.body; returns
+        resp."""
         if method == "HEAD" or resp.status in (101, 204, 304):
             return resp
         if "chunked" in resp.tokens("Transfer-Encoding"):
