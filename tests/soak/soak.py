@@ -56,7 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from helpers import Client, ConnectionClosed, build_request, free_port  # noqa: E402
+from helpers import (Client, ConnectionClosed, build_request, free_port, read_status,  # noqa: E402
+                     stop_process)
 from upstream import body_pattern  # noqa: E402
 
 UPSTREAMS = 3
@@ -130,14 +131,8 @@ class UpstreamProc:
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        self.proc.send_signal(signal.SIGCONT)  # a stalled upstream cannot act on SIGTERM
+        stop_process(self.proc)
 
 
 class Faults:
@@ -361,28 +356,6 @@ class LoadClient(threading.Thread):
         return f"{self.style[0]}{self.index}"
 
 
-def expect_answer(sock, timeout):
-    """What a bad input got: "400", "431", "408"... (the status), "eof" (a close with nothing),
-    "reset", or "timeout"."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    except ConnectionResetError:
-        if not data:
-            return "reset"
-    except socket.timeout:
-        return "timeout"
-    if not data:
-        return "eof"
-    parts = data.split(b" ", 2)
-    return parts[1].decode("latin-1", "replace") if len(parts) > 1 else "garbled"
-
-
 class Flood(threading.Thread):
     """Bad input at tetherd's ports, one connection at a time; each kind must get its answer."""
 
@@ -431,7 +404,7 @@ class Flood(threading.Thread):
                         sock.shutdown(socket.SHUT_WR)
                     else:
                         sock.sendall(self.payload(kind))
-                    outcome = expect_answer(sock, HEADER_TIMEOUT + 10)
+                    outcome = read_status(sock, HEADER_TIMEOUT + 10)
                 except (ConnectionResetError, BrokenPipeError):
                     outcome = "reset"
             self.soak.results.flooded(kind, outcome, self.KINDS[kind])
@@ -463,7 +436,7 @@ class HalfOpen(threading.Thread):
                     self.soak.results.flooded("half-head", "connect:" + type(err).__name__, ())
             for sock in socks:
                 with sock:
-                    self.soak.results.flooded("half-head", expect_answer(sock, HEADER_TIMEOUT + 15),
+                    self.soak.results.flooded("half-head", read_status(sock, HEADER_TIMEOUT + 15),
                                               {"408"})
             self.soak.stopping.wait(1)
 
