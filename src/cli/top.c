@@ -79,6 +79,17 @@ int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *
         t->socket_mem = tt_json_u64(tt_json_path(u, "connections.socket_memory_bytes"), 0);
         t->queue = tt_json_u64(tt_json_path(u, "queue.length"), 0);
         read_hist(tt_json_get(u, "request_duration_us"), &t->duration_us);
+        const tt_json_t *eps = tt_json_path(u, "endpoints.list");
+        for (size_t e = 0; eps != NULL && e < eps->len; e++) {
+            const tt_json_t *ep = tt_json_at(eps, e);
+            const char *health = tt_json_str(tt_json_get(ep, "health"), "up");
+            t->nendpoints++;
+            if (strcmp(health, "up") == 0)
+                t->nup++;
+            else if (t->not_up[0] == '\0')
+                snprintf(t->not_up, sizeof(t->not_up), "%s %s",
+                         tt_json_str(tt_json_get(ep, "address"), "?"), health);
+        }
     }
     tt_json_free(root);
     return 0;
@@ -124,6 +135,7 @@ double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_t
         memset(r, 0, sizeof(*r));
         r->name = c->name;
         r->endpoint = c->endpoint;
+        r->sample = c;
         r->req_s = (double)delta(c->requests, p->requests) / dt;
         r->conn_s = (double)delta(c->opened, p->opened) / dt;
         r->err_s = (double)delta(c->errors, p->errors) / dt;
@@ -241,7 +253,13 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
             age, p50, p99, r->queue, err, mem);
         /* The full name where the row had to cut it. */
         int cut = strlen(r->name) > NAME_WIDTH;
-        tt_buf_appendf(out, "  %s%s-> %s\n", cut ? r->name : "", cut ? " " : "", r->endpoint);
+        tt_buf_appendf(out, "  %s%s-> %s", cut ? r->name : "", cut ? " " : "", r->endpoint);
+        /* UP/DOWN: how many endpoints are up, and the first that is not. */
+        if (r->sample->nendpoints > 0)
+            tt_buf_appendf(out, "  UP %" PRIu64 "/%" PRIu64 "%s%s", r->sample->nup,
+                           r->sample->nendpoints, r->sample->not_up[0] ? ", " : "",
+                           r->sample->not_up);
+        tt_buf_append(out, "\n", 1);
     }
     if (cur->nups == 0)
         tt_buf_appendf(out, "(no upstreams configured)\n");

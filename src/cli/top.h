@@ -24,7 +24,9 @@ typedef struct {
     char endpoint[64];
     uint64_t requests, sent, reused, opened, errors; /* cumulative; errors: 5xx responses */
     uint64_t active, idle, connecting, queue, mean_age_ms, socket_mem;
-    tt_hist_t duration_us; /* rebuilt from the non-empty buckets /stats lists */
+    tt_hist_t duration_us;    /* rebuilt from the non-empty buckets /stats lists */
+    uint64_t nendpoints, nup; /* endpoints listed, and of those the ones whose health is up */
+    char not_up[96];          /* the first that is not: "127.0.0.2:8080 down" ("" if none) */
 } tt_top_upstream_t;
 
 typedef struct {
@@ -46,6 +48,7 @@ void tt_top_sample_free(tt_top_sample_t *s);
  * connection: no mean age). */
 typedef struct {
     const char *name, *endpoint;
+    const tt_top_upstream_t *sample; /* its endpoints' health */
     double req_s, conn_s, err_s;
     double reuse_pct;
     double p50_ms, p99_ms;

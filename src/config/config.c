@@ -115,11 +115,19 @@ static const field_t upstream_fields[] = {
     U("breaker_failures", F_INT, breaker_failures, 5, 0, 1000),
     U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
     U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
+    U("breaker_on_5xx", F_BOOL, breaker_on_5xx, 0, 0, 1),
     U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
     U("probe", F_REQLINE, probe, 0, 0, 0),
     U("probe_interval", F_DURATION, probe_interval, 10000, 100, 3600000),
     U("probe_timeout", F_DURATION, probe_timeout, 1000, 10, 60000),
     U("probe_expect", F_STATUSES, probe_expect, 0, 0, 0),
+    U("health_check", F_REQLINE, health_check, 0, 0, 0),
+    U("health_interval", F_DURATION, health_interval, 5000, 100, 3600000),
+    U("health_timeout", F_DURATION, health_timeout, 1000, 10, 60000),
+    U("health_rise", F_INT, health_rise, 2, 1, 100),
+    U("health_fall", F_INT, health_fall, 2, 1, 100),
+    U("health_expect", F_STATUSES, health_expect, 0, 0, 0),
+    U("health_host", F_STRING, health_host, 0, 0, 0),
     U("max_connections", F_INT, max_connections, 256, 1, 1000000),
     U("max_idle", F_INT, max_idle, 64, 0, 1000000),
     U("min_idle", F_INT, min_idle, 0, 0, 1000000),
@@ -925,6 +933,12 @@ static int check_endpoints(parser_t *p, tt_upstream_conf_t *u)
              (long long)u->breaker_cooldown, (long long)u->breaker_max_cooldown, u->name);
         return -1;
     }
+    if (u->health_check != NULL && u->health_timeout >= u->health_interval) {
+        fail(p, tt_conf_key_line(u, "health_timeout"), "health_timeout",
+             "%lldms must be shorter than health_interval %lldms in [upstream %s]",
+             (long long)u->health_timeout, (long long)u->health_interval, u->name);
+        return -1;
+    }
     if (u->dns_min_ttl > u->dns_max_ttl) {
         fail(p, tt_conf_key_line(u, "dns_min_ttl"), "dns_min_ttl",
              "%lldms exceeds dns_max_ttl %lldms in [upstream %s]", (long long)u->dns_min_ttl,
@@ -1145,6 +1159,9 @@ void tt_conf_free(tt_conf_t *conf)
         free(u->endpoints);
         free(u->probe);
         free(u->probe_expect);
+        free(u->health_check);
+        free(u->health_expect);
+        free(u->health_host);
     }
     free(conf->upstreams);
     free(conf->access_log);

@@ -26,7 +26,7 @@
 #define TT_CONF_RESOLVERS_MAX 8
 
 /* Room for the line of every upstream key (tt_conf_key_line). */
-#define TT_UPSTREAM_KEYS_MAX 48
+#define TT_UPSTREAM_KEYS_MAX 64
 
 typedef struct {
     char *name;
@@ -58,10 +58,18 @@ typedef struct {
     int64_t breaker_cooldown;     /* ms */
     int64_t breaker_max_cooldown; /* ms */
     int64_t max_ejected;          /* percent of the endpoints */
+    int64_t breaker_on_5xx;       /* a 502/503/504 from the upstream counts as a failure */
     char *probe;                  /* request line of idle-connection probes; NULL: off */
     int64_t probe_interval;
     int64_t probe_timeout;
     char *probe_expect; /* status set; NULL: any status */
+    char *health_check; /* request line of active health checks; NULL: off */
+    int64_t health_interval;
+    int64_t health_timeout;
+    int64_t health_rise; /* passed checks in a row that bring a down endpoint back */
+    int64_t health_fall; /* failed checks in a row that take an endpoint down */
+    char *health_expect; /* status set; NULL: 200-399 */
+    char *health_host;   /* Host of the checks; NULL: the upstream's */
 
     int64_t max_connections;
     int64_t max_idle;

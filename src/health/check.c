@@ -149,3 +149,29 @@ const char *tt_judge_reason(const tt_judge_t *j)
 {
     return j->_why;
 }
+
+const char *tt_health_result_name(tt_health_result_t r)
+{
+    static const char *const names[TT_HEALTH_RESULTS] = {
+        [TT_HEALTH_OK] = "ok",
+        [TT_HEALTH_CONNECT_FAILED] = "connect_failed",
+        [TT_HEALTH_TLS_FAILED] = "tls_failed",
+        [TT_HEALTH_TIMEOUT] = "timeout",
+        [TT_HEALTH_CLOSED] = "closed",
+        [TT_HEALTH_MALFORMED] = "malformed",
+        [TT_HEALTH_STATUS] = "status",
+    };
+    return (unsigned)r < TT_HEALTH_RESULTS ? names[r] : "unknown";
+}
+
+tt_health_result_t tt_health_result_of(const tt_judge_t *j)
+{
+    const char *why = tt_judge_reason(j);
+    if (why == NULL)
+        return TT_HEALTH_OK;
+    if (strcmp(why, "unexpected status") == 0)
+        return TT_HEALTH_STATUS;
+    if (strcmp(why, "closed without a response") == 0)
+        return TT_HEALTH_CLOSED;
+    return TT_HEALTH_MALFORMED;
+}

@@ -22,11 +22,36 @@ typedef struct {
     unsigned rise, fall;
 } tt_health_conf_t;
 
+/* An upstream's active checks, from its health_* keys. */
+typedef struct {
+    tt_request_line_t line;
+    tt_status_set_t expect;
+    tt_health_conf_t hysteresis;
+    tt_msec_t interval, timeout;
+    char host[300]; /* the Host header sent */
+} tt_check_conf_t;
+
 typedef struct {
     uint8_t up;
     unsigned _run;        /* checks in a row that disagree with the current state */
     tt_msec_t changed_at; /* last transition (0: none yet) */
 } tt_health_t;
+
+/* What one active check found: the result label of tether_health_checks_total. */
+typedef enum {
+    TT_HEALTH_OK,
+    TT_HEALTH_CONNECT_FAILED, /* refused, unreachable */
+    TT_HEALTH_TLS_FAILED,     /* the handshake of an https upstream's check */
+    TT_HEALTH_TIMEOUT,        /* no verdict within health_timeout */
+    TT_HEALTH_CLOSED,         /* closed or reset before a whole head */
+    TT_HEALTH_MALFORMED,      /* not an HTTP/1.x response head */
+    TT_HEALTH_STATUS,         /* a status outside health_expect */
+} tt_health_result_t;
+
+#define TT_HEALTH_RESULTS 7
+
+/* "ok", "connect_failed", "tls_failed", "timeout", "closed", "malformed", "status". */
+const char *tt_health_result_name(tt_health_result_t r);
 
 void tt_health_init(tt_health_t *h);
 
@@ -72,5 +97,8 @@ tt_judge_verdict_t tt_judge_eof(tt_judge_t *j);
 /* The status read (0 before the head), and why the verdict is FAIL (a static string). */
 unsigned tt_judge_status(const tt_judge_t *j);
 const char *tt_judge_reason(const tt_judge_t *j);
+
+/* The result a FAIL verdict of the judge stands for (CLOSED, STATUS or MALFORMED); OK on PASS. */
+tt_health_result_t tt_health_result_of(const tt_judge_t *j);
 
 #endif

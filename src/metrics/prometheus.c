@@ -372,8 +372,39 @@ static void emit_failovers(tt_buf_t *b, const tt_upstream_snapshot_t *u, const l
 
 static void emit_ejections(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
-    tt_buf_appendf(b, "tether_ejections_total{%s,cause=\"connect\"} %" PRIu64 "\n", l->up.data,
-                   u->stats.ejections);
+    for (int c = 0; c < TT_EJECT__COUNT; c++)
+        tt_buf_appendf(b, "tether_ejections_total{%s,cause=\"%s\"} %" PRIu64 "\n", l->up.data,
+                       tt_eject_cause_name((tt_eject_cause_t)c), u->stats.ejections[c]);
+}
+
+static void emit_health_checks(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    for (int r = 0; r < TT_HEALTH_RESULTS; r++)
+        tt_buf_appendf(b, "tether_health_checks_total{%s,result=\"%s\"} %" PRIu64 "\n", l->up.data,
+                       tt_health_result_name((tt_health_result_t)r), u->stats.health_checks[r]);
+}
+
+static void emit_endpoint_up(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        const tt_endpoint_row_t *r = &u->endpoints[i];
+        tt_buf_appendf(b, "tether_endpoint_up{%s,endpoint=", l->up.data);
+        tt_prom_put_label_value(b, r->address);
+        tt_buf_appendf(b, "} %d\n", strcmp(tt_endpoint_row_state(r), "up") == 0);
+    }
+}
+
+static void emit_endpoint_state(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    static const char *const states[] = {"up", "down", "ejected", "half_open"};
+    for (size_t i = 0; i < u->nendpoints; i++) {
+        const char *now = tt_endpoint_row_state(&u->endpoints[i]);
+        for (size_t s = 0; s < TT_ARRAY_SIZE(states); s++) {
+            tt_buf_appendf(b, "tether_endpoint_state{%s,endpoint=", l->up.data);
+            tt_prom_put_label_value(b, u->endpoints[i].address);
+            tt_buf_appendf(b, ",state=\"%s\"} %d\n", states[s], strcmp(now, states[s]) == 0);
+        }
+    }
 }
 
 static void emit_probes(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
@@ -498,6 +529,16 @@ static const struct {
     {"tether_probes_total", "counter",
      "Probes of idle upstream connections, by result (anything but ok closed the connection).",
      emit_probes},
+    {"tether_health_checks_total", "counter",
+     "Active health checks of endpoints (health_check), by result; every worker checks.",
+     emit_health_checks},
+    {"tether_endpoint_up", "gauge",
+     "1 while no worker sees the endpoint down (health checks) or ejected (breaker), else 0.",
+     emit_endpoint_up},
+    {"tether_endpoint_state", "gauge",
+     "1 for the endpoint's state (the worst over the workers' views): up, down, ejected or "
+     "half_open.",
+     emit_endpoint_state},
     {"tether_ejections_total", "counter",
      "Endpoints ejected by their circuit breaker, by cause (re-ejections after a failed trial "
      "included).",

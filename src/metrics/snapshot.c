@@ -38,6 +38,7 @@ tt_endpoint_row_t *tt_snapshot_endpoint(tt_upstream_snapshot_t *u, const char *a
     memset(r, 0, sizeof(*r));
     snprintf(r->address, sizeof(r->address), "%s", address);
     r->draining = 1;
+    r->changed_ago_ms = UINT64_MAX;
     return r;
 }
 
@@ -156,4 +157,9 @@ const char *tt_conn_row_state_name(tt_conn_row_state_t s)
         return "active";
     }
     return "unknown";
+}
+
+const char *tt_endpoint_row_state(const tt_endpoint_row_t *r)
+{
+    return r->down ? "down" : r->ejected ? "ejected" : r->half_open ? "half_open" : "up";
 }

@@ -30,7 +30,14 @@ typedef struct {
     int draining;      /* in every worker's view */
     uint64_t requests; /* requests the balancers sent to it */
     uint64_t connections, idle, outstanding;
+    /* Health, over the workers' views (each checks and ejects on its own): how many see it down
+     * (health checks), ejected (breaker open) or half-open, and the newest transition. */
+    uint32_t views, down, ejected, half_open;
+    uint64_t changed_ago_ms; /* since its last down/up transition; UINT64_MAX: never */
 } tt_endpoint_row_t;
+
+/* "up", "down", "ejected" or "half_open": the worst state any worker's view has. */
+const char *tt_endpoint_row_state(const tt_endpoint_row_t *r);
 
 typedef struct {
     const char *name;

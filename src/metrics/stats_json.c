@@ -130,7 +130,10 @@ static void endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u)
         tt_buf_append(b, i ? ",{" : "{", i ? 2 : 1);
         key(b, "address");
         tt_json_put_str(b, r->address);
-        tt_buf_appendf(b, ",\"state\":\"%s\",", r->draining ? "draining" : "active");
+        tt_buf_appendf(b, ",\"state\":\"%s\",\"health\":\"%s\",",
+                       r->draining ? "draining" : "active", tt_endpoint_row_state(r));
+        if (r->changed_ago_ms != UINT64_MAX)
+            kv_num(b, "last_change_seconds_ago", (double)r->changed_ago_ms / 1000.0, 1);
         kv_u(b, "requests_total", r->requests, 1);
         kv_num(b, "share", total ? (double)r->requests / (double)total : 0, 1);
         kv_u(b, "connections", r->connections, 1);

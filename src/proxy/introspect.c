@@ -69,14 +69,22 @@ static void collect_cb(tt_worker_t *w, void *arg)
         tt_pool_endpoint_counts(pool, &active, &draining);
         u->endpoints_active = TT_MAX(u->endpoints_active, active);
         u->endpoints_draining = TT_MAX(u->endpoints_draining, draining);
+        tt_msec_t now = tt_loop_now(pool->loop);
         for (size_t e = 0; e < pool->endpoints.n; e++) {
-            const tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, e);
+            tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, e);
             tt_endpoint_row_t *r = tt_snapshot_endpoint(u, ep->name);
             r->draining &= ep->state == TT_ENDPOINT_DRAINING;
             r->requests += ep->picked;
             r->connections += ep->nconns;
             r->idle += ep->nidle;
             r->outstanding += ep->outstanding;
+            tt_breaker_state_t b = tt_breaker_state(&ep->breaker, now);
+            r->views++;
+            r->down += ep->down;
+            r->ejected += b == TT_BREAKER_OPEN;
+            r->half_open += b == TT_BREAKER_HALF_OPEN;
+            if (ep->changed_at != 0)
+                r->changed_ago_ms = TT_MIN(r->changed_ago_ms, now - ep->changed_at);
         }
     }
 }

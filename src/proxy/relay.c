@@ -75,9 +75,16 @@ static void reply_breaker_open(tt_session_t *s)
     const tt_upstream_conf_t *conf = s->up->conf;
     const char *cause;
     tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
+    if (strcmp(cause, "health checks failing") == 0) {
+        tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
+                               "upstream %s: every endpoint is down or ejected (health checks "
+                               "failing: %s); next check in %llums",
+                               conf->name, conf->health_check, (unsigned long long)ms);
+        return;
+    }
     tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                            "upstream %s: circuit breaker open: every endpoint failed %lld "
-                           "connects in a row (last: %s); next trial in %llums",
+                           "times in a row (last: %s); next trial in %llums",
                            conf->name, (long long)conf->breaker_failures, cause,
                            (unsigned long long)ms);
 }
@@ -176,19 +183,29 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
 {
     tt_conn_t *c = s->conn;
     const tt_upstream_conf_t *conf = s->up->conf;
-    if (!s->resp_started && c != NULL && tt_conn_reused(c)) {
+    /* A fresh connection that fails before a response speaks against its endpoint; a reused one
+     * may only have met the keep-alive race (the upstream closing it as it was reused). */
+    if (!s->resp_started && c != NULL && !tt_conn_reused(c))
+        tt_conn_report(c, TT_OUTCOME_RESET, "reset or closed before a response");
+    if (!s->resp_started && c != NULL && tt_conn_reused(c))
         tt_upstream_learn_idle_close(s->up, c->leased_at - c->idle_since);
-        if (s->retryable && !s->retried) {
-            tt_debug("upstream %s: connection %llu %s before responding; retrying on a fresh "
-                     "connection",
-                     conf->name, (unsigned long long)c->id, why);
-            tt_session_drop_conn(s, reason);
-            tt_worker_pool(s->worker, s->up)->stats.retries++;
-            s->retried = 1;
-            s->uout_sent = 0;
-            tt_session_acquire_conn(s, TT_ACQUIRE_FRESH);
-            return;
-        }
+    /* Nothing of a response came: an idempotent request whose body was kept goes again, once,
+     * on a fresh connection. When the connection was fresh too, its endpoint (not the
+     * keep-alive race) is the likely cause: only another endpoint gets the retry. */
+    int fresh = c != NULL && !tt_conn_reused(c);
+    if (!s->resp_started && c != NULL && s->retryable && !s->retried &&
+        (!fresh || (c->ep != NULL &&
+                    tt_pool_other_endpoint_usable(tt_worker_pool(s->worker, s->up), c->ep)))) {
+        tt_debug("upstream %s: connection %llu %s before responding; retrying on a fresh "
+                 "connection%s",
+                 conf->name, (unsigned long long)c->id, why, fresh ? " elsewhere" : "");
+        tt_pool_avoid(&s->waiter, fresh ? c->ep : NULL);
+        tt_session_drop_conn(s, reason);
+        tt_worker_pool(s->worker, s->up)->stats.retries++;
+        s->retried = 1;
+        s->uout_sent = 0;
+        tt_session_acquire_conn(s, TT_ACQUIRE_FRESH | TT_ACQUIRE_ELSEWHERE);
+        return;
     }
     if (s->resp_head_done) {
         tt_session_close(s, reason);
@@ -443,6 +460,11 @@ static void finish_exchange(tt_session_t *s)
     tt_close_reason_t verdict = !s->req_sent         ? TT_CLOSE_REQUEST_PARTIAL
                                 : !s->resp_keepalive ? TT_CLOSE_NOT_KEEPALIVE
                                                      : TT_REUSE_OK;
+    int gateway_error = s->status == 502 || s->status == 503 || s->status == 504;
+    if (gateway_error && s->up->conf->breaker_on_5xx)
+        tt_conn_report(s->conn, TT_OUTCOME_5XX, "502/503/504 from the upstream");
+    else
+        tt_conn_report(s->conn, TT_OUTCOME_OK, NULL);
     tt_session_end_request(s);
     tt_session_drop_conn(s, verdict);
     /* Body bytes read but never sent (the upstream answered early) must not be parsed as the

@@ -411,6 +411,8 @@ static void session_timer_cb(tt_timer_t *t)
                                    "request body stalled for %lldms",
                                    (long long)s->worker->conf->client_idle_timeout);
         } else {
+            if (s->conn != NULL)
+                tt_conn_report(s->conn, TT_OUTCOME_TIMEOUT, "response_timeout");
             tt_session_reply_error(s, 504, TT_CLOSE_RESPONSE_TIMEOUT, "http_response_timeout",
                                    "upstream %s (%s) did not respond within %lldms",
                                    s->up->conf->name, tt_session_endpoint(s),

@@ -22,6 +22,7 @@ static const char *const names[TT_CLOSE__COUNT] = {
     [TT_CLOSE_SHUTDOWN] = "shutdown",
     [TT_CLOSE_ENDPOINT_REMOVED] = "endpoint_removed",
     [TT_CLOSE_PROBE_FAILED] = "probe_failed",
+    [TT_CLOSE_ENDPOINT_DOWN] = "endpoint_down",
 };
 
 const char *tt_close_reason_name(tt_close_reason_t r)

@@ -25,6 +25,7 @@ typedef enum {
     TT_CLOSE_SHUTDOWN,         /* tetherd is stopping */
     TT_CLOSE_ENDPOINT_REMOVED, /* its endpoint left the upstream's set (DNS) */
     TT_CLOSE_PROBE_FAILED,     /* a probe while idle got no good answer in probe_timeout */
+    TT_CLOSE_ENDPOINT_DOWN,    /* its endpoint failed health_fall active checks in a row */
     TT_CLOSE__COUNT
 } tt_close_reason_t;
 

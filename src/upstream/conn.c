@@ -82,10 +82,11 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
         if (c->_counted)
             ep->outstanding--;
         c->_counted = 0;
-        /* A connect closed before its outcome (shutdown, endpoint removed) decides nothing. */
-        if (c->state == TT_CONN_CONNECTING && reason != TT_CLOSE_CONNECT_FAILED &&
-            reason != TT_CLOSE_TLS_FAILED)
+        /* A trial closed before its outcome (shutdown, endpoint removed, the client gone)
+         * decides nothing. */
+        if (c->_trial && reason != TT_CLOSE_CONNECT_FAILED && reason != TT_CLOSE_TLS_FAILED)
             tt_breaker_on_abandon(&ep->breaker);
+        c->_trial = 0;
     }
     tt_list_remove(&c->_link);
     c->state = TT_CONN_CLOSED;
@@ -142,7 +143,9 @@ tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter_t *w,
         c->_counted = 1;
         ep->outstanding++;
     }
-    tt_breaker_on_attempt(&ep->breaker, tt_loop_now(pool->loop)); /* the trial, if half-open */
+    /* The trial, if half-open: its request's outcome (or a pre-warming connect's) decides. */
+    c->_trial = tt_breaker_state(&ep->breaker, tt_loop_now(pool->loop)) == TT_BREAKER_HALF_OPEN;
+    tt_breaker_on_attempt(&ep->breaker, tt_loop_now(pool->loop));
     c->id = atomic_fetch_add_explicit(&up->next_conn_id, 1, memory_order_relaxed) + 1;
     c->state = TT_CONN_CONNECTING;
     c->created_at = tt_loop_now(pool->loop);
@@ -178,6 +181,23 @@ tt_conn_t *tt_conn_open(tt_pool_t *pool, tt_endpoint_t *ep, tt_pool_waiter_t *w,
     }
     tt_sock_tune(fd, &up->sockopts);
     return c;
+}
+
+void tt_conn_report(tt_conn_t *c, tt_request_outcome_t outcome, const char *why)
+{
+    tt_pool_t *pool = c->_pool;
+    static const tt_eject_cause_t causes[] = {
+        [TT_OUTCOME_RESET] = TT_EJECT_RESET,
+        [TT_OUTCOME_TIMEOUT] = TT_EJECT_TIMEOUT,
+        [TT_OUTCOME_5XX] = TT_EJECT_5XX,
+    };
+    if (c->ep == NULL)
+        return;
+    c->_trial = 0;
+    if (outcome == TT_OUTCOME_OK)
+        tt_pool_endpoint_succeeded(pool, c->ep, "request");
+    else
+        tt_pool_endpoint_failed(pool, c->ep, causes[outcome], why);
 }
 
 /* Arms the connection's timer for the next lease event still due: the warning, then the
@@ -345,7 +365,7 @@ static void conn_open_failed(tt_conn_t *c, tt_close_reason_t reason, tt_pool_res
         warn_prewarm_failed(c->_pool, result, err);
     if (w != NULL)
         w->_conn = NULL;
-    tt_pool_endpoint_failed(pool, ep, reason, err);
+    tt_pool_endpoint_connect_failed(pool, ep, reason, err);
     tt_conn_close(c, reason);
     if (w == NULL)
         return;
@@ -430,7 +450,10 @@ static void conn_established(tt_conn_t *c)
     tt_pool_waiter_t *w = c->_waiter;
     tt_loop_timer_stop(pool->loop, &c->_timer);
     pool->_connect_failures = 0;
-    tt_pool_endpoint_succeeded(pool, c->ep);
+    if (w == NULL && c->_trial) { /* no request on it: the connect was the trial */
+        c->_trial = 0;
+        tt_pool_endpoint_succeeded(pool, c->ep, "connect");
+    }
     if (w != NULL) {
         w->_conn = NULL;
         tt_conn_lease(pool, c);
@@ -494,8 +517,10 @@ static void probe_finish(tt_pool_t *pool, tt_conn_t *c, tt_probe_result_t result
         tt_conn_close(c, TT_CLOSE_PROBE_FAILED);
         return;
     }
-    if (pool->_shutting_down || c->ep->state == TT_ENDPOINT_DRAINING) {
-        tt_conn_close(c, pool->_shutting_down ? TT_CLOSE_SHUTDOWN : TT_CLOSE_ENDPOINT_REMOVED);
+    if (pool->_shutting_down || c->ep->state == TT_ENDPOINT_DRAINING || c->ep->down) {
+        tt_conn_close(c, pool->_shutting_down ? TT_CLOSE_SHUTDOWN
+                         : c->ep->down        ? TT_CLOSE_ENDPOINT_DOWN
+                                              : TT_CLOSE_ENDPOINT_REMOVED);
         return;
     }
     if (tt_pool_claim(pool, c))

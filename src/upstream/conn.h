@@ -70,8 +70,9 @@ struct tt_conn {
     uint8_t _tls_write_wants_read; /* the last TLS write waits for it to be readable */
     uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
     uint8_t _counted;              /* counts in ep->outstanding (leased, or opened for a request) */
-    tt_msec_t _probed_at;          /* last probe sent since it went idle (0: none) */
-    tt_probe_t *_probe;            /* while PROBING */
+    uint8_t _trial; /* carries its half-open endpoint's trial: its outcome is still to report */
+    tt_msec_t _probed_at; /* last probe sent since it went idle (0: none) */
+    tt_probe_t *_probe;   /* while PROBING */
     tt_deferred_t _free;
     /* While handed over to another worker: the socket (_io.fd stays -1, so events of the giving
      * worker's current batch are dropped) and the delivery that runs after that batch. */
@@ -134,6 +135,18 @@ void tt_conn_set_events(tt_conn_t *c, uint32_t events);
 
 /* Kernel memory held by the connection's socket (SO_MEMINFO), in bytes; 0 if unknown. */
 uint64_t tt_conn_socket_memory(const tt_conn_t *c);
+
+/* The outcome of the request a leased connection carried, for its endpoint's circuit breaker
+ * (upstream/pool_endpoints.h): a complete response, the connection reset or closed before a
+ * response, response_timeout, or (breaker_on_5xx) a 502/503/504. why: a static phrase. */
+typedef enum {
+    TT_OUTCOME_OK,
+    TT_OUTCOME_RESET,
+    TT_OUTCOME_TIMEOUT,
+    TT_OUTCOME_5XX,
+} tt_request_outcome_t;
+
+void tt_conn_report(tt_conn_t *c, tt_request_outcome_t outcome, const char *why);
 
 /* Closes the connection for reason: stops its watcher and timer, closes the fd, returns its
  * buffer, updates the pool's counts and frees the memory after the current event batch. The

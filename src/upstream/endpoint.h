@@ -26,6 +26,8 @@ typedef enum {
     TT_ENDPOINT_DRAINING,
 } tt_endpoint_state_t;
 
+typedef struct tt_endpoint_check tt_endpoint_check_t;
+
 typedef struct tt_endpoint {
     tt_addr_t addr;
     char name[TT_ADDR_STRLEN]; /* "10.0.0.5:8080", for logs and metric labels */
@@ -34,11 +36,13 @@ typedef struct tt_endpoint {
     uint32_t outstanding;     /* requests assigned to it and not finished (queued ones included) */
     uint32_t nidle;           /* idle connections ready for reuse */
     uint32_t nconns;          /* all its connections */
-    uint8_t down;             /* an active health check failed it */
+    uint8_t down;             /* health_fall active checks in a row failed it */
+    tt_msec_t changed_at;     /* when it last went down or up (0: never) */
+    char down_why[48];        /* while down: the cause of the check that took it down */
     uint64_t picked;          /* times the balancer chose it, for its share in /stats */
     const char *last_failure; /* why its last connect failed (a static phrase), or NULL */
     tt_breaker_t breaker;
-    void *data; /* the owner's per-endpoint state */
+    tt_endpoint_check_t *check; /* its active health checks (the pool's), or NULL */
 } tt_endpoint_t;
 
 typedef struct {
@@ -58,9 +62,9 @@ typedef struct {
 } tt_endpoint_diff_t;
 
 /* Called once per change during an update, after the set is consistent again; an ADDED endpoint
- * is in the set, its data NULL, for the callback to fill. */
+ * is in the set, its check NULL. */
 typedef void (*tt_endpoint_change_cb)(tt_endpoint_t *ep, tt_endpoint_change_t change, void *arg);
-/* Called for each endpoint leaving the set for good, to free its data; ep is freed after. */
+/* Called for each endpoint leaving the set for good; ep is freed after. */
 typedef void (*tt_endpoint_free_cb)(tt_endpoint_t *ep, void *arg);
 
 void tt_endpoint_set_init(tt_endpoint_set_t *set);

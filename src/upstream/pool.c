@@ -122,8 +122,8 @@ int tt_pool_claim(tt_pool_t *pool, tt_conn_t *c)
 void tt_pool_check_in(tt_pool_t *pool, tt_conn_t *c)
 {
     TT_ASSERT(c->state == TT_CONN_ACTIVE && c->_handler == NULL);
-    if (c->ep->state == TT_ENDPOINT_DRAINING) {
-        tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
+    if (c->ep->state == TT_ENDPOINT_DRAINING || c->ep->down) {
+        tt_conn_close(c, c->ep->down ? TT_CLOSE_ENDPOINT_DOWN : TT_CLOSE_ENDPOINT_REMOVED);
         return;
     }
     if (!tt_pool_claim(pool, c))
@@ -201,11 +201,16 @@ tt_pool_result_t tt_pool_acquire(tt_pool_t *pool, tt_pool_waiter_t *w, int flags
     TT_ASSERT(w->cb != NULL && (w->_pool == NULL || !tt_list_linked(&w->_link)));
     w->_pool = pool;
     w->_conn = NULL;
-    w->_ntried = 0;
+    if (!(flags & TT_ACQUIRE_ELSEWHERE))
+        w->_ntried = 0;
     tt_list_init(&w->_link);
     if (pool->_shutting_down)
         return TT_POOL_SHUTDOWN;
-    tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, NULL, 0);
+    tt_endpoint_t *ep = tt_pool_pick_endpoint(pool, w->_tried, w->_ntried);
+    if (ep == NULL && w->_ntried > 0) { /* no other endpoint: the same one, once more */
+        w->_ntried = 0;
+        ep = tt_pool_pick_endpoint(pool, NULL, 0);
+    }
     if (ep == NULL)
         return no_endpoint(pool);
     tt_conn_t *c = NULL;
@@ -256,6 +261,10 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
     tt_pool_t *pool = c->_pool;
     const tt_upstream_conf_t *conf = pool->up->conf;
     TT_ASSERT(c->state == TT_CONN_ACTIVE);
+    if (c->_trial) { /* the trial's request reported no outcome: another may be the trial */
+        c->_trial = 0;
+        tt_breaker_on_abandon(&c->ep->breaker);
+    }
     if (verdict == TT_REUSE_OK && c->in != NULL && tt_buf_len(c->in) > 0)
         verdict = TT_CLOSE_STRAY_DATA;
     /* Over TLS, bytes after the response may wait inside OpenSSL, where neither c->in nor epoll
@@ -269,6 +278,8 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
         verdict = TT_CLOSE_SHUTDOWN;
     if (verdict == TT_REUSE_OK && c->ep->state == TT_ENDPOINT_DRAINING)
         verdict = TT_CLOSE_ENDPOINT_REMOVED;
+    if (verdict == TT_REUSE_OK && c->ep->down)
+        verdict = TT_CLOSE_ENDPOINT_DOWN;
     if (verdict == TT_REUSE_OK && (c->_retired || tt_loop_now(pool->loop) >= c->_retire_at))
         verdict = TT_CLOSE_LIFETIME;
     if (verdict == TT_REUSE_OK && conf->max_requests > 0 &&
@@ -380,12 +391,16 @@ void tt_pool_start(tt_pool_t *pool)
 {
     tt_timer_init(&pool->_trim_timer, trim_cb);
     tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
+    pool->_checking = 1;
+    tt_endpoint_checks_sync(pool);
     tt_pool_replenish(pool);
 }
 
 void tt_pool_shutdown(tt_pool_t *pool)
 {
     pool->_shutting_down = 1;
+    pool->_checking = 0;
+    tt_endpoint_checks_sync(pool);
     tt_pool_adopt_handoffs(pool);
     tt_loop_timer_stop(pool->loop, &pool->_trim_timer);
     tt_loop_timer_stop(pool->loop, &pool->_replenish_timer);

@@ -86,6 +86,7 @@ struct tt_pool {
     unsigned _connect_failures;   /* in a row, for that backoff */
     tt_ratelimit_t _prewarm_warn; /* failed pre-warming connects (conn.c) */
     int _shutting_down;
+    int _checking; /* active health checks run: from tt_pool_start to tt_pool_shutdown */
     /* A worker at the cap wants one of our idle connections: its index and size, packed; 0 none.
      * The connection is handed over, socket and all: no close, no new handshake. */
     _Atomic int64_t _takeover_requested;
@@ -103,7 +104,21 @@ void tt_pool_destroy(tt_pool_t *pool);
 /* Opens connections up to this worker's share of min_idle and starts the trim timer. */
 void tt_pool_start(tt_pool_t *pool);
 
-enum { TT_ACQUIRE_FRESH = 1 /* never reuse an idle connection (a retry) */ };
+enum {
+    TT_ACQUIRE_FRESH = 1,     /* never reuse an idle connection (a retry) */
+    TT_ACQUIRE_ELSEWHERE = 2, /* a retry: another endpoint than the one set by tt_pool_avoid(),
+                                 when one is usable */
+};
+
+/* Whether an endpoint other than ep could take a request now (a retry elsewhere). */
+int tt_pool_other_endpoint_usable(tt_pool_t *pool, const tt_endpoint_t *ep);
+
+/* Before an acquire with TT_ACQUIRE_ELSEWHERE: the endpoint the request just failed on. */
+static inline void tt_pool_avoid(tt_pool_waiter_t *w, tt_endpoint_t *ep)
+{
+    w->_tried[0] = ep;
+    w->_ntried = ep != NULL;
+}
 
 /* Gets a connection for one request. OK: *conn is a leased connection (an idle one that passed
  * its checkout check). WAIT: a new connection is being opened or the request is queued; w->cb

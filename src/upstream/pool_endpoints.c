@@ -1,9 +1,12 @@
 #include "upstream/pool_endpoints.h"
 
+#include "upstream/pool_int.h"
+
 #include "core/invariant.h"
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,15 +32,16 @@ void tt_pool_endpoints_destroy(tt_pool_t *pool)
     tt_endpoint_set_destroy(&pool->endpoints, NULL, NULL);
 }
 
-/* An endpoint left the set: nothing new goes to it, and what it holds idle closes now. */
-static void drain_endpoint(tt_pool_t *pool, tt_endpoint_t *ep)
+/* An endpoint left the set or went down: nothing new goes to it, and what it holds idle closes
+ * now. */
+static void drain_endpoint(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason)
 {
     tt_list_t *l, *tmp;
     tt_list_foreach_safe(l, tmp, &pool->_idle)
     {
         tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         if (c->ep == ep)
-            tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
+            tt_conn_close(c, reason);
     }
     /* Pre-warming connections nobody waits for are not wanted either; a connection opened for a
      * request finishes it and closes at release. */
@@ -46,7 +50,7 @@ static void drain_endpoint(tt_pool_t *pool, tt_endpoint_t *ep)
         tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         if (c->ep == ep &&
             ((c->state == TT_CONN_CONNECTING && c->_waiter == NULL) || c->state == TT_CONN_PROBING))
-            tt_conn_close(c, TT_CLOSE_ENDPOINT_REMOVED);
+            tt_conn_close(c, reason);
     }
 }
 
@@ -84,8 +88,9 @@ int tt_pool_endpoints_sync(tt_pool_t *pool)
     tt_endpoint_diff_t d = tt_endpoint_set_update(&pool->endpoints, addrs, n, change_cb, s);
     free(addrs);
     for (size_t i = 0; i < s->nremoved; i++)
-        drain_endpoint(pool, s->removed[i]);
+        drain_endpoint(pool, s->removed[i], TT_CLOSE_ENDPOINT_REMOVED);
     free(s);
+    tt_endpoint_checks_sync(pool);
     tt_endpoint_set_reap(&pool->endpoints, NULL, NULL);
     return d.added + d.removed > 0;
 }
@@ -95,6 +100,17 @@ tt_endpoint_t *tt_pool_pick_endpoint(tt_pool_t *pool, tt_endpoint_t *const *excl
 {
     return tt_balancer_pick(&pool->_balancer, &pool->endpoints, exclude, nexclude,
                             tt_loop_now(pool->loop));
+}
+
+int tt_pool_other_endpoint_usable(tt_pool_t *pool, const tt_endpoint_t *ep)
+{
+    tt_msec_t now = tt_loop_now(pool->loop);
+    for (size_t i = 0; i < pool->endpoints.n; i++) {
+        tt_endpoint_t *other = tt_endpoint_set_at(&pool->endpoints, i);
+        if (other != ep && tt_endpoint_usable(other, now))
+            return 1;
+    }
+    return 0;
 }
 
 tt_endpoint_t *tt_pool_warm_endpoint(tt_pool_t *pool)
@@ -129,37 +145,63 @@ static size_t count_ejected(tt_pool_t *pool, tt_msec_t now)
     return n;
 }
 
-void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
-                             const tt_pool_error_t *err)
+void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_eject_cause_t cause,
+                             const char *why)
 {
     tt_msec_t now = tt_loop_now(pool->loop);
-    const char *why = reason == TT_CLOSE_TLS_FAILED   ? tt_tls_failure_phrase(err->tls)
-                      : err->errno_value == ETIMEDOUT ? "connect timed out"
-                                                      : strerror(err->errno_value);
     ep->last_failure = why;
     int may = tt_breaker_may_eject(pool->endpoints.nactive, count_ejected(pool, now),
                                    (unsigned)pool->up->conf->max_ejected);
     int retrial = tt_breaker_state(&ep->breaker, now) == TT_BREAKER_HALF_OPEN;
     if (!tt_breaker_on_failure(&ep->breaker, &pool->_breaker, now, may))
         return;
-    pool->stats.ejections++;
+    pool->stats.ejections[cause]++;
     tt_msec_t cooldown = tt_breaker_open_until(&ep->breaker) - now;
     if (retrial)
-        tt_warn("upstream %s: endpoint %s still failing (trial connect: %s); ejected again for "
+        tt_warn("upstream %s: endpoint %s still failing (trial %s: %s); ejected again for "
                 "%llums (worker %zu)",
-                pool->up->conf->name, ep->name, why, (unsigned long long)cooldown, pool->worker);
+                pool->up->conf->name, ep->name, tt_eject_cause_name(cause), why,
+                (unsigned long long)cooldown, pool->worker);
     else
-        tt_warn("upstream %s: endpoint %s ejected for %llums: %u connects in a row failed (%s) "
+        tt_warn("upstream %s: endpoint %s ejected for %llums: %u %s in a row failed (%s) "
                 "(worker %zu)",
                 pool->up->conf->name, ep->name, (unsigned long long)cooldown,
-                pool->_breaker.failures, why, pool->worker);
+                pool->_breaker.failures, cause == TT_EJECT_CONNECT ? "connects" : "requests", why,
+                pool->worker);
 }
 
-void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep)
+void tt_pool_endpoint_connect_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
+                                     const tt_pool_error_t *err)
+{
+    tt_pool_endpoint_failed(pool, ep, TT_EJECT_CONNECT,
+                            reason == TT_CLOSE_TLS_FAILED   ? tt_tls_failure_phrase(err->tls)
+                            : err->errno_value == ETIMEDOUT ? "connect timed out"
+                                                            : strerror(err->errno_value));
+}
+
+void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep, const char *trial)
 {
     if (tt_breaker_on_success(&ep->breaker, &pool->_breaker, tt_loop_now(pool->loop)))
-        tt_info("upstream %s: endpoint %s back: its trial connect succeeded (worker %zu)",
-                pool->up->conf->name, ep->name, pool->worker);
+        tt_info("upstream %s: endpoint %s back: its trial %s succeeded (worker %zu)",
+                pool->up->conf->name, ep->name, trial, pool->worker);
+}
+
+void tt_pool_endpoint_health(tt_pool_t *pool, tt_endpoint_t *ep, int up, const char *why)
+{
+    const tt_check_conf_t *check = pool->up->check;
+    ep->down = (uint8_t)!up;
+    ep->changed_at = tt_loop_now(pool->loop);
+    if (up) {
+        ep->down_why[0] = '\0';
+        tt_info("upstream %s: endpoint %s up: %u health checks passed (worker %zu)",
+                pool->up->conf->name, ep->name, check->hysteresis.rise, pool->worker);
+        tt_pool_replenish(pool);
+        return;
+    }
+    snprintf(ep->down_why, sizeof(ep->down_why), "%s", why ? why : "failed");
+    tt_warn("upstream %s: endpoint %s down: %u health checks failed (%s) (worker %zu)",
+            pool->up->conf->name, ep->name, check->hysteresis.fall, ep->down_why, pool->worker);
+    drain_endpoint(pool, ep, TT_CLOSE_ENDPOINT_DOWN);
 }
 
 tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause)
@@ -168,6 +210,12 @@ tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause)
     *cause = "connect failed";
     for (size_t i = 0; i < pool->endpoints.n; i++) {
         tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, i);
+        if (ep->state == TT_ENDPOINT_ACTIVE && ep->down) {
+            *cause = "health checks failing";
+            if (pool->up->check != NULL)
+                next = TT_MIN(next, now + pool->up->check->interval);
+            continue;
+        }
         if (ep->state == TT_ENDPOINT_ACTIVE && tt_breaker_open_until(&ep->breaker) < next) {
             next = tt_breaker_open_until(&ep->breaker);
             if (ep->last_failure != NULL)

@@ -30,12 +30,17 @@ tt_endpoint_t *tt_pool_warm_endpoint(tt_pool_t *pool);
  * another worker, whose endpoint objects are its own). */
 tt_endpoint_t *tt_pool_endpoint_of_socket(tt_pool_t *pool, int fd);
 
-/* Outcomes of connects for the endpoint's circuit breaker: breaker_failures failed connects in
- * a row (refused, timed out, TLS handshake failed) eject it while max_ejected allows; the
- * cooldown's end lets one trial connect decide. Transitions are logged once each. */
-void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
-                             const tt_pool_error_t *err);
-void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep);
+/* Outcomes for the endpoint's circuit breaker: breaker_failures failures in a row (connects
+ * refused, timed out or whose TLS handshake failed; requests reset or closed before a response,
+ * response_timeout; with breaker_on_5xx a 502/503/504) eject it while max_ejected allows; after
+ * the cooldown one trial (a request, or a health check) decides. why is a static phrase, trial
+ * names what succeeded in the log ("connect", "request", "health check"). Transitions are
+ * logged once each. */
+void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_eject_cause_t cause,
+                             const char *why);
+void tt_pool_endpoint_connect_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_close_reason_t reason,
+                                     const tt_pool_error_t *err);
+void tt_pool_endpoint_succeeded(tt_pool_t *pool, tt_endpoint_t *ep, const char *trial);
 
 /* Counts of this pool's endpoints by state. */
 void tt_pool_endpoint_counts(const tt_pool_t *pool, size_t *active, size_t *draining);

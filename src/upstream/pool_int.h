@@ -57,6 +57,20 @@ void tt_pool_replenish(tt_pool_t *pool);
 /* Replaces closed connections up to min_idle from a timer, backing off while connects fail. */
 void tt_pool_schedule_replenish(tt_pool_t *pool, int failed);
 
+/* ---- endpoint_check.c ---- */
+
+/* Starts the active checks of endpoints new to the set and stops those of endpoints draining
+ * (all of them once the pool shuts down). Does nothing without health_check. */
+void tt_endpoint_checks_sync(tt_pool_t *pool);
+/* Stops and frees ep's checks, one out included. */
+void tt_endpoint_check_free(tt_pool_t *pool, tt_endpoint_t *ep);
+
+/* ---- pool_endpoints.c (and pool_endpoints.h) ---- */
+
+/* ep's checks moved it up or down (why: the last failed check's cause, when down). Down: no new
+ * request goes to it, its idle connections close (endpoint_down), requests in flight finish. */
+void tt_pool_endpoint_health(tt_pool_t *pool, tt_endpoint_t *ep, int up, const char *why);
+
 /* ---- handoff.c ---- */
 
 /* Tells other workers with queued requests that a connection slot is free. */

@@ -33,9 +33,12 @@ void tt_upstream_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t
     dst->requests_on_reused += src->requests_on_reused;
     dst->retries += src->retries;
     dst->connect_failovers += src->connect_failovers;
-    dst->ejections += src->ejections;
+    for (size_t i = 0; i < TT_EJECT__COUNT; i++)
+        dst->ejections[i] += src->ejections[i];
     for (size_t i = 0; i < TT_PROBE_RESULTS; i++)
         dst->probes[i] += src->probes[i];
+    for (size_t i = 0; i < TT_HEALTH_RESULTS; i++)
+        dst->health_checks[i] += src->health_checks[i];
     dst->conns_opened += src->conns_opened;
     for (size_t i = 0; i < TT_CLOSE__COUNT; i++)
         dst->conns_closed[i] += src->conns_closed[i];
@@ -53,4 +56,14 @@ void tt_upstream_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t
     tt_hist_merge(&dst->queue_wait_us, &src->queue_wait_us);
     tt_hist_merge(&dst->conn_age_ms, &src->conn_age_ms);
     tt_hist_merge(&dst->conn_requests, &src->conn_requests);
+}
+
+const char *tt_eject_cause_name(tt_eject_cause_t c)
+{
+    static const char *const names[TT_EJECT__COUNT] = {
+        [TT_EJECT_CONNECT] = "connect",           [TT_EJECT_RESET] = "reset",
+        [TT_EJECT_TIMEOUT] = "timeout",           [TT_EJECT_5XX] = "5xx",
+        [TT_EJECT_HEALTH_CHECK] = "health_check",
+    };
+    return (unsigned)c < TT_EJECT__COUNT ? names[c] : "unknown";
 }

@@ -115,6 +115,19 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
         up->probe->interval = (tt_msec_t)conf->probe_interval;
         up->probe->timeout = (tt_msec_t)conf->probe_timeout;
     }
+    if (conf->health_check != NULL) {
+        const char *why; /* validated when the configuration was read */
+        up->check = tt_calloc(1, sizeof(*up->check));
+        tt_request_line_parse(conf->health_check, &up->check->line, &why);
+        tt_status_set_parse(conf->health_expect ? conf->health_expect : "200-399",
+                            &up->check->expect, &why);
+        up->check->hysteresis = (tt_health_conf_t){.rise = (unsigned)conf->health_rise,
+                                                   .fall = (unsigned)conf->health_fall};
+        up->check->interval = (tt_msec_t)conf->health_interval;
+        up->check->timeout = (tt_msec_t)conf->health_timeout;
+        snprintf(up->check->host, sizeof(up->check->host), "%s",
+                 conf->health_host ? conf->health_host : up->host_header);
+    }
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
@@ -156,6 +169,8 @@ void tt_upstream_destroy(tt_upstream_t *up)
     up->ep_addrs = NULL;
     free(up->probe);
     up->probe = NULL;
+    free(up->check);
+    up->check = NULL;
     pthread_mutex_destroy(&up->ep_lock);
 }
 

@@ -27,6 +27,7 @@ typedef struct tt_upstream {
     tt_sockopts_t sockopts;
     tt_tls_client_t *tls;   /* NULL for http:// */
     tt_probe_conf_t *probe; /* probes of idle connections; NULL: off */
+    tt_check_conf_t *check; /* active health checks of each endpoint; NULL: off */
 
     _Atomic int64_t nconns;      /* connecting + active + idle, all workers */
     _Atomic int64_t nidle;       /* idle, all workers */

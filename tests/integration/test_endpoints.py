@@ -293,7 +293,7 @@ def test_all_endpoints_ejected_fail_fast_then_recover(start_upstream, start_teth
     time.sleep(2.1)
     resp = fetch(tetherd.port)
     assert resp.status == 200 and resp.header("X-Upstream-Name") == "back", resp
-    assert "back: its trial connect succeeded" in tetherd.log()
+    assert "back: its trial request succeeded" in tetherd.log()
 
 
 def test_max_ejected_keeps_half_the_endpoints_in(start_tetherd):

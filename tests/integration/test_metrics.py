@@ -374,7 +374,7 @@ def test_top_once_shows_the_upstream_row(start_admin_proxy):
     assert float(fields[1]) > 10  # req/s under the load above
     assert 0 <= float(fields[3]) <= 100  # reuse %
     assert re.fullmatch(r"\d+[KMG]?", fields[-1]), fields  # socket memory
-    assert lines[index + 1] == f"  -> 127.0.0.1:{upstream.port}"
+    assert lines[index + 1] == f"  -> 127.0.0.1:{upstream.port}  UP 1/1"  # endpoints up
 
     assert json_result.returncode == 0, json_result.stderr
     snap = json.loads(json_result.stdout)

@@ -226,7 +226,8 @@ def test_stale_connection_retry_is_safe(start_proxy):
 
 
 def test_new_connection_failure_is_not_retried(start_proxy):
-    """A reset on a brand-new connection means the upstream may be down: no retry."""
+    """A reset on a brand-new connection means the upstream may be down: with no other endpoint
+    to try, no retry."""
     tetherd, upstream = start_proxy()
     resp = fetch(tetherd.port, headers=[("X-Reset", "1")])
     assert_tether_error(resp, 502)

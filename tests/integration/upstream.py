@@ -53,6 +53,7 @@ Server options:
     --close-lag-ms MS        with --idle-close: the FIN leaves MS after the decision to close;
                              a request arriving in between is reset (the race over a network)
     --max-requests-per-conn N   answer the Nth request of a connection with Connection: close
+    --status-for PATH=N      answer requests for PATH with status N (X-Status still wins)
     --dead-after-idle S      a request arriving on a connection idle for S seconds or more is
                              read and never answered, nor is anything after it (a dead path:
                              the socket stays open, nothing answers); counted as "swallowed"
@@ -718,7 +719,7 @@ class Connection:
         return keep
 
     def _respond(self, req, extra):
-        status = req.int_header("X-Status", 200)
+        status = req.int_header("X-Status", self.opts.status_for.get(req.target, 200))
         size = req.int_header("X-Body-Size", None)
         body = b"ok\n" if size is None else body_pattern(size)
         headers = list(extra)
@@ -893,6 +894,8 @@ def parse_args(argv):
     parser.add_argument("--close-lag-ms", type=int, default=0, metavar="MS")
     parser.add_argument("--max-requests-per-conn", type=int, default=0, metavar="N")
     parser.add_argument("--dead-after-idle", type=float, default=0.0, metavar="S")
+    parser.add_argument("--status-for", action="append", default=[], metavar="PATH=N",
+                        help="answer requests for PATH with status N (an unhealthy /healthz)")
     parser.add_argument("--keep-heads", type=int, default=100, metavar="N")
     parser.add_argument("--record", metavar="FILE")
     parser.add_argument("--tls-cert", metavar="PEM")
@@ -902,6 +905,7 @@ def parse_args(argv):
     parser.add_argument("--tls-max-version", choices=sorted(TLS_VERSIONS))
     parser.add_argument("--tls-close-without-fin", action="store_true")
     opts = parser.parse_args(argv)
+    opts.status_for = dict((p.split("=", 1)[0], int(p.split("=", 1)[1])) for p in opts.status_for)
     if bool(opts.tls_cert) != bool(opts.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     return opts

@@ -96,6 +96,9 @@ class UpstreamProc:
         self.name = f"u{index}"
         self.port = free_port()
         self.journal = workdir / f"{self.name}.journal"
+        # The journal is appended to across restarts of this run; one left by an earlier run
+        # (an interrupted one too) would read as POSTs sent twice.
+        self.journal.unlink(missing_ok=True)
         self.log = workdir / f"{self.name}.log"
         self.proc = None
         self.control_port = None

@@ -142,6 +142,14 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "probe_interval = 5s\n"
                            "probe_timeout = 500ms\n"
                            "probe_expect = 200-299, 405\n"
+                           "breaker_on_5xx = yes\n"
+                           "health_check = HEAD /ready\n"
+                           "health_interval = 2s\n"
+                           "health_timeout = 300ms\n"
+                           "health_rise = 3\n"
+                           "health_fall = 4\n"
+                           "health_expect = 200\n"
+                           "health_host = users.check\n"
                            "\n"
                            "[upstream orders]\n"
                            "url = http://orders.internal/\n"
@@ -292,6 +300,14 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->probe_interval, 5000);
     assert_int_equal(u->probe_timeout, 500);
     assert_string_equal(u->probe_expect, "200-299, 405");
+    assert_int_equal(u->breaker_on_5xx, 1);
+    assert_string_equal(u->health_check, "HEAD /ready");
+    assert_int_equal(u->health_interval, 2000);
+    assert_int_equal(u->health_timeout, 300);
+    assert_int_equal(u->health_rise, 3);
+    assert_int_equal(u->health_fall, 4);
+    assert_string_equal(u->health_expect, "200");
+    assert_string_equal(u->health_host, "users.check");
     assert_int_equal(c->nresolvers, 2);
     assert_addr(&c->resolvers[0], "127.0.0.1:5353");
     assert_addr(&c->resolvers[1], "[::1]:53");
@@ -381,6 +397,14 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->probe_interval, 10000);
     assert_int_equal(u->probe_timeout, 1000);
     assert_null(u->probe_expect);
+    assert_int_equal(u->breaker_on_5xx, 0);
+    assert_null(u->health_check); /* off */
+    assert_int_equal(u->health_interval, 5000);
+    assert_int_equal(u->health_timeout, 1000);
+    assert_int_equal(u->health_rise, 2);
+    assert_int_equal(u->health_fall, 2);
+    assert_null(u->health_expect);
+    assert_null(u->health_host);
     assert_int_equal(c->nresolvers, 0);
     /* hosts defaults to the url's authority (whether the bare host is added too is open). */
     int authority = 0;
@@ -560,6 +584,12 @@ static const bad_t bad[] = {
     {"bad probe_expect", UP_A "probe_expect = 2xx\n", 4, "probe_expect", "statuses"},
     {"probe_timeout too short", UP_A "probe_timeout = 1ms\n", 4, "probe_timeout", "out of range"},
     {"bad max_ejected", UP_A "max_ejected = half\n", 4, "max_ejected", "percentage"},
+    {"bad health_check", UP_A "health_check = /healthz\n", 4, "health_check", "METHOD TARGET"},
+    {"bad health_expect", UP_A "health_expect = ok\n", 4, "health_expect", "statuses"},
+    {"health_fall zero", UP_A "health_fall = 0\n", 4, "health_fall", "out of range"},
+    {"health_timeout not under interval",
+     UP_A "health_check = GET /healthz\nhealth_interval = 1s\nhealth_timeout = 1s\n", 6,
+     "health_timeout", "shorter than health_interval"},
     {"max_ejected over 100", UP_A "max_ejected = 150%\n", 4, "max_ejected", "out of range"},
     {"cooldown over max", UP_A "breaker_max_cooldown = 1s\nbreaker_cooldown = 2s\n", 5,
      "breaker_cooldown", "exceeds breaker_max_cooldown"},
@@ -998,6 +1028,11 @@ static void test_dump_has_every_key_and_loads_back(void **state)
             if (strcmp(upstream_fields[i].key, "probe_expect") == 0 &&
                 !c->upstreams[u].probe_expect)
                 continue; /* any status */
+            if ((strcmp(upstream_fields[i].key, "health_expect") == 0 &&
+                 !c->upstreams[u].health_expect) ||
+                (strcmp(upstream_fields[i].key, "health_host") == 0 &&
+                 !c->upstreams[u].health_host))
+                continue; /* 200-399; the upstream's Host */
             if (strncmp(upstream_fields[i].key, "tls_", 4) == 0 && !c->upstreams[u].tls)
                 continue; /* TLS keys only for https:// upstreams */
             if (strncmp(upstream_fields[i].key, "listen_", 7) == 0 &&

@@ -36,7 +36,7 @@ static void change_cb(tt_endpoint_t *ep, tt_endpoint_change_t c, void *arg)
     size_t len = strlen(ch->log);
     snprintf(ch->log + len, sizeof(ch->log) - len, "%s%s ", word[c], ep->name);
     if (c == TT_ENDPOINT_ADDED) {
-        assert_null(ep->data);
+        assert_null(ep->check);
         ch->added++;
     } else if (c == TT_ENDPOINT_REMOVED) {
         ch->removed++;

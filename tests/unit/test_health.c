@@ -116,6 +116,34 @@ static tt_judge_verdict_t judge(const char *resp, const tt_status_set_t *expect,
     return v[0];
 }
 
+/* The result label of a health check, from the judge's verdict. */
+static tt_health_result_t result_of(const char *resp, const tt_status_set_t *expect)
+{
+    tt_judge_t j;
+    tt_judge_init(&j, expect, 0, 0);
+    if (tt_judge_feed(&j, resp, strlen(resp)) == TT_JUDGE_AGAIN)
+        tt_judge_eof(&j);
+    tt_health_result_t r = tt_health_result_of(&j);
+    tt_judge_free(&j);
+    return r;
+}
+
+static void test_health_result_labels(void **state)
+{
+    (void)state;
+    tt_status_set_t ok;
+    const char *why;
+    tt_status_set_parse("200-399", &ok, &why);
+    assert_int_equal(result_of("HTTP/1.1 200 OK\r\n\r\n", &ok), TT_HEALTH_OK);
+    assert_int_equal(result_of("HTTP/1.1 503 No\r\n\r\n", &ok), TT_HEALTH_STATUS);
+    assert_int_equal(result_of("", &ok), TT_HEALTH_CLOSED);
+    assert_int_equal(result_of("SSH-2.0-OpenSSH_9.2\r\n", &ok), TT_HEALTH_MALFORMED);
+    assert_int_equal(result_of("HTTP/1.1 200 OK\r\nContent-Le", &ok), TT_HEALTH_MALFORMED);
+    assert_string_equal(tt_health_result_name(TT_HEALTH_CONNECT_FAILED), "connect_failed");
+    assert_string_equal(tt_health_result_name(TT_HEALTH_STATUS), "status");
+    assert_string_equal(tt_health_result_name((tt_health_result_t)99), "unknown");
+}
+
 static void test_judge_health_check(void **state)
 {
     tt_leakcheck_t lc = tt_leakcheck_begin();
@@ -240,9 +268,13 @@ static void test_probe_schedule_and_results(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rise_and_fall), cmocka_unit_test(test_status_set),
-        cmocka_unit_test(test_request_line),  cmocka_unit_test(test_judge_health_check),
-        cmocka_unit_test(test_judge_probe),   cmocka_unit_test(test_probe_schedule_and_results),
+        cmocka_unit_test(test_rise_and_fall),
+        cmocka_unit_test(test_status_set),
+        cmocka_unit_test(test_request_line),
+        cmocka_unit_test(test_judge_health_check),
+        cmocka_unit_test(test_health_result_labels),
+        cmocka_unit_test(test_judge_probe),
+        cmocka_unit_test(test_probe_schedule_and_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
