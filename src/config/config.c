@@ -137,6 +137,7 @@ static const field_t upstream_fields[] = {
     U("idle_timeout", F_IDLE, idle_timeout, TT_IDLE_AUTO, 1, DAY),
     U("connect_timeout", F_DURATION, connect_timeout, 5000, 1, DAY),
     U("response_timeout", F_DURATION, response_timeout, 30000, 1, DAY),
+    U("response_idle_timeout", F_DURATION_OFF, response_idle_timeout, 60000, 0, DAY),
     U("queue_timeout", F_DURATION, queue_timeout, 1000, 1, DAY),
     U("max_lifetime", F_DURATION_OFF, max_lifetime, 600000, 0, 365 * DAY),
     U("tcp_keepalive", F_DURATION_OFF, tcp_keepalive, 30000, 0, DAY),

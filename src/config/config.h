@@ -80,6 +80,7 @@ typedef struct {
     int64_t idle_timeout; /* ms, or TT_IDLE_AUTO */
     int64_t connect_timeout;
     int64_t response_timeout;
+    int64_t response_idle_timeout; /* 0: off */
     int64_t queue_timeout;
     int64_t max_lifetime;  /* 0: unlimited */
     int64_t tcp_keepalive; /* 0: off */

@@ -47,6 +47,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
     s->head_parsed = 0;
     s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
     s->up_acking = 0;
+    s->timer_on_client = 0;
     tt_conn_set_handler(conn, upstream_cb, s, EPOLLIN | EPOLLRDHUP);
     /* Until the request is read whole, a client that stops sending holds an upstream
      * connection: the idle timeout bounds that. Then the response timeout takes over. */
@@ -254,6 +255,8 @@ static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
 static void wait_for_upstream(tt_session_t *s)
 {
     s->want_up_in = 1;
+    if (s->resp_head_done && s->state == S_EXCHANGE)
+        tt_session_arm_idle_timer(s);
     if (s->resp_started && !s->up_acking) {
         s->up_acking = 1;
         tt_conn_ack_now(s->conn);

@@ -74,7 +74,8 @@ SLOW_SIZE = 4 << 20
 EXPLAINS = {
     "kill": {"502", "503", "cut"},
     # A stall never cuts a response: before the head it is a 504 at response_timeout, after it
-    # the body waits for the upstream (no timeout bounds a body). A cut under a stall is a bug.
+    # the body waits for the upstream (stalls last at most 6 s, response_idle_timeout is 60 s).
+    # A cut under a stall is a bug.
     "stall": {"503", "504"},
     "reset": {"502", "cut"},
 }
