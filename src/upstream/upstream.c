@@ -74,6 +74,20 @@ size_t tt_upstream_copy_endpoints(tt_upstream_t *up, tt_addr_t **out, uint64_t *
     return n;
 }
 
+void tt_upstream_reconfigure(tt_upstream_t *up)
+{
+    const tt_upstream_conf_t *conf = up->conf;
+    up->sockopts.keepalive_idle_s = (int)((conf->tcp_keepalive + 999) / 1000);
+    /* Give up on an unacknowledged write when keep-alive probing would have: a dead peer is
+     * noticed in bounded time even with data in flight. */
+    up->sockopts.user_timeout_ms =
+        conf->tcp_keepalive > 0 ? (int)TT_MIN(conf->tcp_keepalive * 2, 600000) : 0;
+    if (up->probe != NULL) {
+        up->probe->interval = (tt_msec_t)conf->probe_interval;
+        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
+    }
+}
+
 int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const char *conf_path,
                      size_t index, size_t nworkers, char *err, size_t errlen)
 {
@@ -90,11 +104,6 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
     else
         snprintf(up->host_header, sizeof(up->host_header), v6 ? "[%s]:%d" : "%s:%d", conf->host,
                  conf->port);
-    up->sockopts.keepalive_idle_s = (int)((conf->tcp_keepalive + 999) / 1000);
-    /* Give up on an unacknowledged write when keep-alive probing would have: a dead peer is
-     * noticed in bounded time even with data in flight. */
-    if (conf->tcp_keepalive > 0)
-        up->sockopts.user_timeout_ms = (int)TT_MIN(conf->tcp_keepalive * 2, 600000);
     if (conf->tls) {
         tt_tls_options_t opts;
         tt_upstream_tls_options(conf, conf_path, &opts);
@@ -112,9 +121,8 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
         tt_request_line_parse(conf->probe, &up->probe->line, &why);
         if (conf->probe_expect != NULL)
             tt_status_set_parse(conf->probe_expect, &up->probe->expect, &why);
-        up->probe->interval = (tt_msec_t)conf->probe_interval;
-        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
     }
+    tt_upstream_reconfigure(up);
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;
