@@ -1,5 +1,6 @@
 """Operations: one tetherd per port, takeover of the listening sockets (upgrade, reload) without
-a refused or failed request, reload with an invalid file, log reopening, --log-level."""
+a refused or failed request, reload in place (limits applied to the live pools, pools kept),
+reload with an invalid file, log reopening, --log-level."""
 
 import contextlib
 import ctypes
