@@ -1416,12 +1416,16 @@ tt_conf_change_t tt_conf_diff(const tt_conf_t *running, const tt_conf_t *next, c
     return change;
 }
 
+/* Writes only the numbers that differ: the ones that did not change may be read meanwhile by
+ * threads a reload does not pause (the DNS thread reads dns_refresh). */
 static void copy_scalars(const field_t *fields, size_t n, void *to, const void *from)
 {
-    for (size_t i = 0; i < n; i++)
-        if (is_scalar(fields[i].type))
-            memcpy((char *)to + fields[i].offset, (const char *)from + fields[i].offset,
-                   sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) {
+        int64_t *dst = (int64_t *)((char *)to + fields[i].offset);
+        const int64_t *src = (const int64_t *)((const char *)from + fields[i].offset);
+        if (is_scalar(fields[i].type) && *dst != *src)
+            *dst = *src;
+    }
 }
 
 void tt_conf_apply_live(tt_conf_t *running, const tt_conf_t *next)
