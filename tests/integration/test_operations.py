@@ -191,8 +191,10 @@ def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_teth
                 ini.write_text(config(upstream, port, tmp_path))
             tetherd.signal(signal.SIGHUP)
             assert tetherd.wait(15) == 0
+            # The successor logs that it is ready after it confirmed the takeover, which may be
+            # after the predecessor exited.
+            wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
             pids = ready_pids(tetherd.log())
-            assert len(pids) == 2, tetherd.log()
             successor = pids[1]
             load.wait_done(load.done + 200)
             if change == "new upstream":
@@ -356,6 +358,7 @@ def test_tether_reload_through_the_admin_endpoint(start_upstream, start_tetherd,
         assert good.returncode == 0, good.stderr
         assert "reloading" in good.stdout
         assert tetherd.wait(15) == 0
+        wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
         successor = ready_pids(tetherd.log())[1]
         try:
             assert fetch(port).status == 200
@@ -481,6 +484,9 @@ def test_a_change_that_needs_a_new_process_says_which_key(start_upstream, start_
         assert "[tether]: workers changed, so a new tetherd takes over" in answer.text, answer.text
         assert tetherd.wait(15) == 0
         assert "reload: [tether]: workers changed, which needs a new process" in tetherd.log()
+        # The successor logs that it is ready after it confirmed the takeover, which may be
+        # after the predecessor exited.
+        wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
         assert stop_pid(ready_pids(tetherd.log())[1]) == 0
 
 
