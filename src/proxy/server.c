@@ -1,5 +1,6 @@
 #include "proxy/server.h"
 
+#include "core/clock.h"
 #include "core/invariant.h"
 #include "core/log.h"
 #include "metrics/accesslog.h"
@@ -189,13 +190,17 @@ static void reload_in_place(tt_conf_t *conf, const tt_conf_t *next, tt_upstream_
 {
     live_change_t lc = {.running = conf, .next = next, .ups = ups, .nup = nup};
     pthread_mutex_lock(&introspect->conf_lock);
+    uint64_t paused_at = tt_clock_monotonic_us();
     tt_worker_while_paused(workers, nworkers, apply_while_paused, &lc);
+    uint64_t paused_us = tt_clock_monotonic_us() - paused_at;
     pthread_mutex_unlock(&introspect->conf_lock);
     for (size_t i = 0; i < nworkers; i++)
         if (tt_worker_call(&workers[i], reconfigure_pools, NULL, TAKEOVER_TIMEOUT_MS) < 0)
             tt_error("reload: worker %zu did not apply the new limits to its pools within %dms", i,
                      TAKEOVER_TIMEOUT_MS);
-    tt_info("reload: applied in place; pools, learned idle timeouts and TLS sessions kept");
+    tt_info("reload: applied in place (workers paused %lluus); pools, learned idle timeouts and "
+            "TLS sessions kept",
+            (unsigned long long)paused_us);
 }
 
 /* Starts the successor for a reload: this binary (as installed now, so a reload after an upgrade
