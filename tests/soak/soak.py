@@ -94,6 +94,8 @@ class UpstreamProc:
         self.name = f"u{index}"
         self.port = free_port()
         self.journal = workdir / f"{self.name}.journal"
+        # Incarnations of this run append to it; a run before in the same directory must not.
+        self.journal.unlink(missing_ok=True)
         self.log = workdir / f"{self.name}.log"
         self.proc = None
         self.control_port = None
