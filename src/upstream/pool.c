@@ -19,6 +19,13 @@ void tt_pool_publish_waiting(tt_pool_t *pool)
     atomic_store_explicit(&pool->_has_waiters, pool->_nwaiters > 0, memory_order_release);
 }
 
+/* This worker's part of min_idle: spread over workers, the remainder to the first ones. */
+static size_t min_idle_share(const tt_upstream_t *up, size_t worker)
+{
+    size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
+    return total / n + (worker < total % n ? 1 : 0);
+}
+
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
                   size_t worker)
 {
@@ -30,9 +37,7 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     tt_list_init(&pool->_idle);
     tt_list_init(&pool->_busy);
     tt_list_init(&pool->_waiters);
-    /* Spread min_idle over workers, the remainder to the first ones. */
-    size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
-    pool->_min_idle = total / n + (worker < total % n ? 1 : 0);
+    pool->_min_idle = min_idle_share(up, worker);
     tt_timer_init(&pool->_trim_timer, NULL);
     tt_timer_init(&pool->_replenish_timer, replenish_cb);
     pthread_mutex_init(&pool->_handoff_lock, NULL);
@@ -393,6 +398,24 @@ void tt_pool_start(tt_pool_t *pool)
     tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
     pool->_checking = 1;
     tt_endpoint_checks_sync(pool);
+    tt_pool_replenish(pool);
+}
+
+void tt_pool_reconfigure(tt_pool_t *pool)
+{
+    tt_upstream_t *up = pool->up;
+    pool->_min_idle = min_idle_share(up, pool->worker);
+    tt_pool_endpoints_reconfigure(pool);
+    /* Over a lowered max_connections or max_idle: idle connections close, coldest first; an
+     * active one finishes its request and is then refused a slot by the ordinary check-in. */
+    while (!tt_list_empty(&pool->_idle) &&
+           (atomic_load_explicit(&up->nconns, memory_order_acquire) > up->conf->max_connections ||
+            atomic_load_explicit(&up->nidle, memory_order_acquire) > up->conf->max_idle)) {
+        tt_conn_t *c = tt_container_of(tt_list_last(&pool->_idle), tt_conn_t, _link);
+        tt_conn_close(c, TT_CLOSE_TRIMMED);
+    }
+    /* A raised limit lets queued requests connect, a raised min_idle pre-warms more. */
+    tt_pool_service_waiters(pool);
     tt_pool_replenish(pool);
 }
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-void tt_pool_endpoints_init(tt_pool_t *pool)
+void tt_pool_endpoints_reconfigure(tt_pool_t *pool)
 {
     const tt_upstream_conf_t *conf = pool->up->conf;
     pool->_breaker = (tt_breaker_conf_t){
@@ -19,6 +19,11 @@ void tt_pool_endpoints_init(tt_pool_t *pool)
         .cooldown = (tt_msec_t)conf->breaker_cooldown,
         .max_cooldown = (tt_msec_t)conf->breaker_max_cooldown,
     };
+}
+
+void tt_pool_endpoints_init(tt_pool_t *pool)
+{
+    tt_pool_endpoints_reconfigure(pool);
     tt_endpoint_set_init(&pool->endpoints);
     /* Seeded per worker and upstream: workers do not draw the same endpoints in step. */
     tt_balancer_init(&pool->_balancer, (tt_balance_t)pool->up->conf->balance,

@@ -83,7 +83,10 @@ def _children():
     """Pids of this process's live child processes."""
     pids = set()
     for task in Path("/proc/self/task").iterdir():
-        pids.update(int(pid) for pid in (task / "children").read_text().split())
+        try:
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended since the listing had no children
+            continue
     return pids
 
 
