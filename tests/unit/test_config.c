@@ -115,6 +115,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "idle_timeout = 55s\n"
                            "connect_timeout = 2s\n"
                            "response_timeout = 1h\n"
+                           "response_idle_timeout = off\n"
                            "queue_timeout = 250ms\n"
                            "max_lifetime = 10m\n"
                            "tcp_keepalive = off\n"
@@ -267,6 +268,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->idle_timeout, 55000);
     assert_int_equal(u->connect_timeout, 2000);
     assert_int_equal(u->response_timeout, 3600000);
+    assert_int_equal(u->response_idle_timeout, 0);
     assert_int_equal(u->queue_timeout, 250);
     assert_int_equal(u->max_lifetime, 600000);
     assert_int_equal(u->tcp_keepalive, 0);
@@ -279,8 +281,8 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 49);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 46);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 50);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 47);
     assert_int_equal(tt_conf_key_line(u, "max_idle"), 31);
     assert_int_equal(u->nendpoints, 3);
     assert_addr(&u->endpoints[0], "127.0.0.2:8443");
@@ -377,6 +379,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->idle_timeout, TT_IDLE_AUTO);
     assert_int_equal(u->connect_timeout, 5000);
     assert_int_equal(u->response_timeout, 30000);
+    assert_int_equal(u->response_idle_timeout, 60000);
     assert_int_equal(u->queue_timeout, 1000);
     assert_int_equal(u->max_lifetime, 600000);
     assert_int_equal(u->tcp_keepalive, 30000);
