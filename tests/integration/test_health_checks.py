@@ -5,12 +5,13 @@ comes back after health_rise passed checks; one answering /healthz with 503 is m
 idle connections closed as endpoint_down, the change logged once); all endpoints down is a fast
 503 with Retry-After. Which endpoint served a request is read from X-Upstream-Name."""
 
+import json
 import os
 import signal
 import time
 
 from helpers import Client, assert_tether_error, fetch, free_port, get_json, wait_for
-from test_endpoints import HOSTS, common_port, config, run_load
+from test_endpoints import HOSTS, common_port, config, metric, run_load
 from test_metrics import run_top
 
 CHECKS = ("health_check = GET /healthz\nhealth_interval = 300ms\nhealth_timeout = 200ms\n"
@@ -89,14 +90,17 @@ def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     assert max(len(line) for line in top.stdout.splitlines()) <= 80, top.stdout
 
 
-def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd):
+def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd, tmp_path):
+    """Counted as a fast failure, and the access log says endpoint_down (Proxy-Status has
+    destination_unavailable for it and for the breaker alike)."""
     port = common_port()
     start_three(start_upstream, port, unhealthy=HOSTS)
     listen, admin = free_port(), free_port()
     endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    log = tmp_path / "access.log"
     tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
                                    f"endpoints = {endpoints}\n{CHECKS}",
-                                   f"admin = 127.0.0.1:{admin}"))
+                                   f"admin = 127.0.0.1:{admin}\naccess_log = {log}"))
     wait_for(lambda: all(r["health"] == "down" for r in endpoint_rows(admin).values()), 5,
              "every endpoint down")
     client = Client(tetherd.port)
@@ -109,6 +113,10 @@ def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd):
     assert_tether_error(resp, 503, "health checks failing")
     assert resp.header("Retry-After") is not None
     assert took < 0.5, took  # no connect, no queue wait (queue_timeout is 1 s)
+    assert metric(admin, "tether_fast_failures_total", upstream="app") == 1
+    wait_for(lambda: log.exists() and log.read_text().strip(), 5, "the access log")
+    (line,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (line["status"], line["error"]) == (503, "endpoint_down"), line
 
 
 def test_health_timeout_must_be_shorter_than_interval(start_tetherd, tmp_path):
