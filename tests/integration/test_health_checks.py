@@ -2,8 +2,8 @@
 127.0.0.2, .3 and .4: an endpoint that is SIGKILLed under load goes down within
 health_interval x health_fall and gets no request after that, with no client-visible error; it
 comes back after health_rise passed checks; one answering /healthz with 503 is marked down (its
-idle connections closed as endpoint_down, the change logged once); all endpoints down is a fast
-503 with Retry-After. Which endpoint served a request is read from X-Upstream-Name."""
+idle connections closed as endpoint_down, the change logged once, its state in /stats and
+/pools); all endpoints down is a fast 503 with Retry-After. Which endpoint served a request is read from X-Upstream-Name."""
 
 import json
 import os
@@ -85,6 +85,13 @@ def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     assert tetherd.log().count(f"endpoint {sick} down") == 1  # once per change, not per check
     (app,) = get_json(admin, "/stats")["upstreams"]
     assert app["connections"]["closed"]["endpoint_down"] >= 1, app["connections"]["closed"]
+    # /pools says the same of each endpoint, connections or not (the sick one has none left).
+    pools = {r["endpoint"]: r for r in get_json(admin, "/pools")["endpoints"]}
+    assert set(pools) == {f"{h}:{port}" for h in HOSTS}, pools
+    assert [pools[sick]["health"], pools[sick]["connections"]] == ["down", 0], pools
+    assert 0 <= pools[sick]["last_change_seconds_ago"] < 10, pools
+    assert all(pools[f"{h}:{port}"]["health"] == "up" for h in (HOSTS[0], HOSTS[2])), pools
+    assert all(c["endpoint"] != sick for c in get_json(admin, "/pools")["connections"])
     top = run_top("--once", "--interval", "0.2", "--admin", f"127.0.0.1:{admin}")
     assert f"UP 2/3, {sick} down" in top.stdout, top.stdout
     assert max(len(line) for line in top.stdout.splitlines()) <= 80, top.stdout
