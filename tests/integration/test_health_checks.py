@@ -66,6 +66,41 @@ def test_killed_endpoint_goes_down_and_comes_back(start_upstream, start_tetherd)
     assert f"endpoint {victim} up: 2 health checks passed" in tetherd.log()
 
 
+def test_killed_endpoint_without_checks_is_ejected_by_the_breaker(start_upstream, start_tetherd):
+    """No health checks: an endpoint SIGKILLed under keep-alive and close-per-request GET load
+    costs no client an error (its pooled connections' requests are retried, its refused
+    connects fail over), and once each worker's breaker saw breaker_failures refused connects
+    it is ejected and gets no request at all."""
+    port = common_port()
+    ups = start_three(start_upstream, port)
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
+                                   f"endpoints = {endpoints}\nbreaker_failures = 3\n"
+                                   "breaker_cooldown = 30s\nbreaker_max_cooldown = 60s",
+                                   f"admin = 127.0.0.1:{admin}", workers=2))
+    assert set(run_load(tetherd.port, 3, 30)) == set(HOSTS)
+    victim = f"{HOSTS[0]}:{port}"
+    before = endpoint_rows(admin)[victim]
+    ups[HOSTS[0]].proc.send_signal(signal.SIGKILL)
+    ups[HOSTS[0]].proc.wait(5)
+    seen = run_load(tetherd.port, 3, 60) + run_load(tetherd.port, 3, 30, keepalive=False)
+    assert not [k for k in seen if k.startswith("status")], seen
+    assert HOSTS[0] not in seen, seen
+    wait_for(lambda: endpoint_rows(admin)[victim]["health"] == "ejected", 5,
+             "the killed endpoint ejected by the breaker")
+    picked = endpoint_rows(admin)[victim]["requests_total"]
+    # Picks after the kill: each worker's breaker_failures refused connects, and the requests
+    # that met a pooled connection of it (retried elsewhere), at most one per connection.
+    assert picked - before["requests_total"] <= 2 * 3 + before["connections"], (picked, before)
+    seen = run_load(tetherd.port, 3, 60) + run_load(tetherd.port, 3, 30, keepalive=False)
+    assert set(seen) == set(HOSTS[1:]), seen
+    assert endpoint_rows(admin)[victim]["requests_total"] == picked  # not even tried
+    metrics = fetch(admin, "GET", "/metrics").text
+    assert 'tether_ejections_total{upstream="app",cause="connect"}' in metrics, metrics
+    assert metric(admin, "tether_ejections_total", cause="connect") >= 1, metrics
+
+
 def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     """An endpoint that accepts connections but answers /healthz with 503 is down: its idle
     connections close (endpoint_down) and requests go to the others."""
