@@ -8,6 +8,7 @@ idle connections closed as endpoint_down, the change logged once, its state in /
 import json
 import os
 import signal
+import threading
 import time
 
 from helpers import Client, assert_tether_error, fetch, free_port, get_json, wait_for
@@ -221,3 +222,53 @@ def test_reset_before_a_response_is_retried_on_another_endpoint(start_upstream,
     assert resp.status == 502, resp
     posts = sum(u.stats()["methods"].get("POST", 0) for u in ups.values())
     assert posts == 1, posts
+
+
+def test_queued_requests_do_not_wait_for_a_down_endpoint(start_upstream, start_tetherd):
+    """max_connections = 2, both held by requests to an endpoint that hangs (SIGSTOP): the
+    requests queued behind them must not wait out queue_timeout (10 s) once health checks mark
+    it down; its connections stop counting against max_connections, so the queued requests get
+    connections to the other endpoints."""
+    port = common_port()
+    ups = start_three(start_upstream, port)
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
+                                   f"endpoints = {endpoints}\n{CHECKS}\nmax_connections = 2\n"
+                                   "max_idle = 0\nqueue_timeout = 10s\nresponse_timeout = 20s\n"
+                                   "balance = round_robin\nmax_queue = 100",
+                                   f"admin = 127.0.0.1:{admin}"))
+    hung = ups[HOSTS[0]].proc
+    results = {}
+
+    def one(i):
+        started = time.monotonic()
+        resp = fetch(tetherd.port)
+        results[i] = (resp.status, resp.header("X-Upstream-Name"), time.monotonic() - started)
+
+    threads = []
+    hung.send_signal(signal.SIGSTOP)
+    try:
+        # One at a time until two hang on it (round-robin, and max_idle = 0: a fresh connection
+        # each): those two hold both connections the upstream may have.
+        for i in range(12):
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.05)
+            if len(threads) - len(results) == 2:
+                break
+        assert len(threads) - len(results) == 2, results
+        queued = range(len(threads), len(threads) + 4)
+        for i in queued:
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+        wait_for(lambda: all(i in results for i in queued), 12, "the queued requests")
+    finally:
+        hung.send_signal(signal.SIGCONT)  # the two sent to it are answered now
+    for th in threads:
+        th.join(15)
+    # Well before queue_timeout (10 s): down within 2 x 300 ms, then connections elsewhere.
+    assert all(results[i][0] == 200 and results[i][2] < 6 for i in queued), results
+    assert not [r for r in results.values() if r[0] != 200], results
+    (app,) = get_json(admin, "/stats")["upstreams"]
+    assert app["queue"]["queued_total"] >= 4, app["queue"]
