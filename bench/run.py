@@ -10,6 +10,7 @@ Run through `make bench` (BENCH_ARGS='--quick' for a run under two minutes); see
 """
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +21,8 @@ from harness import aggregate, procfs, report
 from harness.contenders import Contender, contenders
 from harness.memprobe import MemoryProbe, probe_memory
 from harness.procs import HarnessError, Services, exit_on_sigterm, raise_fd_limit
-from harness.runner import SCENARIOS, LoadSettings, RunResult, Scenario, run_one
+from harness.runner import (HEALTH_CHECKS, SCENARIOS, LoadSettings, RunResult, Scenario,
+                            run_one, run_seconds, without_health_checks)
 from harness.tls import KEY_ALGORITHM
 from harness.upstream import RESPONSE_SIZE, Upstream, start_upstream
 
@@ -154,16 +156,48 @@ def running_order(runnable: list[Contender], scenarios: list[Scenario],
     order = []
     for round_index in range(repeat):
         for scenario in scenarios:
-            present = [c for c in runnable if c.runs_in(scenario.name)]
+            present = [c for c in runnable
+                       if c.runs_in(scenario.name) and scenario.admits(c.name)]
             shift = round_index % len(present) if present else 0
             order += [(scenario, c) for c in present[shift:] + present[:shift]]
     return order
+
+
+RUN_OVERHEAD_S = 1.5  # starting and stopping a proxy, its first request, stub_status reads
+BODY_RUN_S = 3.5  # BODY_TRANSFERS 50 MB transfers: 1-3 s measured on the loaded 2-CPU VM
+
+
+def expected_seconds(order: list[tuple[Scenario, Contender]], settings: LoadSettings) -> float:
+    """What the run should take, to print before it starts (measured overheads)."""
+    return sum((BODY_RUN_S if scenario.client == "body" else run_seconds(scenario, settings))
+               + RUN_OVERHEAD_S for scenario, _ in order)
+
+
+def health_check_support(tetherd: str, scenarios: list[Scenario],
+                         workdir: Path) -> tuple[list[Scenario], list[str]]:
+    """A tetherd without the health_check keys yet runs the probes-health scenario with probes
+    only, and the footer says so."""
+    if not any(set(HEALTH_CHECKS) & set(s.tether_conf) for s in scenarios):
+        return scenarios, []
+    config = workdir / "health-check.ini"
+    config.write_text("[upstream check]\nurl = http://127.0.0.1:1\nlisten = 127.0.0.1:2\n"
+                      + "\n".join(HEALTH_CHECKS) + "\n")
+    done = subprocess.run([tetherd, "--check", "-c", str(config)], capture_output=True,
+                          text=True, timeout=30)
+    if done.returncode == 0:
+        return scenarios, []
+    note = (f"probes-health: this tetherd refused the health_check keys "
+            f"({(done.stderr or done.stdout).strip().splitlines()[-1:]}), so it ran with "
+            f"probes only.")
+    return [without_health_checks(s) for s in scenarios], [note]
 
 
 def run_all(runnable: list[Contender], scenarios: list[Scenario], services: Services,
             upstream: Upstream, workdir: Path, settings: LoadSettings,
             repeat: int) -> list[RunResult]:
     order = running_order(runnable, scenarios, repeat)
+    print(f"{len(order)} runs, expected to take about "
+          f"{expected_seconds(order, settings) / 60:.0f} min", flush=True)
     runs = []
     for index, (scenario, contender) in enumerate(order, 1):
         run = run_one(contender, scenario, services, upstream, workdir, settings)
@@ -223,11 +257,13 @@ def measure(runnable: list[Contender], scenarios: list[Scenario], settings: Load
     started. Returns every run, unfolded."""
     raise_fd_limit(FD_LIMIT)
     probe = None
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None  # the 50 MB bodies, in memory
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as scratch, \
+            tempfile.TemporaryDirectory(prefix="tether-bench-bodies-", dir=shm) as bodies, \
             Services(Path(scratch)) as services:
         workdir = Path(scratch)
         print("starting the upstream nginx", flush=True)
-        upstream = start_upstream(services, workdir, settings.load_cpus)
+        upstream = start_upstream(services, workdir, settings.load_cpus, bodies=Path(bodies))
         runs = run_all(runnable, scenarios, services, upstream, workdir, settings, repeat)
         if with_memory_probe:
             tether = next((c for c in runnable if c.name == "tether"), None)
@@ -252,6 +288,10 @@ def main(argv: list[str]) -> int:
     settings = LoadSettings(args.duration, args.connections, args.threads, args.workers,
                             *cpu_layout(machine["nproc"]))
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if any(c.name == "tether" for c in runnable):
+        with tempfile.TemporaryDirectory(prefix="tether-bench-check-") as scratch:
+            scenarios, notes = health_check_support(tetherd, scenarios, Path(scratch))
+        skipped += notes
 
     runs, probe = measure(runnable, scenarios, settings, args.repeat, args.memory_probe)
     results = aggregate.fold_all(runs)
@@ -260,7 +300,7 @@ def main(argv: list[str]) -> int:
     footer = skipped + tls_protocol_line(results) + ([probe.summary()] if probe else [])
     table = report.markdown_report(
         title, header_lines(machine, settings, tetherd, scenarios, args.repeat), results, footer,
-        aggregate.standings(results))
+        aggregate.standings(results), aggregate.feature_costs(results, scenarios))
     run_dir = RESULTS / stamp
     context = json_context(stamp, machine, settings, args.repeat, tetherd, skipped, probe)
     save(run_dir, title, context, results, runs, table, [c.name for c in runnable])

@@ -62,6 +62,8 @@ def fold(runs: list[RunResult]) -> RunResult:
         upstream_tls_handshakes=_median_count([run.upstream_tls_handshakes for run in runs]),
         upstream_tls_resumed=_median_count([run.upstream_tls_resumed for run in runs]),
         upstream_tls_protocols=protocols,
+        mb_per_s=_median([run.mb_per_s for run in runs]),
+        proxy_cpu_ms_per_mb=_median([run.proxy_cpu_ms_per_mb for run in runs]),
     )
 
 
@@ -96,9 +98,13 @@ class Standing:
 
 
 _FIGURES = (  # (name, value of a row, True if higher is better)
-    ("req/s", lambda r: r.requests_per_s, True),
+    ("req/s", lambda r: r.requests_per_s if r.mb_per_s is None else None, True),
+    ("p50 ms", lambda r: r.latency_ms.get("p50"), False),
     ("p99 ms", lambda r: r.latency_ms.get("p99"), False),
-    ("proxy CPU s/100k", lambda r: r.proxy_cpu_s_per_100k, False),
+    ("proxy CPU s/100k", lambda r: r.proxy_cpu_s_per_100k if r.mb_per_s is None else None,
+     False),
+    ("MB/s", lambda r: r.mb_per_s, True),
+    ("proxy CPU ms/MB", lambda r: r.proxy_cpu_ms_per_mb, False),
 )
 
 
@@ -119,4 +125,40 @@ def standings(rows: list[RunResult]) -> list[Standing]:
             best = (max if higher_better else min)(rivals, key=value)
             found.append(Standing(scenario, figure, higher_better, value(tether), best.contender,
                                   value(best)))
+    return found
+
+
+@dataclass(frozen=True)
+class FeatureCost:
+    """tether's CPU per request in a scenario against its own in the scenario's baseline: what a
+    feature (three endpoints, probes, buffering, a Unix listener) costs it."""
+
+    scenario: str
+    baseline: str
+    cpu: float
+    baseline_cpu: float
+    limit: float | None  # the largest ratio allowed, or None
+
+    @property
+    def ratio(self) -> float:
+        return self.cpu / self.baseline_cpu if self.baseline_cpu else float("inf")
+
+    @property
+    def within(self) -> bool | None:
+        return None if self.limit is None else self.ratio <= self.limit
+
+
+def feature_costs(rows: list[RunResult], scenarios) -> list[FeatureCost]:
+    """One FeatureCost per scenario with a baseline where tether ran in both."""
+    cpu = {row.scenario: row.proxy_cpu_s_per_100k for row in rows
+           if row.contender == "tether" and not row.failure}
+    found = []
+    for scenario in scenarios:
+        if scenario.baseline is None:
+            continue
+        mine, theirs = cpu.get(scenario.name), cpu.get(scenario.baseline)
+        if mine is None or theirs is None:
+            continue
+        found.append(FeatureCost(scenario.name, scenario.baseline, mine, theirs,
+                                 scenario.cost_limit))
     return found

@@ -13,6 +13,14 @@ the chain only), sending that name as SNI. Every proxy offers TLS 1.2 and 1.3 an
 sessions for resumption. `direct-full` is a second baseline for `tls-close` only: wrk against
 an upstream listener that does not resume sessions, so every connection is a full handshake
 (with keep-alive clients it would be `direct` again).
+
+The added scenarios ask more of a launch: `endpoints` (three upstream addresses: each proxy
+balances over them by its own means: tether `endpoints =` with its default least_request,
+HAProxy `balance leastconn`, nginx `least_conn`), `unix_path` (listen on a Unix-domain socket
+instead of the TCP port: tether `listen = unix:`, HAProxy `bind unix@`, nginx `listen unix:`;
+h2o is not in those scenarios), `tether_conf`/`tether_global` (lines for tether's upstream
+section and [tether]: probes, health checks, request_buffer) and `health_checks` (HAProxy
+`check inter 1s`).
 """
 
 import os
@@ -39,6 +47,16 @@ class Launch:
     upstream_url: str  # http://host:port, or https://host:port with `tls`
     workers: int
     tls: Certificates | None = None  # set when the upstream speaks TLS
+    endpoints: tuple[str, ...] = ()  # HOST:PORT each; empty: the URL's address only
+    unix_path: Path | None = None  # listen here instead of on the TCP port
+    tether_conf: tuple[str, ...] = ()
+    tether_global: tuple[str, ...] = ()
+    health_checks: bool = False
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The upstream addresses (HOST:PORT) a proxy balances over."""
+        return self.endpoints or (self.upstream_authority,)
 
     @property
     def upstream_authority(self) -> str:
@@ -65,24 +83,30 @@ class Contender:
         return self.only_in is None or scenario in self.only_in
 
 
+def tether_config(ctx: Launch) -> str:
+    """tether.ini for a launch that needs more than the zero-config form."""
+    listen = f"unix:{ctx.unix_path}\nlisten_mode = 0666" if ctx.unix_path \
+        else f"127.0.0.1:{ctx.port}"
+    lines = ["[tether]", f"workers = {ctx.workers}", "log_level = warn", *ctx.tether_global, "",
+             "[upstream bench]", f"url = {ctx.upstream_url}", f"listen = {listen}"]
+    if ctx.endpoints:
+        lines.append("endpoints = " + ", ".join(ctx.endpoints))
+    if ctx.tls is not None:
+        lines += [f"tls_ca = {ctx.tls.ca}", f"tls_server_name = {ctx.tls.server_name}"]
+    return "\n".join([*lines, *ctx.tether_conf]) + "\n"
+
+
 def _launch_tether(binary: str) -> Callable[[Launch], list[str]]:
-    """Zero-config for plain HTTP; for TLS the same defaults from a file, plus the TLS keys."""
+    """Zero-config for plain HTTP on TCP; otherwise the same defaults from a file, plus what the
+    scenario asks for."""
 
     def launch(ctx: Launch) -> list[str]:
-        if ctx.tls is None:
+        if (ctx.tls is None and ctx.unix_path is None and not ctx.endpoints
+                and not ctx.tether_conf and not ctx.tether_global):
             return [binary, "--listen", f"127.0.0.1:{ctx.port}", "--upstream", ctx.upstream_url,
                     "--workers", str(ctx.workers), "--log-level", "warn"]
         config = ctx.workdir / "tether.ini"
-        config.write_text(f"""[tether]
-workers = {ctx.workers}
-log_level = warn
-
-[upstream bench]
-url = {ctx.upstream_url}
-listen = 127.0.0.1:{ctx.port}
-tls_ca = {ctx.tls.ca}
-tls_server_name = {ctx.tls.server_name}
-""")
+        config.write_text(tether_config(ctx))
         return [binary, "-c", str(config)]
 
     return launch
@@ -104,13 +128,27 @@ defaults
     timeout http-keep-alive 60s
 
 frontend bench
-    bind 127.0.0.1:{ctx.port} defer-accept
+    {_haproxy_bind(ctx)}
     default_backend upstream
 
 backend upstream
-    server upstream {ctx.upstream_authority}{_haproxy_tls(ctx)}
+{_haproxy_servers(ctx)}
 """)
     return [HAPROXY, "-db", "-f", str(config)]
+
+
+def _haproxy_bind(ctx: Launch) -> str:
+    if ctx.unix_path:
+        return f"bind unix@{ctx.unix_path} mode 666"
+    return f"bind 127.0.0.1:{ctx.port} defer-accept"
+
+
+def _haproxy_servers(ctx: Launch) -> str:
+    lines = ["    balance leastconn"] if ctx.endpoints else []
+    check = " check inter 1s" if ctx.health_checks else ""
+    lines += [f"    server upstream{index} {server}{_haproxy_tls(ctx)}{check}"
+              for index, server in enumerate(ctx.servers)]
+    return "\n".join(lines)
 
 
 def _haproxy_tls(ctx: Launch) -> str:
@@ -125,14 +163,15 @@ def _haproxy_tls(ctx: Launch) -> str:
 def _launch_nginx(ctx: Launch) -> list[str]:
     http_block = f"""    keepalive_timeout 60s;
     keepalive_requests 100000;
+    client_max_body_size 0;
     upstream bench_upstream {{
-        server {ctx.upstream_authority};
+{_nginx_servers(ctx)}
         keepalive {UPSTREAM_KEEPALIVE};
         keepalive_requests 100000;
         keepalive_timeout 60s;
     }}
     server {{
-        listen 127.0.0.1:{ctx.port} backlog=4096 deferred;
+        {_nginx_listen(ctx)}
         location / {{
             proxy_pass {'https' if ctx.tls else 'http'}://bench_upstream;
             proxy_http_version 1.1;
@@ -140,6 +179,17 @@ def _launch_nginx(ctx: Launch) -> list[str]:
         }}
     }}"""
     return nginx.write_config(ctx.workdir / "nginx", http_block, workers=ctx.workers)
+
+
+def _nginx_servers(ctx: Launch) -> str:
+    lines = ["        least_conn;"] if ctx.endpoints else []
+    return "\n".join(lines + [f"        server {server};" for server in ctx.servers])
+
+
+def _nginx_listen(ctx: Launch) -> str:
+    if ctx.unix_path:
+        return f"listen unix:{ctx.unix_path} backlog=4096;"
+    return f"listen 127.0.0.1:{ctx.port} backlog=4096 deferred;"
 
 
 def _nginx_tls(ctx: Launch) -> str:

@@ -143,8 +143,8 @@ class Services:
                   "killed")
 
 
-def wait_for_port(service: Service, port: int, timeout_s: float = 10.0) -> None:
-    """Waits until 127.0.0.1:port accepts a connection; fails early if the service exits."""
+def _wait_until_accepts(service: Service, connect, where: str, timeout_s: float) -> None:
+    """Calls connect() until it stops raising OSError; fails early if the service exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not service.running():
@@ -153,12 +153,32 @@ def wait_for_port(service: Service, port: int, timeout_s: float = 10.0) -> None:
                 f"{service.log_tail()}"
             )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            connect()
+            return
         except OSError:
             time.sleep(0.05)
-    raise HarnessError(f"{service.name} did not accept on port {port} within {timeout_s:.0f} s:\n"
+    raise HarnessError(f"{service.name} did not accept on {where} within {timeout_s:.0f} s:\n"
                        f"{service.log_tail()}")
+
+
+def wait_for_port(service: Service, port: int, timeout_s: float = 10.0) -> None:
+    """Waits until 127.0.0.1:port accepts a connection; fails early if the service exits."""
+
+    def connect():
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+    _wait_until_accepts(service, connect, f"port {port}", timeout_s)
+
+
+def wait_for_unix(service: Service, path: Path, timeout_s: float = 10.0) -> None:
+    """Waits until the Unix-domain socket at `path` accepts a connection."""
+
+    def connect():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(str(path))
+
+    _wait_until_accepts(service, connect, f"unix:{path}", timeout_s)
 
 
 def run_bounded(argv: list[str], timeout_s: float, cpus: str | None = None) -> str:

@@ -6,14 +6,14 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from .aggregate import Standing
+from .aggregate import FeatureCost, Standing
 from .runner import RunResult
 
 GNUPLOT = "/usr/bin/gnuplot"
 
 _COLUMNS = ("contender", "scenario", "req/s", "req/s ±", "p50 ms", "p99 ms", "errors",
             "upstream conns", "conns/req", "proxy CPU s/100k", "upstream CPU s/100k",
-            "proxy RSS MiB", "upstream TLS handshakes", "resumed")
+            "proxy RSS MiB", "upstream TLS handshakes", "resumed", "MB/s", "proxy CPU ms/MB")
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -39,6 +39,8 @@ def _row(result: RunResult) -> list[str]:
         _number(rss_mib, 1),
         _count(result.upstream_tls_handshakes),
         _count(result.upstream_tls_resumed),
+        _number(result.mb_per_s, 0),
+        _number(result.proxy_cpu_ms_per_mb, 2),
     ]
 
 
@@ -59,7 +61,7 @@ def markdown_table(results: list[RunResult]) -> str:
 
 
 def _standing_cell(standing: Standing) -> str:
-    digits = 0 if standing.figure == "req/s" else (3 if standing.figure == "p99 ms" else 2)
+    digits = {"req/s": 0, "MB/s": 0, "p50 ms": 3, "p99 ms": 3}.get(standing.figure, 2)
     mark = "" if standing.tether_leads else " (behind)"
     return (f"{standing.tether:,.{digits}f} vs {standing.best_other} "
             f"{standing.best_value:,.{digits}f}: **{standing.ratio:.2f}×**{mark}")
@@ -79,12 +81,28 @@ def standings_table(standings: list[Standing]) -> str:
     return "\n".join(lines)
 
 
+def costs_table(costs: list[FeatureCost]) -> str:
+    """tether's CPU per request with a feature against without; empty if none was measured."""
+    if not costs:
+        return ""
+    lines = ["What a feature costs tether (proxy CPU per request, tether against its own row in "
+             "the baseline scenario):", "", "| scenario | baseline | CPU s/100k | ratio | limit |",
+             "|---|---|---|---|---|"]
+    for cost in costs:
+        limit = "—" if cost.limit is None else (
+            f"≤ {cost.limit:.2f}×: {'met' if cost.within else '**missed**'}")
+        lines.append(f"| {cost.scenario} | {cost.baseline} | {cost.cpu:.2f} vs "
+                     f"{cost.baseline_cpu:.2f} | **{cost.ratio:.3f}×** | {limit} |")
+    return "\n".join(lines)
+
+
 def markdown_report(title: str, header_lines: list[str], results: list[RunResult],
-                    footer_lines: list[str], standings: list[Standing] | None = None) -> str:
+                    footer_lines: list[str], standings: list[Standing] | None = None,
+                    costs: list[FeatureCost] | None = None) -> str:
     parts = [f"# {title}", "", *header_lines, "", markdown_table(results), ""]
-    comparison = standings_table(standings or [])
-    if comparison:
-        parts += [comparison, ""]
+    for extra in (standings_table(standings or []), costs_table(costs or [])):
+        if extra:
+            parts += [extra, ""]
     if footer_lines:
         parts += [*footer_lines, ""]
     return "\n".join(parts)
@@ -98,16 +116,26 @@ def write_json(path: Path, context: dict, results: list[RunResult],
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _chart_data(results: list[RunResult], contenders: list[str], scenarios: list[str]) -> str:
-    """One row per contender: req/s per scenario, then p99 ms per scenario; "?" if missing."""
+# (column prefix, panel title, value of a row) for the two panels of a chart row
+_RATE_PANELS = (("rps", "requests per second (higher is better)", lambda r: r.requests_per_s),
+                ("p99", "p99 latency, ms (lower is better)", lambda r: r.latency_ms["p99"]))
+_BODY_PANELS = (("mbps", "MB/s of one transfer (higher is better)", lambda r: r.mb_per_s),
+                ("cpumb", "proxy CPU ms per MB (lower is better)",
+                 lambda r: r.proxy_cpu_ms_per_mb))
+
+
+def _chart_data(results: list[RunResult], contenders: list[str], scenarios: list[str],
+                panels=_RATE_PANELS) -> str:
+    """One row per contender: the first panel's figure per scenario, then the second's; "?" if
+    missing."""
     by_key = {(r.contender, r.scenario): r for r in results if not r.failure}
-    rows = ["# contender " + " ".join(f"rps_{s}" for s in scenarios) + " "
-            + " ".join(f"p99_{s}" for s in scenarios)]
+    rows = ["# contender " + " ".join(f"{prefix}_{s}" for prefix, _, _ in panels
+                                      for s in scenarios)]
     for contender in contenders:
         found = [by_key.get((contender, scenario)) for scenario in scenarios]
-        rps = [f"{r.requests_per_s:.1f}" if r else "?" for r in found]
-        p99 = [f"{r.latency_ms['p99']:.3f}" if r else "?" for r in found]
-        rows.append(" ".join([contender, *rps, *p99]))
+        cells = [f"{value(r):.3f}" if r and value(r) is not None else "?"
+                 for _, _, value in panels for r in found]
+        rows.append(" ".join([contender, *cells]))
     return "\n".join(rows) + "\n"
 
 
@@ -117,34 +145,38 @@ def _panel(title: str, first_column: int, scenarios: list[str]) -> str:
     return f"set title '{title}'\nplot " + ", ".join(plots) + "\n"
 
 
-def _chart_rows(results: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
-    """(data file, row title, results) per chart row: plain-HTTP scenarios, then TLS ones.
-    A row is drawn when one of its runs was measured; failed runs leave empty slots."""
-    plain = [r for r in results if not r.upstream_tls]
+def _chart_rows(results: list[RunResult]) -> list[tuple[str, str, list[RunResult], tuple]]:
+    """(data file, row title, results, panels) per chart row: plain-HTTP scenarios, TLS ones,
+    then the large bodies. A row is drawn when one of its runs was measured; failed runs leave
+    empty slots."""
+    bodies = [r for r in results if r.scenario.startswith("large-")]
+    plain = [r for r in results if not r.upstream_tls and not r.scenario.startswith("large-")]
     tls = [r for r in results if r.upstream_tls]
-    rows = [("chart.dat", "upstream over plain HTTP", plain),
-            ("chart-tls.dat", "upstream over TLS", tls)]
+    rows = [("chart.dat", "upstream over plain HTTP", plain, _RATE_PANELS),
+            ("chart-tls.dat", "upstream over TLS", tls, _RATE_PANELS),
+            ("chart-bodies.dat", "50 MB bodies", bodies, _BODY_PANELS)]
     return [row for row in rows if any(not r.failure for r in row[2])]
 
 
-def _chart_row_script(data_file: str, row_title: str, results: list[RunResult],
+def _chart_row_script(data_file: str, row_title: str, results: list[RunResult], panels: tuple,
                       directory: Path, order: list[str]) -> str:
     present = {r.contender for r in results}
     contenders = [name for name in order if name in present]
     contenders += [name for name in dict.fromkeys(r.contender for r in results)
                    if name not in contenders]
     scenarios = list(dict.fromkeys(r.scenario for r in results))
-    (directory / data_file).write_text(_chart_data(results, contenders, scenarios))
+    (directory / data_file).write_text(_chart_data(results, contenders, scenarios, panels))
     return f"""set xrange [-0.5:{len(contenders) - 0.5}]
-{_panel(f'{row_title}: requests per second (higher is better)', 2, scenarios)}
-{_panel(f'{row_title}: p99 latency, ms (lower is better)', 2 + len(scenarios), scenarios)}
+{_panel(f'{row_title}: {panels[0][1]}', 2, scenarios)}
+{_panel(f'{row_title}: {panels[1][1]}', 2 + len(scenarios), scenarios)}
 """.replace("'chart.dat'", f"'{data_file}'")
 
 
 def write_chart(directory: Path, title: str, results: list[RunResult],
                 order: list[str] | None = None) -> Path | None:
     """Draws chart.png (req/s and p99 by contender and scenario, one row of two panels for the
-    plain-HTTP scenarios and one for the TLS ones); None if nothing to draw. `order`: the
+    plain-HTTP scenarios and one for the TLS ones; MB/s and CPU per MB for the large bodies);
+    None if nothing to draw. `order`: the
     contenders' order on the x axis (default: as they appear in `results`)."""
     rows = _chart_rows(results)
     if not rows:

@@ -7,18 +7,32 @@ counters tell how many connections the upstream accepted and how many are open: 
 causes (or saves) upstream. The counters cover every listener; each run uses one listener, so
 the difference over a run is that listener's.
 
+The plain listener also listens on 127.0.0.2-4 (the three-endpoints scenario) and on a Unix
+socket (`direct` in the uds-* scenarios), and serves the large-* scenarios: `/large` (a 50 MB
+file, Content-Length, sendfile), `/large-chunked` (the same file through a sub_filter that
+matches nothing, which makes nginx send it chunked) and `PUT /upload/...` (WebDAV: the body is
+read whole and stored, in /dev/shm when there is one). A second upstream, `nagle`, is
+tests/integration/nagle_upstream.py: Python's http.server writing head and body apart.
+
 Both TLS listeners write one access log line per connection (at its first request) with the
 protocol and whether the session was resumed: `TlsLog` counts the handshakes of a run from it.
 """
 
 import collections
+import os
+import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import nginx
+from .bodies import BODY_BYTES
 from .procs import HarnessError, Service, Services, free_port, wait_for_port
 from .tls import Certificates, make_certificates
+
+NAGLE_UPSTREAM = Path(__file__).resolve().parents[2] / "tests" / "integration" / "nagle_upstream.py"
+ENDPOINT_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 RESPONSE_SIZE = 100  # bytes of body
 WORKER_CONNECTIONS = 16384  # above the memory probe's 10,000 pooled connections
@@ -81,10 +95,22 @@ class Upstream:
     tls_full_port: int  # TLS without session resumption
     certificates: Certificates
     tls_log: TlsLog
+    unix_path: Path
+    large_file: Path
+    nagle: Service
+    nagle_port: int
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nagle_url(self) -> str:
+        return f"http://127.0.0.1:{self.nagle_port}"
+
+    def endpoints(self, count: int) -> tuple[str, ...]:
+        """HOST:PORT of `count` of the plain listener's addresses on 127.0.0.2-4."""
+        return tuple(f"{host}:{self.port}" for host in ENDPOINT_HOSTS[:count])
 
     @property
     def tls_url(self) -> str:
@@ -125,13 +151,38 @@ _RESPONSE = f"""        location / {{
         }}"""
 
 
+def _large_locations(bodies: Path) -> str:
+    return f"""        client_max_body_size {BODY_BYTES * 2};
+        location = /large {{
+            alias {bodies / 'large.bin'};
+            default_type application/octet-stream;
+        }}
+        location = /large-chunked {{
+            alias {bodies / 'large.bin'};
+            default_type text/plain;
+            sub_filter_types *;
+            sub_filter 'tether-bench-matches-nothing' '';
+        }}
+        location /upload/ {{
+            root {bodies};
+            dav_methods PUT;
+            client_body_temp_path {bodies / 'incoming'};
+        }}"""
+
+
 def _http_block(port: int, status_port: int, tls_port: int, tls_full_port: int,
-                certificates: Certificates, tls_log: Path) -> str:
+                certificates: Certificates, tls_log: Path, unix_path: Path,
+                bodies: Path) -> str:
+    extra = "".join(f"        listen {host}:{port} backlog={LISTEN_BACKLOG};\n"
+                    for host in ENDPOINT_HOSTS)
     return f"""    keepalive_timeout 60s;
     keepalive_requests 100000;
+    sendfile on;
     server {{
         listen 127.0.0.1:{port} backlog={LISTEN_BACKLOG};
+{extra}        listen unix:{unix_path} backlog={LISTEN_BACKLOG};
 {_RESPONSE}
+{_large_locations(bodies)}
     }}
     ssl_certificate {certificates.cert};
     ssl_certificate_key {certificates.key};
@@ -164,21 +215,55 @@ def _http_block(port: int, status_port: int, tls_port: int, tls_full_port: int,
     }}"""
 
 
+def _write_large_file(bodies: Path) -> Path:
+    """BODY_BYTES of random bytes (not compressible, not all zeros), written once per run."""
+    (bodies / "upload").mkdir(parents=True, exist_ok=True)
+    (bodies / "incoming").mkdir(exist_ok=True)
+    path = bodies / "large.bin"
+    with open(path, "wb") as out:
+        for _ in range(BODY_BYTES // 1_000_000):
+            out.write(os.urandom(1_000_000))
+    return path
+
+
+def start_nagle(services: Services, cpus: str | None = None) -> tuple[Service, int]:
+    """Starts nagle_upstream.py and reads the port it prints."""
+    service = services.start("nagle-upstream", [sys.executable, str(NAGLE_UPSTREAM),
+                                                "--body-size", "100"], cpus)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in service.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("PORT "):
+                port = int(line.split()[1])
+                wait_for_port(service, port)
+                return service, port
+        if not service.running():
+            break
+        time.sleep(0.05)
+    raise HarnessError(f"nagle upstream did not start:\n{service.log_tail()}")
+
+
 def start_upstream(services: Services, workdir: Path, cpus: str | None = None,
-                   certificates: Certificates | None = None) -> Upstream:
-    """Starts the upstream nginx (one worker) and waits until all its ports accept. Without
-    `certificates`, makes them in WORKDIR/tls."""
+                   certificates: Certificates | None = None,
+                   bodies: Path | None = None) -> Upstream:
+    """Starts the upstream nginx (one worker) and the nagle upstream, and waits until all their
+    ports accept. Without `certificates`, makes them in WORKDIR/tls; the large bodies live in
+    `bodies` (default WORKDIR/bodies)."""
     if certificates is None:
         certificates = make_certificates(workdir / "tls")
+    bodies = bodies or workdir / "bodies"
+    large_file = _write_large_file(bodies)
     ports = [free_port() for _ in range(4)]
     port, status_port, tls_port, tls_full_port = ports
     directory = workdir / "upstream-nginx"
     tls_log = directory / "tls-handshakes.log"
+    unix_path = directory / "upstream.sock"
     argv = nginx.write_config(directory, _http_block(port, status_port, tls_port, tls_full_port,
-                                                     certificates, tls_log),
+                                                     certificates, tls_log, unix_path, bodies),
                               workers=1, worker_connections=WORKER_CONNECTIONS)
     service = services.start("upstream-nginx", argv, cpus)
     for listening in ports:
         wait_for_port(service, listening)
+    nagle, nagle_port = start_nagle(services, cpus)
     return Upstream(service, port, status_port, tls_port, tls_full_port, certificates,
-                    TlsLog(tls_log))
+                    TlsLog(tls_log), unix_path, large_file, nagle, nagle_port)

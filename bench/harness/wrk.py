@@ -29,11 +29,23 @@ class WrkResult:
         return sum(self.errors.values())
 
 
+def write_post_script(directory: Path, body_bytes: int) -> Path:
+    """A wrk script that POSTs a body of `body_bytes` with every request, and reports as
+    wrk_report.lua does."""
+    script = directory / f"wrk-post-{body_bytes}.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {body_bytes})\n'
+                      f'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+                      + REPORT_SCRIPT.read_text())
+    return script
+
+
 def run_wrk(url: str, duration_s: float, connections: int, threads: int,
-            headers: tuple[str, ...] = (), cpus: str | None = None) -> WrkResult:
-    """Runs one bounded wrk load against `url` and returns its summary."""
+            headers: tuple[str, ...] = (), cpus: str | None = None,
+            script: Path | None = None) -> WrkResult:
+    """Runs one bounded wrk load against `url` and returns its summary; `script` replaces the
+    reporting script (it must report the same way)."""
     argv = [WRK, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s",
-            "--timeout", f"{REQUEST_TIMEOUT_S}s", "-s", str(REPORT_SCRIPT)]
+            "--timeout", f"{REQUEST_TIMEOUT_S}s", "-s", str(script or REPORT_SCRIPT)]
     for header in headers:
         argv += ["-H", header]
     output = run_bounded([*argv, url], duration_s + EXIT_SLACK_S, cpus)

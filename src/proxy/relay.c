@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define TT_BODY_BUF_MAX (256 * 1024)
+
 static void upstream_cb(tt_conn_t *conn, uint32_t events);
 static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
                       const tt_pool_error_t *err);
@@ -537,6 +539,16 @@ static tt_step_t parse_response_body(tt_session_t *s)
     return TT_STEP_OK;
 }
 
+/* A body read that filled the buffer left more waiting in the socket: the buffer doubles, up to
+ * TT_BODY_BUF_MAX, so a large body moves in fewer, larger reads and writes (a 50 MB download made
+ * 3,200 recv/send pairs of 16 KiB). A slow reader still holds at most TT_BODY_BUF_MAX here. The
+ * grown buffer is freed, not recycled, when the connection goes back to the pool. */
+static void grow_body_buffer(tt_buf_t *in)
+{
+    if (in->cap < TT_BODY_BUF_MAX)
+        (void)tt_buf_reserve(in, in->cap, TT_BODY_BUF_MAX);
+}
+
 /* Reads the response and relays it. OK on progress, AGAIN when waiting, DECLINED if the exchange
  * ended (or moved to another state). */
 static tt_step_t step_response(tt_session_t *s)
@@ -589,10 +601,13 @@ static tt_step_t step_response(tt_session_t *s)
             wait_for_upstream(s);
             return tt_step_progress(moved);
         }
+        size_t room = tt_buf_room(c->in);
         ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
         if (n > 0) {
             s->resp_started = 1;
             moved = 1;
+            if (s->resp_head_done && (size_t)n == room)
+                grow_body_buffer(c->in);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
