@@ -92,8 +92,10 @@ def test_killed_endpoint_without_checks_is_ejected_by_the_breaker(start_upstream
              "the killed endpoint ejected by the breaker")
     picked = endpoint_rows(admin)[victim]["requests_total"]
     # Picks after the kill: each worker's breaker_failures refused connects, and the requests
-    # that met a pooled connection of it (retried elsewhere), at most one per connection.
-    assert picked - before["requests_total"] <= 2 * 3 + before["connections"], (picked, before)
+    # that met a pooled connection of it (each picked it at most twice: the reused connection,
+    # then a fresh one refused before failing over).
+    assert picked - before["requests_total"] <= 2 * 3 + 2 * before["connections"], \
+        (picked, before)
     seen = run_load(tetherd.port, 3, 60) + run_load(tetherd.port, 3, 30, keepalive=False)
     assert set(seen) == set(HOSTS[1:]), seen
     assert endpoint_rows(admin)[victim]["requests_total"] == picked  # not even tried
@@ -255,9 +257,9 @@ def test_queued_requests_do_not_wait_for_a_down_endpoint(start_upstream, start_t
             threads.append(threading.Thread(target=one, args=(i,)))
             threads[-1].start()
             time.sleep(0.05)
-            if len(threads) - len(results) == 2:
+            if len(threads) - len(results) >= 2:
                 break
-        assert len(threads) - len(results) == 2, results
+        assert len(threads) - len(results) >= 2, results
         queued = range(len(threads), len(threads) + 4)
         for i in queued:
             threads.append(threading.Thread(target=one, args=(i,)))
