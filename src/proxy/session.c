@@ -59,6 +59,7 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
         .duration_us = duration_us,
         .reused = s->reused,
         .retried = s->retried,
+        .cut = s->resp_cut,
     };
     tt_accesslog_write(al, &e);
 }
@@ -88,6 +89,8 @@ void tt_session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
 {
     if (s->state == S_CLOSED)
         return;
+    /* Too late for an error response: the close is the client's signal, the log says so. */
+    s->resp_cut = conn_verdict == TT_CLOSE_RESPONSE_PARTIAL && s->resp_head_done;
     tt_session_end_request(s);
     tt_session_drop_conn(s, conn_verdict);
     s->state = S_CLOSED;

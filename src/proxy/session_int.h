@@ -57,6 +57,7 @@ typedef struct tt_session {
     uint8_t resp_started;  /* a byte of the response arrived */
     uint8_t resp_head_done;
     uint8_t resp_done;
+    uint8_t resp_cut; /* closed after the response head, before the response's end */
     uint8_t resp_keepalive;
     uint8_t close_after;
     uint8_t ends_at_close; /* the client learns the response's end from the close alone */
