@@ -72,19 +72,22 @@ static void reply_no_endpoints(tt_session_t *s)
                                "upstream %s: no endpoints", conf->name);
 }
 
-/* Every endpoint is ejected: fail fast, and say why and when the next trial is due. */
+/* Every endpoint is down or ejected: fail fast, and say why and when the next trial is due. The
+ * access log names which of the two (Proxy-Status has one type for both). */
 static void reply_breaker_open(tt_session_t *s)
 {
     const tt_upstream_conf_t *conf = s->up->conf;
     const char *cause;
     tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
     if (strcmp(cause, "health checks failing") == 0) {
+        s->log_error = "endpoint_down";
         tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                                "upstream %s: every endpoint is down or ejected (health checks "
                                "failing: %s); next check in %llums",
                                conf->name, conf->health_check, (unsigned long long)ms);
         return;
     }
+    s->log_error = "breaker_open";
     tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                            "upstream %s: circuit breaker open: every endpoint failed %lld "
                            "times in a row (last: %s); next trial in %llums",

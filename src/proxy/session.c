@@ -36,6 +36,8 @@ static void release_buffers(tt_session_t *s)
 static void log_access(tt_session_t *s, uint64_t duration_us)
 {
     tt_accesslog_t *al = &s->worker->access_log;
+    const char *error = !s->generated ? NULL : s->log_error != NULL ? s->log_error : s->proxy_error;
+    s->log_error = NULL; /* it was this request's */
     if (!tt_accesslog_enabled(al))
         return;
     tt_access_entry_t e = {
@@ -51,7 +53,7 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
         .generated_by = s->status == 0 ? NULL
                         : s->generated ? "tether"
                                        : "upstream",
-        .error = s->generated ? s->proxy_error : NULL,
+        .error = error,
         .status = s->status,
         .bytes = s->bytes_out,
         .duration_us = duration_us,

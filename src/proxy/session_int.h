@@ -77,8 +77,11 @@ typedef struct tt_session {
     uint8_t client_tcp; /* not a Unix-domain client, which has no ACKs to tune */
     uint8_t host_len;
     const char *proxy_error; /* with generated: the RFC 9209 error type */
-    uint16_t status;         /* status sent to the client; 0 before a response head */
-    uint8_t reused;          /* the exchange ran on a connection that served a request before */
+    /* With generated, a finer cause than proxy_error for the access log's error (breaker_open,
+     * endpoint_down: both are destination_unavailable to RFC 9209); NULL for most errors. */
+    const char *log_error;
+    uint16_t status; /* status sent to the client; 0 before a response head */
+    uint8_t reused;  /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint32_t send_queue; /* the client socket's unacknowledged bytes when the send timer started */
     /* After the response head, what the session timer waits for: the client to take bytes (the

@@ -68,14 +68,16 @@ void tt_pool_unreserve_capacity(tt_upstream_t *up)
 }
 
 /* The idle list is shared by the endpoints; ep->nidle stops the walk once ep has none, and with
- * connections spread over E endpoints the first match is about E steps from the warm end. */
+ * connections spread over E endpoints the first match is about E steps from the warm end. With
+ * ep NULL (any endpoint), only one that may take a request: not down, not ejected. */
 tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep)
 {
+    tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_t *l = pool->_idle.next;
     while (l != &pool->_idle && (ep == NULL || ep->nidle > 0)) {
         tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         l = l->next;
-        if (ep != NULL && c->ep != ep)
+        if (ep != NULL ? c->ep != ep : !tt_endpoint_usable(c->ep, now))
             continue;
         tt_close_reason_t why = tt_conn_checkout_check(pool, c);
         if (why == TT_REUSE_OK)
@@ -107,7 +109,9 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 
 int tt_pool_claim(tt_pool_t *pool, tt_conn_t *c)
 {
-    if (!tt_list_empty(&pool->_waiters)) {
+    /* Not to a queued request when its endpoint is ejected (a probed idle connection): it stays
+     * idle for after the cooldown. */
+    if (!tt_list_empty(&pool->_waiters) && tt_endpoint_usable(c->ep, tt_loop_now(pool->loop))) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         c->state = TT_CONN_ACTIVE;
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
@@ -283,7 +287,7 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
         verdict = TT_CLOSE_SHUTDOWN;
     if (verdict == TT_REUSE_OK && c->ep->state == TT_ENDPOINT_DRAINING)
         verdict = TT_CLOSE_ENDPOINT_REMOVED;
-    if (verdict == TT_REUSE_OK && c->ep->down)
+    if (verdict == TT_REUSE_OK && (c->ep->down || c->_uncapped))
         verdict = TT_CLOSE_ENDPOINT_DOWN;
     if (verdict == TT_REUSE_OK && (c->_retired || tt_loop_now(pool->loop) >= c->_retire_at))
         verdict = TT_CLOSE_LIFETIME;
