@@ -471,7 +471,6 @@ static void finish_exchange(tt_session_t *s)
     else
         tt_conn_report(s->conn, TT_OUTCOME_OK, NULL);
     tt_session_end_request(s);
-    tt_session_release_pipe(s); /* empty: everything was sent */
     tt_session_drop_conn(s, verdict);
     /* Body bytes read but never sent (the upstream answered early) must not be parsed as the
      * next request: this client connection ends with its response. */
@@ -631,8 +630,15 @@ static tt_step_t step_response(tt_session_t *s)
         }
         if (splice_wanted(s))
             s->pipe = tt_pipe_get(&s->worker->pipes); /* NULL: the buffered path, silently */
+        if (s->pipe != NULL && tt_http_reader_body_left(&s->resp) <= 1) {
+            /* The body's last byte takes the buffered path once the pipe is empty: the
+             * response then never ends (nor moves to cout) with bytes still in the pipe. */
+            if (s->pipe->len > 0)
+                continue; /* the flush above drains it, or waits for the client */
+            tt_session_release_pipe(s);
+        }
         ssize_t n;
-        if (s->pipe != NULL && tt_http_reader_body_left(&s->resp) > 1) {
+        if (s->pipe != NULL) {
             n = splice_in(s);
             if (n > 0) {
                 moved = 1;

@@ -209,11 +209,11 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
         struct iovec iov[2];
         int n = 0;
         size_t head = s->cout != NULL ? tt_buf_len(s->cout) : 0;
-        int piped = s->pipe != NULL && s->pipe->len > 0;
+        /* The pipe is released before the body's last byte is read into conn->in. */
+        TT_ASSERT(s->pipe == NULL || s->resp_pending == 0);
         if (head > 0)
             iov[n++] = (struct iovec){tt_buf_rptr(s->cout), head};
-        /* The pipe's bytes came before what conn->in holds (its body's last byte). */
-        if (s->resp_pending > 0 && !piped)
+        if (s->resp_pending > 0)
             iov[n++] = (struct iovec){tt_buf_rptr(s->conn->in), s->resp_pending};
         /* The last bytes before a close: MSG_MORE holds them back until close(), so the FIN
          * leaves in the same segment and the client acknowledges both at once. */
