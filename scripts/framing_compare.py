@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 from badpeer import BadPeer  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import free_port, read_status  # noqa: E402
 from test_framing import BAD_REQUESTS, BAD_RESPONSES, OK_RESPONSE  # noqa: E402
 
 NGINX_CONF = """daemon off; pid {dir}/nginx.pid; error_log {dir}/nginx.log; worker_processes 1;
@@ -115,22 +115,8 @@ def exchange(port, raw):
             sock.sendall(raw)
         except OSError:
             return "reset"
-        data = b""
-        try:
-            while b"\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except socket.timeout:
-            return "timeout" if not data else data.split(b" ")[1].decode(errors="replace")
-        except ConnectionResetError:
-            if not data:
-                return "reset"
-    if not data:
-        return "close"
-    parts = data.split(b" ")
-    return parts[1].decode(errors="replace") if len(parts) > 1 else "junk"
+        outcome = read_status(sock, 3)
+    return {"eof": "close", "garbled": "junk"}.get(outcome, outcome)
 
 
 def run_case(kind, tetherd, raw, reply):

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build-fuzz")
 FUZZ_DIR = os.path.join(ROOT, "tests", "fuzz")
-HARNESSES = ["request_head", "response_head", "body", "config", "admin"]
+HARNESSES = ["request_head", "response_head", "body", "config", "admin", "tracefs", "sockdiag"]
 SETUP = ["meson", "setup", BUILD, "-Dfuzz=true", "-Dtests=false", "-Db_sanitize=address,undefined",
          "-Db_lundef=false", "-Dbuildtype=debugoptimized"]
 ENV = dict(os.environ, CC="clang",

@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from .procs import HarnessError, run_bounded
+from .wrk import WrkResult
 
 CURL = "/usr/bin/curl"
 BODY_BYTES = 50 * 1000 * 1000
@@ -15,23 +16,11 @@ PATHS = {"download": "large", "download-chunked": "large-chunked", "upload": "up
 
 
 @dataclass(frozen=True)
-class TransferResult:
+class TransferResult(WrkResult):
     """What wrk's result has, plus MB/s: the runner reads both alike."""
 
-    requests: int
-    duration_s: float
-    errors: dict[str, int]
-    latency_ms: dict[str, float]
     mb_per_s: float
     megabytes: float
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
 
 
 def _curl(url: str, kind: str, upload_file) -> list[str]:

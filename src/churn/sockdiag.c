@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -19,6 +20,20 @@
 #include <unistd.h>
 
 #define RECV_BUF (64 * 1024)
+
+/* RTA_OK and RTA_NEXT with an unsigned length: RTA_NEXT subtracts the aligned length, which
+ * passes the end when the last attribute's length is not a multiple of 4. */
+static int attr_ok(const struct rtattr *a, size_t rest)
+{
+    return rest >= sizeof(*a) && a->rta_len >= sizeof(*a) && a->rta_len <= rest;
+}
+
+static const struct rtattr *next_attr(const struct rtattr *a, size_t *rest)
+{
+    size_t step = RTA_ALIGN(a->rta_len);
+    *rest = step < *rest ? *rest - step : 0;
+    return (const struct rtattr *)((const char *)a + step);
+}
 
 static void parse_msg(const struct nlmsghdr *h, tt_sockdiag_sock_cb cb, void *arg)
 {
@@ -35,7 +50,7 @@ static void parse_msg(const struct nlmsghdr *h, tt_sockdiag_sock_cb cb, void *ar
     tt_churn_addr_set(&s.remote, m->idiag_family, m->id.idiag_dst, ntohs(m->id.idiag_dport));
     size_t rest = h->nlmsg_len - NLMSG_LENGTH(sizeof(*m));
     const struct rtattr *a = (const struct rtattr *)((const char *)m + NLMSG_ALIGN(sizeof(*m)));
-    for (; RTA_OK(a, rest); a = RTA_NEXT(a, rest)) {
+    for (; attr_ok(a, rest); a = next_attr(a, &rest)) {
         size_t plen = RTA_PAYLOAD(a);
         if (a->rta_type == INET_DIAG_SKMEMINFO && plen >= sizeof(uint32_t) * SK_MEMINFO_VARS) {
             uint32_t mem[SK_MEMINFO_VARS];
@@ -80,7 +95,9 @@ int tt_sockdiag_parse(const uint8_t *buf, size_t len, tt_sockdiag_sock_cb cb, vo
             return 1;
         if (h->nlmsg_type == NLMSG_ERROR) {
             const struct nlmsgerr *e = NLMSG_DATA(h);
-            int code = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*e)) ? -e->error : EPROTO;
+            /* The kernel sends -errno; INT_MIN (a damaged reply) has no negation. */
+            int code = h->nlmsg_len >= NLMSG_LENGTH(sizeof(*e)) && e->error != INT_MIN ? -e->error
+                                                                                       : EPROTO;
             snprintf(err, errlen, "sock_diag: %s", strerror(code));
             return -1;
         }

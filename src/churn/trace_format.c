@@ -95,7 +95,10 @@ int tt_trace_format_parse(tt_trace_format_t *f, const char *event_format, const 
     if (find_field(header_page, "timestamp", &ts) < 0 ||
         find_field(header_page, "commit", &commit) < 0 ||
         find_field(header_page, "data", &data) < 0 || ts.size != 8 ||
-        (commit.size != 4 && commit.size != 8)) {
+        (commit.size != 4 && commit.size != 8) ||
+        /* The page header precedes the data: a page of data_off bytes holds both stamps. */
+        (size_t)ts.off + 8 > (size_t)data.off ||
+        (size_t)commit.off + (size_t)commit.size > (size_t)data.off) {
         snprintf(err, errlen, "header_page: unexpected layout");
         return -1;
     }
@@ -137,10 +140,16 @@ static uint64_t load_uint(const uint8_t *p, int size)
 static void decode_event(const tt_trace_format_t *f, const uint8_t *rec, size_t len, uint64_t ts,
                          tt_trace_event_cb cb, void *arg)
 {
-    /* Every field must lie inside the record; the largest offset decides. */
-    if ((size_t)(f->daddr_v6.off + 16) > len || (size_t)(f->saddr_v6.off + 16) > len ||
-        (size_t)(f->common_type.off + 2) > len)
-        return;
+    /* Every field must lie inside the record (the format file, not a fixed layout, placed
+     * them). */
+    const tt_trace_field_t *fields[] = {
+        &f->common_type, &f->common_pid, &f->skaddr,   &f->oldstate, &f->newstate,
+        &f->sport,       &f->dport,      &f->family,   &f->protocol, &f->saddr,
+        &f->daddr,       &f->saddr_v6,   &f->daddr_v6,
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if ((size_t)fields[i]->off + (size_t)fields[i]->size > len)
+            return;
     if (load_uint(rec + f->common_type.off, 2) != f->id)
         return;
     tt_trace_event_t ev = {
@@ -183,24 +192,26 @@ int tt_trace_page_decode(const tt_trace_format_t *f, const uint8_t *page, size_t
         return -1;
     const uint8_t *p = page + f->page_data_off, *end = p + size;
     int n = 0;
-    while (p + 4 <= end) {
+    /* Bounds compare lengths with what is left, never a pointer past the end. */
+    while (end - p >= 4) {
+        size_t left = (size_t)(end - p);
         uint32_t hdr = (uint32_t)load_uint(p, 4);
         unsigned type_len = hdr & 0x1f;
         uint32_t delta = hdr >> 5;
         if (type_len == RB_TYPE_PADDING) {
             if (delta == 0) /* the rest of the page is unused */
                 break;
-            if (p + 8 > end)
+            if (left < 8)
                 return -1;
             size_t skip = (uint32_t)load_uint(p + 4, 4) + 4;
-            if (skip < 8 || p + skip > end)
+            if (skip < 8 || skip > left)
                 return -1;
             ts += delta;
             p += skip;
             continue;
         }
         if (type_len == RB_TYPE_TIME_EXTEND || type_len == RB_TYPE_TIME_STAMP) {
-            if (p + 8 > end)
+            if (left < 8)
                 return -1;
             uint64_t v = ((uint64_t)load_uint(p + 4, 4) << RB_TS_SHIFT) | delta;
             if (type_len == RB_TYPE_TIME_EXTEND) {
@@ -216,17 +227,17 @@ int tt_trace_page_decode(const tt_trace_format_t *f, const uint8_t *page, size_t
         const uint8_t *rec;
         size_t rlen;
         if (type_len == 0) {
-            if (p + 8 > end)
+            if (left < 8)
                 return -1;
             uint32_t l = (uint32_t)load_uint(p + 4, 4);
-            if (l < 4 || p + 4 + l > end)
+            if (l < 4 || l > left - 4)
                 return -1;
             rec = p + 8;
             rlen = l - 4;
             p += 4 + l;
         } else {
             rlen = (size_t)type_len * 4;
-            if (p + 4 + rlen > end)
+            if (rlen > left - 4)
                 return -1;
             rec = p + 4;
             p += 4 + rlen;

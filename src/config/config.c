@@ -138,6 +138,7 @@ static const field_t upstream_fields[] = {
     U("idle_timeout", F_IDLE, idle_timeout, TT_IDLE_AUTO, 1, DAY),
     U("connect_timeout", F_DURATION, connect_timeout, 5000, 1, DAY),
     U("response_timeout", F_DURATION, response_timeout, 30000, 1, DAY),
+    U("response_idle_timeout", F_DURATION_OFF, response_idle_timeout, 60000, 0, DAY),
     U("queue_timeout", F_DURATION, queue_timeout, 1000, 1, DAY),
     U("max_lifetime", F_DURATION_OFF, max_lifetime, 600000, 0, 365 * DAY),
     U("tcp_keepalive", F_DURATION_OFF, tcp_keepalive, 30000, 0, DAY),
@@ -1293,4 +1294,165 @@ char *tt_conf_dump(const tt_conf_t *conf)
     }
     tt_buf_append(&b, "", 1);
     return b.data;
+}
+
+/* ---- reload: what changed, and whether it can apply in place ------------------------------ */
+
+/* Scalar keys whose value something copies once at startup, where a change in place would not
+ * take: the thread count, sockets and their permissions, the process-wide client cap, the log
+ * level (a plain global every thread reads), what the DNS thread follows, the balancer's
+ * policy and the TLS context. A new key that is read through the configuration at use time
+ * needs no entry: it applies in place. Non-scalar keys (addresses, strings, lists) always take
+ * the takeover path: their text is shared with threads that are not paused. */
+static const char *const restart_keys[] = {
+    "workers",
+    "proxy_listen_mode",
+    "proxy_listen_owner",
+    "proxy_listen_group",
+    "admin_allow_remote",
+    "log_level",
+    "tcp_defer_accept",
+    "max_client_connections",
+    "listen_mode",
+    "listen_owner",
+    "listen_group",
+    "dns_refresh",
+    "dns_min_ttl",
+    "dns_max_ttl",
+    "dns_empty",
+    "balance",
+    "tls_verify",
+    "tls_min_version",
+    "tls_session_reuse",
+};
+
+static int needs_restart(const field_t *f)
+{
+    if (!is_scalar(f->type))
+        return 1;
+    for (size_t i = 0; i < TT_ARRAY_SIZE(restart_keys); i++)
+        if (strcmp(f->key, restart_keys[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int same_string(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_addrs(const tt_addr_t *a, size_t na, const tt_addr_t *b, size_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++)
+        if (tt_addr_compare(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* 1 if field f holds the same value in sections a and b. */
+static int same_field(const field_t *f, const void *a, const void *b)
+{
+    const char *pa = (const char *)a + f->offset, *pb = (const char *)b + f->offset;
+    const tt_upstream_conf_t *ua = a, *ub = b;
+    switch (f->type) {
+    case F_ADDR:
+    case F_LISTEN: {
+        int ha = *(const int *)((const char *)a + f->has_offset);
+        int hb = *(const int *)((const char *)b + f->has_offset);
+        return ha == hb &&
+               (!ha || tt_addr_compare((const tt_addr_t *)pa, (const tt_addr_t *)pb) == 0);
+    }
+    case F_URL:
+    case F_PATH:
+    case F_STRING:
+    case F_STATUSES:
+    case F_REQLINE:
+        return same_string(*(char *const *)pa, *(char *const *)pb);
+    case F_HOSTS:
+        if (ua->nhosts != ub->nhosts)
+            return 0;
+        for (size_t i = 0; i < ua->nhosts; i++)
+            if (strcmp(ua->hosts[i], ub->hosts[i]) != 0)
+                return 0;
+        return 1;
+    case F_ENDPOINTS:
+        return same_addrs(ua->endpoints, ua->nendpoints, ub->endpoints, ub->nendpoints);
+    case F_RESOLVERS:
+        return same_addrs(((const tt_conf_t *)a)->resolvers, ((const tt_conf_t *)a)->nresolvers,
+                          ((const tt_conf_t *)b)->resolvers, ((const tt_conf_t *)b)->nresolvers);
+    default:
+        return *(const int64_t *)pa == *(const int64_t *)pb;
+    }
+}
+
+/* Compares one section; the first key that needs a takeover is named in why. */
+static tt_conf_change_t diff_fields(const field_t *fields, size_t n, const void *a, const void *b,
+                                    const char *section, char *why, size_t whylen)
+{
+    tt_conf_change_t change = TT_CONF_SAME;
+    for (size_t i = 0; i < n; i++) {
+        if (same_field(&fields[i], a, b))
+            continue;
+        if (needs_restart(&fields[i])) {
+            snprintf(why, whylen, "%s: %s changed", section, fields[i].key);
+            return TT_CONF_RESTART;
+        }
+        change = TT_CONF_LIVE;
+    }
+    return change;
+}
+
+tt_conf_change_t tt_conf_diff(const tt_conf_t *running, const tt_conf_t *next, char *why,
+                              size_t whylen)
+{
+    char section[TT_CONF_SECTION_MAX];
+    why[0] = '\0';
+    tt_conf_change_t change = diff_fields(global_fields, TT_ARRAY_SIZE(global_fields), running,
+                                          next, "[tether]", why, whylen);
+    if (change == TT_CONF_RESTART)
+        return change;
+    if (running->nupstreams != next->nupstreams) {
+        snprintf(why, whylen, "upstreams %s",
+                 running->nupstreams < next->nupstreams ? "added" : "removed");
+        return TT_CONF_RESTART;
+    }
+    for (size_t i = 0; i < running->nupstreams; i++) {
+        const tt_upstream_conf_t *a = &running->upstreams[i], *b = &next->upstreams[i];
+        if (strcmp(a->name, b->name) != 0) {
+            snprintf(why, whylen, "upstream %s replaced by %s", a->name, b->name);
+            return TT_CONF_RESTART;
+        }
+        snprintf(section, sizeof(section), "[upstream %s]", a->name);
+        tt_conf_change_t c = diff_fields(upstream_fields, TT_ARRAY_SIZE(upstream_fields), a, b,
+                                         section, why, whylen);
+        if (c == TT_CONF_RESTART)
+            return c;
+        if (c == TT_CONF_LIVE)
+            change = c;
+    }
+    return change;
+}
+
+/* Writes only the numbers that differ: the ones that did not change may be read meanwhile by
+ * threads a reload does not pause (the DNS thread reads dns_refresh). */
+static void copy_scalars(const field_t *fields, size_t n, void *to, const void *from)
+{
+    for (size_t i = 0; i < n; i++) {
+        int64_t *dst = (int64_t *)((char *)to + fields[i].offset);
+        const int64_t *src = (const int64_t *)((const char *)from + fields[i].offset);
+        if (is_scalar(fields[i].type) && *dst != *src)
+            *dst = *src;
+    }
+}
+
+void tt_conf_apply_live(tt_conf_t *running, const tt_conf_t *next)
+{
+    copy_scalars(global_fields, TT_ARRAY_SIZE(global_fields), running, next);
+    for (size_t i = 0; i < running->nupstreams; i++) {
+        tt_upstream_conf_t *u = &running->upstreams[i];
+        copy_scalars(upstream_fields, TT_ARRAY_SIZE(upstream_fields), u, &next->upstreams[i]);
+        memcpy(u->key_line, next->upstreams[i].key_line, sizeof(u->key_line));
+    }
 }

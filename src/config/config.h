@@ -1,8 +1,9 @@
 /* Configuration: the INI file (or the zero-config command line) read into typed fields.
  *
  * Every field starts UNSET; tt_conf_finish() fills in the defaults in one place and validates
- * the whole. Errors name file, line and key ("tether.ini:12: idle_timeout: not a duration"). The
- * result is immutable once workers start; workers only read it. */
+ * the whole. Errors name file, line and key ("tether.ini:12: idle_timeout: not a duration"). Once
+ * workers start, only a reload changes it: tt_conf_apply_live() writes new numbers in place while
+ * every reader is paused; workers only read it. */
 #ifndef TT_CONFIG_CONFIG_H
 #define TT_CONFIG_CONFIG_H
 
@@ -81,6 +82,7 @@ typedef struct {
     int64_t idle_timeout; /* ms, or TT_IDLE_AUTO */
     int64_t connect_timeout;
     int64_t response_timeout;
+    int64_t response_idle_timeout; /* 0: off */
     int64_t queue_timeout;
     int64_t max_lifetime;  /* 0: unlimited */
     int64_t tcp_keepalive; /* 0: off */
@@ -149,6 +151,30 @@ int tt_conf_key_line(const tt_upstream_conf_t *u, const char *key);
 /* Writes the effective configuration (defaults filled in) as INI text to a newly allocated
  * string the caller frees. */
 char *tt_conf_dump(const tt_conf_t *conf);
+
+/* What a reload would change (tt_conf_diff). */
+typedef enum {
+    TT_CONF_SAME,    /* the same effective configuration */
+    TT_CONF_LIVE,    /* only keys that apply in place (tt_conf_apply_live) */
+    TT_CONF_RESTART, /* a key only a new process can apply: the takeover path */
+} tt_conf_change_t;
+
+/* Room for "[upstream NAME]" in tt_conf_diff's reason. */
+#define TT_CONF_SECTION_MAX 160
+
+/* Compares the running configuration with the next one, section by section and key by key
+ * (upstreams by name, in order). With TT_CONF_RESTART, why names the first key that needs a new
+ * process ("[upstream users]: url changed", "upstreams added"). A key applies in place when it is
+ * a number read through the configuration at use time; the few numbers copied once at startup
+ * and every address, string or list need a takeover (config.c: restart_keys). */
+tt_conf_change_t tt_conf_diff(const tt_conf_t *running, const tt_conf_t *next, char *why,
+                              size_t whylen);
+
+/* Copies every number of next into running, in place, after tt_conf_diff() said
+ * TT_CONF_LIVE: the sections match one to one and no string changed, so the pointers others
+ * hold into running stay valid. The caller makes sure no thread reads the numbers meanwhile
+ * (proxy/server.c pauses the workers and holds the admin endpoint's lock). */
+void tt_conf_apply_live(tt_conf_t *running, const tt_conf_t *next);
 
 /* Parsers shared with the command line and tests. Return 0 on success, -1 if malformed. */
 int tt_parse_duration_ms(const char *s, int64_t *out);

@@ -27,6 +27,17 @@ int tt_health_record(tt_health_t *h, const tt_health_conf_t *conf, int passed, t
     return 1;
 }
 
+tt_msec_t tt_check_next_delay(tt_msec_t interval, uint64_t random)
+{
+    tt_msec_t spread = interval / 5;
+    return interval - interval / 10 + (spread ? random % spread : 0);
+}
+
+tt_msec_t tt_check_first_delay(tt_msec_t interval, uint64_t random)
+{
+    return interval ? random % interval : 0;
+}
+
 void tt_check_request(const tt_request_line_t *rl, const char *host, int keep_alive, tt_buf_t *out)
 {
     tt_buf_appendf(out, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tether-health\r\n%s\r\n",

@@ -58,6 +58,14 @@ void tt_health_init(tt_health_t *h);
 /* Records one check's outcome. Returns 1 if the endpoint went up or down with it. */
 int tt_health_record(tt_health_t *h, const tt_health_conf_t *conf, int passed, tt_msec_t now);
 
+/* When the next check is due, delay ms after the last one give or take 10% (random picks where),
+ * so that many tetherds (and workers) do not check in step: in [0.9 delay, 1.1 delay). */
+tt_msec_t tt_check_next_delay(tt_msec_t interval, uint64_t random);
+
+/* When an endpoint's first check is due: anywhere in [0, interval), so that a restart of many
+ * tetherds does not start them in step either. */
+tt_msec_t tt_check_first_delay(tt_msec_t interval, uint64_t random);
+
 /* Appends the request tether sends: the line, Host, User-Agent, and "Connection: close" unless
  * keep_alive (a probe keeps its connection). */
 void tt_check_request(const tt_request_line_t *rl, const char *host, int keep_alive, tt_buf_t *out);

@@ -103,6 +103,8 @@ void tt_accesslog_write(tt_accesslog_t *al, const tt_access_entry_t *e)
         append_field(b, "generated_by", e->generated_by, strlen(e->generated_by));
     if (e->error != NULL)
         append_field(b, "error", e->error, strlen(e->error));
+    if (e->cut)
+        tt_buf_append(b, ",\"cut\":true", 11);
     tt_buf_appendf(b,
                    ",\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,\"reused\":%s,"
                    "\"retried\":%s}\n",

@@ -27,6 +27,7 @@ typedef struct {
     uint64_t duration_us;
     int reused;  /* served on a connection that served a request before */
     int retried; /* sent again after meeting a stale connection */
+    int cut;     /* the response head went out, then the connection closed before its end */
 } tt_access_entry_t;
 
 typedef struct {

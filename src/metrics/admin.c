@@ -142,11 +142,21 @@ static void serve_pools(const tt_admin_ops_t *ops, tt_buf_t *out, int head_only)
         tt_conn_list_free(&l);
         return;
     }
+    /* The endpoints' health is the snapshot's: merged over the workers' views, as in /stats. */
+    tt_snapshot_t *s = ops->snapshot(ops->ctx, err, sizeof(err));
+    if (s == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "tether: endpoint states unavailable: %s\n", err);
+        respond_text(out, head_only, 503, "Service Unavailable", msg);
+        tt_conn_list_free(&l);
+        return;
+    }
     tt_buf_t b;
     tt_buf_init(&b, 4096 + l.n * 200);
-    tt_pools_json_render(&l, &b);
+    tt_pools_json_render(&l, s, &b);
     respond(out, head_only, 200, "OK", JSON_TYPE, NULL, b.data, tt_buf_len(&b));
     free(b.data);
+    tt_snapshot_free(s);
     tt_conn_list_free(&l);
 }
 

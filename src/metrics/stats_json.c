@@ -113,6 +113,15 @@ static void tls(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_append(b, "},", 2);
 }
 
+/* "health" and, once it changed, "last_change_seconds_ago", each followed by a comma: the same
+ * in /stats and /pools. */
+static void endpoint_health(tt_buf_t *b, const tt_endpoint_row_t *r)
+{
+    tt_buf_appendf(b, "\"health\":\"%s\",", tt_endpoint_row_state(r));
+    if (r->changed_ago_ms != UINT64_MAX)
+        kv_num(b, "last_change_seconds_ago", (double)r->changed_ago_ms / 1000.0, 1);
+}
+
 /* "endpoints": counts by state, each endpoint with its share of requests, and DNS. */
 static void endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u)
 {
@@ -130,10 +139,8 @@ static void endpoints(tt_buf_t *b, const tt_upstream_snapshot_t *u)
         tt_buf_append(b, i ? ",{" : "{", i ? 2 : 1);
         key(b, "address");
         tt_json_put_str(b, r->address);
-        tt_buf_appendf(b, ",\"state\":\"%s\",\"health\":\"%s\",",
-                       r->draining ? "draining" : "active", tt_endpoint_row_state(r));
-        if (r->changed_ago_ms != UINT64_MAX)
-            kv_num(b, "last_change_seconds_ago", (double)r->changed_ago_ms / 1000.0, 1);
+        tt_buf_appendf(b, ",\"state\":\"%s\",", r->draining ? "draining" : "active");
+        endpoint_health(b, r);
         kv_u(b, "requests_total", r->requests, 1);
         kv_num(b, "share", total ? (double)r->requests / (double)total : 0, 1);
         kv_u(b, "connections", r->connections, 1);
@@ -259,9 +266,23 @@ void tt_stats_json_render(const tt_snapshot_t *s, tt_buf_t *b)
     tt_buf_append(b, "]}\n", 3);
 }
 
-void tt_pools_json_render(const tt_conn_list_t *l, tt_buf_t *b)
+void tt_pools_json_render(const tt_conn_list_t *l, const tt_snapshot_t *s, tt_buf_t *b)
 {
-    tt_buf_append(b, "{\"connections\":[", 16);
+    tt_buf_appendf(b, "{\"endpoints\":[");
+    size_t n = 0;
+    for (size_t i = 0; i < s->nupstreams; i++) {
+        const tt_upstream_snapshot_t *u = &s->ups[i];
+        for (size_t j = 0; j < u->nendpoints; j++, n++) {
+            const tt_endpoint_row_t *r = &u->endpoints[j];
+            tt_buf_append(b, n > 0 ? ",\n{" : "\n{", n > 0 ? 3 : 2);
+            kv_str(b, "upstream", u->name, 1);
+            kv_str(b, "endpoint", r->address, 1);
+            endpoint_health(b, r);
+            kv_u(b, "connections", r->connections, 0);
+            tt_buf_append(b, "}", 1);
+        }
+    }
+    tt_buf_appendf(b, "\n],\n\"connections\":[");
     for (size_t i = 0; i < l->n; i++) {
         const tt_conn_row_t *r = &l->rows[i];
         tt_buf_append(b, i > 0 ? ",\n{" : "\n{", i > 0 ? 3 : 2);

@@ -14,7 +14,7 @@
 /* Appends /stats for s to out. */
 void tt_stats_json_render(const tt_snapshot_t *s, tt_buf_t *out);
 
-/* Appends /pools: one object per connection in l. */
-void tt_pools_json_render(const tt_conn_list_t *l, tt_buf_t *out);
+/* Appends /pools: each endpoint of s with its health, then one object per connection in l. */
+void tt_pools_json_render(const tt_conn_list_t *l, const tt_snapshot_t *s, tt_buf_t *out);
 
 #endif

@@ -21,7 +21,13 @@ void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_
     in->workers = workers;
     in->nworkers = nworkers;
     in->started_us = tt_clock_monotonic_us();
+    pthread_mutex_init(&in->conf_lock, NULL);
     atomic_init(&in->running, 0);
+}
+
+void tt_introspect_destroy(tt_introspect_t *in)
+{
+    pthread_mutex_destroy(&in->conf_lock);
 }
 
 void tt_introspect_set_running(tt_introspect_t *in)
@@ -217,9 +223,14 @@ int tt_introspect_ready(tt_introspect_t *in, char *why, size_t whylen)
 
 /* ---- admin operations ----------------------------------------------------------------------- */
 
+/* The operations that read the configuration's numbers hold conf_lock: a reload writes them. */
 static tt_snapshot_t *op_snapshot(void *ctx, char *err, size_t errlen)
 {
-    return tt_introspect_snapshot(ctx, err, errlen);
+    tt_introspect_t *in = ctx;
+    pthread_mutex_lock(&in->conf_lock);
+    tt_snapshot_t *s = tt_introspect_snapshot(in, err, errlen);
+    pthread_mutex_unlock(&in->conf_lock);
+    return s;
 }
 
 static int op_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
@@ -229,17 +240,25 @@ static int op_pools(void *ctx, tt_conn_list_t *out, char *err, size_t errlen)
 
 static int op_ready(void *ctx, char *why, size_t whylen)
 {
-    return tt_introspect_ready(ctx, why, whylen);
+    tt_introspect_t *in = ctx;
+    pthread_mutex_lock(&in->conf_lock);
+    int ready = tt_introspect_ready(in, why, whylen);
+    pthread_mutex_unlock(&in->conf_lock);
+    return ready;
 }
 
 static char *op_config(void *ctx)
 {
     tt_introspect_t *in = ctx;
-    return tt_conf_dump(in->conf);
+    pthread_mutex_lock(&in->conf_lock);
+    char *text = tt_conf_dump(in->conf);
+    pthread_mutex_unlock(&in->conf_lock);
+    return text;
 }
 
-/* The file is checked here, so `tether reload` reports an invalid one; the reload itself is the
- * main thread's, on the SIGHUP this sends (proxy/server.h). */
+/* The file is checked here, so `tether reload` reports an invalid one and says which way a
+ * valid one will apply; the reload itself is the main thread's, on the SIGHUP this sends
+ * (proxy/server.c), which loads the file again. */
 static int op_reload(void *ctx, char *msg, size_t msglen)
 {
     tt_introspect_t *in = ctx;
@@ -253,15 +272,26 @@ static int op_reload(void *ctx, char *msg, size_t msglen)
         snprintf(msg, msglen, "tether: %s; the running configuration stays", err.msg);
         return -1;
     }
+    char why[256];
+    pthread_mutex_lock(&in->conf_lock);
+    tt_conf_change_t change = tt_conf_diff(in->conf, next, why, sizeof(why));
+    pthread_mutex_unlock(&in->conf_lock);
     tt_conf_free(next);
     if (kill(getpid(), SIGHUP) < 0) {
         snprintf(msg, msglen, "tether: cannot signal tetherd: %s", strerror(errno));
         return -2;
     }
-    snprintf(msg, msglen,
-             "reloading %s: it is valid; a changed file is taken over by a new tetherd, an "
-             "unchanged one reloads only TLS files (the log says which)",
-             in->conf->path);
+    if (change == TT_CONF_SAME)
+        snprintf(msg, msglen, "reloading %s: it is valid and unchanged; TLS files are checked",
+                 in->conf->path);
+    else if (change == TT_CONF_LIVE)
+        snprintf(msg, msglen,
+                 "reloading %s: it is valid; the change applies in place (pools, learned idle "
+                 "timeouts and TLS sessions kept)",
+                 in->conf->path);
+    else
+        snprintf(msg, msglen, "reloading %s: it is valid; %s, so a new tetherd takes over",
+                 in->conf->path, why);
     return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "proxy/worker.h"
 #include "upstream/upstream.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* How long the admin thread waits for one worker to answer. */
@@ -34,11 +35,17 @@ typedef struct {
     tt_msec_t warm_deadline_ms; /* monotonic: ready even if not pre-warmed after this */
     _Atomic int running;        /* listeners bound and workers started */
     int warmed;                 /* pre-warming seen complete (admin thread only) */
+    /* Held by the admin operations that read the configuration, and by a reload while it
+     * writes the configuration's numbers in place (proxy/server.c). */
+    pthread_mutex_t conf_lock;
 } tt_introspect_t;
 
 /* Prepares in for the given server state; not yet running. */
 void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
                         tt_worker_t *workers, size_t nworkers);
+
+/* Frees what init made. */
+void tt_introspect_destroy(tt_introspect_t *in);
 
 /* Records that every worker has started (listeners were bound before): /ready may now say ready
  * once pre-warming is done. Pre-warming counts as done when every upstream holds min_idle idle

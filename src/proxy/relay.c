@@ -50,6 +50,7 @@ static void attach_conn(tt_session_t *s, tt_conn_t *conn)
     s->head_parsed = 0;
     s->up_readable = 0; /* an idle connection had nothing to read, or it would be closed */
     s->up_acking = 0;
+    s->timer_on_client = 0;
     tt_conn_set_handler(conn, upstream_cb, s, EPOLLIN | EPOLLRDHUP);
     /* Until the request is read whole, a client that stops sending holds an upstream
      * connection: the idle timeout bounds that. Then the response timeout takes over. */
@@ -74,19 +75,22 @@ static void reply_no_endpoints(tt_session_t *s)
                                "upstream %s: no endpoints", conf->name);
 }
 
-/* Every endpoint is ejected: fail fast, and say why and when the next trial is due. */
+/* Every endpoint is down or ejected: fail fast, and say why and when the next trial is due. The
+ * access log names which of the two (Proxy-Status has one type for both). */
 static void reply_breaker_open(tt_session_t *s)
 {
     const tt_upstream_conf_t *conf = s->up->conf;
     const char *cause;
     tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
     if (strcmp(cause, "health checks failing") == 0) {
+        s->log_error = "endpoint_down";
         tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                                "upstream %s: every endpoint is down or ejected (health checks "
                                "failing: %s); next check in %llums",
                                conf->name, conf->health_check, (unsigned long long)ms);
         return;
     }
+    s->log_error = "breaker_open";
     tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                            "upstream %s: circuit breaker open: every endpoint failed %lld "
                            "times in a row (last: %s); next trial in %llums",
@@ -257,6 +261,8 @@ static const char *io_why(tt_session_t *s, int err, char *buf, size_t len)
 static void wait_for_upstream(tt_session_t *s)
 {
     s->want_up_in = 1;
+    if (s->resp_head_done && s->state == S_EXCHANGE)
+        tt_session_arm_idle_timer(s);
     if (s->resp_started && !s->up_acking) {
         s->up_acking = 1;
         tt_conn_ack_now(s->conn);

@@ -1,5 +1,6 @@
 #include "proxy/server.h"
 
+#include "core/clock.h"
 #include "core/invariant.h"
 #include "core/log.h"
 #include "metrics/accesslog.h"
@@ -138,16 +139,14 @@ static int open_listeners(const tt_conf_t *conf, size_t nworkers, tt_listenset_t
     return 0;
 }
 
-/* SIGHUP with an unchanged configuration: certificates and keys that changed on disk are loaded
- * for new connections, and everything else (pools, learned idle timeouts, TLS sessions) stays. */
+/* Every reload without a takeover: certificates and keys that changed on disk are loaded for
+ * new connections, and everything else (pools, learned idle timeouts, TLS sessions) stays. */
 static void reload_tls(tt_upstream_t *ups, size_t nup)
 {
     char err[512];
-    int any_tls = 0;
     for (size_t i = 0; i < nup; i++) {
         if (ups[i].tls == NULL)
             continue;
-        any_tls = 1;
         int rc = tt_tls_client_reload(ups[i].tls, err, sizeof(err));
         if (rc > 0)
             tt_info("SIGHUP: upstream %s: reloaded TLS certificates and keys; new connections use "
@@ -157,27 +156,51 @@ static void reload_tls(tt_upstream_t *ups, size_t nup)
             tt_error("SIGHUP: upstream %s: keeping the TLS files loaded before: %s",
                      ups[i].conf->name, err);
     }
-    tt_info("SIGHUP: the configuration is unchanged%s", any_tls ? "; TLS files checked" : "");
 }
 
-/* 1 if the file at conf->path now holds another configuration than conf, 0 if the same, -1 if
- * it is invalid (logged with file:line:key). The zero-config form has no file: never changed. */
-static int config_changed(const tt_conf_t *conf)
+/* What a reload changes while every worker waits (tt_worker_while_paused). */
+typedef struct {
+    tt_conf_t *running;
+    const tt_conf_t *next;
+    tt_upstream_t *ups;
+    size_t nup;
+} live_change_t;
+
+static void apply_while_paused(void *arg)
 {
-    if (strcmp(conf->path, TT_CONF_COMMAND_LINE) == 0)
-        return 0;
-    tt_conf_error_t cerr;
-    tt_conf_t *next = tt_conf_load(conf->path, &cerr);
-    if (next == NULL) {
-        tt_error("reload: %s; the running configuration stays", cerr.msg);
-        return -1;
-    }
-    char *a = tt_conf_dump(conf), *b = tt_conf_dump(next);
-    int changed = strcmp(a, b) != 0;
-    free(a);
-    free(b);
-    tt_conf_free(next);
-    return changed;
+    live_change_t *lc = arg;
+    tt_conf_apply_live(lc->running, lc->next);
+    for (size_t i = 0; i < lc->nup; i++)
+        tt_upstream_reconfigure(&lc->ups[i]);
+}
+
+static void reconfigure_pools(tt_worker_t *w, void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < w->nupstreams; i++)
+        tt_pool_reconfigure(&w->pools[i]);
+}
+
+/* A change of numbers only: written into the running configuration while every worker waits
+ * between events and the admin endpoint holds off, then each worker in turn applies them to its
+ * pools (lowered limits close idle connections, never active ones). Pools, learned idle
+ * timeouts and TLS sessions stay. */
+static void reload_in_place(tt_conf_t *conf, const tt_conf_t *next, tt_upstream_t *ups, size_t nup,
+                            tt_worker_t *workers, size_t nworkers, tt_introspect_t *introspect)
+{
+    live_change_t lc = {.running = conf, .next = next, .ups = ups, .nup = nup};
+    pthread_mutex_lock(&introspect->conf_lock);
+    uint64_t paused_at = tt_clock_monotonic_us();
+    tt_worker_while_paused(workers, nworkers, apply_while_paused, &lc);
+    uint64_t paused_us = tt_clock_monotonic_us() - paused_at;
+    pthread_mutex_unlock(&introspect->conf_lock);
+    for (size_t i = 0; i < nworkers; i++)
+        if (tt_worker_call(&workers[i], reconfigure_pools, NULL, TAKEOVER_TIMEOUT_MS) < 0)
+            tt_error("reload: worker %zu did not apply the new limits to its pools within %dms", i,
+                     TAKEOVER_TIMEOUT_MS);
+    tt_info("reload: applied in place (workers paused %lluus); pools, learned idle timeouts and "
+            "TLS sessions kept",
+            (unsigned long long)paused_us);
 }
 
 /* Starts the successor for a reload: this binary (as installed now, so a reload after an upgrade
@@ -235,6 +258,37 @@ static int reload_by_takeover(const tt_server_opts_t *opts, tt_listenset_t *ls)
             "draining",
             (int)peer);
     return 0;
+}
+
+/* Which way a reload goes: an invalid file leaves everything as it was (logged with
+ * file:line:key), an unchanged one reloads TLS files, a change of numbers applies in place, and
+ * anything else needs a new process (tt_conf_diff names the key). Returns 1 if a successor took
+ * over, else 0. The zero-config form has no file: nothing to reload. */
+static int reload(const tt_server_opts_t *opts, tt_conf_t *conf, tt_upstream_t *ups, size_t nup,
+                  tt_worker_t *workers, size_t nworkers, tt_introspect_t *introspect,
+                  tt_listenset_t *ls)
+{
+    if (strcmp(conf->path, TT_CONF_COMMAND_LINE) == 0)
+        return 0;
+    tt_conf_error_t cerr;
+    tt_conf_t *next = tt_conf_load(conf->path, &cerr);
+    if (next == NULL) {
+        tt_error("reload: %s; the running configuration stays", cerr.msg);
+        return 0;
+    }
+    char why[256];
+    tt_conf_change_t change = tt_conf_diff(conf, next, why, sizeof(why));
+    if (change == TT_CONF_LIVE)
+        reload_in_place(conf, next, ups, nup, workers, nworkers, introspect);
+    tt_conf_free(next);
+    if (change != TT_CONF_RESTART) {
+        reload_tls(ups, nup);
+        if (change == TT_CONF_SAME)
+            tt_info("reload: the configuration is unchanged; TLS files checked");
+        return 0;
+    }
+    tt_info("reload: %s, which needs a new process: taking over", why);
+    return reload_by_takeover(opts, ls) == 0;
 }
 
 /* Serves one connection to the control socket. Returns 1 if a successor took over. */
@@ -330,7 +384,7 @@ static int take_over(const tt_conf_t *conf, const tt_server_opts_t *opts, tt_lis
     return 0;
 }
 
-int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
+int tt_server_run(tt_conf_t *conf, const tt_server_opts_t *opts)
 {
     char err[512];
     tt_log_set_level((tt_log_level_t)conf->log_level);
@@ -468,10 +522,7 @@ int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts)
             continue;
         }
         if (si.ssi_signo == SIGHUP) {
-            int changed = config_changed(conf);
-            if (changed == 0)
-                reload_tls(ups, nup);
-            else if (changed > 0 && reload_by_takeover(opts, &ls) == 0)
+            if (reload(opts, conf, ups, nup, workers, nworkers, &introspect, &ls))
                 break;
             continue;
         }
@@ -499,6 +550,7 @@ out:
         tt_worker_destroy(&workers[i]);
     for (size_t i = 0; i < inited_up; i++)
         tt_upstream_destroy(&ups[i]);
+    tt_introspect_destroy(&introspect);
     free(workers);
     free(loops);
     free(ups);

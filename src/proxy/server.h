@@ -13,9 +13,11 @@ typedef struct {
 } tt_server_opts_t;
 
 /* Runs tetherd with conf until SIGTERM or SIGINT, or until a successor took its listening
- * sockets over (control socket or reload; net/takeover.h), then drains. SIGHUP reloads: with an
- * unchanged file only the TLS files, otherwise by starting a successor with the new file. SIGUSR1
- * reopens the access log. Returns the process exit status. */
-int tt_server_run(const tt_conf_t *conf, const tt_server_opts_t *opts);
+ * sockets over (control socket or reload; net/takeover.h), then drains. SIGHUP reloads: an
+ * invalid file changes nothing; a change of numbers (limits, timeouts, breaker and probe
+ * timing) is written into conf in place and applied to the live pools; any other change starts
+ * a successor with the new file; TLS files are checked either way. SIGUSR1 reopens the access
+ * log. Returns the process exit status. */
+int tt_server_run(tt_conf_t *conf, const tt_server_opts_t *opts);
 
 #endif

@@ -44,6 +44,8 @@ void tt_session_release_pipe(tt_session_t *s)
 static void log_access(tt_session_t *s, uint64_t duration_us)
 {
     tt_accesslog_t *al = &s->worker->access_log;
+    const char *error = !s->generated ? NULL : s->log_error != NULL ? s->log_error : s->proxy_error;
+    s->log_error = NULL; /* it was this request's */
     if (!tt_accesslog_enabled(al))
         return;
     tt_access_entry_t e = {
@@ -59,12 +61,13 @@ static void log_access(tt_session_t *s, uint64_t duration_us)
         .generated_by = s->status == 0 ? NULL
                         : s->generated ? "tether"
                                        : "upstream",
-        .error = s->generated ? s->proxy_error : NULL,
+        .error = error,
         .status = s->status,
         .bytes = s->bytes_out,
         .duration_us = duration_us,
         .reused = s->reused,
         .retried = s->retried,
+        .cut = s->resp_cut,
     };
     tt_accesslog_write(al, &e);
 }
@@ -94,13 +97,16 @@ void tt_session_close(tt_session_t *s, tt_close_reason_t conn_verdict)
 {
     if (s->state == S_CLOSED)
         return;
+    /* Too late for an error response: the close is the client's signal, the log says so. */
+    s->resp_cut =
+        (conn_verdict == TT_CLOSE_RESPONSE_PARTIAL || conn_verdict == TT_CLOSE_RESPONSE_TIMEOUT) &&
+        s->resp_head_done;
     tt_session_end_request(s);
     tt_session_drop_conn(s, conn_verdict);
     s->state = S_CLOSED;
     /* A response cut short whose end the client learns from the close alone ends in a reset,
      * never a FIN, which would make it look complete. */
-    if (conn_verdict == TT_CLOSE_RESPONSE_PARTIAL && s->resp_head_done && s->ends_at_close &&
-        s->io.fd >= 0)
+    if (s->resp_cut && s->ends_at_close && s->io.fd >= 0)
         setsockopt(s->io.fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0}, sizeof(struct linger));
     tt_io_close(tt_session_loop(s), &s->io);
     tt_loop_timer_stop(tt_session_loop(s), &s->timer);
@@ -179,10 +185,43 @@ static void arm_send_timer(tt_session_t *s, int progressed)
 {
     if (!((s->state == S_EXCHANGE && s->resp_head_done) || s->state == S_FLUSH))
         return;
-    if (progressed || !tt_timer_armed(&s->timer)) {
+    if (progressed || !tt_timer_armed(&s->timer) || !s->timer_on_client) {
         s->send_queue = client_send_queue(s);
+        s->timer_on_client = 1;
         tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
     }
+}
+
+/* The upstream paused inside a response body: the head is out, so a 504 is impossible and the
+ * close is the client's signal (as nginx's proxy_read_timeout does). Armed each time the session
+ * waits for more of the body with nothing left to write; the timer fires only if no wait came
+ * since, so a body that moved meanwhile (bytes_out grew) restarts it. */
+void tt_session_arm_idle_timer(tt_session_t *s)
+{
+    int64_t ms = s->up->conf->response_idle_timeout;
+    if (ms == 0 || !s->req_sent || tt_session_output_pending(s))
+        return;
+    s->timer_on_client = 0;
+    s->idle_mark = s->bytes_out;
+    tt_session_arm_timer(s, ms);
+}
+
+static void upstream_paused(tt_session_t *s)
+{
+    if (s->bytes_out != s->idle_mark) {
+        tt_session_arm_idle_timer(s);
+        return;
+    }
+    unsigned suppressed;
+    if (tt_ratelimit_allow(&s->worker->error_warn, tt_loop_now(tt_session_loop(s)), 5000,
+                           &suppressed))
+        tt_warn("client %s: upstream %s (%s) paused the response body for %lldms; cut (%u "
+                "similar suppressed)",
+                s->peer, s->up->conf->name, tt_session_endpoint(s),
+                (long long)s->up->conf->response_idle_timeout, suppressed);
+    if (s->conn != NULL)
+        tt_conn_report(s->conn, TT_OUTCOME_TIMEOUT, "response_idle_timeout");
+    tt_session_close(s, TT_CLOSE_RESPONSE_TIMEOUT);
 }
 
 /* The send timer fired: 1 if the client took nothing since it started (then it is cut), 0 if it
@@ -410,6 +449,10 @@ static void session_timer_cb(tt_timer_t *t)
         tt_session_run(s);
         return;
     case S_EXCHANGE:
+        if (s->resp_head_done && s->req_sent && !s->timer_on_client) {
+            upstream_paused(s);
+            return;
+        }
         if (s->resp_head_done && client_stalled(s)) {
             tt_debug("client %s: took no response byte for %lldms; closing", s->peer,
                      (long long)s->worker->conf->client_idle_timeout);

@@ -59,6 +59,7 @@ typedef struct tt_session {
     uint8_t resp_started;  /* a byte of the response arrived */
     uint8_t resp_head_done;
     uint8_t resp_done;
+    uint8_t resp_cut; /* closed after the response head, before the response's end */
     uint8_t resp_keepalive;
     uint8_t close_after;
     uint8_t ends_at_close; /* the client learns the response's end from the close alone */
@@ -78,10 +79,17 @@ typedef struct tt_session {
     uint8_t client_tcp; /* not a Unix-domain client, which has no ACKs to tune */
     uint8_t host_len;
     const char *proxy_error; /* with generated: the RFC 9209 error type */
-    uint16_t status;         /* status sent to the client; 0 before a response head */
-    uint8_t reused;          /* the exchange ran on a connection that served a request before */
+    /* With generated, a finer cause than proxy_error for the access log's error (breaker_open,
+     * endpoint_down: both are destination_unavailable to RFC 9209); NULL for most errors. */
+    const char *log_error;
+    uint16_t status; /* status sent to the client; 0 before a response head */
+    uint8_t reused;  /* the exchange ran on a connection that served a request before */
     uint8_t path_len;
     uint32_t send_queue; /* the client socket's unacknowledged bytes when the send timer started */
+    /* After the response head, what the session timer waits for: the client to take bytes (the
+     * send timer) or the upstream to send more of the body (response_idle_timeout). */
+    uint8_t timer_on_client;
+    uint64_t idle_mark; /* bytes_out when response_idle_timeout was armed */
     uint64_t started_us;
     uint64_t bytes_out;      /* response bytes written to the client for this request */
     uint64_t final_head_at;  /* offset in bytes_out where the final response head starts */
@@ -126,6 +134,8 @@ void tt_session_run(tt_session_t *s);
  * pool when conn_verdict is TT_REUSE_OK, else it is closed for that reason. Idempotent. */
 void tt_session_close(tt_session_t *s, tt_close_reason_t conn_verdict);
 void tt_session_arm_timer(tt_session_t *s, int64_t ms);
+/* After the response head, waiting for more of the body: response_idle_timeout runs. */
+void tt_session_arm_idle_timer(tt_session_t *s);
 /* Counts the outcome of the current request, once. */
 void tt_session_end_request(tt_session_t *s);
 /* Whether response bytes wait to be written to the client. */

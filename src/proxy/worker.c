@@ -291,9 +291,58 @@ int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *
     return rc;
 }
 
+struct tt_worker_pause {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    size_t paused;  /* workers waiting */
+    size_t resumed; /* workers that went on after the release */
+    int released;
+};
+
+/* Waits in the wakeup for tt_worker_while_paused() to release every worker. */
+static void wait_while_paused(struct tt_worker_pause *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->paused++;
+    pthread_cond_broadcast(&p->changed);
+    while (!p->released)
+        pthread_cond_wait(&p->changed, &p->lock);
+    p->resumed++;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void tt_worker_while_paused(tt_worker_t *workers, size_t n, void (*fn)(void *arg), void *arg)
+{
+    struct tt_worker_pause p = {.paused = 0};
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.changed, NULL);
+    for (size_t i = 0; i < n; i++) {
+        atomic_store_explicit(&workers[i]._pause, &p, memory_order_release);
+        tt_loop_wakeup(workers[i].loop);
+    }
+    pthread_mutex_lock(&p.lock);
+    while (p.paused < n)
+        pthread_cond_wait(&p.changed, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    fn(arg);
+    pthread_mutex_lock(&p.lock);
+    p.released = 1;
+    pthread_cond_broadcast(&p.changed);
+    while (p.resumed < n) /* p lives on this stack: every worker must be done with it */
+        pthread_cond_wait(&p.changed, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    pthread_cond_destroy(&p.changed);
+    pthread_mutex_destroy(&p.lock);
+}
+
 static void wakeup_cb(tt_loop_t *loop, void *data)
 {
     tt_worker_t *w = data;
+    struct tt_worker_pause *pause =
+        atomic_exchange_explicit(&w->_pause, NULL, memory_order_acq_rel);
+    if (pause != NULL)
+        wait_while_paused(pause);
     run_posted_call(w);
     /* A slot under max_client_connections freed (tt_admission_release): try again. */
     resume_accepting(w, TT_ACCEPT_PAUSED_LIMIT);

@@ -93,6 +93,8 @@ struct tt_worker {
     void (*_call_fn)(tt_worker_t *w, void *arg);
     void *_call_arg;
     int _call_state; /* 0 none, 1 posted, 2 running, 3 done */
+    /* A pause of every worker another thread asked for (tt_worker_while_paused). */
+    struct tt_worker_pause *_Atomic _pause;
 };
 
 /* Prepares worker id of nworkers: creates its loop and pools and registers its share of the
@@ -132,6 +134,13 @@ void tt_worker_destroy(tt_worker_t *w);
  * worker did not start it within timeout_ms (it then never runs). Never call from a worker. */
 int tt_worker_call(tt_worker_t *w, void (*fn)(tt_worker_t *w, void *arg), void *arg,
                    int timeout_ms);
+
+/* Runs fn(arg) on the calling thread while every one of the n workers waits at a safe point:
+ * inside its loop's wakeup, between events, so no callback is half done and nothing of theirs
+ * is read or written meanwhile. Blocks until all have stopped, and returns once all run again.
+ * For a reload, which changes the numbers of the configuration the workers read. Never call
+ * from a worker; every worker must be running (started, not yet joined). */
+void tt_worker_while_paused(tt_worker_t *workers, size_t n, void (*fn)(void *arg), void *arg);
 
 /* The pool of upstream up in this worker. */
 static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)

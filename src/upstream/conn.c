@@ -107,7 +107,8 @@ void tt_conn_close(tt_conn_t *c, tt_close_reason_t reason)
     pool->stats.conns_closed[reason]++;
     tt_hist_record(&pool->stats.conn_age_ms, age);
     tt_hist_record(&pool->stats.conn_requests, c->requests);
-    atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
+    if (!c->_uncapped)
+        atomic_fetch_sub_explicit(&up->nconns, 1, memory_order_acq_rel);
     tt_debug("upstream %s: connection %llu to %s closed: %s (age %llums, %llu requests)",
              up->conf->name, (unsigned long long)c->id, ep ? ep->name : up->addr_str,
              tt_close_reason_name(reason), (unsigned long long)age,

@@ -71,6 +71,9 @@ struct tt_conn {
     uint8_t _tls_unconfirmed;      /* handshake done, the upstream's verdict not yet heard */
     uint8_t _counted;              /* counts in ep->outstanding (leased, or opened for a request) */
     uint8_t _trial; /* carries its half-open endpoint's trial: its outcome is still to report */
+    /* Its endpoint went down or was ejected while it carried a request: it gave its slot of
+     * max_connections back then (so queued requests need not wait for it) and closes at release. */
+    uint8_t _uncapped;
     tt_msec_t _probed_at; /* last probe sent since it went idle (0: none) */
     tt_probe_t *_probe;   /* while PROBING */
     tt_deferred_t _free;

@@ -40,13 +40,11 @@ static uint64_t check_random(tt_endpoint_check_t *k)
     return z ^ (z >> 31);
 }
 
-/* The next check after delay ms, +-10% so many tetherds (and workers) do not check in step. */
+/* The next check after delay ms, +-10% (tt_check_next_delay). */
 static void schedule(tt_endpoint_check_t *k, tt_msec_t delay)
 {
-    tt_msec_t spread = delay / 5;
-    tt_msec_t at = delay - delay / 10 + (spread ? check_random(k) % spread : 0);
     k->phase = CHECK_WAITING;
-    tt_loop_timer_after(k->pool->loop, &k->timer, at);
+    tt_loop_timer_after(k->pool->loop, &k->timer, tt_check_next_delay(delay, check_random(k)));
 }
 
 /* Ends the check out (if any): its socket, TLS and judge go. */
@@ -238,10 +236,9 @@ static tt_endpoint_check_t *check_new(tt_pool_t *pool, tt_endpoint_t *ep)
     k->health.up = !ep->down; /* an endpoint that drained while down and came back stays down */
     tt_check_request(&pool->up->check->line, pool->up->check->host, 0, &k->req);
     tt_timer_init(&k->timer, check_timer_cb);
-    /* The first check anywhere in the first interval: a restart of many tetherds does not
-     * start them in step either. */
     k->phase = CHECK_WAITING;
-    tt_loop_timer_after(pool->loop, &k->timer, check_random(k) % pool->up->check->interval);
+    tt_loop_timer_after(pool->loop, &k->timer,
+                        tt_check_first_delay(pool->up->check->interval, check_random(k)));
     return k;
 }
 

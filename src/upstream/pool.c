@@ -19,6 +19,13 @@ void tt_pool_publish_waiting(tt_pool_t *pool)
     atomic_store_explicit(&pool->_has_waiters, pool->_nwaiters > 0, memory_order_release);
 }
 
+/* This worker's part of min_idle: spread over workers, the remainder to the first ones. */
+static size_t min_idle_share(const tt_upstream_t *up, size_t worker)
+{
+    size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
+    return total / n + (worker < total % n ? 1 : 0);
+}
+
 void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpool_t *bufs,
                   size_t worker)
 {
@@ -30,9 +37,7 @@ void tt_pool_init(tt_pool_t *pool, tt_upstream_t *up, tt_loop_t *loop, tt_bufpoo
     tt_list_init(&pool->_idle);
     tt_list_init(&pool->_busy);
     tt_list_init(&pool->_waiters);
-    /* Spread min_idle over workers, the remainder to the first ones. */
-    size_t n = up->nworkers, total = (size_t)up->conf->min_idle;
-    pool->_min_idle = total / n + (worker < total % n ? 1 : 0);
+    pool->_min_idle = min_idle_share(up, worker);
     tt_timer_init(&pool->_trim_timer, NULL);
     tt_timer_init(&pool->_replenish_timer, replenish_cb);
     pthread_mutex_init(&pool->_handoff_lock, NULL);
@@ -63,14 +68,16 @@ void tt_pool_unreserve_capacity(tt_upstream_t *up)
 }
 
 /* The idle list is shared by the endpoints; ep->nidle stops the walk once ep has none, and with
- * connections spread over E endpoints the first match is about E steps from the warm end. */
+ * connections spread over E endpoints the first match is about E steps from the warm end. With
+ * ep NULL (any endpoint), only one that may take a request: not down, not ejected. */
 tt_conn_t *tt_pool_warmest_live_idle(tt_pool_t *pool, tt_endpoint_t *ep)
 {
+    tt_msec_t now = tt_loop_now(pool->loop);
     tt_list_t *l = pool->_idle.next;
     while (l != &pool->_idle && (ep == NULL || ep->nidle > 0)) {
         tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
         l = l->next;
-        if (ep != NULL && c->ep != ep)
+        if (ep != NULL ? c->ep != ep : !tt_endpoint_usable(c->ep, now))
             continue;
         tt_close_reason_t why = tt_conn_checkout_check(pool, c);
         if (why == TT_REUSE_OK)
@@ -102,7 +109,9 @@ tt_pool_waiter_t *tt_pool_dequeue(tt_pool_t *pool)
 
 int tt_pool_claim(tt_pool_t *pool, tt_conn_t *c)
 {
-    if (!tt_list_empty(&pool->_waiters)) {
+    /* Not to a queued request when its endpoint is ejected (a probed idle connection): it stays
+     * idle for after the cooldown. */
+    if (!tt_list_empty(&pool->_waiters) && tt_endpoint_usable(c->ep, tt_loop_now(pool->loop))) {
         tt_pool_waiter_t *w = tt_pool_dequeue(pool);
         c->state = TT_CONN_ACTIVE;
         tt_conn_lease(pool, c); /* stays on the busy list; tt_conn_lease() counts the new request */
@@ -278,7 +287,7 @@ void tt_pool_release(tt_conn_t *c, tt_close_reason_t verdict)
         verdict = TT_CLOSE_SHUTDOWN;
     if (verdict == TT_REUSE_OK && c->ep->state == TT_ENDPOINT_DRAINING)
         verdict = TT_CLOSE_ENDPOINT_REMOVED;
-    if (verdict == TT_REUSE_OK && c->ep->down)
+    if (verdict == TT_REUSE_OK && (c->ep->down || c->_uncapped))
         verdict = TT_CLOSE_ENDPOINT_DOWN;
     if (verdict == TT_REUSE_OK && (c->_retired || tt_loop_now(pool->loop) >= c->_retire_at))
         verdict = TT_CLOSE_LIFETIME;
@@ -393,6 +402,24 @@ void tt_pool_start(tt_pool_t *pool)
     tt_loop_timer_after(pool->loop, &pool->_trim_timer, TRIM_INTERVAL_MS);
     pool->_checking = 1;
     tt_endpoint_checks_sync(pool);
+    tt_pool_replenish(pool);
+}
+
+void tt_pool_reconfigure(tt_pool_t *pool)
+{
+    tt_upstream_t *up = pool->up;
+    pool->_min_idle = min_idle_share(up, pool->worker);
+    tt_pool_endpoints_reconfigure(pool);
+    /* Over a lowered max_connections or max_idle: idle connections close, coldest first; an
+     * active one finishes its request and is then refused a slot by the ordinary check-in. */
+    while (!tt_list_empty(&pool->_idle) &&
+           (atomic_load_explicit(&up->nconns, memory_order_acquire) > up->conf->max_connections ||
+            atomic_load_explicit(&up->nidle, memory_order_acquire) > up->conf->max_idle)) {
+        tt_conn_t *c = tt_container_of(tt_list_last(&pool->_idle), tt_conn_t, _link);
+        tt_conn_close(c, TT_CLOSE_TRIMMED);
+    }
+    /* A raised limit lets queued requests connect, a raised min_idle pre-warms more. */
+    tt_pool_service_waiters(pool);
     tt_pool_replenish(pool);
 }
 

@@ -138,6 +138,13 @@ void tt_pool_release(tt_conn_t *conn, tt_close_reason_t verdict);
 /* Closes idle connections and fails queued requests; later releases close. Used when draining. */
 void tt_pool_shutdown(tt_pool_t *pool);
 
+/* Applies a reload's new numbers (up->conf changed in place): this worker's share of min_idle,
+ * the breaker settings, and idle connections closed (coldest first, as trimmed) while the
+ * upstream holds more than its new max_connections or max_idle, across all workers; never an
+ * active one. Raised limits serve queued requests and pre-warm. Worker thread only, one worker
+ * at a time (the global counts are read as each closes). */
+void tt_pool_reconfigure(tt_pool_t *pool);
+
 /* Handles requests from other workers (hand over an idle connection, adopt one handed over,
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-void tt_pool_endpoints_init(tt_pool_t *pool)
+void tt_pool_endpoints_reconfigure(tt_pool_t *pool)
 {
     const tt_upstream_conf_t *conf = pool->up->conf;
     pool->_breaker = (tt_breaker_conf_t){
@@ -19,6 +19,11 @@ void tt_pool_endpoints_init(tt_pool_t *pool)
         .cooldown = (tt_msec_t)conf->breaker_cooldown,
         .max_cooldown = (tt_msec_t)conf->breaker_max_cooldown,
     };
+}
+
+void tt_pool_endpoints_init(tt_pool_t *pool)
+{
+    tt_pool_endpoints_reconfigure(pool);
     tt_endpoint_set_init(&pool->endpoints);
     /* Seeded per worker and upstream: workers do not draw the same endpoints in step. */
     tt_balancer_init(&pool->_balancer, (tt_balance_t)pool->up->conf->balance,
@@ -145,6 +150,28 @@ static size_t count_ejected(tt_pool_t *pool, tt_msec_t now)
     return n;
 }
 
+/* ep went down or was ejected: the requests it still carries hold slots of max_connections that
+ * it will not use again, and requests queued for a slot would wait for them (a hung endpoint:
+ * for response_timeout). Each such connection gives its slot back now and closes at release;
+ * the queued requests get connections to the other endpoints. The upstream may briefly have more
+ * than max_connections open, the excess all to an endpoint that takes no new request. */
+static void uncap_endpoint(tt_pool_t *pool, tt_endpoint_t *ep)
+{
+    size_t n = 0;
+    for (tt_list_t *l = pool->_busy.next; l != &pool->_busy; l = l->next) {
+        tt_conn_t *c = tt_container_of(l, tt_conn_t, _link);
+        if (c->ep == ep && !c->_uncapped) {
+            c->_uncapped = 1;
+            tt_pool_unreserve_capacity(pool->up);
+            n++;
+        }
+    }
+    if (n == 0)
+        return;
+    tt_pool_announce_capacity(pool);
+    tt_pool_service_waiters(pool);
+}
+
 void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_eject_cause_t cause,
                              const char *why)
 {
@@ -155,6 +182,7 @@ void tt_pool_endpoint_failed(tt_pool_t *pool, tt_endpoint_t *ep, tt_eject_cause_
     int retrial = tt_breaker_state(&ep->breaker, now) == TT_BREAKER_HALF_OPEN;
     if (!tt_breaker_on_failure(&ep->breaker, &pool->_breaker, now, may))
         return;
+    uncap_endpoint(pool, ep);
     pool->stats.ejections[cause]++;
     tt_msec_t cooldown = tt_breaker_open_until(&ep->breaker) - now;
     if (retrial)
@@ -202,6 +230,7 @@ void tt_pool_endpoint_health(tt_pool_t *pool, tt_endpoint_t *ep, int up, const c
     tt_warn("upstream %s: endpoint %s down: %u health checks failed (%s) (worker %zu)",
             pool->up->conf->name, ep->name, check->hysteresis.fall, ep->down_why, pool->worker);
     drain_endpoint(pool, ep, TT_CLOSE_ENDPOINT_DOWN);
+    uncap_endpoint(pool, ep);
 }
 
 tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause)

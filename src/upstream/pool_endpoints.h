@@ -8,6 +8,8 @@
 
 /* Sets up the view and the balancer and takes the addresses in force. */
 void tt_pool_endpoints_init(tt_pool_t *pool);
+/* Takes the breaker settings of pool->up->conf again (a reload changed them in place). */
+void tt_pool_endpoints_reconfigure(tt_pool_t *pool);
 /* Frees the view; every connection must be closed. */
 void tt_pool_endpoints_destroy(tt_pool_t *pool);
 

@@ -74,6 +74,26 @@ size_t tt_upstream_copy_endpoints(tt_upstream_t *up, tt_addr_t **out, uint64_t *
     return n;
 }
 
+void tt_upstream_reconfigure(tt_upstream_t *up)
+{
+    const tt_upstream_conf_t *conf = up->conf;
+    up->sockopts.keepalive_idle_s = (int)((conf->tcp_keepalive + 999) / 1000);
+    /* Give up on an unacknowledged write when keep-alive probing would have: a dead peer is
+     * noticed in bounded time even with data in flight. */
+    up->sockopts.user_timeout_ms =
+        conf->tcp_keepalive > 0 ? (int)TT_MIN(conf->tcp_keepalive * 2, 600000) : 0;
+    if (up->probe != NULL) {
+        up->probe->interval = (tt_msec_t)conf->probe_interval;
+        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
+    }
+    if (up->check != NULL) {
+        up->check->hysteresis = (tt_health_conf_t){.rise = (unsigned)conf->health_rise,
+                                                   .fall = (unsigned)conf->health_fall};
+        up->check->interval = (tt_msec_t)conf->health_interval;
+        up->check->timeout = (tt_msec_t)conf->health_timeout;
+    }
+}
+
 int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const char *conf_path,
                      size_t index, size_t nworkers, char *err, size_t errlen)
 {
@@ -90,11 +110,6 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
     else
         snprintf(up->host_header, sizeof(up->host_header), v6 ? "[%s]:%d" : "%s:%d", conf->host,
                  conf->port);
-    up->sockopts.keepalive_idle_s = (int)((conf->tcp_keepalive + 999) / 1000);
-    /* Give up on an unacknowledged write when keep-alive probing would have: a dead peer is
-     * noticed in bounded time even with data in flight. */
-    if (conf->tcp_keepalive > 0)
-        up->sockopts.user_timeout_ms = (int)TT_MIN(conf->tcp_keepalive * 2, 600000);
     if (conf->tls) {
         tt_tls_options_t opts;
         tt_upstream_tls_options(conf, conf_path, &opts);
@@ -112,8 +127,6 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
         tt_request_line_parse(conf->probe, &up->probe->line, &why);
         if (conf->probe_expect != NULL)
             tt_status_set_parse(conf->probe_expect, &up->probe->expect, &why);
-        up->probe->interval = (tt_msec_t)conf->probe_interval;
-        up->probe->timeout = (tt_msec_t)conf->probe_timeout;
     }
     if (conf->health_check != NULL) {
         const char *why; /* validated when the configuration was read */
@@ -121,13 +134,10 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
         tt_request_line_parse(conf->health_check, &up->check->line, &why);
         tt_status_set_parse(conf->health_expect ? conf->health_expect : "200-399",
                             &up->check->expect, &why);
-        up->check->hysteresis = (tt_health_conf_t){.rise = (unsigned)conf->health_rise,
-                                                   .fall = (unsigned)conf->health_fall};
-        up->check->interval = (tt_msec_t)conf->health_interval;
-        up->check->timeout = (tt_msec_t)conf->health_timeout;
         snprintf(up->check->host, sizeof(up->check->host), "%s",
                  conf->health_host ? conf->health_host : up->host_header);
     }
+    tt_upstream_reconfigure(up);
     up->nworkers = nworkers;
     up->pools = tt_calloc(nworkers, sizeof(*up->pools));
     return 0;

@@ -59,6 +59,11 @@ int tt_upstream_init(tt_upstream_t *up, const tt_upstream_conf_t *conf, const ch
                      size_t index, size_t nworkers, char *err, size_t errlen);
 void tt_upstream_destroy(tt_upstream_t *up);
 
+/* Derives again what init copied from the numbers of up->conf (socket options, probe timing),
+ * after a reload changed them in place. New connections and the next probes use them. Called
+ * at init, and by a reload while every worker is paused. */
+void tt_upstream_reconfigure(tt_upstream_t *up);
+
 /* The TLS options of an https:// upstream's configuration; errors name conf_path and the line of
  * each key. The strings stay conf's. */
 void tt_upstream_tls_options(const tt_upstream_conf_t *conf, const char *conf_path,

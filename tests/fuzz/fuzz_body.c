@@ -5,14 +5,10 @@
  * Invariants: the split never changes where the message ends, whether it is refused, or the
  * de-chunked bytes; a Content-Length body ends after exactly that many bytes; de-chunked output
  * is never longer than the framed input. */
-#include "fuzz_split.h"
-#include "http/message.h"
+#include "fuzz_http.h"
 
 #include <stdio.h>
 #include <string.h>
-
-static tt_bufpool_t bufs;
-static tt_http_headpool_t heads;
 
 typedef struct {
     tt_http_status_t st; /* last status: AGAIN (input ran out), MESSAGE_DONE or ERROR */
@@ -70,12 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_split_t split;
     if (!fuzz_split_init(&split, &data, &size))
         return 0;
-    static int ready;
-    if (!ready) {
-        tt_bufpool_init(&bufs, 8);
-        tt_http_headpool_init(&heads, 4);
-        ready = 1;
-    }
+    fuzz_http_pools_init();
     char head[160];
     int response = sel & 1, framing = (sel >> 1) % 3;
     const char *start = response ? "HTTP/1.1 200 OK" : "POST / HTTP/1.1\r\nHost: a";

@@ -5,8 +5,7 @@
  * Invariants beyond "no crash, no sanitizer report": the split never changes the verdict or the
  * head's framing; a head tether accepts and rewrites parses again, whole, as one head with the
  * same method, target and framing (what the upstream reads is what tether read). */
-#include "fuzz_split.h"
-#include "http/message.h"
+#include "fuzz_http.h"
 #include "http/rewrite.h"
 
 #include <string.h>
@@ -20,26 +19,16 @@ typedef struct {
     uint64_t content_length;
 } verdict_t;
 
-static tt_bufpool_t bufs;
-static tt_http_headpool_t heads;
-
 /* Parses a head from data, fed split as s says (NULL: in one piece). */
 static verdict_t read_head(const uint8_t *data, size_t size, fuzz_split_t *s, tt_buf_t *b,
                            tt_http_reader_t *r, tt_http_head_t *h)
 {
     tt_http_reader_init(r, HTTP_REQUEST);
     tt_http_reader_begin_head(r, h, 0);
-    size_t fed = 0, parsed = 0;
+    size_t fed, parsed;
     verdict_t v;
     memset(&v, 0, sizeof(v)); /* compared with memcmp: padding included */
-    v.st = TT_HTTP_AGAIN;
-    while (v.st == TT_HTTP_AGAIN && fed < size) {
-        size_t n = s != NULL ? fuzz_split_next(s, size - fed) : size - fed;
-        tt_buf_append(b, data + fed, n);
-        fed += n;
-        v.st = tt_http_reader_head(r, b, &parsed, MAX_HEAD);
-        FUZZ_CHECK(parsed <= b->wpos);
-    }
+    v.st = fuzz_feed_head(r, b, data, size, s, MAX_HEAD, &fed, &parsed);
     if (v.st == TT_HTTP_HEAD_DONE) {
         v.head_len = h->head_len;
         v.nheaders = h->nheaders;
@@ -74,18 +63,9 @@ static void check_rewrite(const tt_http_head_t *h, const char *base)
 
     tt_buf_t *again = tt_buf_acquire(&bufs);
     tt_buf_append(again, w->data, w->wpos);
-    tt_http_reader_t r2;
     tt_http_head_t *h2 = tt_http_head_acquire(&heads);
-    tt_http_reader_init(&r2, HTTP_REQUEST);
-    tt_http_reader_begin_head(&r2, h2, 0);
-    size_t parsed = 0;
-    tt_http_status_t st = tt_http_reader_head(&r2, again, &parsed, SIZE_MAX / 2);
-    /* tether adds up to two fields (Host, Connection) to a head that may hold the most the
-     * reader takes: the copy may hold more than a reader of tether's own limit accepts. */
-    if (st == TT_HTTP_HEAD_TOO_LARGE && h->nheaders + 2 > TT_HTTP_MAX_HEADERS)
+    if (!fuzz_reparse_head(again, HTTP_REQUEST, 0, h, h2))
         goto done;
-    FUZZ_CHECK(st == TT_HTTP_HEAD_DONE);
-    FUZZ_CHECK(parsed == w->wpos);
     FUZZ_CHECK(h2->method == h->method);
     FUZZ_CHECK(h2->chunked == h->chunked && h2->has_length == h->has_length);
     FUZZ_CHECK(h2->content_length == h->content_length);
@@ -127,12 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_split_t split;
     if (!fuzz_split_init(&split, &data, &size))
         return 0;
-    static int ready;
-    if (!ready) {
-        tt_bufpool_init(&bufs, 8);
-        tt_http_headpool_init(&heads, 4);
-        ready = 1;
-    }
+    fuzz_http_pools_init();
     tt_buf_t *whole = tt_buf_acquire(&bufs), *pieces = tt_buf_acquire(&bufs);
     tt_http_head_t *h1 = tt_http_head_acquire(&heads), *h2 = tt_http_head_acquire(&heads);
     tt_http_reader_t r1, r2;

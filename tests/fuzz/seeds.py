@@ -8,6 +8,8 @@ import hashlib
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Captured from a real kernel by tests/unit/data/record_churn.py (the unit tests' fixtures).
+CHURN_DATA = os.path.join(os.path.dirname(HERE), "unit", "data")
 
 
 def save(harness, data):
@@ -68,6 +70,22 @@ ADMIN = [
 ]
 
 
+def churn_fixture(name):
+    with open(os.path.join(CHURN_DATA, name), "rb") as fh:
+        return fh.read()
+
+
+def netlink_messages(dump):
+    """The netlink messages of a recorded sock_diag dump, each with its padding."""
+    out, off = [], 0
+    while off + 4 <= len(dump):
+        length = int.from_bytes(dump[off:off + 4], "little")
+        step = max(16, (length + 3) & ~3)
+        out.append(dump[off:off + step])
+        off += step
+    return out
+
+
 def main():
     for i, r in enumerate(REQUESTS):
         save("request_head", bytes([i, 3 * i + 1]) + r)
@@ -80,6 +98,20 @@ def main():
         save("config", c)
     for i, r in enumerate(ADMIN):
         save("admin", bytes([i, 5 * i + 3]) + r)
+    fmt, header = churn_fixture("churn_format.txt"), churn_fixture("churn_header_page.txt")
+    trace = churn_fixture("churn_trace.raw")
+    save("tracefs", fmt + b"\0" + header + b"\0" + trace)
+    save("tracefs", fmt + b"\0" + header + b"\0" + trace[:600])  # a page cut short
+    save("tracefs", fmt + b"\0" + header + b"\0")  # the format files alone
+    for name in ("churn_diag4.bin", "churn_diag6.bin"):
+        dump = churn_fixture(name)
+        save("sockdiag", dump)
+        messages = netlink_messages(dump)
+        save("sockdiag", messages[0])  # one socket, no NLMSG_DONE: more to come
+        save("sockdiag", messages[-1])  # NLMSG_DONE alone
+    # An NLMSG_ERROR reply (EACCES), as an unprivileged dump in another namespace gets.
+    save("sockdiag", (36).to_bytes(4, "little") + (2).to_bytes(2, "little") + bytes(10)
+         + (-13).to_bytes(4, "little", signed=True) + bytes(16))
 
 
 if __name__ == "__main__":

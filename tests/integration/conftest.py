@@ -21,7 +21,7 @@ import pytest
 
 import tlscerts
 from badpeer import BadPeer
-from helpers import free_port, get_json, tetherd_binary
+from helpers import free_port, get_json, stop_process, tetherd_binary
 
 HERE = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 10.0
@@ -83,7 +83,10 @@ def _children():
     """Pids of this process's live child processes."""
     pids = set()
     for task in Path("/proc/self/task").iterdir():
-        pids.update(int(pid) for pid in (task / "children").read_text().split())
+        try:
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended since the listing had no children
+            continue
     return pids
 
 
@@ -130,13 +133,7 @@ class Upstream:
         return get_json(self.control_port, "/__stats", self.host)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        stop_process(self.proc)
 
 
 class Tetherd:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,41 @@ def free_port():
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
+
+
+def stop_process(proc, grace=5):
+    """SIGTERM, then SIGKILL if `proc` has not exited within `grace` seconds; closes its stdout
+    pipe."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def read_status(sock, timeout):
+    """The status of the response on a raw socket ("400", "408"...), "eof" (a close with
+    nothing), "reset", "timeout", or "garbled" (a first line that is no status line)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        if not data:
+            return "reset"
+    except socket.timeout:
+        return "timeout"
+    if not data:
+        return "eof"
+    parts = data.split(b" ", 2)
+    return parts[1].decode("latin-1", "replace") if len(parts) > 1 else "garbled"
 
 
 def wait_for(predicate, timeout, what, interval=0.05):
@@ -173,6 +209,11 @@ class Client:
         resp = self.read_head()
         while resp.status < 200 and resp.status != 101:
             resp = self.read_head()
+        return self.read_body(resp, method)
+
+    def read_body(self, resp, method="GET"):
+        """Reads the body of `resp`, whose head read_head() returned, into resp.body; returns
+        resp."""
         if method == "HEAD" or resp.status in (101, 204, 304):
             return resp
         if "chunked" in resp.tokens("Transfer-Encoding"):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import build_request, fetch, free_port, wait_for
+from helpers import build_request, fetch, free_port, read_status, wait_for
 from upstream import body_pattern
 
 KIB = 1024
@@ -94,24 +94,6 @@ def many_fds():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
     yield resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def read_status(sock, timeout):
-    """The status of the response on `sock` ("408"...), "eof", "reset" or "timeout"."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    except ConnectionResetError:
-        if not data:
-            return "reset"
-    except socket.timeout:
-        return "timeout"
-    return data.split(b" ", 2)[1].decode() if data else "eof"
 
 
 def await_all(socks, timeout):

@@ -7,6 +7,7 @@ once while a name has no address yet. Which endpoint served a request is read fr
 X-Upstream-Name header."""
 
 import collections
+import json
 import re
 import concurrent.futures
 import socket
@@ -264,16 +265,18 @@ def next_trial_ms(resp):
     return int(re.search(r"next trial in (\d+)ms", resp.text).group(1))
 
 
-def test_all_endpoints_ejected_fail_fast_then_recover(start_upstream, start_tetherd):
+def test_all_endpoints_ejected_fail_fast_then_recover(start_upstream, start_tetherd, tmp_path):
     """A single endpoint that refuses: after breaker_failures failures requests get 503 at once
-    with Retry-After, a failed trial doubles the cooldown, and once the endpoint listens again
-    the next trial brings it back."""
+    with Retry-After (counted as fast failures, logged as breaker_open), a failed trial doubles
+    the cooldown, and once the endpoint listens again the next trial brings it back."""
     port = common_port()
     listen, admin = free_port(), free_port()
+    log = tmp_path / "access.log"
     tetherd = start_tetherd(config(
         listen, f"http://127.0.0.2:{port}",
         "connect_retries = 0\nbreaker_failures = 2\nbreaker_cooldown = 1s\n"
-        "breaker_max_cooldown = 8s\nmin_idle = 0", f"admin = 127.0.0.1:{admin}"))
+        "breaker_max_cooldown = 8s\nmin_idle = 0",
+        f"admin = 127.0.0.1:{admin}\naccess_log = {log}"))
     for _ in range(2):
         assert_tether_error(fetch(tetherd.port), 502, "connect failed")
     started = time.monotonic()
@@ -289,6 +292,11 @@ def test_all_endpoints_ejected_fail_fast_then_recover(start_upstream, start_teth
     assert_tether_error(resp, 503, "circuit breaker open")
     assert 1000 < next_trial_ms(resp) <= 2000, resp  # doubled
     assert metric(admin, "tether_upstream_rejected_total", reason="breaker_open") == 2
+    assert metric(admin, "tether_fast_failures_total", upstream="app") == 2
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 5, 5, "the log")
+    errors = [json.loads(line).get("error") for line in log.read_text().splitlines()]
+    assert errors == ["connection_refused"] * 2 + ["breaker_open", "connection_refused",
+                                                   "breaker_open"], errors
     start_upstream("--host", "127.0.0.2", "--port", port, "--name", "back")
     time.sleep(2.1)
     resp = fetch(tetherd.port)

@@ -89,6 +89,31 @@ def test_response_timeout_gets_504_and_the_late_connection_is_dropped(start_prox
     assert after.conn_id == 2
 
 
+@pytest.mark.parametrize("framing", [[], [("X-Chunked", "1")]], ids=["content-length", "chunked"])
+def test_upstream_pausing_mid_body_is_cut_after_response_idle_timeout(start_proxy, framing):
+    """The head went out, so a 504 is impossible: after response_idle_timeout without a byte of
+    the body the client connection ends short and the upstream connection is not reused."""
+    tetherd, upstream = start_proxy(upstream_cfg="response_idle_timeout = 300ms")
+    headers = [("X-Body-Size", "100000"), ("X-Body-Pauses", "1,4000")] + framing
+    start = time.monotonic()
+    with Client(tetherd.port) as client:
+        client.send(build_request("GET", "/paused", headers))
+        with pytest.raises(ConnectionClosed):
+            client.read_response()
+    assert elapsed_since(start) < 3  # the upstream's second half would come at 4 s
+    after = fetch(tetherd.port, "GET", "/after")
+    assert after.status == 200 and after.conn_id == 2
+
+
+def test_a_body_that_keeps_moving_outlasts_response_idle_timeout(start_proxy):
+    """The timeout bounds a pause, not the body: 5 parts 250 ms apart take 1 s, over a 600 ms
+    response_idle_timeout, and arrive whole."""
+    tetherd, _ = start_proxy(upstream_cfg="response_idle_timeout = 600ms")
+    resp = fetch(tetherd.port, "GET", "/trickle",
+                 [("X-Body-Size", "50000"), ("X-Body-Pauses", "4,250")])
+    assert resp.status == 200 and resp.body == body_pattern(50000)
+
+
 @pytest.mark.parametrize("mode, statuses", [
     ("silent", {504}),
     ("half-head", {502, 504}),

@@ -2,15 +2,17 @@
 127.0.0.2, .3 and .4: an endpoint that is SIGKILLed under load goes down within
 health_interval x health_fall and gets no request after that, with no client-visible error; it
 comes back after health_rise passed checks; one answering /healthz with 503 is marked down (its
-idle connections closed as endpoint_down, the change logged once); all endpoints down is a fast
-503 with Retry-After. Which endpoint served a request is read from X-Upstream-Name."""
+idle connections closed as endpoint_down, the change logged once, its state in /stats and
+/pools); all endpoints down is a fast 503 with Retry-After. Which endpoint served a request is read from X-Upstream-Name."""
 
+import json
 import os
 import signal
+import threading
 import time
 
 from helpers import Client, assert_tether_error, fetch, free_port, get_json, wait_for
-from test_endpoints import HOSTS, common_port, config, run_load
+from test_endpoints import HOSTS, common_port, config, metric, run_load
 from test_metrics import run_top
 
 CHECKS = ("health_check = GET /healthz\nhealth_interval = 300ms\nhealth_timeout = 200ms\n"
@@ -65,6 +67,43 @@ def test_killed_endpoint_goes_down_and_comes_back(start_upstream, start_tetherd)
     assert f"endpoint {victim} up: 2 health checks passed" in tetherd.log()
 
 
+def test_killed_endpoint_without_checks_is_ejected_by_the_breaker(start_upstream, start_tetherd):
+    """No health checks: an endpoint SIGKILLed under keep-alive and close-per-request GET load
+    costs no client an error (its pooled connections' requests are retried, its refused
+    connects fail over), and once each worker's breaker saw breaker_failures refused connects
+    it is ejected and gets no request at all."""
+    port = common_port()
+    ups = start_three(start_upstream, port)
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
+                                   f"endpoints = {endpoints}\nbreaker_failures = 3\n"
+                                   "breaker_cooldown = 30s\nbreaker_max_cooldown = 60s",
+                                   f"admin = 127.0.0.1:{admin}", workers=2))
+    assert set(run_load(tetherd.port, 3, 30)) == set(HOSTS)
+    victim = f"{HOSTS[0]}:{port}"
+    before = endpoint_rows(admin)[victim]
+    ups[HOSTS[0]].proc.send_signal(signal.SIGKILL)
+    ups[HOSTS[0]].proc.wait(5)
+    seen = run_load(tetherd.port, 3, 60) + run_load(tetherd.port, 3, 30, keepalive=False)
+    assert not [k for k in seen if k.startswith("status")], seen
+    assert HOSTS[0] not in seen, seen
+    wait_for(lambda: endpoint_rows(admin)[victim]["health"] == "ejected", 5,
+             "the killed endpoint ejected by the breaker")
+    picked = endpoint_rows(admin)[victim]["requests_total"]
+    # Picks after the kill: each worker's breaker_failures refused connects, and the requests
+    # that met a pooled connection of it (each picked it at most twice: the reused connection,
+    # then a fresh one refused before failing over).
+    assert picked - before["requests_total"] <= 2 * 3 + 2 * before["connections"], \
+        (picked, before)
+    seen = run_load(tetherd.port, 3, 60) + run_load(tetherd.port, 3, 30, keepalive=False)
+    assert set(seen) == set(HOSTS[1:]), seen
+    assert endpoint_rows(admin)[victim]["requests_total"] == picked  # not even tried
+    metrics = fetch(admin, "GET", "/metrics").text
+    assert 'tether_ejections_total{upstream="app",cause="connect"}' in metrics, metrics
+    assert metric(admin, "tether_ejections_total", cause="connect") >= 1, metrics
+
+
 def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     """An endpoint that accepts connections but answers /healthz with 503 is down: its idle
     connections close (endpoint_down) and requests go to the others."""
@@ -84,19 +123,29 @@ def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     assert tetherd.log().count(f"endpoint {sick} down") == 1  # once per change, not per check
     (app,) = get_json(admin, "/stats")["upstreams"]
     assert app["connections"]["closed"]["endpoint_down"] >= 1, app["connections"]["closed"]
+    # /pools says the same of each endpoint, connections or not (the sick one has none left).
+    pools = {r["endpoint"]: r for r in get_json(admin, "/pools")["endpoints"]}
+    assert set(pools) == {f"{h}:{port}" for h in HOSTS}, pools
+    assert [pools[sick]["health"], pools[sick]["connections"]] == ["down", 0], pools
+    assert 0 <= pools[sick]["last_change_seconds_ago"] < 10, pools
+    assert all(pools[f"{h}:{port}"]["health"] == "up" for h in (HOSTS[0], HOSTS[2])), pools
+    assert all(c["endpoint"] != sick for c in get_json(admin, "/pools")["connections"])
     top = run_top("--once", "--interval", "0.2", "--admin", f"127.0.0.1:{admin}")
     assert f"UP 2/3, {sick} down" in top.stdout, top.stdout
     assert max(len(line) for line in top.stdout.splitlines()) <= 80, top.stdout
 
 
-def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd):
+def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd, tmp_path):
+    """Counted as a fast failure, and the access log says endpoint_down (Proxy-Status has
+    destination_unavailable for it and for the breaker alike)."""
     port = common_port()
     start_three(start_upstream, port, unhealthy=HOSTS)
     listen, admin = free_port(), free_port()
     endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    log = tmp_path / "access.log"
     tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
                                    f"endpoints = {endpoints}\n{CHECKS}",
-                                   f"admin = 127.0.0.1:{admin}"))
+                                   f"admin = 127.0.0.1:{admin}\naccess_log = {log}"))
     wait_for(lambda: all(r["health"] == "down" for r in endpoint_rows(admin).values()), 5,
              "every endpoint down")
     client = Client(tetherd.port)
@@ -109,6 +158,10 @@ def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd):
     assert_tether_error(resp, 503, "health checks failing")
     assert resp.header("Retry-After") is not None
     assert took < 0.5, took  # no connect, no queue wait (queue_timeout is 1 s)
+    assert metric(admin, "tether_fast_failures_total", upstream="app") == 1
+    wait_for(lambda: log.exists() and log.read_text().strip(), 5, "the access log")
+    (line,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (line["status"], line["error"]) == (503, "endpoint_down"), line
 
 
 def test_health_timeout_must_be_shorter_than_interval(start_tetherd, tmp_path):
@@ -171,3 +224,53 @@ def test_reset_before_a_response_is_retried_on_another_endpoint(start_upstream,
     assert resp.status == 502, resp
     posts = sum(u.stats()["methods"].get("POST", 0) for u in ups.values())
     assert posts == 1, posts
+
+
+def test_queued_requests_do_not_wait_for_a_down_endpoint(start_upstream, start_tetherd):
+    """max_connections = 2, both held by requests to an endpoint that hangs (SIGSTOP): the
+    requests queued behind them must not wait out queue_timeout (10 s) once health checks mark
+    it down; its connections stop counting against max_connections, so the queued requests get
+    connections to the other endpoints."""
+    port = common_port()
+    ups = start_three(start_upstream, port)
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
+                                   f"endpoints = {endpoints}\n{CHECKS}\nmax_connections = 2\n"
+                                   "max_idle = 0\nqueue_timeout = 10s\nresponse_timeout = 20s\n"
+                                   "balance = round_robin\nmax_queue = 100",
+                                   f"admin = 127.0.0.1:{admin}"))
+    hung = ups[HOSTS[0]].proc
+    results = {}
+
+    def one(i):
+        started = time.monotonic()
+        resp = fetch(tetherd.port)
+        results[i] = (resp.status, resp.header("X-Upstream-Name"), time.monotonic() - started)
+
+    threads = []
+    hung.send_signal(signal.SIGSTOP)
+    try:
+        # One at a time until two hang on it (round-robin, and max_idle = 0: a fresh connection
+        # each): those two hold both connections the upstream may have.
+        for i in range(12):
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.05)
+            if len(threads) - len(results) >= 2:
+                break
+        assert len(threads) - len(results) >= 2, results
+        queued = range(len(threads), len(threads) + 4)
+        for i in queued:
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+        wait_for(lambda: all(i in results for i in queued), 12, "the queued requests")
+    finally:
+        hung.send_signal(signal.SIGCONT)  # the two sent to it are answered now
+    for th in threads:
+        th.join(15)
+    # Well before queue_timeout (10 s): down within 2 x 300 ms, then connections elsewhere.
+    assert all(results[i][0] == 200 and results[i][2] < 6 for i in queued), results
+    assert not [r for r in results.values() if r[0] != 200], results
+    (app,) = get_json(admin, "/stats")["upstreams"]
+    assert app["queue"]["queued_total"] >= 4, app["queue"]

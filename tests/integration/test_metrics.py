@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import REPO_ROOT, Client, fetch, free_port, tetherd_binary, wait_for
+from helpers import REPO_ROOT, Client, build_request, fetch, free_port, tetherd_binary, wait_for
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
@@ -572,6 +572,34 @@ def test_access_log_reused_is_false_on_a_prewarmed_connections_first_request(
     first, second = [json.loads(line) for line in log.read_text().splitlines()]
     assert (first["reused"], second["reused"]) == (False, True)
     assert admin_json(admin, "/stats")["upstreams"][0]["requests_reused_total"] == 1
+
+
+def test_access_log_marks_a_response_cut_after_its_head(start_upstream, start_tetherd, tmp_path):
+    """An upstream that closes in the middle of a body: the client already has the 200 head, so
+    tetherd can only close; the access log line says the response was cut (and a complete one
+    does not), beside the response_partial close in the metrics."""
+    upstream = start_upstream()
+    log = tmp_path / "access.log"
+    port, admin = free_port(), free_port()
+    start_tetherd(f"[tether]\nworkers = 1\naccess_log = {log}\nadmin = 127.0.0.1:{admin}\n"
+                  f"[upstream app]\nurl = http://127.0.0.1:{upstream.port}\n"
+                  f"listen = 127.0.0.1:{port}\n")
+    size = 200000
+    assert fetch(port, "GET", "/whole", [("X-Body-Size", str(size))]).status == 200
+    with Client(port) as client:
+        client.send(build_request("GET", "/cut", [("X-Body-Size", str(size)),
+                                                  ("X-Close-Mid-Response", "1")]))
+        assert client.read_head().status == 200
+        body = client.read_until_closed()
+    assert len(body) < size
+    wait_for(lambda: log.exists() and log.read_text().count("\n") == 2, 3, "two log lines")
+    whole, cut = [json.loads(line) for line in log.read_text().splitlines()]
+    assert "cut" not in whole and whole["bytes"] > size
+    assert cut["cut"] is True and cut["status"] == 200 and cut["bytes"] < size
+    assert cut["generated_by"] == "upstream" and "error" not in cut
+    metrics = fetch(admin, "GET", "/metrics").body.decode()
+    assert re.search(r'connections_closed_total\{upstream="app",[^}]*reason="response_partial"\} 1',
+                     metrics), metrics
 
 
 def test_access_log_writes_one_json_line_per_request(start_upstream, start_tetherd, tmp_path):

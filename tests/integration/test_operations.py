@@ -1,5 +1,6 @@
 """Operations: one tetherd per port, takeover of the listening sockets (upgrade, reload) without
-a refused or failed request, reload with an invalid file, log reopening, --log-level."""
+a refused or failed request, reload in place (limits applied to the live pools, pools kept),
+reload with an invalid file, log reopening, --log-level."""
 
 import contextlib
 import ctypes
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import assert_tether_error, fetch, free_port, tetherd_binary, wait_for
+from helpers import Client, assert_tether_error, fetch, free_port, tetherd_binary, wait_for
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -190,8 +191,10 @@ def test_reload_by_sighup_under_load_fails_no_request(start_upstream, start_teth
                 ini.write_text(config(upstream, port, tmp_path))
             tetherd.signal(signal.SIGHUP)
             assert tetherd.wait(15) == 0
+            # The successor logs that it is ready after it confirmed the takeover, which may be
+            # after the predecessor exited.
+            wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
             pids = ready_pids(tetherd.log())
-            assert len(pids) == 2, tetherd.log()
             successor = pids[1]
             load.wait_done(load.done + 200)
             if change == "new upstream":
@@ -355,6 +358,7 @@ def test_tether_reload_through_the_admin_endpoint(start_upstream, start_tetherd,
         assert good.returncode == 0, good.stderr
         assert "reloading" in good.stdout
         assert tetherd.wait(15) == 0
+        wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
         successor = ready_pids(tetherd.log())[1]
         try:
             assert fetch(port).status == 200
@@ -413,3 +417,191 @@ def test_restart_with_socket_activation_refuses_nothing(start_upstream, tmp_path
         sock.close()
     assert second is not None and second.returncode == 0
     assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"
+
+
+# --- reload in place: numbers change, pools stay ---------------------------------------------------
+
+def upstream_stats(admin, name="app"):
+    stats = json.loads(fetch(admin, target="/stats").body)
+    return next(u for u in stats["upstreams"] if u["name"] == name)
+
+
+def sighup_and_wait(tetherd, what="reload: applied in place"):
+    """SIGHUP, and waits for the log to say how the reload went (one more such line)."""
+    before = tetherd.log().count(what)
+    tetherd.signal(signal.SIGHUP)
+    wait_for(lambda: tetherd.log().count(what) > before, 10, f"the log to say {what!r}")
+
+
+def test_a_changed_limit_applies_in_place_keeping_pool_and_learned_timeout(start_upstream,
+                                                                            start_tetherd,
+                                                                            tmp_path):
+    """Limits and timeouts change in the running process: the same pid, the pooled connections
+    of the upstream carry on (the same upstream connection ids, no new connection opened), the
+    learned idle timeout stays, and /stats and /config show the new values. POST /reload says
+    which way the file applies."""
+    upstream = start_upstream("--keepalive-hint", "7")
+    port, admin = free_port(), free_port()
+    extra = f"admin = 127.0.0.1:{admin}"
+    tetherd = start_tetherd(config(upstream, port, tmp_path, extra=extra, workers=1,
+                                   upstream_extra="max_idle = 8"))
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+    first = [fetch(port).conn_id for _ in range(5)]
+    assert len(set(first)) == 1
+    before = upstream_stats(admin)
+    assert before["idle_timeout"]["learned_ms"] == 7000
+    ini.write_text(config(upstream, port, tmp_path, extra=extra, workers=1,
+                          upstream_extra="max_idle = 5\nqueue_timeout = 3s\nbreaker_failures = 9"))
+    answer = fetch(admin, method="POST", target="/reload")
+    assert answer.status == 202, answer
+    assert "applies in place" in answer.text, answer.text
+    wait_for(lambda: "reload: applied in place" in tetherd.log(), 10, "the in-place reload")
+    after = [fetch(port).conn_id for _ in range(5)]
+    assert set(after) == set(first), "the pooled connection was replaced"
+    stats = upstream_stats(admin)
+    assert stats["connections"]["opened_total"] == before["connections"]["opened_total"]
+    assert stats["connections"]["max_idle"] == 5
+    assert stats["idle_timeout"]["learned_ms"] == 7000
+    shown = fetch(admin, target="/config").text
+    assert "queue_timeout = 3000ms" in shown and "breaker_failures = 9" in shown, shown
+    assert len(ready_pids(tetherd.log())) == 1
+    assert "took over" not in tetherd.log()
+
+
+def test_a_change_that_needs_a_new_process_says_which_key(start_upstream, start_tetherd,
+                                                          tmp_path):
+    """POST /reload names the key that sends a valid file down the takeover path, before the
+    reload happens; the log says it again."""
+    upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    extra = f"admin = 127.0.0.1:{admin}"
+    with subreaper():
+        tetherd = start_tetherd(config(upstream, port, tmp_path, extra=extra))
+        ini = next(tmp_path.glob("tetherd-0.ini"))
+        ini.write_text(config(upstream, port, tmp_path, extra=extra, workers=1))
+        answer = fetch(admin, method="POST", target="/reload")
+        assert answer.status == 202, answer
+        assert "[tether]: workers changed, so a new tetherd takes over" in answer.text, answer.text
+        assert tetherd.wait(15) == 0
+        assert "reload: [tether]: workers changed, which needs a new process" in tetherd.log()
+        # The successor logs that it is ready after it confirmed the takeover, which may be
+        # after the predecessor exited.
+        wait_for(lambda: len(ready_pids(tetherd.log())) == 2, 10, "the successor")
+        assert stop_pid(ready_pids(tetherd.log())[1]) == 0
+
+
+def test_an_invalid_file_through_post_reload_names_file_line_key(start_upstream, start_tetherd,
+                                                                 tmp_path):
+    upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    extra = f"admin = 127.0.0.1:{admin}"
+    tetherd = start_tetherd(config(upstream, port, tmp_path, extra=extra))
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+    ini.write_text(config(upstream, port, tmp_path, extra=extra,
+                          upstream_extra="max_connections = many"))
+    answer = fetch(admin, method="POST", target="/reload")
+    assert answer.status == 400, answer
+    assert re.search(rf"{re.escape(str(ini))}:\d+: max_connections: many: not an integer",
+                     answer.text), answer.text
+    assert "max_connections = 256" in fetch(admin, target="/config").text
+    assert fetch(port).status == 200
+
+
+def test_a_lowered_max_connections_closes_idle_connections_never_active_ones(start_upstream,
+                                                                             start_tetherd,
+                                                                             tmp_path):
+    """Six pooled connections, two of them busy with slow requests; max_connections drops to 3
+    by reload: idle ones close down to it (one idle left), both busy requests complete."""
+    upstream = start_upstream()
+    port, admin = free_port(), free_port()
+    extra = f"admin = 127.0.0.1:{admin}"
+    tetherd = start_tetherd(config(upstream, port, tmp_path, extra=extra, workers=1,
+                                   upstream_extra="max_connections = 6\nmax_idle = 6"))
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+
+    def slow(results, delay_ms):
+        results.append(fetch(port, headers=[("X-Delay-Ms", str(delay_ms))]).status)
+
+    warm = []
+    threads = [threading.Thread(target=slow, args=(warm, 300)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert warm == [200] * 6
+    wait_for(lambda: upstream_stats(admin)["connections"]["idle"] == 6, 5, "six idle")
+    busy = []
+    threads = [threading.Thread(target=slow, args=(busy, 1500)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: upstream_stats(admin)["connections"]["active"] == 2, 5, "two active")
+    ini.write_text(config(upstream, port, tmp_path, extra=extra, workers=1,
+                          upstream_extra="max_connections = 3\nmax_idle = 6"))
+    sighup_and_wait(tetherd)
+    conns = upstream_stats(admin)["connections"]
+    assert (conns["active"], conns["idle"]) == (2, 1), conns
+    assert conns["closed"]["trimmed"] == 3
+    for thread in threads:
+        thread.join(10)
+    assert busy == [200, 200]
+    wait_for(lambda: upstream_stats(admin)["connections"]["idle"] == 3, 5, "three idle")
+    assert upstream_stats(admin)["connections"]["max"] == 3
+
+
+class KeepAliveLoad:
+    """Requests on one kept-alive client connection after another from a thread, until stop()
+    or `max_requests`; every failure is recorded (the connection is opened again after one)."""
+
+    def __init__(self, port, max_requests=20000, deadline_s=30):
+        self.port, self.done, self.failures = port, 0, []
+        self.stopping = threading.Event()
+        self.deadline = time.monotonic() + deadline_s
+        self.thread = threading.Thread(target=self._run, args=(max_requests,), daemon=True)
+        self.thread.start()
+
+    def _run(self, max_requests):
+        client = None
+        for _ in range(max_requests):
+            if self.stopping.is_set() or time.monotonic() > self.deadline:
+                break
+            try:
+                client = client or Client(self.port)
+                status = client.request().status
+                if status != 200:
+                    self.failures.append(f"status {status}")
+            except Exception as err:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(err))
+                client.close()
+                client = None
+            self.done += 1
+        if client is not None:
+            client.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(15)
+        return self.done, self.failures
+
+
+def test_reloads_in_place_under_load_fail_no_request(start_upstream, start_tetherd, tmp_path):
+    """Close-per-request and keep-alive load across five in-place reloads that lower and raise
+    the limits: not one request fails, and the process is the same throughout."""
+    upstream = start_upstream()
+    port = free_port()
+    limits = ["max_connections = 64\nmax_idle = 32", "max_connections = 4\nmax_idle = 2"]
+    tetherd = start_tetherd(config(upstream, port, tmp_path, upstream_extra=limits[0]))
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+    churn, kept = Load(port), KeepAliveLoad(port)
+    try:
+        churn.wait_done(100)
+        for i in range(5):
+            ini.write_text(config(upstream, port, tmp_path, upstream_extra=limits[(i + 1) % 2]))
+            sighup_and_wait(tetherd)
+            churn.wait_done(churn.done + 50)
+    finally:
+        done, failures = churn.stop()
+        kept_done, kept_failures = kept.stop()
+    assert failures == [], f"{len(failures)} of {done} failed: {failures[:5]}"
+    assert kept_failures == [], f"{len(kept_failures)} of {kept_done} failed: {kept_failures[:5]}"
+    assert kept_done > 50
+    assert len(ready_pids(tetherd.log())) == 1

@@ -1126,3 +1126,22 @@ def test_against_nginx(start_nginx, start_tetherd, tls_certs, protocols):
     assert conns[0:3] == [conns[0]] * 3 and conns[3:6] == [conns[3]] * 3
     assert conns[6:9] == [conns[6]] * 3 and len({conns[0], conns[3], conns[6]}) == 3
     assert [seen[i]["reused"] for i in (0, 3, 6)] == [".", "r", "r"], seen
+
+
+def test_an_in_place_reload_keeps_tls_sessions(start_tls, tmp_path):
+    """A reload that changes only numbers keeps the TLS context: the first new connection after
+    it resumes the session from before (a successor by takeover would start with none)."""
+    s = start_tls(upstream_cfg="max_requests = 1\n")
+
+    def resumed():
+        resp = fetch(s.tetherd.port)
+        assert resp.status == 200, resp
+        return resp.header("X-Upstream-Tls-Resumed")
+
+    assert [resumed(), resumed()] == ["0", "1"]
+    ini = next(tmp_path.glob("tetherd-0.ini"))
+    ini.write_text(ini.read_text() + "queue_timeout = 2s\n")
+    s.tetherd.signal(signal.SIGHUP)
+    wait_for(lambda: "reload: applied in place" in s.tetherd.log(), 10, "the in-place reload")
+    assert resumed() == "1", "the first connection after the reload paid a full handshake"
+    assert "took over" not in s.tetherd.log()

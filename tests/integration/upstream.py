@@ -31,6 +31,8 @@ Request headers that script the response:
     X-Echo: 1                stream the request body back as it arrives (chunked if it was)
     X-Delay-Ms: N            wait N ms before the status line
     X-Close-Mid-Response: 1  send the head and half of the body, then close
+    X-Body-Pauses: K,MS      send the body in K+1 parts with a pause of MS ms before each but
+                             the first (the head goes with the first)
     X-Extra-Bytes: N         N more bytes the framing does not account for, in the response's
                              TCP segment (in TLS mode: a record of their own)
     X-No-Close-Notify: 1     in TLS mode, when the server closes after this response: a bare FIN,
@@ -747,7 +749,12 @@ class Connection:
         extra = req.int_header("X-Extra-Bytes", 0)
         if extra:  # corked: the extra bytes arrive with the response, in the same segment
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        self.sock.sendall(self._head(status, req, headers + conn_headers) + body)
+        pauses, _, pause_ms = (req.header("X-Body-Pauses") or "0,0").partition(",")
+        parts = _split_even(body, int(pauses) + 1)
+        self.sock.sendall(self._head(status, req, headers + conn_headers) + parts[0])
+        for part in parts[1:]:
+            time.sleep(int(pause_ms) / 1000)
+            self.sock.sendall(part)
         if extra:
             self.sock.sendall(b"X" * extra)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
@@ -827,6 +834,11 @@ def tls_context(opts, on_sni):
             context.maximum_version = TLS_VERSIONS[opts.tls_max_version]
     context.sni_callback = lambda sslsock, name, ctx: on_sni(name)
     return context
+
+
+def _split_even(data, n):
+    step = -(-len(data) // n) if data else 1
+    return [data[i : i + step] for i in range(0, max(len(data), 1), step)]
 
 
 def _chunk_encode(body):

@@ -115,6 +115,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "idle_timeout = 55s\n"
                            "connect_timeout = 2s\n"
                            "response_timeout = 1h\n"
+                           "response_idle_timeout = off\n"
                            "queue_timeout = 250ms\n"
                            "max_lifetime = 10m\n"
                            "tcp_keepalive = off\n"
@@ -268,6 +269,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->idle_timeout, 55000);
     assert_int_equal(u->connect_timeout, 2000);
     assert_int_equal(u->response_timeout, 3600000);
+    assert_int_equal(u->response_idle_timeout, 0);
     assert_int_equal(u->queue_timeout, 250);
     assert_int_equal(u->max_lifetime, 600000);
     assert_int_equal(u->tcp_keepalive, 0);
@@ -280,8 +282,8 @@ static void test_full_file_loads_typed_values(void **state)
     assert_string_equal(u->tls_cert, "/etc/tether/client.pem");
     assert_string_equal(u->tls_key, "/etc/tether/client.key");
     assert_int_equal(u->tls_session_reuse, 0);
-    assert_int_equal(tt_conf_key_line(u, "tls_key"), 49);
-    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 46);
+    assert_int_equal(tt_conf_key_line(u, "tls_key"), 50);
+    assert_int_equal(tt_conf_key_line(u, "tls_verify"), 47);
     assert_int_equal(tt_conf_key_line(u, "max_idle"), 31);
     assert_int_equal(u->nendpoints, 3);
     assert_addr(&u->endpoints[0], "127.0.0.2:8443");
@@ -379,6 +381,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->idle_timeout, TT_IDLE_AUTO);
     assert_int_equal(u->connect_timeout, 5000);
     assert_int_equal(u->response_timeout, 30000);
+    assert_int_equal(u->response_idle_timeout, 60000);
     assert_int_equal(u->queue_timeout, 1000);
     assert_int_equal(u->max_lifetime, 600000);
     assert_int_equal(u->tcp_keepalive, 30000);
@@ -1142,6 +1145,111 @@ static void test_error_with_a_very_long_path_stays_in_its_buffer(void **state)
     assert_non_null(strstr(out.err.msg, "/./long.ini:2: no_such_key: "));
 }
 
+/* --- reload: the diff ----------------------------------------------------------------------- */
+
+static const char BASE[] =
+    "[tether]\nworkers = 2\nclient_idle_timeout = 30s\nproxy_listen = 127.0.0.1:15001\n"
+    "[upstream a]\nurl = http://127.0.0.1:8080\nlisten = 127.0.0.1:9001\n"
+    "max_connections = 10\n"
+    "[upstream b]\nurl = http://127.0.0.1:8081\n";
+
+/* The diff of BASE against BASE with `from` replaced by `to` (the first occurrence). */
+static tt_conf_change_t diff_against(const char *from, const char *to, char *why, size_t len)
+{
+    char text[1024];
+    const char *at = strstr(BASE, from);
+    assert_non_null(at);
+    snprintf(text, sizeof(text), "%.*s%s%s", (int)(at - BASE), BASE, to, at + strlen(from));
+    tt_conf_t *a = load_ok("a.ini", BASE), *b = load_ok("b.ini", text);
+    tt_conf_change_t change = tt_conf_diff(a, b, why, len);
+    tt_conf_free(a);
+    tt_conf_free(b);
+    return change;
+}
+
+static void test_diff_same_file(void **state)
+{
+    (void)state;
+    char why[256];
+    /* The same effective values, written differently, are no change. */
+    assert_int_equal(
+        diff_against("max_connections = 10\n", "max_connections=10 ; same\n", why, sizeof(why)),
+        TT_CONF_SAME);
+    assert_string_equal(why, "");
+}
+
+static void test_diff_numbers_apply_in_place(void **state)
+{
+    (void)state;
+    char why[256];
+    const char *live[][2] = {
+        {"max_connections = 10\n", "max_connections = 3\n"},
+        {"max_connections = 10\n", "max_connections = 10\nmax_idle = 2\nmin_idle = 1\n"},
+        {"max_connections = 10\n", "max_connections = 10\nqueue_timeout = 2s\n"},
+        {"max_connections = 10\n", "max_connections = 10\nbreaker_cooldown = 9s\n"},
+        {"max_connections = 10\n", "max_connections = 10\nprobe_interval = 3s\n"},
+        {"max_connections = 10\n", "max_connections = 10\nidle_timeout = 20s\n"},
+        {"client_idle_timeout = 30s\n", "client_idle_timeout = 31s\n"},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(live); i++)
+        if (diff_against(live[i][0], live[i][1], why, sizeof(why)) != TT_CONF_LIVE)
+            fail_msg("%s -> %s: not in place (%s)", live[i][0], live[i][1], why);
+}
+
+static void test_diff_names_the_key_that_needs_a_new_process(void **state)
+{
+    (void)state;
+    char why[256];
+    const char *restart[][3] = {
+        {"workers = 2\n", "workers = 3\n", "[tether]: workers changed"},
+        {"url = http://127.0.0.1:8080\n", "url = http://127.0.0.1:8090\n",
+         "[upstream a]: url changed"},
+        {"listen = 127.0.0.1:9001\n", "listen = 127.0.0.1:9002\n", "[upstream a]: listen changed"},
+        {"max_connections = 10\n", "max_connections = 10\nbalance = random\n",
+         "[upstream a]: balance changed"},
+        {"max_connections = 10\n", "max_connections = 10\nprobe = OPTIONS *\n",
+         "[upstream a]: probe changed"},
+        {"[upstream b]\n", "[upstream c]\n", "upstream b replaced by c"},
+        {"[upstream b]\nurl = http://127.0.0.1:8081\n", "", "upstreams removed"},
+        {"[upstream b]\n", "[upstream z]\nurl = http://127.0.0.1:8082\n[upstream b]\n",
+         "upstreams added"},
+    };
+    for (size_t i = 0; i < TT_ARRAY_SIZE(restart); i++) {
+        tt_conf_change_t change = diff_against(restart[i][0], restart[i][1], why, sizeof(why));
+        if (change != TT_CONF_RESTART || strcmp(why, restart[i][2]) != 0)
+            fail_msg("%s -> %s: %d \"%s\", expected \"%s\"", restart[i][0], restart[i][1],
+                     (int)change, why, restart[i][2]);
+    }
+}
+
+static void test_apply_live_copies_the_numbers_and_keeps_the_strings(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_conf_t *a = load_ok("a.ini", BASE);
+    tt_conf_t *b = load_ok(
+        "b.ini", "[tether]\nworkers = 2\nclient_idle_timeout = 5s\nproxy_listen = 127.0.0.1:15001\n"
+                 "[upstream a]\nurl = http://127.0.0.1:8080\n"
+                 "listen = 127.0.0.1:9001\n\n"
+                 "max_connections = 4\nmax_idle = 3\n"
+                 "[upstream b]\nurl = http://127.0.0.1:8081\n");
+    char why[256];
+    assert_int_equal(tt_conf_diff(a, b, why, sizeof(why)), TT_CONF_LIVE);
+    const char *name = a->upstreams[0].name, *url = a->upstreams[0].url;
+    tt_conf_apply_live(a, b);
+    assert_int_equal(a->client_idle_timeout, 5000);
+    assert_int_equal(a->upstreams[0].max_connections, 4);
+    assert_int_equal(a->upstreams[0].max_idle, 3);
+    assert_ptr_equal(a->upstreams[0].name, name); /* pointers others hold stay valid */
+    assert_ptr_equal(a->upstreams[0].url, url);
+    assert_int_equal(tt_conf_key_line(&a->upstreams[0], "max_idle"),
+                     10); /* errors name the file as it is now */
+    assert_int_equal(tt_conf_diff(a, b, why, sizeof(why)), TT_CONF_SAME);
+    tt_conf_free(a);
+    tt_conf_free(b);
+    tt_leakcheck_end(lc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1164,6 +1272,10 @@ int main(void)
         cmocka_unit_test(test_dump_has_every_key_and_loads_back),
         cmocka_unit_test(test_error_after_a_full_file_frees_everything),
         cmocka_unit_test(test_error_with_a_very_long_path_stays_in_its_buffer),
+        cmocka_unit_test(test_diff_same_file),
+        cmocka_unit_test(test_diff_numbers_apply_in_place),
+        cmocka_unit_test(test_diff_names_the_key_that_needs_a_new_process),
+        cmocka_unit_test(test_apply_live_copies_the_numbers_and_keeps_the_strings),
     };
     return cmocka_run_group_tests_name("config", tests, setup_dir, remove_dir);
 }

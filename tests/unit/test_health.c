@@ -265,6 +265,39 @@ static void test_probe_schedule_and_results(void **state)
     free(out.data);
 }
 
+/* The check schedule under every kind of random value: the next check within +-10% of the
+ * interval, the first within the first interval. Pure arithmetic: the random value is the
+ * test's, no clock, loop or socket. */
+static void test_check_schedule(void **state)
+{
+    (void)state;
+    const uint64_t randoms[] = {0, 1, 59, 60, 12345, UINT64_MAX / 2, UINT64_MAX};
+    const tt_msec_t intervals[] = {1, 9, 10, 300, 5000, 60000};
+    for (size_t i = 0; i < sizeof(intervals) / sizeof(intervals[0]); i++) {
+        tt_msec_t iv = intervals[i];
+        for (size_t j = 0; j < sizeof(randoms) / sizeof(randoms[0]); j++) {
+            tt_msec_t next = tt_check_next_delay(iv, randoms[j]);
+            assert_true(next >= iv - iv / 10);
+            assert_true(next <= iv + iv / 10);
+            assert_true(next > 0);
+            assert_true(tt_check_first_delay(iv, randoms[j]) < iv);
+        }
+    }
+    /* 300 ms: 270 at the low end, 329 at the high end, 300 in the middle. */
+    assert_int_equal(tt_check_next_delay(300, 0), 270);
+    assert_int_equal(tt_check_next_delay(300, 59), 329);
+    assert_int_equal(tt_check_next_delay(300, 60), 270);
+    assert_int_equal(tt_check_next_delay(300, 30), 300);
+    /* Spread over the range: 1000 consecutive randoms cover every value of [900, 1100). */
+    int seen[200] = {0};
+    for (uint64_t r = 0; r < 1000; r++)
+        seen[tt_check_next_delay(1000, r * 7919) - 900] = 1;
+    for (size_t k = 0; k < 200; k++)
+        assert_int_equal(seen[k], 1);
+    assert_int_equal(tt_check_first_delay(300, 299), 299);
+    assert_int_equal(tt_check_first_delay(300, 300), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_health_result_labels),
         cmocka_unit_test(test_judge_probe),
         cmocka_unit_test(test_probe_schedule_and_results),
+        cmocka_unit_test(test_check_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
