@@ -124,3 +124,20 @@ def test_upstream_closing_mid_body(start_upstream, start_tetherd, tmp_path):
     wait_for(lambda: log.exists() and log.read_text().count("\n") >= 1, 3, "a log line")
     line = json.loads(log.read_text().splitlines()[0])
     assert line["status"] == 200 and got < line["bytes"] < size, line
+
+
+def test_bytes_past_the_body_are_never_spliced(start_upstream, start_tetherd, tmp_path):
+    """An upstream that sends bytes past its Content-Length: the splice stops at the body's
+    end, so the client gets exactly the body (a splice of "whatever is readable" would pass
+    the extra bytes on as the start of the next response) and its next request is answered."""
+    tetherd, upstream, port, admin, _ = start(start_upstream, start_tetherd, tmp_path)
+    size = 4 * MIB + 3
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(build_request("GET", "/extra", [("X-Body-Size", str(size)),
+                                                     ("X-Extra-Bytes", "5000")]))
+        head, digest, got, rest = read_response(sock)
+        assert got == size and digest == hashlib.sha256(body_pattern(size)).hexdigest()
+        sock.sendall(build_request("GET", "/next", [("X-Body-Size", "5")]))
+        head, digest, got, _ = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200") and got == 5, head
+    assert spliced(admin) >= size - 256 * 1024
