@@ -10,7 +10,7 @@
 void tt_pipepool_init(tt_pipepool_t *pp)
 {
     pp->_nfree = 0;
-    pp->_nused = 0;
+    pp->_nheld = 0;
 }
 
 static void pipe_close(tt_pipe_t *p)
@@ -22,8 +22,10 @@ static void pipe_close(tt_pipe_t *p)
 
 void tt_pipepool_destroy(tt_pipepool_t *pp)
 {
-    while (pp->_nfree > 0)
+    while (pp->_nfree > 0) {
         pipe_close(pp->_free[--pp->_nfree]);
+        pp->_nheld--;
+    }
 }
 
 /* The largest capacity the system grants, halving from TT_PIPE_SIZE: F_SETPIPE_SZ refuses
@@ -42,11 +44,11 @@ static size_t pipe_grow(int fd)
 
 tt_pipe_t *tt_pipe_get(tt_pipepool_t *pp)
 {
-    if (pp->_nused >= TT_PIPES_MAX)
-        return NULL;
     tt_pipe_t *p;
     if (pp->_nfree > 0) {
         p = pp->_free[--pp->_nfree];
+    } else if (pp->_nheld >= TT_PIPES_MAX) {
+        return NULL;
     } else {
         p = malloc(sizeof(*p));
         int fds[2];
@@ -60,19 +62,20 @@ tt_pipe_t *tt_pipe_get(tt_pipepool_t *pp)
         p->wfd = fds[1];
         p->size = pipe_grow(p->wfd);
         p->len = 0;
+        pp->_nheld++;
     }
-    pp->_nused++;
     return p;
 }
 
 void tt_pipe_put(tt_pipepool_t *pp, tt_pipe_t *p)
 {
-    TT_ASSERT(pp->_nused > 0);
-    pp->_nused--;
-    if (p->len == 0 && pp->_nfree < TT_PIPES_MAX)
+    TT_ASSERT(pp->_nheld > pp->_nfree);
+    if (p->len == 0) {
         pp->_free[pp->_nfree++] = p;
-    else
-        pipe_close(p);
+        return;
+    }
+    pipe_close(p);
+    pp->_nheld--;
 }
 
 ssize_t tt_pipe_fill(tt_pipe_t *p, int fd, size_t n)

@@ -10,8 +10,9 @@
 
 /* Pipe capacity asked for with F_SETPIPE_SZ; a smaller one is kept when the system refuses. */
 #define TT_PIPE_SIZE (1024 * 1024)
-/* Pipes one worker has out at once; past it a body takes the buffered path. */
-#define TT_PIPES_MAX 64
+/* Pipes one worker holds at once, in use or kept empty for reuse (twice as many descriptors,
+ * reserved for by max_client_connections = auto); past it a body takes the buffered path. */
+#define TT_PIPES_MAX 32
 
 typedef struct {
     int rfd, wfd;
@@ -22,7 +23,7 @@ typedef struct {
 typedef struct {
     tt_pipe_t *_free[TT_PIPES_MAX];
     size_t _nfree;
-    size_t _nused;
+    size_t _nheld; /* open pipes: in use, or in _free */
 } tt_pipepool_t;
 
 void tt_pipepool_init(tt_pipepool_t *pp);
