@@ -116,6 +116,7 @@ static const field_t upstream_fields[] = {
     U("breaker_cooldown", F_DURATION, breaker_cooldown, 5000, 100, 3600000),
     U("breaker_max_cooldown", F_DURATION, breaker_max_cooldown, 60000, 100, DAY),
     U("breaker_on_5xx", F_BOOL, breaker_on_5xx, 0, 0, 1),
+    U("splice", F_BOOL, splice, 1, 0, 1),
     U("max_ejected", F_PERCENT, max_ejected, 50, 0, 100),
     U("probe", F_REQLINE, probe, 0, 0, 0),
     U("probe_interval", F_DURATION, probe_interval, 10000, 100, 3600000),

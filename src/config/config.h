@@ -60,6 +60,7 @@ typedef struct {
     int64_t breaker_max_cooldown; /* ms */
     int64_t max_ejected;          /* percent of the endpoints */
     int64_t breaker_on_5xx;       /* a 502/503/504 from the upstream counts as a failure */
+    int64_t splice;               /* large plain-TCP bodies go socket -> pipe -> socket */
     char *probe;                  /* request line of idle-connection probes; NULL: off */
     int64_t probe_interval;
     int64_t probe_timeout;

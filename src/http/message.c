@@ -391,6 +391,21 @@ int tt_http_reader_decoding(const tt_http_reader_t *r)
     return r->_decoded != NULL;
 }
 
+uint64_t tt_http_reader_body_left(const tt_http_reader_t *r)
+{
+    const llhttp_t *p = &r->_parser;
+    if (!r->_head_done || r->_message_done || r->_skip_body || (p->flags & F_CHUNKED) ||
+        !(p->flags & F_CONTENT_LENGTH))
+        return 0;
+    return p->content_length;
+}
+
+void tt_http_reader_skip_body(tt_http_reader_t *r, uint64_t n)
+{
+    TT_ASSERT(n < tt_http_reader_body_left(r));
+    r->_parser.content_length -= n;
+}
+
 int tt_http_reader_needs_eof(const tt_http_reader_t *r)
 {
     return llhttp_message_needs_eof(&r->_parser);

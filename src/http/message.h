@@ -110,6 +110,12 @@ void tt_http_reader_decode_into(tt_http_reader_t *r, tt_buf_t *out);
 int tt_http_reader_message_done(const tt_http_reader_t *r);
 /* Whether body bytes are being decoded into a buffer (see tt_http_reader_decode_into). */
 int tt_http_reader_decoding(const tt_http_reader_t *r);
+/* The Content-Length body bytes still to come (0 for any other framing, or once done). */
+uint64_t tt_http_reader_body_left(const tt_http_reader_t *r);
+/* Counts n body bytes as read without parsing them (they were relayed out of band); n is less
+ * than tt_http_reader_body_left(), so the parser still sees the body's last byte and ends the
+ * message itself. */
+void tt_http_reader_skip_body(tt_http_reader_t *r, uint64_t n);
 /* The message's body ends only when the connection closes. */
 int tt_http_reader_needs_eof(const tt_http_reader_t *r);
 /* Why parsing failed, a short static text. */

@@ -12,6 +12,9 @@
 #include <string.h>
 
 #define TT_BODY_BUF_MAX (256 * 1024)
+/* Body bytes still to come from which splicing them pays for its pipe (docs/internals/tuning.md
+ * "bulk bodies"): a smaller body is a few buffered reads. */
+#define TT_SPLICE_MIN (256 * 1024)
 
 static void upstream_cb(tt_conn_t *conn, uint32_t events);
 static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t result,
@@ -552,6 +555,33 @@ static void grow_body_buffer(tt_buf_t *in)
         (void)tt_buf_reserve(in, in->cap, TT_BODY_BUF_MAX);
 }
 
+/* Whether the rest of the body should go socket -> pipe -> socket with splice(2): a
+ * Content-Length body with at least TT_SPLICE_MIN bytes still to come from a plain TCP
+ * upstream, relayed as it is (not de-chunked), once every byte read before it was sent. */
+static int splice_wanted(const tt_session_t *s)
+{
+    return s->pipe == NULL && s->resp_head_done && !s->resp_done && s->up->conf->splice &&
+           tt_buf_len(s->conn->in) == 0 && !tt_session_output_pending(s) &&
+           !tt_http_reader_decoding(&s->resp) &&
+           tt_http_reader_body_left(&s->resp) >= TT_SPLICE_MIN && tt_conn_plain_fd(s->conn) >= 0;
+}
+
+/* Splices body bytes from the upstream into the pipe (recv conventions). Never more than the
+ * body's length less its last byte: the next response on this connection stays in the socket,
+ * and the last byte goes through the parser, which ends the message. */
+static ssize_t splice_in(tt_session_t *s)
+{
+    uint64_t left = tt_http_reader_body_left(&s->resp) - 1;
+    ssize_t n = tt_pipe_fill(s->pipe, tt_conn_plain_fd(s->conn), (size_t)TT_MIN(left, SIZE_MAX));
+    if (n > 0) {
+        tt_http_reader_skip_body(&s->resp, (uint64_t)n);
+        tt_worker_pool(s->worker, s->up)->stats.spliced_bytes += (uint64_t)n;
+    } else if (n < 0 && errno == EAGAIN && s->pipe->len == 0) {
+        s->up_readable = 0; /* an empty pipe refused nothing: the socket is drained */
+    }
+    return n;
+}
+
 /* Reads the response and relays it. OK on progress, AGAIN when waiting, DECLINED if the exchange
  * ended (or moved to another state). */
 static tt_step_t step_response(tt_session_t *s)
@@ -604,14 +634,36 @@ static tt_step_t step_response(tt_session_t *s)
             wait_for_upstream(s);
             return tt_step_progress(moved);
         }
-        size_t room = tt_buf_room(c->in);
-        ssize_t n = tt_conn_read(c, c->in, &s->up_readable);
-        if (n > 0) {
-            s->resp_started = 1;
-            moved = 1;
-            if (s->resp_head_done && (size_t)n == room)
-                grow_body_buffer(c->in);
-            continue;
+        if (splice_wanted(s))
+            s->pipe = tt_pipe_get(&s->worker->pipes); /* NULL: the buffered path, silently */
+        if (s->pipe != NULL && tt_http_reader_body_left(&s->resp) <= 1) {
+            /* The body's last byte takes the buffered path once the pipe is empty: the
+             * response then never ends (nor moves to cout) with bytes still in the pipe. */
+            if (s->pipe->len > 0)
+                continue; /* the flush above drains it, or waits for the client */
+            tt_session_release_pipe(s);
+        }
+        ssize_t n;
+        if (s->pipe != NULL) {
+            n = splice_in(s);
+            if (n > 0) {
+                moved = 1;
+                continue;
+            }
+            /* A full pipe (or one out of slots) is drained first, as a full buffer would be:
+             * while the client takes nothing, the upstream is not read. */
+            if (n < 0 && errno == EAGAIN && s->pipe->len > 0)
+                continue;
+        } else {
+            size_t room = tt_buf_room(c->in);
+            n = tt_conn_read(c, c->in, &s->up_readable);
+            if (n > 0) {
+                s->resp_started = 1;
+                moved = 1;
+                if (s->resp_head_done && (size_t)n == room)
+                    grow_body_buffer(c->in);
+                continue;
+            }
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             wait_for_upstream(s);

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "metrics/accesslog.h"
 #include "metrics/admin.h"
+#include "net/splice.h"
 #include "net/unixsock.h"
 #include "proxy/introspect.h"
 #include "proxy/session.h"
@@ -70,8 +71,10 @@ static int64_t client_connection_limit(const tt_conf_t *conf, size_t nworkers)
         upstream_conns += conf->upstreams[i].max_connections;
         nlisteners += conf->upstreams[i].has_listen ? 1 : 0;
     }
-    /* Per worker and listener two descriptors: the worker's dup and the listener set's own. */
-    int64_t fit = tt_admission_default_max(nofile, upstream_conns, nworkers, 2 * nlisteners);
+    /* Per worker and listener two descriptors: the worker's dup and the listener set's own; per
+     * worker two for each splice pipe it may hold. */
+    int64_t fit = tt_admission_default_max(nofile, upstream_conns, nworkers,
+                                           2 * nlisteners + 2 * TT_PIPES_MAX);
     if (conf->max_client_connections == 0) {
         tt_info("max_client_connections %lld (auto: descriptor limit %lld, less a reserve for "
                 "up to %lld upstream connections and the admin endpoint)",

@@ -31,6 +31,14 @@ static void release_buffers(tt_session_t *s)
     tt_http_head_release(&w->heads, s->head);
     s->cin = s->cout = s->uout = NULL;
     s->head = NULL;
+    tt_session_release_pipe(s);
+}
+
+void tt_session_release_pipe(tt_session_t *s)
+{
+    if (s->pipe != NULL)
+        tt_pipe_put(&s->worker->pipes, s->pipe);
+    s->pipe = NULL;
 }
 
 static void log_access(tt_session_t *s, uint64_t duration_us)
@@ -154,7 +162,8 @@ static void step_linger(tt_session_t *s)
 
 int tt_session_output_pending(const tt_session_t *s)
 {
-    return (s->cout != NULL && tt_buf_len(s->cout) > 0) || s->resp_pending > 0;
+    return (s->cout != NULL && tt_buf_len(s->cout) > 0) || s->resp_pending > 0 ||
+           (s->pipe != NULL && s->pipe->len > 0);
 }
 
 /* Bytes written to the client socket that the client has not acknowledged yet. */
@@ -229,8 +238,9 @@ static int client_stalled(tt_session_t *s)
     return 0;
 }
 
-/* Writes cout, then the raw response body waiting in conn->in. OK when all is written, AGAIN
- * when the socket is full, ERROR when the client is gone. */
+/* Writes cout, then the spliced body bytes in the pipe, then the raw response body waiting in
+ * conn->in. OK when all is written, AGAIN when the socket is full, ERROR when the client is
+ * gone. */
 tt_step_t tt_session_flush_client(tt_session_t *s)
 {
     int progressed = 0;
@@ -238,6 +248,8 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
         struct iovec iov[2];
         int n = 0;
         size_t head = s->cout != NULL ? tt_buf_len(s->cout) : 0;
+        /* The pipe is released before the body's last byte is read into conn->in. */
+        TT_ASSERT(s->pipe == NULL || s->resp_pending == 0);
         if (head > 0)
             iov[n++] = (struct iovec){tt_buf_rptr(s->cout), head};
         if (s->resp_pending > 0)
@@ -246,7 +258,8 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
          * leaves in the same segment and the client acknowledges both at once. */
         int last = s->close_after && s->resp_done;
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | (last ? MSG_MORE : 0));
+        ssize_t w = n == 0 ? tt_pipe_drain(s->pipe, s->io.fd)
+                           : sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | (last ? MSG_MORE : 0));
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -262,6 +275,8 @@ tt_step_t tt_session_flush_client(tt_session_t *s)
         size_t done = (size_t)w;
         s->client_acking = 0; /* the write put the socket back into delayed ACKs */
         s->bytes_out += done;
+        if (n == 0)
+            continue; /* tt_pipe_drain counted them out of the pipe */
         size_t from_head = TT_MIN(done, head);
         if (from_head > 0)
             tt_buf_consume(s->cout, from_head);

@@ -6,6 +6,7 @@
 #define TT_PROXY_SESSION_INT_H
 
 #include "event/sock.h"
+#include "net/splice.h"
 #include "proxy/session.h"
 
 typedef enum {
@@ -44,6 +45,7 @@ typedef struct tt_session {
     size_t req_pending;  /* parsed request body bytes at the front of cin, not yet sent */
     size_t resp_pending; /* parsed response body bytes at the front of conn->in, not yet sent */
     size_t retained;     /* request body bytes kept in uout */
+    tt_pipe_t *pipe;     /* while the response body is spliced: its bytes not yet sent */
     uint8_t method;
     uint8_t http10;
     uint8_t client_keepalive;
@@ -141,6 +143,8 @@ int tt_session_output_pending(const tt_session_t *s);
 /* Writes cout, then the raw response body waiting in conn->in. OK when all is written, AGAIN
  * when the socket is full, ERROR when the client is gone. */
 tt_step_t tt_session_flush_client(tt_session_t *s);
+/* Gives the splice pipe back to the worker (kept when empty, else closed). */
+void tt_session_release_pipe(tt_session_t *s);
 /* The client output buffer, taken from the worker on first use. */
 tt_buf_t *tt_session_cout(tt_session_t *s);
 /* The endpoint for logs and errors: the one the request went to, else the upstream's url. */

@@ -371,6 +371,7 @@ int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *
     pthread_mutex_init(&w->_call_lock, NULL);
     pthread_cond_init(&w->_call_done, NULL);
     tt_bufpool_init(&w->bufs, MAX_FREE_BUFS);
+    tt_pipepool_init(&w->pipes);
     tt_http_headpool_init(&w->heads, MAX_FREE_HEADS);
     w->loop = tt_loop_create();
     if (w->loop == NULL) {
@@ -441,6 +442,7 @@ void tt_worker_destroy(tt_worker_t *w)
     free(w->pools);
     tt_http_headpool_destroy(&w->heads);
     tt_bufpool_destroy(&w->bufs);
+    tt_pipepool_destroy(&w->pipes);
     pthread_mutex_destroy(&w->_call_lock);
     pthread_cond_destroy(&w->_call_done);
 }

@@ -12,6 +12,7 @@
 #include "metrics/accesslog.h"
 #include "metrics/snapshot.h"
 #include "net/listeners.h"
+#include "net/splice.h"
 #include "proxy/admission.h"
 #include "upstream/pool.h"
 #include "upstream/upstream.h"
@@ -62,6 +63,7 @@ struct tt_worker {
     size_t nupstreams;
     tt_pool_t *pools; /* [nupstreams] */
     tt_bufpool_t bufs;
+    tt_pipepool_t pipes; /* for spliced response bodies */
     tt_http_headpool_t heads;
     tt_list_t sessions; /* the handlers' own list of their connections */
     size_t nsessions;   /* counted by tt_worker_session_opened/closed */

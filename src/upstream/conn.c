@@ -676,6 +676,11 @@ uint64_t tt_conn_socket_memory(const tt_conn_t *c)
            mem[SK_MEMINFO_FWD_ALLOC] + mem[SK_MEMINFO_OPTMEM] + mem[SK_MEMINFO_BACKLOG];
 }
 
+int tt_conn_plain_fd(const tt_conn_t *c)
+{
+    return c->_tls == NULL ? c->_io.fd : -1;
+}
+
 ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable)
 {
     if (c->_tls == NULL)

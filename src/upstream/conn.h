@@ -116,6 +116,8 @@ static inline int tt_conn_read_waits_write(const tt_conn_t *c)
  * errno, EAGAIN included). *readable is cleared once the socket is known drained, so no read is
  * tried until epoll reports it again; over TLS it stays set while OpenSSL holds unread bytes. */
 ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable);
+/* The socket, for splice(2), over plain TCP; -1 over TLS, whose bytes must pass OpenSSL. */
+int tt_conn_plain_fd(const tt_conn_t *c);
 /* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
 ssize_t tt_conn_send(tt_conn_t *c, const void *p, size_t len);
 /* The upstream accepted the TLS handshake: counts it (full or resumed, and its time) and re-arms

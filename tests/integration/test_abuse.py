@@ -6,6 +6,7 @@ properties). The figures of a run are in docs/operations.md#resources-under-abus
 """
 
 import hashlib
+import json
 import os
 import resource
 import selectors
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import build_request, fetch, read_status, wait_for
+from helpers import build_request, fetch, free_port, read_status, wait_for
 from upstream import body_pattern
 
 KIB = 1024
@@ -244,8 +245,11 @@ def test_slow_reader_of_a_large_response(start_proxy, record_property):
     """A 64 MiB response read at about 1 MB/s: tetherd stops reading the upstream while the
     client's socket is full, so its memory does not follow the response; a reader that keeps
     making progress is never cut, even over many client_idle_timeouts; fresh clients are
-    served meanwhile; every byte arrives."""
-    tetherd, upstream = start_proxy(tether_cfg="client_idle_timeout = 1s", workers=2)
+    served meanwhile; every byte arrives. The body is spliced (splice = on, the default): the
+    pipe, not a buffer, bounds what tetherd holds."""
+    admin = free_port()
+    tetherd, upstream = start_proxy(
+        tether_cfg=f"client_idle_timeout = 1s\nadmin = 127.0.0.1:{admin}", workers=2)
     warm(tetherd)
     probe = Probe(tetherd.proc.pid)
     base_rss = probe.rss_kib()
@@ -276,6 +280,8 @@ def test_slow_reader_of_a_large_response(start_proxy, record_property):
             digest.update(data)
             got += len(data)
     assert got == HUGE and digest.hexdigest() == expected
+    stats = json.loads(fetch(admin, "GET", "/stats", [("Connection", "close")]).body)
+    assert stats["upstreams"][0]["spliced_bytes_total"] > HUGE // 2, stats["upstreams"][0]
     assert worst < FRESH_BOUND, f"a fresh client waited {worst:.2f}s"
     growth = slow_rss_peak - base_rss
     assert growth < 8 * MIB // KIB, f"RSS grew by {growth} KiB while relaying to a slow reader"

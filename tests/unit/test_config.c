@@ -144,6 +144,7 @@ static const char FULL[] = "; every key, with comments and odd spacing\n"
                            "probe_timeout = 500ms\n"
                            "probe_expect = 200-299, 405\n"
                            "breaker_on_5xx = yes\n"
+                           "splice = off\n"
                            "health_check = HEAD /ready\n"
                            "health_interval = 2s\n"
                            "health_timeout = 300ms\n"
@@ -303,6 +304,7 @@ static void test_full_file_loads_typed_values(void **state)
     assert_int_equal(u->probe_timeout, 500);
     assert_string_equal(u->probe_expect, "200-299, 405");
     assert_int_equal(u->breaker_on_5xx, 1);
+    assert_int_equal(u->splice, 0);
     assert_string_equal(u->health_check, "HEAD /ready");
     assert_int_equal(u->health_interval, 2000);
     assert_int_equal(u->health_timeout, 300);
@@ -401,6 +403,7 @@ static void check_defaults(tt_conf_t *c)
     assert_int_equal(u->probe_timeout, 1000);
     assert_null(u->probe_expect);
     assert_int_equal(u->breaker_on_5xx, 0);
+    assert_int_equal(u->splice, 1);
     assert_null(u->health_check); /* off */
     assert_int_equal(u->health_interval, 5000);
     assert_int_equal(u->health_timeout, 1000);
