@@ -89,12 +89,14 @@ def test_response_timeout_gets_504_and_the_late_connection_is_dropped(start_prox
     assert after.conn_id == 2
 
 
-@pytest.mark.parametrize("framing", [[], [("X-Chunked", "1")]], ids=["content-length", "chunked"])
-def test_upstream_pausing_mid_body_is_cut_after_response_idle_timeout(start_proxy, framing):
+@pytest.mark.parametrize("size, framing", [(100_000, []), (100_000, [("X-Chunked", "1")]),
+                                           (4_000_000, [])],
+                         ids=["content-length", "chunked", "spliced"])
+def test_upstream_pausing_mid_body_is_cut_after_response_idle_timeout(start_proxy, size, framing):
     """The head went out, so a 504 is impossible: after response_idle_timeout without a byte of
     the body the client connection ends short and the upstream connection is not reused."""
     tetherd, upstream = start_proxy(upstream_cfg="response_idle_timeout = 300ms")
-    headers = [("X-Body-Size", "100000"), ("X-Body-Pauses", "1,4000")] + framing
+    headers = [("X-Body-Size", str(size)), ("X-Body-Pauses", "1,4000")] + framing
     start = time.monotonic()
     with Client(tetherd.port) as client:
         client.send(build_request("GET", "/paused", headers))
