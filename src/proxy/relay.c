@@ -269,12 +269,13 @@ static void wait_for_upstream(tt_session_t *s)
     }
 }
 
-/* Writes request bytes to the upstream. Returns the bytes written; 0 when the socket is full
- * (write interest is then wanted); -1 when the connection failed, after upstream_failed() has
- * decided between a retry and an error response. */
-static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len)
+/* Writes request bytes to the upstream: p, then more (a prefix of the two). Returns the bytes
+ * written; 0 when the socket is full (write interest is then wanted); -1 when the connection
+ * failed, after upstream_failed() has decided between a retry and an error response. */
+static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len, const char *more,
+                             size_t more_len)
 {
-    ssize_t n = tt_conn_send(s->conn, p, len);
+    ssize_t n = tt_conn_send_pair(s->conn, p, len, more, more_len);
     if (n >= 0) {
         s->up_acking = 0;
         return n;
@@ -294,12 +295,45 @@ static tt_step_t step_request(tt_session_t *s)
 {
     int moved = 0;
     for (;;) {
+        /* Body bytes already read are framed first, so the head and the body that came with it
+         * leave in one write (a POST is one segment to the upstream, not two). */
+        if (!s->req_read_done && s->req_pending == 0 && tt_buf_len(s->cin) > 0) {
+            size_t consumed;
+            tt_http_status_t st =
+                tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), tt_buf_len(s->cin), &consumed);
+            if (st == TT_HTTP_ERROR) {
+                tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
+                                       "malformed request body: %s", tt_http_reader_error(&s->req));
+                return TT_STEP_DECLINED;
+            }
+            s->req_pending = consumed;
+            if (st == TT_HTTP_MESSAGE_DONE)
+                s->req_read_done = 1;
+            moved = 1;
+            continue;
+        }
+        if (s->req_pending > 0 && s->retaining) {
+            if (s->retained + s->req_pending <= (size_t)s->up->conf->retry_buffer) {
+                tt_buf_append(s->uout, tt_buf_rptr(s->cin), s->req_pending);
+                s->retained += s->req_pending;
+                tt_buf_consume(s->cin, s->req_pending);
+                s->req_pending = 0;
+                continue;
+            }
+            s->retaining = 0;
+            s->retryable = 0;
+            continue; /* flush what was kept, then stream the rest directly */
+        }
         if (s->uout_sent < s->uout->wpos) {
-            ssize_t n =
-                send_upstream(s, s->uout->data + s->uout_sent, s->uout->wpos - s->uout_sent);
+            size_t head = s->uout->wpos - s->uout_sent;
+            ssize_t n = send_upstream(s, s->uout->data + s->uout_sent, head, tt_buf_rptr(s->cin),
+                                      s->req_pending);
             if (n <= 0)
                 return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
-            s->uout_sent += (size_t)n;
+            size_t from_head = TT_MIN((size_t)n, head);
+            s->uout_sent += from_head;
+            tt_buf_consume(s->cin, (size_t)n - from_head);
+            s->req_pending -= (size_t)n - from_head;
             moved = 1;
             continue;
         }
@@ -308,19 +342,7 @@ static tt_step_t step_request(tt_session_t *s)
             s->uout_sent = 0;
         }
         if (s->req_pending > 0) {
-            if (s->retaining) {
-                if (s->retained + s->req_pending <= (size_t)s->up->conf->retry_buffer) {
-                    tt_buf_append(s->uout, tt_buf_rptr(s->cin), s->req_pending);
-                    s->retained += s->req_pending;
-                    tt_buf_consume(s->cin, s->req_pending);
-                    s->req_pending = 0;
-                    continue;
-                }
-                s->retaining = 0;
-                s->retryable = 0;
-                continue; /* flush what was kept, then stream the rest directly */
-            }
-            ssize_t n = send_upstream(s, tt_buf_rptr(s->cin), s->req_pending);
+            ssize_t n = send_upstream(s, tt_buf_rptr(s->cin), s->req_pending, NULL, 0);
             if (n <= 0)
                 return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
             tt_buf_consume(s->cin, (size_t)n);
@@ -333,22 +355,6 @@ static tt_step_t step_request(tt_session_t *s)
             if (!s->resp_head_done)
                 tt_session_arm_timer(s, s->up->conf->response_timeout);
             return TT_STEP_OK;
-        }
-        size_t avail = tt_buf_len(s->cin);
-        if (avail > 0) {
-            size_t consumed;
-            tt_http_status_t st =
-                tt_http_reader_body(&s->req, tt_buf_rptr(s->cin), avail, &consumed);
-            if (st == TT_HTTP_ERROR) {
-                tt_session_reply_error(s, 400, TT_CLOSE_REQUEST_PARTIAL, "http_request_error",
-                                       "malformed request body: %s", tt_http_reader_error(&s->req));
-                return TT_STEP_DECLINED;
-            }
-            s->req_pending = consumed;
-            if (st == TT_HTTP_MESSAGE_DONE)
-                s->req_read_done = 1;
-            moved = 1;
-            continue;
         }
         if (s->client_eof) {
             tt_session_close(s, TT_CLOSE_REQUEST_PARTIAL);

@@ -699,13 +699,22 @@ ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable)
 
 ssize_t tt_conn_send(tt_conn_t *c, const void *p, size_t len)
 {
+    return tt_conn_send_pair(c, p, len, NULL, 0);
+}
+
+ssize_t tt_conn_send_pair(tt_conn_t *c, const void *p, size_t len, const void *more,
+                          size_t more_len)
+{
     if (c->_tls == NULL) {
+        struct iovec iov[2] = {{(void *)p, len}, {(void *)more, more_len}};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = more_len > 0 ? 2 : 1};
         ssize_t n;
         do {
-            n = send(c->_io.fd, p, len, MSG_NOSIGNAL);
+            n = sendmsg(c->_io.fd, &msg, MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         return n;
     }
+    /* One TLS record at a time: the rest goes on the next call. */
     ssize_t n = tt_tls_write(c->_tls, p, len);
     c->_tls_write_wants_read = n < 0 && errno == EAGAIN && !tt_tls_wants_write(c->_tls);
     return n;

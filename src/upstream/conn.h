@@ -120,6 +120,10 @@ ssize_t tt_conn_read(tt_conn_t *c, tt_buf_t *b, uint8_t *readable);
 int tt_conn_plain_fd(const tt_conn_t *c);
 /* Sends request bytes (send conventions: bytes written, possibly fewer; -1 with errno). */
 ssize_t tt_conn_send(tt_conn_t *c, const void *p, size_t len);
+/* Sends p then more in one system call over plain TCP (a prefix of the two is written); over
+ * TLS only from p. The same conventions. */
+ssize_t tt_conn_send_pair(tt_conn_t *c, const void *p, size_t len, const void *more,
+                          size_t more_len);
 /* The upstream accepted the TLS handshake: counts it (full or resumed, and its time) and re-arms
  * failure logging. */
 void tt_conn_tls_established(tt_conn_t *c);
