@@ -81,8 +81,9 @@ static void reply_breaker_open(tt_session_t *s)
 {
     const tt_upstream_conf_t *conf = s->up->conf;
     const char *cause;
-    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause);
-    if (strcmp(cause, "health checks failing") == 0) {
+    int checks_failing;
+    tt_msec_t ms = tt_pool_next_trial_ms(tt_worker_pool(s->worker, s->up), &cause, &checks_failing);
+    if (checks_failing) {
         s->log_error = "endpoint_down";
         tt_session_reply_error(s, 503, TT_CLOSE_ERROR, "destination_unavailable",
                                "upstream %s: every endpoint is down or ejected (health checks "
@@ -192,16 +193,16 @@ static void upstream_failed(tt_session_t *s, tt_close_reason_t reason, const cha
 {
     tt_conn_t *c = s->conn;
     const tt_upstream_conf_t *conf = s->up->conf;
+    int fresh = c != NULL && !tt_conn_reused(c);
     /* A fresh connection that fails before a response speaks against its endpoint; a reused one
      * may only have met the keep-alive race (the upstream closing it as it was reused). */
-    if (!s->resp_started && c != NULL && !tt_conn_reused(c))
+    if (!s->resp_started && fresh)
         tt_conn_report(c, TT_OUTCOME_RESET, "reset or closed before a response");
-    if (!s->resp_started && c != NULL && tt_conn_reused(c))
+    else if (!s->resp_started && c != NULL)
         tt_upstream_learn_idle_close(s->up, c->leased_at - c->idle_since);
     /* Nothing of a response came: an idempotent request whose body was kept goes again, once,
      * on a fresh connection. When the connection was fresh too, its endpoint (not the
      * keep-alive race) is the likely cause: only another endpoint gets the retry. */
-    int fresh = c != NULL && !tt_conn_reused(c);
     if (!s->resp_started && c != NULL && s->retryable && !s->retried &&
         (!fresh || (c->ep != NULL &&
                     tt_pool_other_endpoint_usable(tt_worker_pool(s->worker, s->up), c->ep)))) {

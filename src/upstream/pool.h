@@ -149,9 +149,11 @@ void tt_pool_reconfigure(tt_pool_t *pool);
  * capacity freed). Called on the pool's loop after a wakeup. */
 void tt_pool_on_wakeup(tt_pool_t *pool);
 
-/* Milliseconds until the first ejected endpoint may take a trial request (at least 1), for the
- * 503's text; *cause is why that endpoint's last connect failed (a static phrase). */
-tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause);
+/* Milliseconds until the first ejected endpoint may take a trial request, or a down one its next
+ * health check (at least 1), for the 503's text. *checks_failing: the answer is about endpoints
+ * down by health checks; else *cause is why the endpoint due first last failed (a static
+ * phrase). */
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause, int *checks_failing);
 
 /* Live figures of one pool, for the admin endpoint. Worker thread only. */
 typedef struct {

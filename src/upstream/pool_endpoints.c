@@ -233,22 +233,25 @@ void tt_pool_endpoint_health(tt_pool_t *pool, tt_endpoint_t *ep, int up, const c
     uncap_endpoint(pool, ep);
 }
 
-tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause)
+tt_msec_t tt_pool_next_trial_ms(tt_pool_t *pool, const char **cause, int *checks_failing)
 {
     tt_msec_t now = tt_loop_now(pool->loop), next = TT_TIME_NEVER;
     *cause = "connect failed";
+    *checks_failing = 0;
     for (size_t i = 0; i < pool->endpoints.n; i++) {
         tt_endpoint_t *ep = tt_endpoint_set_at(&pool->endpoints, i);
         if (ep->state == TT_ENDPOINT_ACTIVE && ep->down) {
-            *cause = "health checks failing";
+            *checks_failing = 1;
             if (pool->up->check != NULL)
                 next = TT_MIN(next, now + pool->up->check->interval);
             continue;
         }
         if (ep->state == TT_ENDPOINT_ACTIVE && tt_breaker_open_until(&ep->breaker) < next) {
             next = tt_breaker_open_until(&ep->breaker);
-            if (ep->last_failure != NULL)
+            if (ep->last_failure != NULL) {
                 *cause = ep->last_failure;
+                *checks_failing = 0;
+            }
         }
     }
     return next == TT_TIME_NEVER || next <= now ? 1 : next - now;
