@@ -6,6 +6,7 @@
  * see docs/internals/health.md for that choice and its cost. */
 #include "core/invariant.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "upstream/pool_int.h"
 
 #include <errno.h>
@@ -27,24 +28,17 @@ struct tt_endpoint_check {
     size_t sent;  /* of req, on the connection out */
     check_phase_t phase;
     tt_health_t health;
+    tt_rand_t rng; /* jitter: spreads schedules, nothing more */
 };
 
 static void check_io_cb(tt_io_t *io, uint32_t events);
-
-static uint64_t check_random(tt_endpoint_check_t *k)
-{
-    /* splitmix64 over the clock and the check's address: spreads schedules, nothing more. */
-    uint64_t z = (uint64_t)(uintptr_t)k ^ (tt_clock_monotonic_us() * 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 /* The next check after delay ms, +-10% (tt_check_next_delay). */
 static void schedule(tt_endpoint_check_t *k, tt_msec_t delay)
 {
     k->phase = CHECK_WAITING;
-    tt_loop_timer_after(k->pool->loop, &k->timer, tt_check_next_delay(delay, check_random(k)));
+    tt_loop_timer_after(k->pool->loop, &k->timer,
+                        tt_check_next_delay(delay, tt_rand_next(&k->rng)));
 }
 
 /* Ends the check out (if any): its socket, TLS and judge go. */
@@ -232,13 +226,15 @@ static tt_endpoint_check_t *check_new(tt_pool_t *pool, tt_endpoint_t *ep)
     k->pool = pool;
     k->ep = ep;
     k->io.fd = -1;
+    /* Seeded by the clock and the check's address: tetherds and endpoints check out of step. */
+    tt_rand_seed(&k->rng, (uint64_t)(uintptr_t)k ^ tt_clock_monotonic_us());
     tt_health_init(&k->health);
     k->health.up = !ep->down; /* an endpoint that drained while down and came back stays down */
     tt_check_request(&pool->up->check->line, pool->up->check->host, 0, &k->req);
     tt_timer_init(&k->timer, check_timer_cb);
     k->phase = CHECK_WAITING;
     tt_loop_timer_after(pool->loop, &k->timer,
-                        tt_check_first_delay(pool->up->check->interval, check_random(k)));
+                        tt_check_first_delay(pool->up->check->interval, tt_rand_next(&k->rng)));
     return k;
 }
 
