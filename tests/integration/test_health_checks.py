@@ -30,14 +30,22 @@ def start_three(start_upstream, port, unhealthy=()):
             for h in HOSTS}
 
 
-def test_killed_endpoint_goes_down_and_comes_back(start_upstream, start_tetherd):
+def start_service(start_upstream, start_tetherd, settings, tether_cfg="", workers=1,
+                  unhealthy=()):
+    """Three upstreams (start_three) as the endpoints of one tetherd upstream with these
+    settings, and an admin endpoint: (port, upstreams, admin port, tetherd)."""
     port = common_port()
-    ups = start_three(start_upstream, port)
+    ups = start_three(start_upstream, port, unhealthy)
     listen, admin = free_port(), free_port()
     endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
     tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\n{CHECKS}",
-                                   f"admin = 127.0.0.1:{admin}", workers=2))
+                                   f"endpoints = {endpoints}\n{settings}",
+                                   f"admin = 127.0.0.1:{admin}\n{tether_cfg}", workers=workers))
+    return port, ups, admin, tetherd
+
+
+def test_killed_endpoint_goes_down_and_comes_back(start_upstream, start_tetherd):
+    port, ups, admin, tetherd = start_service(start_upstream, start_tetherd, CHECKS, workers=2)
     assert set(run_load(tetherd.port, 3, 30)) == set(HOSTS)
     victim = f"{HOSTS[0]}:{port}"
     ups[HOSTS[0]].proc.send_signal(signal.SIGKILL)
@@ -72,14 +80,9 @@ def test_killed_endpoint_without_checks_is_ejected_by_the_breaker(start_upstream
     costs no client an error (its pooled connections' requests are retried, its refused
     connects fail over), and once each worker's breaker saw breaker_failures refused connects
     it is ejected and gets no request at all."""
-    port = common_port()
-    ups = start_three(start_upstream, port)
-    listen, admin = free_port(), free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
-    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\nbreaker_failures = 3\n"
-                                   "breaker_cooldown = 30s\nbreaker_max_cooldown = 60s",
-                                   f"admin = 127.0.0.1:{admin}", workers=2))
+    port, ups, admin, tetherd = start_service(
+        start_upstream, start_tetherd,
+        "breaker_failures = 3\nbreaker_cooldown = 30s\nbreaker_max_cooldown = 60s", workers=2)
     assert set(run_load(tetherd.port, 3, 30)) == set(HOSTS)
     victim = f"{HOSTS[0]}:{port}"
     before = endpoint_rows(admin)[victim]
@@ -107,14 +110,9 @@ def test_killed_endpoint_without_checks_is_ejected_by_the_breaker(start_upstream
 def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
     """An endpoint that accepts connections but answers /healthz with 503 is down: its idle
     connections close (endpoint_down) and requests go to the others."""
-    port = common_port()
-    start_three(start_upstream, port, unhealthy=(HOSTS[1],))
-    listen, admin = free_port(), free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
     # A long first interval would let requests reach it first; checks start within one.
-    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\n{CHECKS}\nmin_idle = 6",
-                                   f"admin = 127.0.0.1:{admin}"))
+    port, _, admin, tetherd = start_service(start_upstream, start_tetherd,
+                                            f"{CHECKS}\nmin_idle = 6", unhealthy=(HOSTS[1],))
     sick = f"{HOSTS[1]}:{port}"
     wait_for(lambda: endpoint_rows(admin)[sick]["health"] == "down", 5, "503 /healthz is down")
     seen = run_load(tetherd.port, 3, 30)
@@ -138,14 +136,9 @@ def test_unhealthy_endpoint_is_marked_down(start_upstream, start_tetherd):
 def test_all_endpoints_down_is_a_fast_503(start_upstream, start_tetherd, tmp_path):
     """Counted as a fast failure, and the access log says endpoint_down (Proxy-Status has
     destination_unavailable for it and for the breaker alike)."""
-    port = common_port()
-    start_three(start_upstream, port, unhealthy=HOSTS)
-    listen, admin = free_port(), free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
     log = tmp_path / "access.log"
-    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\n{CHECKS}",
-                                   f"admin = 127.0.0.1:{admin}\naccess_log = {log}"))
+    port, _, admin, tetherd = start_service(start_upstream, start_tetherd, CHECKS,
+                                            tether_cfg=f"access_log = {log}", unhealthy=HOSTS)
     wait_for(lambda: all(r["health"] == "down" for r in endpoint_rows(admin).values()), 5,
              "every endpoint down")
     client = Client(tetherd.port)
@@ -182,15 +175,10 @@ def test_hung_endpoint_is_ejected_by_response_timeouts(start_upstream, start_tet
     """An endpoint that hangs (SIGSTOP: the kernel still accepts, nothing answers) costs
     breaker_failures timed-out requests, then is ejected (cause timeout); after that every
     request is answered by the others, the queued ones included."""
-    port = common_port()
-    ups = start_three(start_upstream, port)
-    listen, admin = free_port(), free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
-    tetherd = start_tetherd(config(
-        listen, f"http://svc.internal:{port}",
-        f"endpoints = {endpoints}\nresponse_timeout = 300ms\nbreaker_failures = 2\n"
-        "breaker_cooldown = 30s\nbreaker_max_cooldown = 60s\nbalance = round_robin\n"
-        "max_connections = 4", f"admin = 127.0.0.1:{admin}"))
+    port, ups, admin, tetherd = start_service(
+        start_upstream, start_tetherd,
+        "response_timeout = 300ms\nbreaker_failures = 2\nbreaker_cooldown = 30s\n"
+        "breaker_max_cooldown = 60s\nbalance = round_robin\nmax_connections = 4")
     hung = ups[HOSTS[2]].proc
     hung.send_signal(signal.SIGSTOP)
     try:
@@ -210,12 +198,7 @@ def test_reset_before_a_response_is_retried_on_another_endpoint(start_upstream,
                                                                 start_tetherd):
     """A GET whose fresh connection is reset before any response byte is sent once more, to a
     different endpoint; a POST in the same spot is never sent twice."""
-    port = common_port()
-    ups = start_three(start_upstream, port)
-    listen = free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
-    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\nmax_idle = 0"))
+    _, ups, _, tetherd = start_service(start_upstream, start_tetherd, "max_idle = 0")
     resp = fetch(tetherd.port, "GET", "/g", headers=[("X-Reset", "1")])
     assert resp.status == 502, resp
     gets = [h for h, u in ups.items() if u.stats()["methods"].get("GET", 0)]
@@ -231,15 +214,10 @@ def test_queued_requests_do_not_wait_for_a_down_endpoint(start_upstream, start_t
     requests queued behind them must not wait out queue_timeout (10 s) once health checks mark
     it down; its connections stop counting against max_connections, so the queued requests get
     connections to the other endpoints."""
-    port = common_port()
-    ups = start_three(start_upstream, port)
-    listen, admin = free_port(), free_port()
-    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
-    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
-                                   f"endpoints = {endpoints}\n{CHECKS}\nmax_connections = 2\n"
-                                   "max_idle = 0\nqueue_timeout = 10s\nresponse_timeout = 20s\n"
-                                   "balance = round_robin\nmax_queue = 100",
-                                   f"admin = 127.0.0.1:{admin}"))
+    port, ups, admin, tetherd = start_service(
+        start_upstream, start_tetherd,
+        f"{CHECKS}\nmax_connections = 2\nmax_idle = 0\nqueue_timeout = 10s\n"
+        "response_timeout = 20s\nbalance = round_robin\nmax_queue = 100")
     hung = ups[HOSTS[0]].proc
     results = {}
 
@@ -248,18 +226,24 @@ def test_queued_requests_do_not_wait_for_a_down_endpoint(start_upstream, start_t
         resp = fetch(tetherd.port)
         results[i] = (resp.status, resp.header("X-Upstream-Name"), time.monotonic() - started)
 
+    def held_by_hung():
+        hung_ep = f"{HOSTS[0]}:{port}"
+        return sum(c["endpoint"] == hung_ep for c in get_json(admin, "/pools")["connections"])
+
     threads = []
     hung.send_signal(signal.SIGSTOP)
     try:
         # One at a time until two hang on it (round-robin, and max_idle = 0: a fresh connection
-        # each): those two hold both connections the upstream may have.
+        # each): those two hold both connections the upstream may have. Each request is either
+        # answered or seen holding a connection to the hung endpoint before the next starts.
         for i in range(12):
+            held = held_by_hung()
             threads.append(threading.Thread(target=one, args=(i,)))
             threads[-1].start()
-            time.sleep(0.05)
-            if len(threads) - len(results) >= 2:
+            wait_for(lambda: i in results or held_by_hung() > held, 5, f"request {i} placed")
+            if held_by_hung() >= 2:
                 break
-        assert len(threads) - len(results) >= 2, results
+        assert held_by_hung() >= 2, results
         queued = range(len(threads), len(threads) + 4)
         for i in queued:
             threads.append(threading.Thread(target=one, args=(i,)))
