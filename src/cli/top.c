@@ -40,6 +40,28 @@ static void read_hist(const tt_json_t *j, tt_hist_t *h)
     h->max = tt_json_u64(tt_json_get(j, "max"), 0);
 }
 
+static void read_endpoints(const tt_json_t *list, tt_top_upstream_t *t)
+{
+    if (list == NULL || list->type != TT_JSON_ARRAY || list->len == 0)
+        return;
+    t->eps = tt_calloc(list->len, sizeof(*t->eps));
+    for (size_t i = 0; i < list->len; i++) {
+        const tt_json_t *j = tt_json_at(list, i);
+        tt_top_endpoint_t *e = &t->eps[t->neps++];
+        copy_str(e->address, sizeof(e->address), tt_json_str(tt_json_get(j, "address"), "?"));
+        copy_str(e->health, sizeof(e->health), tt_json_str(tt_json_get(j, "health"), "up"));
+        e->draining = strcmp(tt_json_str(tt_json_get(j, "state"), ""), "draining") == 0;
+        e->requests = tt_json_u64(tt_json_get(j, "requests_total"), 0);
+        e->connections = tt_json_u64(tt_json_get(j, "connections"), 0);
+        e->idle = tt_json_u64(tt_json_get(j, "idle"), 0);
+        e->outstanding = tt_json_u64(tt_json_get(j, "outstanding"), 0);
+        if (strcmp(e->health, "up") == 0)
+            t->nup++;
+        else if (t->not_up[0] == '\0')
+            snprintf(t->not_up, sizeof(t->not_up), "%s %s", e->address, e->health);
+    }
+}
+
 int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
@@ -79,17 +101,7 @@ int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *
         t->socket_mem = tt_json_u64(tt_json_path(u, "connections.socket_memory_bytes"), 0);
         t->queue = tt_json_u64(tt_json_path(u, "queue.length"), 0);
         read_hist(tt_json_get(u, "request_duration_us"), &t->duration_us);
-        const tt_json_t *eps = tt_json_path(u, "endpoints.list");
-        for (size_t e = 0; eps != NULL && e < eps->len; e++) {
-            const tt_json_t *ep = tt_json_at(eps, e);
-            const char *health = tt_json_str(tt_json_get(ep, "health"), "up");
-            t->nendpoints++;
-            if (strcmp(health, "up") == 0)
-                t->nup++;
-            else if (t->not_up[0] == '\0')
-                snprintf(t->not_up, sizeof(t->not_up), "%s %s",
-                         tt_json_str(tt_json_get(ep, "address"), "?"), health);
-        }
+        read_endpoints(tt_json_path(u, "endpoints.list"), t);
     }
     tt_json_free(root);
     return 0;
@@ -97,6 +109,8 @@ int tt_top_sample_parse(const char *json, size_t len, tt_top_sample_t *s, char *
 
 void tt_top_sample_free(tt_top_sample_t *s)
 {
+    for (size_t i = 0; i < s->nups; i++)
+        free(s->ups[i].eps);
     free(s->ups);
     memset(s, 0, sizeof(*s));
 }
@@ -136,6 +150,8 @@ double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_t
         r->name = c->name;
         r->endpoint = c->endpoint;
         r->sample = c;
+        r->prev = p;
+        r->dt = dt;
         r->req_s = (double)delta(c->requests, p->requests) / dt;
         r->conn_s = (double)delta(c->opened, p->opened) / dt;
         r->err_s = (double)delta(c->errors, p->errors) / dt;
@@ -160,6 +176,28 @@ double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_t
     }
     free(d);
     return dt;
+}
+
+static const tt_top_endpoint_t *find_endpoint(const tt_top_upstream_t *u, const char *address)
+{
+    for (size_t i = 0; i < u->neps; i++)
+        if (strcmp(u->eps[i].address, address) == 0)
+            return &u->eps[i];
+    return NULL;
+}
+
+void tt_top_endpoint_rows(const tt_top_row_t *row, tt_top_endpoint_row_t *out)
+{
+    const tt_top_upstream_t *c = row->sample;
+    uint64_t total = 0;
+    for (size_t i = 0; i < c->neps; i++) {
+        const tt_top_endpoint_t *p = find_endpoint(row->prev, c->eps[i].address);
+        uint64_t n = delta(c->eps[i].requests, p != NULL ? p->requests : 0);
+        out[i] = (tt_top_endpoint_row_t){.ep = &c->eps[i], .req_s = (double)n / row->dt};
+        total += n;
+    }
+    for (size_t i = 0; i < c->neps; i++)
+        out[i].share_pct = total > 0 ? 100.0 * out[i].req_s * row->dt / (double)total : -1;
 }
 
 /* ---- rendering ------------------------------------------------------------------------------ */
@@ -216,6 +254,36 @@ static void fmt_rate(char *buf, size_t size, double v)
 
 #define NAME_WIDTH 10
 
+/* Under an upstream of several endpoints, one line each: address, requests per second, share of
+ * the interval's requests, connections leased and idle, health (and draining), under a header of
+ * their own. 72 columns at most for an IPv4 address; a longer one pushes its line past them rather
+ * than being cut. */
+static void render_endpoint_lines(const tt_top_row_t *r, tt_buf_t *out)
+{
+    size_t n = r->sample->neps;
+    tt_top_endpoint_row_t *eps = tt_calloc(n, sizeof(*eps));
+    tt_top_endpoint_rows(r, eps);
+    tt_buf_appendf(out, "     %-21s %7s %6s %4s %4s  %s\n", "ENDPOINT", "REQ/S", "SHARE", "ACT",
+                   "IDLE", "HEALTH");
+    for (size_t i = 0; i < n && i < TT_TOP_MAX_ENDPOINT_LINES; i++) {
+        const tt_top_endpoint_t *e = eps[i].ep;
+        char req[16], share[16];
+        fmt_rate(req, sizeof(req), eps[i].req_s);
+        if (eps[i].share_pct < 0)
+            snprintf(share, sizeof(share), "-");
+        else
+            snprintf(share, sizeof(share), "%.1f%%", eps[i].share_pct);
+        uint64_t idle = e->idle < e->connections ? e->idle : e->connections;
+        tt_buf_appendf(out, "     %-21s %7s %6s %4" PRIu64 " %4" PRIu64 "  %s%s\n", e->address, req,
+                       share, e->connections - idle, idle, e->health,
+                       e->draining ? ", draining" : "");
+    }
+    if (n > TT_TOP_MAX_ENDPOINT_LINES)
+        tt_buf_appendf(out, "     ... %zu more endpoints (tether top --json lists all)\n",
+                       n - TT_TOP_MAX_ENDPOINT_LINES);
+    free(eps);
+}
+
 void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
                          tt_buf_t *out)
 {
@@ -255,11 +323,12 @@ void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const t
         int cut = strlen(r->name) > NAME_WIDTH;
         tt_buf_appendf(out, "  %s%s-> %s", cut ? r->name : "", cut ? " " : "", r->endpoint);
         /* UP/DOWN: how many endpoints are up, and the first that is not. */
-        if (r->sample->nendpoints > 0)
-            tt_buf_appendf(out, "  UP %" PRIu64 "/%" PRIu64 "%s%s", r->sample->nup,
-                           r->sample->nendpoints, r->sample->not_up[0] ? ", " : "",
-                           r->sample->not_up);
+        if (r->sample->neps > 0)
+            tt_buf_appendf(out, "  UP %" PRIu64 "/%zu%s%s", r->sample->nup, r->sample->neps,
+                           r->sample->not_up[0] ? ", " : "", r->sample->not_up);
         tt_buf_append(out, "\n", 1);
+        if (r->sample->neps > 1)
+            render_endpoint_lines(r, out);
     }
     if (cur->nups == 0)
         tt_buf_appendf(out, "(no upstreams configured)\n");
@@ -277,6 +346,30 @@ static void put_opt(tt_buf_t *out, const char *key, double v, int comma)
     }
     if (comma)
         tt_buf_append(out, ",", 1);
+}
+
+static void render_endpoints_json(const tt_top_row_t *r, tt_buf_t *out)
+{
+    size_t n = r->sample->neps;
+    tt_top_endpoint_row_t *eps = tt_calloc(n ? n : 1, sizeof(*eps));
+    tt_top_endpoint_rows(r, eps);
+    tt_buf_append(out, "\"endpoints\":[", 13);
+    for (size_t i = 0; i < n; i++) {
+        const tt_top_endpoint_t *e = eps[i].ep;
+        tt_buf_append(out, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+        tt_buf_append(out, "\"address\":", 10);
+        tt_json_put_str(out, e->address);
+        tt_buf_append(out, ",\"health\":", 10);
+        tt_json_put_str(out, e->health);
+        tt_buf_appendf(out, ",\"state\":\"%s\",", e->draining ? "draining" : "active");
+        put_opt(out, "requests_per_second", eps[i].req_s, 1);
+        put_opt(out, "share_percent", eps[i].share_pct, 1);
+        tt_buf_appendf(
+            out, "\"connections\":%" PRIu64 ",\"idle\":%" PRIu64 ",\"outstanding\":%" PRIu64 "}",
+            e->connections, e->idle, e->outstanding);
+    }
+    tt_buf_append(out, "]", 1);
+    free(eps);
 }
 
 void tt_top_render_json(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
@@ -314,7 +407,8 @@ void tt_top_render_json(const char *admin, const tt_top_sample_t *prev, const tt
         put_opt(out, "mean_age_seconds", r->mean_age_s, 1);
         put_opt(out, "p50_ms", r->p50_ms, 1);
         put_opt(out, "p99_ms", r->p99_ms, 1);
-        put_opt(out, "errors_per_second", r->err_s, 0);
+        put_opt(out, "errors_per_second", r->err_s, 1);
+        render_endpoints_json(r, out);
         tt_buf_append(out, "}", 1);
     }
     tt_buf_append(out, "]}\n", 3);

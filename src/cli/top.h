@@ -18,15 +18,26 @@
 
 #define TT_TOP_DEFAULT_ADMIN "127.0.0.1:9901"
 
+/* One endpoint of an upstream in one /stats sample. */
+typedef struct {
+    char address[64];
+    char health[16]; /* up, down, ejected, half_open */
+    int draining;
+    uint64_t requests; /* cumulative: the requests the balancers sent to it */
+    uint64_t connections, idle, outstanding;
+} tt_top_endpoint_t;
+
 /* One upstream in one /stats sample. */
 typedef struct {
     char name[128];
     char endpoint[64];
     uint64_t requests, sent, reused, opened, errors; /* cumulative; errors: 5xx responses */
     uint64_t active, idle, connecting, queue, mean_age_ms, socket_mem;
-    tt_hist_t duration_us;    /* rebuilt from the non-empty buckets /stats lists */
-    uint64_t nendpoints, nup; /* endpoints listed, and of those the ones whose health is up */
-    char not_up[96];          /* the first that is not: "127.0.0.2:8080 down" ("" if none) */
+    tt_hist_t duration_us; /* rebuilt from the non-empty buckets /stats lists */
+    tt_top_endpoint_t *eps;
+    size_t neps;
+    uint64_t nup;    /* endpoints whose health is up */
+    char not_up[96]; /* the first that is not: "127.0.0.2:8080 down" ("" if none) */
 } tt_top_upstream_t;
 
 typedef struct {
@@ -48,7 +59,8 @@ void tt_top_sample_free(tt_top_sample_t *s);
  * connection: no mean age). */
 typedef struct {
     const char *name, *endpoint;
-    const tt_top_upstream_t *sample; /* its endpoints' health */
+    const tt_top_upstream_t *sample, *prev; /* now, and the previous sample (never NULL) */
+    double dt;                              /* the interval, seconds */
     double req_s, conn_s, err_s;
     double reuse_pct;
     double p50_ms, p99_ms;
@@ -60,7 +72,19 @@ typedef struct {
  * counts from zero). rows must hold cur->nups entries. Returns the interval in seconds. */
 double tt_top_rows(const tt_top_sample_t *prev, const tt_top_sample_t *cur, tt_top_row_t *rows);
 
-/* Appends the table (header and one line per upstream) to out. */
+/* One endpoint's figures over the interval of its upstream's row: requests per second and its
+ * share of the upstream's requests in percent (-1: no request in the interval). */
+typedef struct {
+    const tt_top_endpoint_t *ep;
+    double req_s, share_pct;
+} tt_top_endpoint_row_t;
+
+/* Fills out[row->sample->neps] (matched to the previous sample by address). */
+void tt_top_endpoint_rows(const tt_top_row_t *row, tt_top_endpoint_row_t *out);
+
+/* Appends the table to out: a header, one line per upstream, then its endpoint's name and health
+ * and, with more than one endpoint, a line per endpoint (the first TT_TOP_MAX_ENDPOINT_LINES). */
+#define TT_TOP_MAX_ENDPOINT_LINES 8
 void tt_top_render_table(const char *admin, const tt_top_sample_t *prev, const tt_top_sample_t *cur,
                          tt_buf_t *out);
 

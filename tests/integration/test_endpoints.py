@@ -11,12 +11,14 @@ import json
 import re
 import concurrent.futures
 import socket
+import threading
 import time
 
 import pytest
 
 from dnsserver import DnsServer
 from helpers import Client, assert_tether_error, fetch, free_port, get_json, wait_for
+from test_metrics import run_top
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 TEST_TIME_LIMIT = 60  # seconds; every load loop also stops on its own bound
@@ -109,6 +111,49 @@ def test_explicit_endpoints_share_the_load(three, start_tetherd, balance):
     # The url still gives the Host the upstreams see.
     heads = ups[HOSTS[0]].stats()["heads"]
     assert any("host: svc.internal:%d" % port in h["head"].lower() for h in heads), heads[-1:]
+
+
+def test_top_shows_each_endpoint_and_its_share(three, start_tetherd):
+    """Under a load over three endpoints, `tether top` has a line per endpoint with its share of
+    the interval's requests (about a third each), and --json the same figures."""
+    port, _ = three
+    listen, admin = free_port(), free_port()
+    endpoints = ", ".join(f"{h}:{port}" for h in HOSTS)
+    tetherd = start_tetherd(config(listen, f"http://svc.internal:{port}",
+                                   f"endpoints = {endpoints}\nbalance = round_robin",
+                                   f"admin = 127.0.0.1:{admin}"))
+    stop = threading.Event()
+    deadline = time.monotonic() + 30
+
+    def load():
+        for _ in range(1000):  # until the two samples are taken; bounded in count and time
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            run_load(tetherd.port, 3, 20)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        table = run_top("--once", "--interval", "1", "--admin", f"127.0.0.1:{admin}")
+        snap = run_top("--once", "--json", "--interval", "1", "--admin", f"127.0.0.1:{admin}")
+    finally:
+        stop.set()
+        loader.join()
+    assert table.returncode == 0 and snap.returncode == 0, table.stderr + snap.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, table.stdout
+    assert "  -> svc.internal:%d  UP 3/3" % port in lines, table.stdout
+    assert lines[lines.index("  -> svc.internal:%d  UP 3/3" % port) + 1].split() == \
+        ["ENDPOINT", "REQ/S", "SHARE", "ACT", "IDLE", "HEALTH"], table.stdout
+    for host in HOSTS:
+        (line,) = [line for line in lines if line.startswith(f"     {host}:{port} ")]
+        share = float(line.split()[2].rstrip("%"))
+        assert 20 <= share <= 47, table.stdout  # round robin: a third, give or take the cut
+        assert line.split()[-1] == "up", line
+    (app,) = json.loads(snap.stdout)["upstreams"]
+    shares = {e["address"]: e["share_percent"] for e in app["endpoints"]}
+    assert set(shares) == {f"{h}:{port}" for h in HOSTS}, shares
+    assert abs(sum(shares.values()) - 100) < 0.01 and min(shares.values()) >= 20, shares
 
 
 def test_refused_endpoint_costs_the_client_nothing(three, start_tetherd):

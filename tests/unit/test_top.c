@@ -129,6 +129,111 @@ static void test_stats_round_trip(void **state)
     tt_leakcheck_end(lc);
 }
 
+/* Three endpoints: requests over the interval split 600/300/100 (cumulative counts that would
+ * give other shares), one down and draining. */
+static tt_snapshot_t *endpoints_at(double uptime, uint64_t base)
+{
+    tt_snapshot_t *s = stats_at(uptime, 1000 + base, 10, 10, 0);
+    tt_upstream_snapshot_t *u = &s->ups[0];
+    static const char *const addrs[] = {"127.0.0.2:8080", "127.0.0.3:8080", "127.0.0.4:8080"};
+    static const uint64_t before[] = {100, 500, 400}, during[] = {600, 300, 100};
+    for (size_t i = 0; i < 3; i++) {
+        tt_endpoint_row_t *r = tt_snapshot_endpoint(u, addrs[i]);
+        r->requests = before[i] + (base ? during[i] : 0);
+        r->connections = 3;
+        r->idle = 2;
+        r->views = 1;
+        r->draining = 0;
+    }
+    u->endpoints[2].down = 1;
+    u->endpoints[2].draining = 1;
+    u->endpoints[2].changed_ago_ms = 1500;
+    return s;
+}
+
+static void test_endpoint_rows(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_snapshot_t *a = endpoints_at(10.0, 0), *b = endpoints_at(12.0, 1000);
+    tt_top_sample_t sa, sb;
+    to_sample(a, &sa);
+    to_sample(b, &sb);
+    assert_int_equal(sb.ups[0].neps, 3);
+    assert_true(sb.ups[0].nup == 2);
+    assert_string_equal(sb.ups[0].not_up, "127.0.0.4:8080 down");
+    assert_true(sb.ups[0].eps[2].draining && !sb.ups[0].eps[0].draining);
+
+    tt_top_row_t rows[2];
+    tt_top_rows(&sa, &sb, rows);
+    tt_top_endpoint_row_t eps[3];
+    tt_top_endpoint_rows(&rows[0], eps);
+    assert_true(fabs(eps[0].req_s - 300.0) < 1e-6); /* 600 in 2 s */
+    assert_true(fabs(eps[0].share_pct - 60.0) < 1e-6);
+    assert_true(fabs(eps[1].share_pct - 30.0) < 1e-6);
+    assert_true(fabs(eps[2].share_pct - 10.0) < 1e-6);
+    /* An endpoint new in the second sample counts from zero. */
+    tt_top_endpoint_rows(&(tt_top_row_t){.sample = &sb.ups[0], .prev = &sb.ups[1], .dt = 1}, eps);
+    assert_true(fabs(eps[0].req_s - 700.0) < 1e-6);
+
+    tt_buf_t out = {.data = tt_malloc(256), .cap = 256};
+    tt_top_render_table("127.0.0.1:9901", &sa, &sb, &out);
+    tt_buf_append(&out, "", 1);
+    assert_non_null(strstr(out.data, "  UP 2/3, 127.0.0.4:8080 down\n"));
+    assert_non_null(strstr(out.data, "ENDPOINT"));
+    assert_non_null(strstr(out.data, "     127.0.0.2:8080          300.0  60.0%    1    2  up\n"));
+    assert_non_null(
+        strstr(out.data, "127.0.0.4:8080           50.0  10.0%    1    2  down, draining\n"));
+    for (char *line = out.data; *line;) {
+        char *end = strchr(line, '\n');
+        assert_true(end - line <= 80);
+        line = end + 1;
+    }
+    out.wpos = 0;
+    tt_top_render_json("127.0.0.1:9901", &sa, &sb, &out);
+    tt_json_t *j = tt_json_parse(out.data, tt_buf_len(&out), NULL, 0);
+    assert_non_null(j);
+    const tt_json_t *e =
+        tt_json_at(tt_json_get(tt_json_at(tt_json_get(j, "upstreams"), 0), "endpoints"), 1);
+    assert_string_equal(tt_json_str(tt_json_get(e, "address"), ""), "127.0.0.3:8080");
+    assert_true(fabs(tt_json_num(tt_json_get(e, "share_percent"), 0) - 30.0) < 1e-6);
+    assert_string_equal(tt_json_str(tt_json_get(e, "health"), ""), "up");
+    /* The quiet upstream: no endpoints listed, an empty list. */
+    assert_int_equal(tt_json_get(tt_json_at(tt_json_get(j, "upstreams"), 1), "endpoints")->len, 0);
+    tt_json_free(j);
+    free(out.data);
+    tt_top_sample_free(&sa);
+    tt_top_sample_free(&sb);
+    tt_snapshot_free(a);
+    tt_snapshot_free(b);
+    tt_leakcheck_end(lc);
+}
+
+/* More endpoints than the view has lines for: the rest are counted. */
+static void test_endpoint_lines_are_capped(void **state)
+{
+    (void)state;
+    tt_leakcheck_t lc = tt_leakcheck_begin();
+    tt_snapshot_t *a = stats_at(10.0, 1000, 10, 10, 0);
+    for (int i = 0; i < TT_TOP_MAX_ENDPOINT_LINES + 3; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.0.0.%d:80", i + 1);
+        tt_snapshot_endpoint(&a->ups[0], addr)->views = 1;
+    }
+    tt_top_sample_t sa;
+    to_sample(a, &sa);
+    tt_buf_t out = {.data = tt_malloc(256), .cap = 256};
+    tt_top_render_table("127.0.0.1:9901", NULL, &sa, &out);
+    tt_buf_append(&out, "", 1);
+    assert_non_null(strstr(out.data, "10.0.0.8:80"));
+    assert_null(strstr(out.data, "10.0.0.9:80"));
+    assert_non_null(strstr(out.data, "... 3 more endpoints"));
+    free(out.data);
+    tt_top_sample_free(&sa);
+    tt_snapshot_free(a);
+    tt_leakcheck_end(lc);
+}
+
 static void test_sample_rejects_non_stats(void **state)
 {
     (void)state;
@@ -174,6 +279,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats_round_trip),
+        cmocka_unit_test(test_endpoint_rows),
+        cmocka_unit_test(test_endpoint_lines_are_capped),
         cmocka_unit_test(test_sample_rejects_non_stats),
         cmocka_unit_test(test_top_without_tetherd),
     };
