@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
-                        tt_worker_t *workers, size_t nworkers)
+void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t **ups,
+                        size_t nups, tt_worker_t *workers, size_t nworkers)
 {
     memset(in, 0, sizeof(*in));
     in->conf = conf;
@@ -34,7 +34,7 @@ void tt_introspect_set_running(tt_introspect_t *in)
 {
     int64_t longest = 0;
     for (size_t i = 0; i < in->nups; i++)
-        longest = TT_MAX(longest, in->ups[i].conf->connect_timeout);
+        longest = TT_MAX(longest, in->ups[i]->conf->connect_timeout);
     in->warm_deadline_ms = tt_clock_monotonic_ms() + (tt_msec_t)longest + 1000;
     atomic_store_explicit(&in->running, 1, memory_order_release);
 }
@@ -59,7 +59,7 @@ static void collect_cb(tt_worker_t *w, void *arg)
     s->limit_pauses += w->accept_limit_pauses;
     s->max_client_connections = w->admission->max;
     for (size_t i = 0; i < w->nupstreams; i++) {
-        tt_pool_t *pool = &w->pools[i];
+        tt_pool_t *pool = w->pools[i];
         tt_upstream_snapshot_t *u = &s->ups[i];
         tt_upstream_stats_merge(&u->stats, &pool->stats);
         tt_pool_gauges_t g;
@@ -103,7 +103,7 @@ tt_snapshot_t *tt_introspect_snapshot(tt_introspect_t *in, char *err, size_t err
     s->uptime_s = (double)(tt_clock_monotonic_us() - in->started_us) / 1e6;
     s->nworkers = in->nworkers;
     for (size_t i = 0; i < in->nups; i++) {
-        const tt_upstream_t *up = &in->ups[i];
+        const tt_upstream_t *up = in->ups[i];
         tt_upstream_snapshot_t *u = &s->ups[i];
         u->name = up->conf->name;
         snprintf(u->endpoint, sizeof(u->endpoint), "%s", up->addr_str);
@@ -169,8 +169,8 @@ static void pools_cb(tt_worker_t *w, void *arg)
 {
     pools_walk_t pw = {.out = arg, .worker = w->id, .now = tt_loop_now(w->loop)};
     for (size_t i = 0; i < w->nupstreams; i++) {
-        pw.up = &w->upstreams[i];
-        tt_pool_foreach_conn(&w->pools[i], add_row, &pw);
+        pw.up = w->upstreams[i];
+        tt_pool_foreach_conn(w->pools[i], add_row, &pw);
     }
 }
 
@@ -200,7 +200,7 @@ int tt_introspect_ready(tt_introspect_t *in, char *why, size_t whylen)
     }
     /* The shared idle counts are atomics: no worker call needed. */
     for (size_t i = 0; i < in->nups; i++) {
-        const tt_upstream_t *up = &in->ups[i];
+        const tt_upstream_t *up = in->ups[i];
         int64_t want = up->conf->min_idle;
         int64_t have = atomic_load_explicit(&up->nidle, memory_order_relaxed);
         if (have >= want)

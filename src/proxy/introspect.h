@@ -27,7 +27,7 @@
 
 typedef struct {
     const tt_conf_t *conf;
-    tt_upstream_t *ups;
+    tt_upstream_t **ups;
     size_t nups;
     tt_worker_t *workers;
     size_t nworkers;
@@ -41,8 +41,8 @@ typedef struct {
 } tt_introspect_t;
 
 /* Prepares in for the given server state; not yet running. */
-void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t *ups, size_t nups,
-                        tt_worker_t *workers, size_t nworkers);
+void tt_introspect_init(tt_introspect_t *in, const tt_conf_t *conf, tt_upstream_t **ups,
+                        size_t nups, tt_worker_t *workers, size_t nworkers);
 
 /* Frees what init made. */
 void tt_introspect_destroy(tt_introspect_t *in);

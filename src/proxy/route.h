@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-/* Finds the upstream of ups[0..n) whose hosts list names host (a Host header value or an
+/* Finds the upstream of the table ups[0..n) whose hosts list names host (a Host header value or an
  * absolute-URI authority; "name:80" is "name"), or NULL. Case-insensitive. */
-tt_upstream_t *tt_route_host(tt_upstream_t *ups, size_t n, const char *host, size_t len);
+tt_upstream_t *tt_route_host(tt_upstream_t *const *ups, size_t n, const char *host, size_t len);
 
 #endif

@@ -144,20 +144,20 @@ static int open_listeners(const tt_conf_t *conf, size_t nworkers, tt_listenset_t
 
 /* Every reload without a takeover: certificates and keys that changed on disk are loaded for
  * new connections, and everything else (pools, learned idle timeouts, TLS sessions) stays. */
-static void reload_tls(tt_upstream_t *ups, size_t nup)
+static void reload_tls(tt_upstream_t **ups, size_t nup)
 {
     char err[512];
     for (size_t i = 0; i < nup; i++) {
-        if (ups[i].tls == NULL)
+        if (ups[i]->tls == NULL)
             continue;
-        int rc = tt_tls_client_reload(ups[i].tls, err, sizeof(err));
+        int rc = tt_tls_client_reload(ups[i]->tls, err, sizeof(err));
         if (rc > 0)
             tt_info("SIGHUP: upstream %s: reloaded TLS certificates and keys; new connections use "
                     "them",
-                    ups[i].conf->name);
+                    ups[i]->conf->name);
         else if (rc < 0)
             tt_error("SIGHUP: upstream %s: keeping the TLS files loaded before: %s",
-                     ups[i].conf->name, err);
+                     ups[i]->conf->name, err);
     }
 }
 
@@ -165,7 +165,7 @@ static void reload_tls(tt_upstream_t *ups, size_t nup)
 typedef struct {
     tt_conf_t *running;
     const tt_conf_t *next;
-    tt_upstream_t *ups;
+    tt_upstream_t **ups;
     size_t nup;
 } live_change_t;
 
@@ -174,21 +174,21 @@ static void apply_while_paused(void *arg)
     live_change_t *lc = arg;
     tt_conf_apply_live(lc->running, lc->next);
     for (size_t i = 0; i < lc->nup; i++)
-        tt_upstream_reconfigure(&lc->ups[i]);
+        tt_upstream_reconfigure(lc->ups[i]);
 }
 
 static void reconfigure_pools(tt_worker_t *w, void *arg)
 {
     (void)arg;
     for (size_t i = 0; i < w->nupstreams; i++)
-        tt_pool_reconfigure(&w->pools[i]);
+        tt_pool_reconfigure(w->pools[i]);
 }
 
 /* A change of numbers only: written into the running configuration while every worker waits
  * between events and the admin endpoint holds off, then each worker in turn applies them to its
  * pools (lowered limits close idle connections, never active ones). Pools, learned idle
  * timeouts and TLS sessions stay. */
-static void reload_in_place(tt_conf_t *conf, const tt_conf_t *next, tt_upstream_t *ups, size_t nup,
+static void reload_in_place(tt_conf_t *conf, const tt_conf_t *next, tt_upstream_t **ups, size_t nup,
                             tt_worker_t *workers, size_t nworkers, tt_introspect_t *introspect)
 {
     live_change_t lc = {.running = conf, .next = next, .ups = ups, .nup = nup};
@@ -267,7 +267,7 @@ static int reload_by_takeover(const tt_server_opts_t *opts, tt_listenset_t *ls)
  * file:line:key), an unchanged one reloads TLS files, a change of numbers applies in place, and
  * anything else needs a new process (tt_conf_diff names the key). Returns 1 if a successor took
  * over, else 0. The zero-config form has no file: nothing to reload. */
-static int reload(const tt_server_opts_t *opts, tt_conf_t *conf, tt_upstream_t *ups, size_t nup,
+static int reload(const tt_server_opts_t *opts, tt_conf_t *conf, tt_upstream_t **ups, size_t nup,
                   tt_worker_t *workers, size_t nworkers, tt_introspect_t *introspect,
                   tt_listenset_t *ls)
 {
@@ -393,7 +393,7 @@ int tt_server_run(tt_conf_t *conf, const tt_server_opts_t *opts)
     tt_log_set_level((tt_log_level_t)conf->log_level);
     size_t nworkers = conf->workers > 0 ? (size_t)conf->workers : cpus_available();
     size_t nup = conf->nupstreams;
-    tt_upstream_t *ups = tt_calloc(nup, sizeof(*ups));
+    tt_upstream_t **ups = tt_calloc(nup, sizeof(*ups));
     tt_worker_t *workers = tt_calloc(nworkers, sizeof(*workers));
     int status = 1, takeover_conn = -1, sigfd = -1;
     size_t inited_up = 0, inited_w = 0, started = 0;
@@ -414,7 +414,8 @@ int tt_server_run(tt_conf_t *conf, const tt_server_opts_t *opts)
         goto out;
     }
     for (; inited_up < nup; inited_up++) {
-        if (tt_upstream_init(&ups[inited_up], &conf->upstreams[inited_up], conf->path, inited_up,
+        ups[inited_up] = tt_calloc(1, sizeof(*ups[inited_up]));
+        if (tt_upstream_init(ups[inited_up], &conf->upstreams[inited_up], conf->path, inited_up,
                              nworkers, err, sizeof(err)) < 0) {
             tt_error("%s", err);
             goto out;
@@ -551,8 +552,10 @@ out:
         tt_worker_join(&workers[i]);
     for (size_t i = 0; i < inited_w; i++)
         tt_worker_destroy(&workers[i]);
-    for (size_t i = 0; i < inited_up; i++)
-        tt_upstream_destroy(&ups[i]);
+    for (size_t i = 0; i < inited_up; i++) {
+        tt_upstream_destroy(ups[i]);
+        free(ups[i]);
+    }
     tt_introspect_destroy(&introspect);
     free(workers);
     free(loops);

@@ -349,11 +349,11 @@ static void wakeup_cb(tt_loop_t *loop, void *data)
     if (atomic_exchange_explicit(&w->_drain_requested, 0, memory_order_acq_rel))
         begin_drain(w);
     for (size_t i = 0; i < w->nupstreams; i++)
-        tt_pool_on_wakeup(&w->pools[i]);
+        tt_pool_on_wakeup(w->pools[i]);
 }
 
 int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
-                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   tt_upstream_t **upstreams, size_t nupstreams, const tt_listenset_t *ls,
                    const tt_worker_handlers_t *handlers, int access_log_fd,
                    tt_admission_t *admission, char *err, size_t errlen)
 {
@@ -382,15 +382,16 @@ int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *
     tt_accesslog_init(&w->access_log, access_log_fd, w->loop);
     w->pools = tt_calloc(nupstreams, sizeof(*w->pools));
     for (size_t i = 0; i < nupstreams; i++) {
-        tt_pool_init(&w->pools[i], &upstreams[i], w->loop, &w->bufs, id);
-        upstreams[i].pools[id] = &w->pools[i];
+        w->pools[i] = tt_calloc(1, sizeof(*w->pools[i]));
+        tt_pool_init(w->pools[i], upstreams[i], w->loop, &w->bufs, id);
+        upstreams[i]->pools[id] = w->pools[i];
     }
     w->_listeners = tt_calloc(ls->n, sizeof(*w->_listeners));
     if (conf->has_proxy_listen && add_listeners(w, ls, &conf->proxy_listen, NULL, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < nupstreams; i++) {
         const tt_upstream_conf_t *u = &conf->upstreams[i];
-        if (u->has_listen && add_listeners(w, ls, &u->listen, &upstreams[i], err, errlen) < 0)
+        if (u->has_listen && add_listeners(w, ls, &u->listen, upstreams[i], err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -400,14 +401,14 @@ static void *worker_main(void *arg)
 {
     tt_worker_t *w = arg;
     for (size_t i = 0; i < w->nupstreams; i++)
-        tt_pool_start(&w->pools[i]);
+        tt_pool_start(w->pools[i]);
     if (tt_loop_run(w->loop) < 0)
         tt_error("worker %zu: event loop failed", w->id);
     /* Sessions are gone: close what the pools still hold. */
     tt_loop_timer_stop(w->loop, &w->_drain_timer);
     tt_loop_timer_stop(w->loop, &w->_accept_timer);
     for (size_t i = 0; i < w->nupstreams; i++)
-        tt_pool_shutdown(&w->pools[i]);
+        tt_pool_shutdown(w->pools[i]);
     tt_loop_run_deferred(w->loop);
     tt_accesslog_flush(&w->access_log);
     return NULL;
@@ -431,8 +432,10 @@ void tt_worker_join(tt_worker_t *w)
 
 void tt_worker_destroy(tt_worker_t *w)
 {
-    for (size_t i = 0; w->pools != NULL && i < w->nupstreams; i++)
-        tt_pool_destroy(&w->pools[i]);
+    for (size_t i = 0; w->pools != NULL && i < w->nupstreams; i++) {
+        tt_pool_destroy(w->pools[i]);
+        free(w->pools[i]);
+    }
     if (w->loop != NULL) {
         stop_listeners(w);
         tt_accesslog_destroy(&w->access_log);

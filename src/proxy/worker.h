@@ -59,9 +59,11 @@ struct tt_worker {
     size_t nworkers;
     tt_loop_t *loop;
     const tt_conf_t *conf;
-    tt_upstream_t *upstreams;
+    /* The upstream table in force and this worker's pool of each, index for index; every
+     * upstream and pool is its own allocation, so a table can be rebuilt around them. */
+    tt_upstream_t **upstreams; /* [nupstreams] */
     size_t nupstreams;
-    tt_pool_t *pools; /* [nupstreams] */
+    tt_pool_t **pools; /* [nupstreams] */
     tt_bufpool_t bufs;
     tt_pipepool_t pipes; /* for spliced response bodies */
     tt_http_headpool_t heads;
@@ -103,7 +105,7 @@ struct tt_worker {
  * connection cap, which every worker shares and the caller owns. Returns 0, or -1 with a reason
  * in err. Runs on the main thread before any worker starts. */
 int tt_worker_init(tt_worker_t *w, size_t id, size_t nworkers, const tt_conf_t *conf,
-                   tt_upstream_t *upstreams, size_t nupstreams, const tt_listenset_t *ls,
+                   tt_upstream_t **upstreams, size_t nupstreams, const tt_listenset_t *ls,
                    const tt_worker_handlers_t *handlers, int access_log_fd,
                    tt_admission_t *admission, char *err, size_t errlen);
 
@@ -145,7 +147,7 @@ void tt_worker_while_paused(tt_worker_t *workers, size_t n, void (*fn)(void *arg
 /* The pool of upstream up in this worker. */
 static inline tt_pool_t *tt_worker_pool(tt_worker_t *w, const tt_upstream_t *up)
 {
-    return &w->pools[up->index];
+    return w->pools[up->index];
 }
 
 #endif

@@ -66,13 +66,13 @@ static void watch_cb(tt_dns_watch_t *w, tt_dns_result_t result, int changed, voi
     free(old);
 }
 
-tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t *ups, size_t nups, char *err,
+tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t **ups, size_t nups, char *err,
                                  size_t errlen)
 {
     err[0] = '\0';
     size_t n = 0;
     for (size_t i = 0; i < nups; i++)
-        n += ups[i].conf->dns_refresh != 0;
+        n += ups[i]->conf->dns_refresh != 0;
     if (n == 0) {
         if (conf->nresolvers > 0)
             tt_warn("resolver is set, but no upstream follows a name in DNS (each has an IP "
@@ -97,12 +97,12 @@ tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t *ups, size
     }
     d->items = tt_calloc(n, sizeof(*d->items));
     for (size_t i = 0; i < nups; i++) {
-        const tt_upstream_conf_t *u = ups[i].conf;
+        const tt_upstream_conf_t *u = ups[i]->conf;
         if (u->dns_refresh == 0)
             continue;
         followed_t *f = &d->items[d->n++];
         f->d = d;
-        f->up = &ups[i];
+        f->up = ups[i];
         snprintf(f->label, sizeof(f->label), "upstream %s", u->name);
         tt_dns_policy_t p = {
             .refresh =
@@ -113,8 +113,8 @@ tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t *ups, size
             .empty = u->dns_empty ? TT_DNS_EMPTY_CLEAR : TT_DNS_EMPTY_KEEP,
         };
         f->watch = tt_dns_watch_new(d->resolver, u->host, u->port, &p, f->label, watch_cb, f);
-        ups[i].dns_stats = tt_dns_watch_stats(f->watch);
-        atomic_store(&ups[i].dns_followed, 1);
+        ups[i]->dns_stats = tt_dns_watch_stats(f->watch);
+        atomic_store(&ups[i]->dns_followed, 1);
     }
     return d;
 }

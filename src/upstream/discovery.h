@@ -16,7 +16,7 @@ typedef struct tt_discovery tt_discovery_t;
 /* Prepares watches for the upstreams that need one (NULL with *err empty when none does) and
  * points each such upstream's dns_stats at its watch's counters. Returns NULL with a reason in
  * err on failure. Main thread, before workers start. */
-tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t *ups, size_t nups, char *err,
+tt_discovery_t *tt_discovery_new(const tt_conf_t *conf, tt_upstream_t **ups, size_t nups, char *err,
                                  size_t errlen);
 /* Starts the thread (the first lookups go out at once). Returns 0 or an errno value. */
 int tt_discovery_start(tt_discovery_t *d);

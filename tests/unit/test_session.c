@@ -35,6 +35,9 @@ typedef struct {
     int upstream;  /* the test's end of the accepted upstream connection, or -1 */
     tt_conf_t *conf;
     tt_upstream_t up;
+    tt_upstream_t *ups[1]; /* the worker's table: up */
+    tt_pool_t pool;
+    tt_pool_t *pools[1]; /* the worker's pools: pool */
     tt_worker_t w;
     tt_admission_t admission;
     tt_listener_t l;
@@ -62,7 +65,8 @@ static fixture_t *fixture_new(void)
 
     tt_worker_t *w = &f->w;
     w->conf = f->conf;
-    w->upstreams = &f->up;
+    f->ups[0] = &f->up;
+    w->upstreams = f->ups;
     w->nupstreams = 1;
     w->loop = tt_loop_create();
     assert_non_null(w->loop);
@@ -73,10 +77,11 @@ static fixture_t *fixture_new(void)
     tt_bufpool_init(&w->bufs, 8);
     tt_http_headpool_init(&w->heads, 4);
     tt_accesslog_init(&w->access_log, -1, w->loop);
-    w->pools = tt_calloc(1, sizeof(*w->pools));
-    tt_pool_init(&w->pools[0], &f->up, w->loop, &w->bufs, 0);
-    f->up.pools[0] = &w->pools[0];
-    tt_pool_start(&w->pools[0]);
+    f->pools[0] = &f->pool;
+    w->pools = f->pools;
+    tt_pool_init(&f->pool, &f->up, w->loop, &w->bufs, 0);
+    f->up.pools[0] = &f->pool;
+    tt_pool_start(&f->pool);
     f->l = (tt_listener_t){.worker = w, .upstream = &f->up, .handler = tt_session_start};
     f->l.io.fd = -1;
 
@@ -97,12 +102,11 @@ static void fixture_free(fixture_t *f)
     if (f->upstream >= 0)
         close(f->upstream);
     tt_session_close_all(w);
-    tt_pool_shutdown(&w->pools[0]);
+    tt_pool_shutdown(&f->pool);
     tt_loop_run_deferred(w->loop);
     assert_int_equal(w->nsessions, 0);
-    assert_int_equal(tt_pool_size(&w->pools[0]), 0);
-    tt_pool_destroy(&w->pools[0]);
-    free(w->pools);
+    assert_int_equal(tt_pool_size(&f->pool), 0);
+    tt_pool_destroy(&f->pool);
     tt_accesslog_destroy(&w->access_log);
     tt_loop_destroy(w->loop);
     tt_http_headpool_destroy(&w->heads);
@@ -178,8 +182,8 @@ static void test_request_is_relayed_and_the_connection_pooled(void **state)
     tt_session_t *s = the_session(f);
     assert_int_equal(s->state, S_HEAD); /* ready for the next request */
     assert_null(s->conn);
-    assert_int_equal(f->w.pools[0]._nidle, 1); /* the connection went back */
-    assert_int_equal(f->w.pools[0].stats.responses[2], 1);
+    assert_int_equal(f->pool._nidle, 1); /* the connection went back */
+    assert_int_equal(f->pool.stats.responses[2], 1);
     fixture_free(f);
 }
 
@@ -221,7 +225,7 @@ static void test_silent_upstream_gets_504_at_response_timeout(void **state)
     f->now += 1;
     read_until(f, f->client, buf, sizeof(buf), "\r\n\r\n");
     assert_true(strncmp(buf, "HTTP/1.1 504 ", 13) == 0);
-    tt_pool_t *pool = &f->w.pools[0];
+    tt_pool_t *pool = &f->pool;
     assert_int_equal(pool->stats.conns_closed[TT_CLOSE_RESPONSE_TIMEOUT], 1);
     assert_int_equal(tt_pool_size(pool), 0); /* a late response must never meet a new request */
     assert_int_equal(pool->stats.generated[5], 1);
