@@ -238,6 +238,12 @@ static void emit_spliced(tt_buf_t *b, const tt_upstream_snapshot_t *u, const lab
     sample_u(b, "tether_upstream_spliced_bytes_total", l->up.data, u->stats.spliced_bytes);
 }
 
+static void emit_spliced_request(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
+{
+    sample_u(b, "tether_upstream_spliced_request_bytes_total", l->up.data,
+             u->stats.spliced_request_bytes);
+}
+
 static void emit_duration(tt_buf_t *b, const tt_upstream_snapshot_t *u, const labels_t *l)
 {
     histogram(b, "tether_upstream_request_duration_seconds", l->up.data,
@@ -490,6 +496,8 @@ static const struct {
      "Requests retried on a fresh connection, by reason.", emit_retries},
     {"tether_upstream_spliced_bytes_total", "counter",
      "Response body bytes relayed with splice(2), never copied into tetherd.", emit_spliced},
+    {"tether_upstream_spliced_request_bytes_total", "counter",
+     "Request body bytes relayed with splice(2), never copied into tetherd.", emit_spliced_request},
     {"tether_upstream_request_duration_seconds", "histogram",
      "Time from a request head received to its response complete.", emit_duration},
     {"tether_upstream_connections_opened_total", "counter",

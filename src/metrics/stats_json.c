@@ -176,6 +176,7 @@ static void upstream(tt_buf_t *b, const tt_upstream_snapshot_t *u)
     tt_buf_appendf(b, "{\"stale_connection\":%" PRIu64 ",\"connect_failover\":%" PRIu64 "},",
                    st->retries, st->connect_failovers);
     kv_u(b, "spliced_bytes_total", st->spliced_bytes, 1);
+    kv_u(b, "spliced_request_bytes_total", st->spliced_request_bytes, 1);
     endpoints(b, u);
 
     key(b, "connections");

@@ -24,6 +24,7 @@ static void waiter_cb(tt_pool_waiter_t *w, tt_conn_t *conn, tt_pool_result_t res
 void tt_session_drop_conn(tt_session_t *s, tt_close_reason_t verdict)
 {
     tt_pool_cancel(&s->waiter);
+    tt_session_release_req_pipe(s);
     if (s->conn == NULL)
         return;
     tt_conn_t *c = s->conn;
@@ -290,6 +291,64 @@ static ssize_t send_upstream(tt_session_t *s, const char *p, size_t len, const c
     return -1;
 }
 
+/* A body read that filled the buffer left more waiting in the socket: the buffer doubles, up to
+ * TT_BODY_BUF_MAX, so a large body moves in fewer, larger reads and writes (a 50 MB download made
+ * 3,200 recv/send pairs of 16 KiB). A slow reader still holds at most TT_BODY_BUF_MAX here. The
+ * grown buffer is freed, not recycled, when it goes back to the worker. */
+static void grow_body_buffer(tt_buf_t *in)
+{
+    if (in->cap < TT_BODY_BUF_MAX)
+        (void)tt_buf_reserve(in, in->cap, TT_BODY_BUF_MAX);
+}
+
+/* Whether the rest of the request body should go client -> pipe -> upstream with splice(2): a
+ * Content-Length body with at least TT_SPLICE_MIN bytes still to come, from a TCP client to a
+ * plain TCP upstream, once the head and every body byte read with it were sent. A body kept for
+ * a retry never is: spliced bytes cannot be sent again, so only a request that will not be
+ * retried anyway (not idempotent, or larger than retry_buffer) is spliced. A Unix-domain client
+ * is not: its socket splices one write's segment at a time (22 KiB from curl), no cheaper than
+ * the 256 KiB buffer (docs/internals/tuning.md). */
+static int req_splice_wanted(const tt_session_t *s)
+{
+    return s->req_pipe == NULL && !s->retryable && !s->retaining && s->up->conf->splice &&
+           s->client_tcp && s->req_pending == 0 && tt_buf_len(s->cin) == 0 &&
+           s->uout_sent == s->uout->wpos && tt_http_reader_body_left(&s->req) >= TT_SPLICE_MIN &&
+           tt_conn_plain_fd(s->conn) >= 0;
+}
+
+/* Moves the request body's bytes in the pipe to the upstream (send_upstream's conventions). */
+static ssize_t req_splice_out(tt_session_t *s)
+{
+    ssize_t n = tt_pipe_drain(s->req_pipe, tt_conn_plain_fd(s->conn));
+    if (n > 0) {
+        s->up_acking = 0;
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        s->want_up_out = 1;
+        return 0;
+    }
+    char why[256];
+    upstream_failed(s, TT_CLOSE_ERROR, io_why(s, n < 0 ? errno : EPIPE, why, sizeof(why)));
+    return -1;
+}
+
+/* Splices request body bytes from the client into the pipe (recv conventions). Never more than
+ * the body's length less its last byte: a pipelined request stays in the socket, and the last
+ * byte goes through the parser, which ends the message. */
+static ssize_t req_splice_in(tt_session_t *s)
+{
+    uint64_t left = tt_http_reader_body_left(&s->req) - 1;
+    ssize_t n = tt_pipe_fill(s->req_pipe, s->io.fd, (size_t)TT_MIN(left, SIZE_MAX));
+    if (n > 0) {
+        tt_http_reader_skip_body(&s->req, (uint64_t)n);
+        tt_worker_pool(s->worker, s->up)->stats.spliced_request_bytes += (uint64_t)n;
+    } else if (n < 0 && errno == EAGAIN && s->req_pipe->len == 0) {
+        s->client_readable = 0; /* an empty pipe refused nothing: the socket is drained */
+    }
+    return n;
+}
+
 /* Sends the request head and body. OK on progress, AGAIN when waiting, DECLINED if the exchange
  * ended. */
 static tt_step_t step_request(tt_session_t *s)
@@ -351,6 +410,16 @@ static tt_step_t step_request(tt_session_t *s)
             moved = 1;
             continue;
         }
+        if (s->req_pipe != NULL && s->req_pipe->len > 0) {
+            ssize_t n = req_splice_out(s);
+            if (n <= 0)
+                return n < 0 ? TT_STEP_DECLINED : tt_step_progress(moved);
+            moved = 1;
+            continue;
+        }
+        /* The body's last byte takes the buffered path once the pipe is empty. */
+        if (s->req_pipe != NULL && tt_http_reader_body_left(&s->req) <= 1)
+            tt_session_release_req_pipe(s);
         if (s->req_read_done) {
             s->req_sent = 1;
             if (!s->resp_head_done)
@@ -365,7 +434,20 @@ static tt_step_t step_request(tt_session_t *s)
             tt_session_wait_for_client(s, 1);
             return tt_step_progress(moved);
         }
-        ssize_t n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+        if (req_splice_wanted(s))
+            s->req_pipe = tt_pipe_get(&s->worker->pipes); /* NULL: the buffered path, silently */
+        ssize_t n;
+        if (s->req_pipe != NULL) {
+            n = req_splice_in(s);
+            /* A pipe out of slots is drained first, as a full buffer would be. */
+            if (n < 0 && errno == EAGAIN && s->req_pipe->len > 0)
+                continue;
+        } else {
+            size_t room = tt_buf_room(s->cin);
+            n = tt_buf_fill(s->cin, s->io.fd, &s->client_readable);
+            if (n > 0 && (size_t)n == room)
+                grow_body_buffer(s->cin);
+        }
         if (n > 0) {
             tt_session_arm_timer(s, s->worker->conf->client_idle_timeout);
             moved = 1;
@@ -550,16 +632,6 @@ static tt_step_t parse_response_body(tt_session_t *s)
     if (st == TT_HTTP_MESSAGE_DONE)
         s->resp_done = 1;
     return TT_STEP_OK;
-}
-
-/* A body read that filled the buffer left more waiting in the socket: the buffer doubles, up to
- * TT_BODY_BUF_MAX, so a large body moves in fewer, larger reads and writes (a 50 MB download made
- * 3,200 recv/send pairs of 16 KiB). A slow reader still holds at most TT_BODY_BUF_MAX here. The
- * grown buffer is freed, not recycled, when the connection goes back to the pool. */
-static void grow_body_buffer(tt_buf_t *in)
-{
-    if (in->cap < TT_BODY_BUF_MAX)
-        (void)tt_buf_reserve(in, in->cap, TT_BODY_BUF_MAX);
 }
 
 /* Whether the rest of the body should go socket -> pipe -> socket with splice(2): a

@@ -32,6 +32,7 @@ static void release_buffers(tt_session_t *s)
     s->cin = s->cout = s->uout = NULL;
     s->head = NULL;
     tt_session_release_pipe(s);
+    tt_session_release_req_pipe(s);
 }
 
 void tt_session_release_pipe(tt_session_t *s)
@@ -39,6 +40,13 @@ void tt_session_release_pipe(tt_session_t *s)
     if (s->pipe != NULL)
         tt_pipe_put(&s->worker->pipes, s->pipe);
     s->pipe = NULL;
+}
+
+void tt_session_release_req_pipe(tt_session_t *s)
+{
+    if (s->req_pipe != NULL)
+        tt_pipe_put(&s->worker->pipes, s->req_pipe);
+    s->req_pipe = NULL;
 }
 
 static void log_access(tt_session_t *s, uint64_t duration_us)

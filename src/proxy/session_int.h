@@ -46,6 +46,7 @@ typedef struct tt_session {
     size_t resp_pending; /* parsed response body bytes at the front of conn->in, not yet sent */
     size_t retained;     /* request body bytes kept in uout */
     tt_pipe_t *pipe;     /* while the response body is spliced: its bytes not yet sent */
+    tt_pipe_t *req_pipe; /* while the request body is spliced: its bytes not yet sent */
     uint8_t method;
     uint8_t http10;
     uint8_t client_keepalive;
@@ -143,8 +144,11 @@ int tt_session_output_pending(const tt_session_t *s);
 /* Writes cout, then the raw response body waiting in conn->in. OK when all is written, AGAIN
  * when the socket is full, ERROR when the client is gone. */
 tt_step_t tt_session_flush_client(tt_session_t *s);
-/* Gives the splice pipe back to the worker (kept when empty, else closed). */
+/* Gives the response's splice pipe back to the worker (kept when empty, else closed). */
 void tt_session_release_pipe(tt_session_t *s);
+/* Gives the request body's splice pipe back: its bytes were for the upstream connection, so it
+ * goes when that connection is dropped (kept when empty, else closed). */
+void tt_session_release_req_pipe(tt_session_t *s);
 /* The client output buffer, taken from the worker on first use. */
 tt_buf_t *tt_session_cout(tt_session_t *s);
 /* The endpoint for logs and errors: the one the request went to, else the upstream's url. */

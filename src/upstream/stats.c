@@ -33,6 +33,7 @@ void tt_upstream_stats_merge(tt_upstream_stats_t *dst, const tt_upstream_stats_t
     dst->requests_on_reused += src->requests_on_reused;
     dst->retries += src->retries;
     dst->spliced_bytes += src->spliced_bytes;
+    dst->spliced_request_bytes += src->spliced_request_bytes;
     dst->connect_failovers += src->connect_failovers;
     for (size_t i = 0; i < TT_EJECT__COUNT; i++)
         dst->ejections[i] += src->ejections[i];

@@ -53,6 +53,7 @@ typedef struct {
     uint64_t requests_on_reused;         /* requests sent on a connection that served one before */
     uint64_t retries;                    /* stale-connection retries */
     uint64_t spliced_bytes;              /* response body bytes relayed with splice(2) */
+    uint64_t spliced_request_bytes;      /* request body bytes relayed with splice(2) */
     uint64_t connect_failovers;          /* connects tried again on another endpoint */
     uint64_t ejections[TT_EJECT__COUNT]; /* breaker ejections (re-ejections too), by cause */
     uint64_t probes[TT_PROBE_RESULTS];   /* probes of idle connections, by result */

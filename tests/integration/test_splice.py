@@ -1,34 +1,40 @@
 """Large Content-Length response bodies relayed with splice(2) (`splice = on`, the default):
 byte-exact, counted in tether_upstream_spliced_bytes_total (so each test shows the splice path
 was taken), never past the body's end on a keep-alive upstream connection, and ended as the
-buffered path ends them when the upstream closes mid-body. See docs/internals/tuning.md."""
+buffered path ends them when the upstream closes mid-body. Large request bodies too
+(tether_upstream_spliced_request_bytes_total), never when they are kept for a retry, never sent
+twice. See docs/internals/tuning.md."""
 import hashlib
 import json
 import socket
 
 import pytest
 
-from helpers import build_request, fetch, free_port, wait_for
+from helpers import Client, assert_tether_error, build_request, fetch, free_port, sha256, wait_for
 from upstream import body_pattern
 
 MIB = 1 << 20
 
 
-def start(start_upstream, start_tetherd, tmp_path, splice="on", upstream_args=()):
+def start(start_upstream, start_tetherd, tmp_path, splice="on", upstream_args=(), extra=""):
     upstream = start_upstream(*upstream_args)
     port, admin = free_port(), free_port()
     log = tmp_path / "access.log"
     tetherd = start_tetherd(f"[tether]\nworkers = 1\nadmin = 127.0.0.1:{admin}\n"
                             f"access_log = {log}\n"
                             f"[upstream app]\nurl = http://127.0.0.1:{upstream.port}\n"
-                            f"listen = 127.0.0.1:{port}\nsplice = {splice}\n")
+                            f"listen = 127.0.0.1:{port}\nsplice = {splice}\n{extra}")
     return tetherd, upstream, port, admin, log
 
 
-def spliced(admin):
+def spliced(admin, key="spliced_bytes_total"):
     resp = fetch(admin, "GET", "/stats", [("Connection", "close")])
     assert resp.status == 200, resp
-    return json.loads(resp.body)["upstreams"][0]["spliced_bytes_total"]
+    return json.loads(resp.body)["upstreams"][0][key]
+
+
+def spliced_up(admin):
+    return spliced(admin, "spliced_request_bytes_total")
 
 
 def read_response(sock, buf=b""):
@@ -141,3 +147,76 @@ def test_bytes_past_the_body_are_never_spliced(start_upstream, start_tetherd, tm
         head, digest, got, _ = read_response(sock, rest)
         assert head.startswith(b"HTTP/1.1 200") and got == 5, head
     assert spliced(admin) >= size - 256 * 1024
+
+
+@pytest.mark.parametrize("splice", ["on", "off"])
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_large_upload_is_byte_exact(start_upstream, start_tetherd, tmp_path, splice, method):
+    """A 10 MiB body (over the default retry_buffer, so it is not kept) arrives whole and in
+    order; with `on` all of it is spliced except what came with the head and its last byte."""
+    tetherd, upstream, port, admin, _ = start(start_upstream, start_tetherd, tmp_path, splice)
+    body = body_pattern(10 * MIB + 12345)
+    resp = fetch(port, method, "/up", body=body)
+    assert resp.status == 200, resp
+    assert resp.header("X-Request-Body-Size") == str(len(body))
+    assert resp.header("X-Request-Body-Sha256") == sha256(body)
+    moved = spliced_up(admin)
+    if splice == "on":
+        assert len(body) - 256 * 1024 <= moved < len(body), moved
+    else:
+        assert moved == 0
+
+
+def test_request_pipelined_after_a_spliced_upload(start_upstream, start_tetherd, tmp_path):
+    """The splice stops at the body's end: a request sent right behind the body, in the same
+    write, is parsed as the next request (a splice of whatever is readable would send it to
+    the upstream as part of the body)."""
+    tetherd, upstream, port, admin, _ = start(start_upstream, start_tetherd, tmp_path)
+    body = body_pattern(4 * MIB + 3)
+    with Client(port) as client:
+        client.send(build_request("POST", "/up", body=body) +
+                    build_request("GET", "/next", [("X-Body-Size", "5")]))
+        first = client.read_response()
+        second = client.read_response()
+    assert first.header("X-Request-Body-Sha256") == sha256(body)
+    assert second.status == 200 and second.body == body_pattern(5)
+    assert second.header("X-Upstream-Target") == "/next"
+    assert spliced_up(admin) >= len(body) - 256 * 1024
+
+
+def test_upload_kept_for_a_retry_is_not_spliced_and_is_retried(start_upstream, start_tetherd,
+                                                               tmp_path):
+    """A PUT under retry_buffer is kept, never spliced (spliced bytes cannot be sent again), so
+    it still goes again, whole, on a fresh connection after a stale one."""
+    tetherd, upstream, port, admin, _ = start(start_upstream, start_tetherd, tmp_path,
+                                              extra="retry_buffer = 8m\n")
+    assert fetch(port).status == 200
+    body = body_pattern(4 * MIB)
+    resp = fetch(port, "PUT", "/up", [("X-Reset-If-Reused", "1")], body)
+    assert resp.status == 200, resp
+    assert resp.header("X-Request-Body-Sha256") == sha256(body)
+    assert resp.header("X-Upstream-Conn") == "2"
+    assert spliced_up(admin) == 0
+
+
+def test_spliced_post_on_a_stale_connection_is_sent_once(start_upstream, start_tetherd,
+                                                         tmp_path):
+    """A large POST that meets a stale connection while its body is spliced gets a 502 that
+    says why it was not retried, and the upstream saw it once."""
+    tetherd, upstream, port, admin, _ = start(start_upstream, start_tetherd, tmp_path)
+    assert fetch(port).status == 200
+    resp = fetch(port, "POST", "/p", [("X-Reset-If-Reused", "1")], body_pattern(8 * MIB))
+    assert_tether_error(resp, 502, "not retried because POST is not idempotent")
+    assert upstream.stats()["requests"] == 2  # sent once
+
+
+def test_upstream_reset_during_a_spliced_upload(start_upstream, start_tetherd, tmp_path):
+    """A fresh connection reset while the body is spliced into it: 502, and tetherd goes on
+    serving (the pipe with the body's bytes is closed, not reused for the next upload)."""
+    tetherd, upstream, port, admin, log = start(start_upstream, start_tetherd, tmp_path)
+    resp = fetch(port, "POST", "/p", [("X-Reset", "1")], body_pattern(8 * MIB))
+    assert_tether_error(resp, 502, "upstream app", "connection")
+    body = body_pattern(2 * MIB + 1)
+    resp = fetch(port, "POST", "/again", body=body)
+    assert resp.status == 200 and resp.header("X-Request-Body-Sha256") == sha256(body)
+    assert spliced_up(admin) > 0
